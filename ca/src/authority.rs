@@ -1,0 +1,176 @@
+//! The issuing CA: issuance in the order of ARCHITECTURE.md, and CRL signing.
+
+use std::sync::Arc;
+
+use pki::certificate::{self, CertificateOrder};
+use pki::crl::{self, CrlOrder};
+use pki::{IssuerInfo, Profile, ProfileSettings, San, Serial};
+use time::{Duration, OffsetDateTime};
+
+use crate::Error;
+use crate::signer::Signer;
+use crate::store::{CertRecord, State, Store, StoreError};
+
+/// What to issue. The CA trusts none of it: the CSR is validated again here.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueRequest<'a> {
+    /// The CSR, PEM or DER, as received.
+    pub csr: &'a [u8],
+    /// The account the certificate is for.
+    pub account: &'a str,
+    /// The profile.
+    pub profile: Profile,
+    /// Subject alternative names (server profile).
+    pub sans: &'a [San],
+    /// Validity in days; `None` for the configured default.
+    pub days: Option<u32>,
+}
+
+/// A certificate the CA signed and recorded.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Its registry record.
+    pub record: CertRecord,
+}
+
+/// The issuing CA: its certificate, its key, its registry and its profile settings.
+pub struct CertificateAuthority {
+    issuer: IssuerInfo,
+    signer: Box<dyn Signer>,
+    store: Arc<dyn Store>,
+    settings: ProfileSettings,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many times a colliding serial is drawn again before giving up.
+const SERIAL_ATTEMPTS: usize = 8;
+
+impl CertificateAuthority {
+    /// A CA from its certificate (DER), a signer holding the matching key, a registry and
+    /// settings. Refuses a key that does not match the certificate.
+    pub fn new(
+        certificate_der: &[u8],
+        signer: Box<dyn Signer>,
+        store: Arc<dyn Store>,
+        settings: ProfileSettings,
+    ) -> Result<Self, Error> {
+        let issuer = IssuerInfo::from_der(certificate_der)?;
+        if issuer.public_key() != signer.public_key() {
+            return Err(Error::KeyMismatch {
+                key: "(signer)".into(),
+                certificate: "(issuer)".into(),
+            });
+        }
+        Ok(Self {
+            issuer,
+            signer,
+            store,
+            settings,
+        })
+    }
+
+    /// The CA certificate and its properties.
+    pub fn issuer(&self) -> &IssuerInfo {
+        &self.issuer
+    }
+
+    /// The registry.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The profile settings.
+    pub fn settings(&self) -> &ProfileSettings {
+        &self.settings
+    }
+
+    /// Issues a certificate now.
+    pub fn issue(&self, request: &IssueRequest<'_>) -> Result<Issued, Error> {
+        self.issue_at(request, OffsetDateTime::now_utc())
+    }
+
+    /// Issues a certificate with `now` as the CA's clock:
+    /// 1. validate the CSR (signature, key policy);
+    /// 2. choose a fresh serial, validity and extensions from the profile;
+    /// 3. build and lint the to-be-signed certificate;
+    /// 4. record the pending issuance durably;
+    /// 5. sign; 6. record the certificate durably; 7. return it.
+    pub fn issue_at(
+        &self,
+        request: &IssueRequest<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Issued, Error> {
+        let csr = pki::csr::validate(request.csr)?;
+        for _ in 0..SERIAL_ATTEMPTS {
+            let serial = random_serial()?;
+            let order = CertificateOrder {
+                serial,
+                account: request.account,
+                profile: request.profile,
+                sans: request.sans,
+                days: request.days,
+                now,
+            };
+            let prepared = certificate::prepare(&self.issuer, &self.settings, &csr, &order)?;
+            let validity = prepared.validity();
+            let mut record = CertRecord {
+                serial,
+                account: request.account.to_owned(),
+                profile: request.profile,
+                key_sha256: prepared.key_sha256(),
+                not_before: validity.not_before,
+                not_after: validity.not_after,
+                recorded_at: now,
+                state: State::Pending,
+            };
+            match self.store.record_pending(&record) {
+                Ok(()) => {}
+                Err(StoreError::SerialTaken(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let signature = self.signer.sign(prepared.tbs_der())?;
+            let der = prepared.assemble(&signature);
+            self.store.record_issued(&serial, &der)?;
+            record.state = State::Issued;
+            return Ok(Issued { der, record });
+        }
+        Err(Error::SerialExhausted)
+    }
+
+    /// Signs a CRL of the revoked, unexpired certificates, valid for `validity` from `now`.
+    /// The CRL number is incremented durably before signing, so numbers never repeat.
+    pub fn sign_crl(&self, now: OffsetDateTime, validity: Duration) -> Result<Vec<u8>, Error> {
+        let number = self.store.next_crl_number()?;
+        let entries = self.store.revoked_unexpired(now)?;
+        let order = CrlOrder {
+            number,
+            this_update: now,
+            next_update: now + validity,
+            entries: &entries,
+        };
+        let prepared = crl::prepare_crl(&self.issuer, &order)?;
+        let signature = self.signer.sign(prepared.tbs_der())?;
+        Ok(prepared.assemble(&signature))
+    }
+}
+
+/// 16 bytes from the system's CSPRNG, in inkan's serial form.
+pub(crate) fn random_serial() -> Result<Serial, Error> {
+    for _ in 0..SERIAL_ATTEMPTS {
+        let mut bytes = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::SerialExhausted)?;
+        if let Some(serial) = Serial::from_random(bytes) {
+            return Ok(serial);
+        }
+    }
+    Err(Error::SerialExhausted)
+}

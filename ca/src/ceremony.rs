@@ -1,0 +1,188 @@
+//! Key ceremonies: creating the root and issuing CA, and signing the root's CRL.
+
+use std::fs;
+use std::path::Path;
+
+use pki::crl::{self, CrlOrder};
+use pki::profile;
+use pki::{IssuerInfo, Validity};
+use time::{Duration, OffsetDateTime};
+
+use crate::authority::random_serial;
+use crate::layout::{self, DataDir};
+use crate::signer::{CaKeyType, FileSigner, RcgenKey, Signer};
+use crate::{Error, Passphrase};
+
+/// What `init` creates.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Key type of both CA keys.
+    pub key_type: CaKeyType,
+    /// Organization (O=) of both CA subjects.
+    pub organization: String,
+    /// Root validity in days.
+    pub root_days: u32,
+    /// Issuing CA validity in days (capped at the root's).
+    pub ca_days: u32,
+    /// URL of the root's CRL, written into the issuing CA certificate.
+    pub root_crl_url: Option<String>,
+    /// URL of the root certificate, written into the issuing CA certificate (AIA).
+    pub root_cert_url: Option<String>,
+    /// The commented configuration file to write beside the keys.
+    pub config_toml: String,
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// The root certificate, DER.
+    pub root_der: Vec<u8>,
+    /// The issuing CA certificate, DER.
+    pub ca_der: Vec<u8>,
+}
+
+/// Creates the offline root and the issuing CA signed by it under `dir`.
+///
+/// Refuses if any CA file exists. Everything is written into a staging directory first and
+/// moved into place at the end, so a failure leaves no partial CA behind.
+pub fn init(
+    dir: &DataDir,
+    options: &InitOptions,
+    root_passphrase: &Passphrase,
+    ca_passphrase: &Passphrase,
+    now: OffsetDateTime,
+) -> Result<InitReport, Error> {
+    root_passphrase.check_strength()?;
+    ca_passphrase.check_strength()?;
+    for path in dir.ca_files().iter().chain([&dir.config()]) {
+        if path.exists() {
+            return Err(Error::AlreadyInitialised { path: path.clone() });
+        }
+    }
+    pki::profile::check_account(&options.organization).map_err(|_| {
+        Error::Pki(pki::Error::InvalidAccount {
+            account: options.organization.clone(),
+            reason: "the organization must be 1 to 64 printable characters",
+        })
+    })?;
+    layout::create_private_dir(dir.path())?;
+
+    let root = FileSigner::generate(options.key_type)?;
+    let root_validity = Validity::for_days(now, options.root_days, None)?;
+    let root_params =
+        profile::root_ca_params(&options.organization, &random_serial()?, &root_validity);
+    let root_cert =
+        root_params
+            .self_signed(&RcgenKey(&root))
+            .map_err(|e| pki::Error::Encoding {
+                what: "root certificate",
+                detail: e.to_string(),
+            })?;
+
+    let ca = FileSigner::generate(options.key_type)?;
+    let ca_validity = Validity::for_days(now, options.ca_days, Some(&root_validity))?;
+    let ca_params = profile::issuing_ca_params(
+        &options.organization,
+        &random_serial()?,
+        &ca_validity,
+        options.root_crl_url.as_deref(),
+        options.root_cert_url.as_deref(),
+    );
+    let root_issuer = rcgen::Issuer::from_params(&root_params, RcgenKey(&root));
+    let ca_cert = ca_params
+        .signed_by(ca.public_key(), &root_issuer)
+        .map_err(|e| pki::Error::Encoding {
+            what: "issuing CA certificate",
+            detail: e.to_string(),
+        })?;
+    // Check what was made with the same reader that will load it for issuance.
+    IssuerInfo::from_der(root_cert.der())?;
+    IssuerInfo::from_der(ca_cert.der())?;
+
+    let staging = dir.path().join(".init-staging");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(Error::io("removing", &staging))?;
+    }
+    let staged = DataDir::new(&staging);
+    layout::create_private_dir(&staged.root_dir())?;
+    layout::create_private_dir(&staged.ca_dir())?;
+    layout::write_new(
+        &staged.root_key(),
+        root.to_encrypted_pem(root_passphrase)?.as_bytes(),
+        0o600,
+    )?;
+    layout::write_new(&staged.root_cert(), root_cert.pem().as_bytes(), 0o644)?;
+    layout::write_new(&staged.root_crl_number(), b"0\n", 0o644)?;
+    layout::write_new(
+        &staged.ca_key(),
+        ca.to_encrypted_pem(ca_passphrase)?.as_bytes(),
+        0o600,
+    )?;
+    layout::write_new(&staged.ca_cert(), ca_cert.pem().as_bytes(), 0o644)?;
+    layout::write_new(&staged.config(), options.config_toml.as_bytes(), 0o644)?;
+
+    for (from, to) in [
+        (staged.root_dir(), dir.root_dir()),
+        (staged.ca_dir(), dir.ca_dir()),
+        (staged.config(), dir.config()),
+    ] {
+        fs::rename(&from, &to).map_err(Error::io("moving into place", &to))?;
+    }
+    fs::remove_dir(&staging).map_err(Error::io("removing", &staging))?;
+    layout::sync_dir(dir.path())?;
+    Ok(InitReport {
+        root_der: root_cert.der().to_vec(),
+        ca_der: ca_cert.der().to_vec(),
+    })
+}
+
+/// Loads a CA key and checks it against its certificate.
+pub fn load_signer(
+    key: &Path,
+    certificate: &Path,
+    passphrase: &Passphrase,
+) -> Result<(FileSigner, Vec<u8>), Error> {
+    let der = layout::read_certificate(certificate)?;
+    let issuer = IssuerInfo::from_der(&der)?;
+    let signer = FileSigner::load(key, passphrase)?;
+    if signer.public_key() != issuer.public_key() {
+        return Err(Error::KeyMismatch {
+            key: key.into(),
+            certificate: certificate.into(),
+        });
+    }
+    Ok((signer, der))
+}
+
+/// Signs the root's CRL (a ceremony: needs the root passphrase). The root has issued only the
+/// issuing CA, which is not revoked, so the CRL has no entries. The number in
+/// `root/crl-number` is advanced durably before signing.
+pub fn sign_root_crl(
+    dir: &DataDir,
+    root_passphrase: &Passphrase,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<Vec<u8>, Error> {
+    let (root, der) = load_signer(&dir.root_key(), &dir.root_cert(), root_passphrase)?;
+    let issuer = IssuerInfo::from_der(&der)?;
+    let path = dir.root_crl_number();
+    let last: u64 = match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| Error::BadKey {
+            path: path.clone(),
+            detail: "the CRL number file does not hold a number".into(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io("reading", &path)(e)),
+    };
+    let number = last + 1;
+    layout::replace(&path, format!("{number}\n").as_bytes(), 0o644)?;
+    let order = CrlOrder {
+        number,
+        this_update: now,
+        next_update: now + validity,
+        entries: &[],
+    };
+    let prepared = crl::prepare_crl(&issuer, &order)?;
+    let signature = root.sign(prepared.tbs_der())?;
+    Ok(prepared.assemble(&signature))
+}

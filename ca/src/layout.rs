@@ -1,0 +1,153 @@
+//! Where things live under the data directory, and how files are written safely.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The data directory:
+///
+/// ```text
+/// DIR/inkan.toml        configuration (commented, written by init)
+/// DIR/root/root.crt     offline root certificate       DIR/root/root.key  (0600, encrypted)
+/// DIR/root/crl-number   the root CRL's last number
+/// DIR/ca/ca.crt         issuing CA certificate         DIR/ca/ca.key      (0600, encrypted)
+/// DIR/db/               the registry (sled)
+/// DIR/crl/              the last CRLs signed (ca.crl, root.crl), DER
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// A data directory at `path` (nothing is touched).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `inkan.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.path.join("inkan.toml")
+    }
+
+    /// The root CA's directory.
+    pub fn root_dir(&self) -> PathBuf {
+        self.path.join("root")
+    }
+
+    /// The root certificate (PEM).
+    pub fn root_cert(&self) -> PathBuf {
+        self.root_dir().join("root.crt")
+    }
+
+    /// The root key (encrypted PKCS#8 PEM).
+    pub fn root_key(&self) -> PathBuf {
+        self.root_dir().join("root.key")
+    }
+
+    /// The root CRL's last number.
+    pub fn root_crl_number(&self) -> PathBuf {
+        self.root_dir().join("crl-number")
+    }
+
+    /// The issuing CA's directory.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.path.join("ca")
+    }
+
+    /// The issuing CA certificate (PEM).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.ca_dir().join("ca.crt")
+    }
+
+    /// The issuing CA key (encrypted PKCS#8 PEM).
+    pub fn ca_key(&self) -> PathBuf {
+        self.ca_dir().join("ca.key")
+    }
+
+    /// The registry's directory.
+    pub fn db(&self) -> PathBuf {
+        self.path.join("db")
+    }
+
+    /// Where signed CRLs are published from.
+    pub fn crl_dir(&self) -> PathBuf {
+        self.path.join("crl")
+    }
+
+    /// The files whose presence means a CA exists here.
+    pub fn ca_files(&self) -> [PathBuf; 4] {
+        [
+            self.root_cert(),
+            self.root_key(),
+            self.ca_cert(),
+            self.ca_key(),
+        ]
+    }
+}
+
+/// Creates `path` with `contents` and `mode`, failing if it exists, and syncs it to disk.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(Error::io("creating", path))?;
+    // The umask may have narrowed the mode; a key must not end up wider than asked.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(Error::io("setting mode of", path))?;
+    file.write_all(contents)
+        .map_err(Error::io("writing", path))?;
+    file.sync_all().map_err(Error::io("syncing", path))
+}
+
+/// Replaces `path` with `contents` atomically (write a temporary file, sync, rename, sync the
+/// directory), so a crash leaves either the old or the new contents.
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, contents, mode)?;
+    fs::rename(&tmp, path).map_err(Error::io("renaming into", path))?;
+    sync_dir(dir)
+}
+
+/// Syncs a directory, so renames and creations in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("syncing", dir))
+}
+
+/// Creates a directory (and parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io("creating", dir))
+}
+
+/// Reads one PEM certificate file and returns its DER.
+pub fn read_certificate(path: &Path) -> Result<Vec<u8>, Error> {
+    let bytes = fs::read(path).map_err(Error::io("reading", path))?;
+    Ok(pki::encoding::decode_one(
+        &bytes,
+        "certificate",
+        &["CERTIFICATE"],
+    )?)
+}

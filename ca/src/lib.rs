@@ -1,0 +1,30 @@
+//! inkan's certificate authority: the only crate that opens private keys.
+//!
+//! - [`signer`]: the [`Signer`] trait and the encrypted-PKCS#8 [`FileSigner`].
+//! - [`authority`]: [`CertificateAuthority`], which issues in the order of ARCHITECTURE.md
+//!   (validate → prepare and lint → record pending → sign → record certificate → return) and
+//!   signs CRLs with a persisted, monotonic number.
+//! - [`store`] and [`sled_store`]: the registry, durable before acknowledging, with indices by
+//!   serial, account, key and notAfter.
+//! - [`ceremony`]: creating the offline root and the issuing CA; the root's CRL.
+//! - [`layout`]: the data directory's files.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod authority;
+pub mod ceremony;
+mod durable;
+mod error;
+pub mod layout;
+mod secret;
+pub mod signer;
+pub mod sled_store;
+pub mod store;
+
+pub use authority::{CertificateAuthority, IssueRequest, Issued};
+pub use error::Error;
+pub use secret::Passphrase;
+pub use signer::{CaKeyType, FileSigner, Signer};
+pub use sled_store::SledStore;
+pub use store::{CertRecord, State, Status, Store, StoreError};

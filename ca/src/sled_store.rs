@@ -1,0 +1,444 @@
+//! The embedded default registry: one sled database under `DATA_DIR/db/`.
+//!
+//! One tree, keys prefixed by kind, so every change is one transaction:
+//!
+//! | key                                  | value                          |
+//! |--------------------------------------|--------------------------------|
+//! | `c` serial                           | the record (JSON)              |
+//! | `d` serial                           | the certificate (DER)          |
+//! | `a` account `0x00` serial            | empty (account index)          |
+//! | `k` sha256(SPKI) serial              | empty (key index)              |
+//! | `e` notAfter (u64 BE seconds) serial | empty (expiry index)           |
+//! | `r` serial                           | notAfter, time, reason (CRL)   |
+//! | `m:crl-number`                       | u64 BE                         |
+//!
+//! Changes are acknowledged after a flush, shared among concurrent writers ([`GroupCommit`]).
+
+use std::path::Path;
+
+use pki::{RevocationReason, RevokedEntry, Serial};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use time::OffsetDateTime;
+
+use crate::durable::GroupCommit;
+use crate::store::{CertRecord, State, Store, StoreError};
+
+const CRL_NUMBER: &[u8] = b"m:crl-number";
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    group: GroupCommit,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    parts.iter().for_each(|p| k.extend_from_slice(p));
+    k
+}
+
+fn seconds(t: OffsetDateTime) -> [u8; 8] {
+    // Certificates are never dated before 1970; clamp rather than wrap if one were.
+    u64::try_from(t.unix_timestamp()).unwrap_or(0).to_be_bytes()
+}
+
+fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: format!("{k:02x?}"),
+        detail: e.to_string(),
+    })
+}
+
+fn encode(record: &CertRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(backend)
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    })
+}
+
+impl SledStore {
+    /// Opens (or creates) the registry in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+        Ok(Self {
+            db,
+            group: GroupCommit::default(),
+        })
+    }
+
+    fn durable(&self) -> Result<(), StoreError> {
+        self.group
+            .wait_durable(|| self.db.flush().map(drop).map_err(backend))
+    }
+
+    /// How many flushes this store made (benchmarks report it).
+    pub fn flush_count(&self) -> u64 {
+        self.group.flush_count()
+    }
+
+    fn records_under(
+        &self,
+        prefix: &[u8],
+        serial_at: usize,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (k, _) = item.map_err(backend)?;
+                let serial = &k[serial_at..];
+                let ck = key(b'c', &[serial]);
+                let v = self
+                    .db
+                    .get(&ck)
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: format!("{k:02x?}"),
+                        detail: "index entry without record".into(),
+                    })?;
+                decode(&ck, &v)
+            })
+            .collect()
+    }
+
+    fn read_record(
+        tx: &TransactionalTree,
+        serial: &Serial,
+    ) -> Result<CertRecord, ConflictableTransactionError<StoreError>> {
+        let ck = key(b'c', &[serial.as_bytes()]);
+        let v = tx
+            .get(&ck)?
+            .ok_or_else(|| abort(StoreError::NotFound(*serial)))?;
+        decode(&ck, &v).map_err(abort)
+    }
+}
+
+impl Store for SledStore {
+    fn record_pending(&self, record: &CertRecord) -> Result<(), StoreError> {
+        let serial = record.serial.as_bytes();
+        let value = encode(record)?;
+        unwrap_tx(self.db.transaction(|tx| {
+            let ck = key(b'c', &[serial]);
+            if tx.get(&ck)?.is_some() {
+                return Err(abort(StoreError::SerialTaken(record.serial)));
+            }
+            tx.insert(ck, value.as_slice())?;
+            tx.insert(
+                key(b'a', &[record.account.as_bytes(), &[0], serial]),
+                &[][..],
+            )?;
+            tx.insert(key(b'k', &[&record.key_sha256, serial]), &[][..])?;
+            tx.insert(key(b'e', &[&seconds(record.not_after), serial]), &[][..])?;
+            Ok(())
+        }))?;
+        self.durable()
+    }
+
+    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), StoreError> {
+        unwrap_tx(self.db.transaction(|tx| {
+            let mut record = Self::read_record(tx, serial)?;
+            if record.state != State::Pending {
+                let status = record.status(OffsetDateTime::now_utc()).name();
+                return Err(abort(StoreError::WrongState {
+                    serial: *serial,
+                    status,
+                }));
+            }
+            record.state = State::Issued;
+            tx.insert(
+                key(b'c', &[serial.as_bytes()]),
+                encode(&record).map_err(abort)?,
+            )?;
+            tx.insert(key(b'd', &[serial.as_bytes()]), der)?;
+            Ok(())
+        }))?;
+        self.durable()
+    }
+
+    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+        let ck = key(b'c', &[serial.as_bytes()]);
+        self.db
+            .get(&ck)
+            .map_err(backend)?
+            .map(|v| decode(&ck, &v))
+            .transpose()
+    }
+
+    fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get(key(b'd', &[serial.as_bytes()]))
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn all(&self) -> Result<Vec<CertRecord>, StoreError> {
+        self.db
+            .scan_prefix([b'c'])
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, StoreError> {
+        let prefix = key(b'a', &[account.as_bytes(), &[0]]);
+        self.records_under(&prefix, prefix.len())
+    }
+
+    fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, StoreError> {
+        let prefix = key(b'k', &[key_sha256]);
+        self.records_under(&prefix, prefix.len())
+    }
+
+    fn expiring_between(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        let start = key(b'e', &[&seconds(from)]);
+        let end = key(b'e', &[&seconds(to), &[0xff; 17]]);
+        self.db
+            .range(start..end)
+            .map(|item| {
+                let (k, _) = item.map_err(backend)?;
+                let ck = key(b'c', &[&k[9..]]);
+                let v = self
+                    .db
+                    .get(&ck)
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: format!("{k:02x?}"),
+                        detail: "expiry index entry without record".into(),
+                    })?;
+                decode(&ck, &v)
+            })
+            .collect()
+    }
+
+    fn revoke(
+        &self,
+        serial: &Serial,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<CertRecord, StoreError> {
+        let record = unwrap_tx(self.db.transaction(|tx| {
+            let mut record = Self::read_record(tx, serial)?;
+            if record.state != State::Issued {
+                let status = record.status(at).name();
+                return Err(abort(StoreError::WrongState {
+                    serial: *serial,
+                    status,
+                }));
+            }
+            record.state = State::Revoked { at, reason };
+            tx.insert(
+                key(b'c', &[serial.as_bytes()]),
+                encode(&record).map_err(abort)?,
+            )?;
+            let mut entry = Vec::with_capacity(17);
+            entry.extend_from_slice(&seconds(record.not_after));
+            entry.extend_from_slice(&seconds(at));
+            entry.push(reason.code());
+            tx.insert(key(b'r', &[serial.as_bytes()]), entry)?;
+            Ok(record)
+        }))?;
+        self.durable()?;
+        Ok(record)
+    }
+
+    fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, StoreError> {
+        let now = seconds(now);
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([b'r']) {
+            let (k, v) = item.map_err(backend)?;
+            let corrupt = || StoreError::Corrupt {
+                key: format!("{k:02x?}"),
+                detail: "bad revocation entry".into(),
+            };
+            let serial = Serial::from_bytes(&k[1..]).ok_or_else(corrupt)?;
+            let (not_after, rest) = v.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            if *not_after < now {
+                continue;
+            }
+            let (at, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let reason = rest
+                .first()
+                .and_then(|c| reason_from_code(*c))
+                .ok_or_else(corrupt)?;
+            let at = i64::try_from(u64::from_be_bytes(*at)).map_err(|_| corrupt())?;
+            let revoked_at = OffsetDateTime::from_unix_timestamp(at).map_err(|_| corrupt())?;
+            out.push(RevokedEntry {
+                serial,
+                revoked_at,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let next = self
+            .db
+            .update_and_fetch(CRL_NUMBER, |old| {
+                let n = old
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some((n + 1).to_be_bytes().to_vec())
+            })
+            .map_err(backend)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| backend("CRL number missing after update"))?;
+        self.durable()?;
+        Ok(next)
+    }
+}
+
+fn reason_from_code(code: u8) -> Option<RevocationReason> {
+    use RevocationReason as R;
+    [
+        R::Unspecified,
+        R::KeyCompromise,
+        R::CaCompromise,
+        R::AffiliationChanged,
+        R::Superseded,
+        R::CessationOfOperation,
+        R::PrivilegeWithdrawn,
+    ]
+    .into_iter()
+    .find(|r| r.code() == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Status;
+    use time::Duration;
+
+    fn record(n: u8, account: &str, not_after: OffsetDateTime) -> CertRecord {
+        CertRecord {
+            serial: Serial::from_random([n; 16]).expect("serial"),
+            account: account.into(),
+            profile: pki::Profile::Client,
+            key_sha256: [n; 32],
+            not_before: not_after - Duration::days(30),
+            not_after,
+            recorded_at: not_after - Duration::days(30),
+            state: State::Pending,
+        }
+    }
+
+    #[test]
+    fn lifecycle_and_indices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
+        let a = record(1, "alice", now + Duration::days(10));
+        let b = record(2, "bob", now + Duration::days(40));
+        store.record_pending(&a).expect("a");
+        store.record_pending(&b).expect("b");
+        assert!(matches!(
+            store.record_pending(&a),
+            Err(StoreError::SerialTaken(_))
+        ));
+        assert_eq!(
+            store.get(&a.serial).expect("get").map(|r| r.status(now)),
+            Some(Status::Pending)
+        );
+
+        store.record_issued(&a.serial, b"der-a").expect("issued");
+        assert!(
+            store.record_issued(&a.serial, b"again").is_err(),
+            "issued twice"
+        );
+        assert_eq!(
+            store.certificate_der(&a.serial).expect("der"),
+            Some(b"der-a".to_vec())
+        );
+        assert_eq!(store.by_account("alice").expect("acct").len(), 1);
+        assert_eq!(
+            store
+                .by_account("alic")
+                .expect("prefix is not a match")
+                .len(),
+            0
+        );
+        assert_eq!(store.by_key(&[2; 32]).expect("key")[0].serial, b.serial);
+
+        let soon = store
+            .expiring_between(now, now + Duration::days(30))
+            .expect("range");
+        assert_eq!(
+            soon.iter().map(|r| r.serial).collect::<Vec<_>>(),
+            [a.serial]
+        );
+
+        assert!(
+            store
+                .revoke(&b.serial, now, RevocationReason::KeyCompromise)
+                .is_err(),
+            "pending"
+        );
+        let revoked = store
+            .revoke(&a.serial, now, RevocationReason::KeyCompromise)
+            .expect("revoke");
+        assert_eq!(revoked.status(now), Status::Revoked);
+        assert!(matches!(
+            store.revoke(&a.serial, now, RevocationReason::KeyCompromise),
+            Err(StoreError::WrongState {
+                status: "revoked",
+                ..
+            })
+        ));
+        let crl = store.revoked_unexpired(now).expect("crl");
+        assert_eq!(
+            crl,
+            [RevokedEntry {
+                serial: a.serial,
+                revoked_at: now,
+                reason: RevocationReason::KeyCompromise
+            }]
+        );
+        assert!(
+            store
+                .revoked_unexpired(now + Duration::days(11))
+                .expect("later")
+                .is_empty()
+        );
+
+        assert_eq!(store.next_crl_number().expect("1"), 1);
+        assert_eq!(store.next_crl_number().expect("2"), 2);
+        drop(store);
+        let reopened = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            reopened.next_crl_number().expect("3"),
+            3,
+            "CRL number survives reopening"
+        );
+        assert_eq!(reopened.all().expect("all").len(), 2);
+    }
+}

@@ -1,0 +1,207 @@
+//! The certificate registry: what the CA has issued and revoked, behind the [`Store`] trait.
+
+use pki::{Profile, RevocationReason, RevokedEntry, Serial};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::Error;
+
+/// What the registry knows about one certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// The certificate's serial.
+    pub serial: Serial,
+    /// The account it was issued to.
+    pub account: String,
+    /// The profile it was issued under.
+    pub profile: Profile,
+    /// SHA-256 of its SubjectPublicKeyInfo, hex.
+    #[serde(with = "hex32")]
+    pub key_sha256: [u8; 32],
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// When the issuance was recorded (before signing).
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    /// Where it is in its life.
+    pub state: State,
+}
+
+/// The recorded state of a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum State {
+    /// Recorded, not (yet) known to be signed: an issuance that was cut off.
+    Pending,
+    /// Signed and handed out.
+    Issued,
+    /// Revoked; reason `superseded` when it was replaced by a reissue.
+    Revoked {
+        /// When the revocation was recorded.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        /// Why.
+        reason: RevocationReason,
+    },
+}
+
+/// The status shown to operators and users, derived from the state and the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Issuance recorded but not completed.
+    Pending,
+    /// Issued, not revoked, not expired.
+    Valid,
+    /// Revoked for a reason other than reissue.
+    Revoked,
+    /// Replaced by a reissued certificate.
+    Superseded,
+    /// Past its notAfter, never revoked.
+    Expired,
+}
+
+impl Status {
+    /// The lowercase name used in listings and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Valid => "valid",
+            Self::Revoked => "revoked",
+            Self::Superseded => "superseded",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl CertRecord {
+    /// The status at `now`.
+    pub fn status(&self, now: OffsetDateTime) -> Status {
+        match self.state {
+            State::Pending => Status::Pending,
+            State::Revoked {
+                reason: RevocationReason::Superseded,
+                ..
+            } => Status::Superseded,
+            State::Revoked { .. } => Status::Revoked,
+            State::Issued if self.not_after < now => Status::Expired,
+            State::Issued => Status::Valid,
+        }
+    }
+}
+
+/// The registry. Every method that changes something returns only once the change is
+/// durable (flushed to disk).
+pub trait Store: Send + Sync {
+    /// Records an issuance before signing. Fails with [`StoreError::SerialTaken`] when the
+    /// serial is already in the registry, leaving it unchanged.
+    fn record_pending(&self, record: &CertRecord) -> Result<(), StoreError>;
+
+    /// Records the signed certificate of a pending issuance.
+    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), StoreError>;
+
+    /// The record of one certificate.
+    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError>;
+
+    /// The DER certificate, once issued.
+    fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// All records, in serial order.
+    fn all(&self) -> Result<Vec<CertRecord>, StoreError>;
+
+    /// The records of one account.
+    fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, StoreError>;
+
+    /// The records certifying one public key (by SHA-256 of its SPKI).
+    fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, StoreError>;
+
+    /// The records whose notAfter is in `[from, to]`, from the notAfter index.
+    fn expiring_between(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<CertRecord>, StoreError>;
+
+    /// Marks an issued certificate revoked and returns the updated record.
+    fn revoke(
+        &self,
+        serial: &Serial,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<CertRecord, StoreError>;
+
+    /// The revoked certificates that have not expired by `now`: the CRL's entries.
+    fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, StoreError>;
+
+    /// Increments and returns the CRL number (the first is 1), durably.
+    fn next_crl_number(&self) -> Result<u64, StoreError>;
+}
+
+/// Registry failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The serial is already recorded.
+    #[error("serial {0} is already in the registry")]
+    SerialTaken(Serial),
+    /// No record for this serial.
+    #[error("no certificate with serial {0}")]
+    NotFound(Serial),
+    /// The record is not in a state that allows the change.
+    #[error("certificate {serial} is {status}")]
+    WrongState {
+        /// The certificate.
+        serial: Serial,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The storage engine failed (I/O, corruption).
+    #[error("storage: {0}")]
+    Backend(String),
+    /// A stored value that does not decode.
+    #[error("corrupt record {key}: {detail}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(serial) => Error::NotFound { serial },
+            StoreError::WrongState { serial, status } => Error::NotRevocable { serial, status },
+            other => Error::Store(other.to_string()),
+        }
+    }
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!(
+            "{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut out = [0u8; 32];
+        if text.len() != 64 {
+            return Err(serde::de::Error::custom("expected 64 hex digits"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(serde::de::Error::custom)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,59 @@
+//! PKCS#10 certificate signing requests: strict parsing and proof of possession.
+
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::prelude::FromDer;
+
+use crate::Error;
+use crate::encoding::{decode_one, expect_no_trailing};
+use crate::key::SubjectKey;
+
+const WHAT: &str = "CSR";
+const LABELS: &[&str] = &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
+
+/// A CSR whose signature verified with its own key, and whose key passed the key policy.
+///
+/// Only [`validate`] makes one. Nothing else from the CSR is kept: the subject comes from the
+/// account and the extensions from the profile, so a CSR cannot ask for CA:TRUE or extra names.
+#[derive(Debug, Clone)]
+pub struct ValidatedCsr {
+    key: SubjectKey,
+}
+
+impl ValidatedCsr {
+    /// The public key to certify.
+    pub fn key(&self) -> &SubjectKey {
+        &self.key
+    }
+}
+
+/// Parses a CSR given as PEM or DER, applies the key policy and checks proof of possession.
+///
+/// Refused: empty or oversized input, bad PEM, bytes after the request, DER that is not a
+/// PKCS#10 request, a version other than v1, keys outside the policy, signature algorithms
+/// not accepted for the key, and signatures that do not verify.
+pub fn validate(input: &[u8]) -> Result<ValidatedCsr, Error> {
+    let der = decode_one(input, WHAT, LABELS)?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(&der).map_err(|e| Error::MalformedDer {
+            what: WHAT,
+            detail: e.to_string(),
+        })?;
+    expect_no_trailing(rest, WHAT)?;
+
+    let info = &csr.certification_request_info;
+    if info.version.0 != 0 {
+        return Err(Error::UnsupportedCsrVersion {
+            version: info.version.0,
+        });
+    }
+    let key = SubjectKey::from_parsed(&info.subject_pki)?;
+    if csr.signature_value.unused_bits != 0 {
+        return Err(Error::BadCsrSignature);
+    }
+    key.verify(
+        &csr.signature_algorithm,
+        info.raw,
+        &csr.signature_value.data,
+    )?;
+    Ok(ValidatedCsr { key })
+}
