@@ -69,8 +69,12 @@ pub fn init(
 
     let root = FileSigner::generate(options.key_type)?;
     let root_validity = Validity::for_days(now, options.root_days, None)?;
-    let root_params =
-        profile::root_ca_params(&options.organization, &random_serial()?, &root_validity);
+    let root_params = profile::root_ca_params(
+        &options.organization,
+        &random_serial()?,
+        &root_validity,
+        root.public_key(),
+    );
     let root_cert =
         root_params
             .self_signed(&RcgenKey(&root))
@@ -85,6 +89,7 @@ pub fn init(
         &options.organization,
         &random_serial()?,
         &ca_validity,
+        ca.public_key(),
         options.root_crl_url.as_deref(),
         options.root_cert_url.as_deref(),
     );

@@ -113,7 +113,10 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
 /// Replaces `path` with `contents` atomically (write a temporary file, sync, rename, sync the
 /// directory), so a crash leaves either the old or the new contents.
 pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name()

@@ -32,6 +32,15 @@ impl Passphrase {
     }
 }
 
+impl PartialEq for Passphrase {
+    /// Compares in constant time.
+    fn eq(&self, other: &Self) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(self.as_bytes(), other.as_bytes()).is_ok()
+    }
+}
+
+impl Eq for Passphrase {}
+
 impl fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")

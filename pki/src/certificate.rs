@@ -236,6 +236,7 @@ pub fn prepare(
         order.sans,
         &order.serial,
         &validity,
+        key,
     )?;
     let tbs = tbs::capture("certificate", || params.signed_by(key, issuer.rcgen()))?;
     let common_name = match order.profile {
@@ -256,6 +257,7 @@ pub fn prepare(
             issuer_validity: &issuer.validity,
             validity: &validity,
             spki: key.spki_der(),
+            key_id: &key.key_identifier(),
             profile: order.profile,
             common_name: &common_name,
             sans: order.sans,
@@ -270,4 +272,60 @@ pub fn prepare(
         key_sha256: key.sha256(),
         profile: order.profile,
     })
+}
+
+/// What a person wants to see of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Subject, as `O=..., CN=...`.
+    pub subject: String,
+    /// Issuer, likewise.
+    pub issuer: String,
+    /// Serial, uppercase hex as `openssl x509 -serial` prints it.
+    pub serial: String,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// SHA-256 of the DER certificate, as colon-separated uppercase hex.
+    pub sha256_fingerprint: String,
+    /// The key type, when it is one inkan accepts.
+    pub key: Option<crate::KeyKind>,
+}
+
+impl Summary {
+    /// Reads a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, Error> {
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| Error::MalformedDer {
+            what: "certificate",
+            detail: e.to_string(),
+        })?;
+        crate::encoding::expect_no_trailing(rest, "certificate")?;
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            serial: cert
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect(),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+            sha256_fingerprint: fingerprint(der),
+            key: SubjectKey::from_parsed(cert.public_key())
+                .ok()
+                .map(|k| k.kind()),
+        })
+    }
+}
+
+/// SHA-256 of `der` as colon-separated uppercase hex (`openssl x509 -fingerprint -sha256`).
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

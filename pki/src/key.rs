@@ -137,6 +137,12 @@ impl SubjectKey {
         out
     }
 
+    /// The key identifier for SKI/AKI: RFC 7093 §2 method 1, the leftmost 160 bits of the
+    /// SHA-256 of the subjectPublicKey bit string.
+    pub fn key_identifier(&self) -> Vec<u8> {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.key).as_ref()[..20].to_vec()
+    }
+
     /// Verifies `signature` over `message` made with the algorithm `signature_algorithm`,
     /// refusing algorithms that are not accepted for this key type.
     pub(crate) fn verify(

@@ -55,6 +55,7 @@ pub(crate) struct EndEntity<'a> {
     pub issuer_validity: &'a Validity,
     pub validity: &'a Validity,
     pub spki: &'a [u8],
+    pub key_id: &'a [u8],
     pub profile: Profile,
     pub common_name: &'a str,
     pub sans: &'a [San],
@@ -167,7 +168,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
             }
             ParsedExtension::SubjectKeyIdentifier(ski) => {
                 ensure(
-                    !ski.0.is_empty() && !ext.critical,
+                    ski.0 == want.key_id && !ext.critical,
                     "subject-key-identifier",
                     || format!("{ski:?}"),
                 )?;

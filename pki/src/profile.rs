@@ -193,6 +193,7 @@ pub(crate) fn end_entity_params(
     sans: &[San],
     serial: &crate::Serial,
     validity: &crate::Validity,
+    key: &crate::SubjectKey,
 ) -> Result<CertificateParams, Error> {
     check_account(account)?;
     let mut params = CertificateParams::default();
@@ -202,7 +203,7 @@ pub(crate) fn end_entity_params(
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
-    params.key_identifier_method = KeyIdMethod::Sha256;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key.key_identifier());
     match profile {
         Profile::Client => {
             if !sans.is_empty() {
@@ -257,6 +258,7 @@ pub fn root_ca_params(
     organization: &str,
     serial: &crate::Serial,
     validity: &crate::Validity,
+    key: &crate::SubjectKey,
 ) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = ca_subject(organization, "Root CA");
@@ -265,7 +267,7 @@ pub fn root_ca_params(
     params.not_after = validity.not_after;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.key_identifier_method = KeyIdMethod::Sha256;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key.key_identifier());
     params
 }
 
@@ -275,6 +277,7 @@ pub fn issuing_ca_params(
     organization: &str,
     serial: &crate::Serial,
     validity: &crate::Validity,
+    key: &crate::SubjectKey,
     root_crl_url: Option<&str>,
     root_cert_url: Option<&str>,
 ) -> CertificateParams {
@@ -286,7 +289,7 @@ pub fn issuing_ca_params(
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.use_authority_key_identifier_extension = true;
-    params.key_identifier_method = KeyIdMethod::Sha256;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key.key_identifier());
     if let Some(url) = root_crl_url {
         params.crl_distribution_points = vec![CrlDistributionPoint {
             uris: vec![url.to_owned()],

@@ -1,0 +1,196 @@
+//! Command-line flags, as clap parses them. `main` turns them into settings and calls the
+//! libraries; nothing here does work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// inkan: a private certificate authority with browser enrollment.
+#[derive(Debug, Parser)]
+#[command(name = "inkan", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The data directory, shared by every command.
+#[derive(Debug, Args, Clone)]
+pub struct DataDirArg {
+    /// The data directory (keys, certificates, registry, inkan.toml).
+    #[arg(long, env = "INKAN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// Where the issuing CA's passphrase comes from when INKAN_CA_PASSPHRASE is not set.
+#[derive(Debug, Args, Clone)]
+pub struct CaPassphraseArg {
+    /// Read the issuing CA key's passphrase from FILE (first line) instead of
+    /// INKAN_CA_PASSPHRASE or a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub ca_passphrase_file: Option<PathBuf>,
+}
+
+/// inkan's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the offline root CA and the issuing CA it signs, and a commented inkan.toml.
+    ///
+    /// Passphrases come from INKAN_ROOT_PASSPHRASE / INKAN_CA_PASSPHRASE, from
+    /// --root-passphrase-file / --ca-passphrase-file, or from a prompt; never from an argument.
+    /// Refuses to overwrite an existing CA.
+    Init(InitArgs),
+    /// Issue a certificate for an account from a CSR (PEM or DER).
+    Issue(IssueArgs),
+    /// Revoke a certificate. The next `inkan crl` lists it.
+    Revoke(RevokeArgs),
+    /// List certificates in the registry.
+    List(ListArgs),
+    /// Show one certificate.
+    Show(ShowArgs),
+    /// Sign the issuing CA's CRL (DER, to DATA_DIR/crl/ca.crl and --out).
+    Crl(CrlArgs),
+    /// Ceremonies with the offline root key.
+    #[command(subcommand)]
+    Root(RootCommand),
+}
+
+/// `inkan init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Key type of the root and issuing CA keys.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = ["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072"])]
+    pub key_type: String,
+    /// Organization name (O=) for the CA subjects and every issued certificate.
+    #[arg(long, default_value = "inkan", value_name = "NAME")]
+    pub org: String,
+    /// Base URL of the plain-HTTP listener that will serve CRLs and CA certificates; written
+    /// into certificates.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub base_url: String,
+    /// Validity of the root CA certificate, in days.
+    #[arg(long, default_value_t = 7305, value_name = "DAYS")]
+    pub root_days: u32,
+    /// Validity of the issuing CA certificate, in days.
+    #[arg(long, default_value_t = 3652, value_name = "DAYS")]
+    pub ca_days: u32,
+    /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub root_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub ca_passphrase: CaPassphraseArg,
+}
+
+/// `inkan issue`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The certificate signing request (PEM or DER); `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub csr: PathBuf,
+    /// The account the certificate is for; it becomes the subject's common name.
+    #[arg(long, value_name = "ID")]
+    pub account: String,
+    /// Certificate profile.
+    #[arg(long, default_value = "client", value_parser = ["client", "server"])]
+    pub profile: String,
+    /// A DNS name or IP address for the server profile (repeat for several).
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<String>,
+    /// Validity in days (default from inkan.toml).
+    #[arg(long, value_name = "N")]
+    pub days: Option<u32>,
+    /// Write the certificate (PEM) to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Append the issuing CA certificate after the certificate.
+    #[arg(long)]
+    pub chain: bool,
+    #[command(flatten)]
+    pub ca_passphrase: CaPassphraseArg,
+}
+
+/// `inkan revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The serial, hex as `openssl x509 -serial` or `inkan list` print it.
+    pub serial: String,
+    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, privilegeWithdrawn.
+    #[arg(long, default_value = "unspecified")]
+    pub reason: String,
+}
+
+/// `inkan list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Only valid certificates that expire within this period: 30d, 12h, 2w or a number of days.
+    #[arg(long, value_name = "PERIOD")]
+    pub expiring: Option<String>,
+    /// Only revoked (and superseded) certificates.
+    #[arg(long)]
+    pub revoked: bool,
+    /// Only the certificates of this account.
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `inkan show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The serial.
+    pub serial: String,
+    /// Print only the certificate, PEM.
+    #[arg(long)]
+    pub pem: bool,
+}
+
+/// `inkan crl`.
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Also write the CRL to FILE (DER, unless --pem).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write PEM instead of DER to --out.
+    #[arg(long)]
+    pub pem: bool,
+    #[command(flatten)]
+    pub ca_passphrase: CaPassphraseArg,
+}
+
+/// `inkan root ...`.
+#[derive(Debug, Subcommand)]
+pub enum RootCommand {
+    /// Sign the root's CRL: a ceremony that needs the root passphrase.
+    SignCrl(RootSignCrlArgs),
+}
+
+/// `inkan root sign-crl`.
+#[derive(Debug, Args)]
+pub struct RootSignCrlArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Write the CRL (DER) to FILE; it is also kept as DATA_DIR/crl/root.crl.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Days until the CRL's nextUpdate: sign the next one before then.
+    #[arg(long, default_value_t = 180, value_name = "DAYS")]
+    pub days: u32,
+    /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub root_passphrase_file: Option<PathBuf>,
+}

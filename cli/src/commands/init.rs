@@ -1,0 +1,83 @@
+//! `inkan init`: the root and issuing CA ceremony.
+
+use anyhow::Context;
+use ca::ceremony::{self, InitOptions};
+use ca::layout::DataDir;
+use pki::certificate::Summary;
+
+use crate::args::InitArgs;
+use crate::config::{self, Urls};
+use crate::passphrase::{self, Key};
+
+pub fn run(args: &InitArgs) -> anyhow::Result<()> {
+    let dir = DataDir::new(&args.data_dir.data_dir);
+    config::check_base_url(&args.base_url)?;
+    let key_type: ca::CaKeyType = args.key_type.parse().map_err(anyhow::Error::msg)?;
+    for path in dir.ca_files().iter().chain([&dir.config()]) {
+        if path.exists() {
+            anyhow::bail!(
+                "{} already exists; refusing to overwrite an existing CA",
+                path.display()
+            );
+        }
+    }
+    let root_pass = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), true)?;
+    let ca_pass = passphrase::resolve(
+        Key::Ca,
+        args.ca_passphrase.ca_passphrase_file.as_deref(),
+        true,
+    )?;
+    if root_pass == ca_pass {
+        anyhow::bail!("use different passphrases for the root and the issuing CA keys");
+    }
+    let urls = Urls::new(&args.base_url);
+    let options = InitOptions {
+        key_type,
+        organization: args.org.clone(),
+        root_days: args.root_days,
+        ca_days: args.ca_days,
+        root_crl_url: Some(urls.root_crl),
+        root_cert_url: Some(urls.root_cert),
+        config_toml: config::default_toml(&args.org, &args.base_url),
+    };
+    eprintln!(
+        "Creating the root and issuing CA keys ({}) ...",
+        args.key_type
+    );
+    let report = ceremony::init(
+        &dir,
+        &options,
+        &root_pass,
+        &ca_pass,
+        time::OffsetDateTime::now_utc(),
+    )
+    .context("inkan init")?;
+    let root = Summary::from_der(&report.root_der)?;
+    let ca = Summary::from_der(&report.ca_der)?;
+    println!("Created a CA in {}", dir.path().display());
+    println!(
+        "  root CA     {}  (offline: keep root/root.key and its passphrase apart)",
+        root.subject
+    );
+    println!("              SHA-256 {}", root.sha256_fingerprint);
+    println!(
+        "              valid until {}",
+        super::rfc3339(root.not_after)
+    );
+    println!("  issuing CA  {}", ca.subject);
+    println!("              SHA-256 {}", ca.sha256_fingerprint);
+    println!("              valid until {}", super::rfc3339(ca.not_after));
+    println!(
+        "  files       {}, {}, {}, {}",
+        dir.root_cert().display(),
+        dir.root_key().display(),
+        dir.ca_cert().display(),
+        dir.ca_key().display()
+    );
+    println!("  config      {}", dir.config().display());
+    println!(
+        "Next: inkan issue --data-dir {} --csr FILE --account ID",
+        dir.path().display()
+    );
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! `inkan revoke`, `inkan list`, `inkan show`: the registry, without the CA key.
+
+use anyhow::{Context, bail};
+use ca::layout::DataDir;
+use ca::{CertRecord, State, Status, Store};
+use pki::{RevocationReason, Serial};
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use super::rfc3339;
+use crate::args::{ListArgs, RevokeArgs, ShowArgs};
+
+pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
+    let serial: Serial = args.serial.parse()?;
+    let reason: RevocationReason = args.reason.parse()?;
+    let store = super::open_store(&DataDir::new(&args.data_dir.data_dir))?;
+    let record = store
+        .revoke(&serial, OffsetDateTime::now_utc(), reason)
+        .map_err(ca::Error::from)?;
+    println!(
+        "Revoked {} (account {:?}, reason {reason}).",
+        record.serial, record.account
+    );
+    println!("Run `inkan crl` to publish a CRL that lists it.");
+    Ok(())
+}
+
+/// One line of `inkan list --json`.
+#[derive(Serialize)]
+struct Listed<'a> {
+    serial: String,
+    account: &'a str,
+    profile: &'a str,
+    status: &'static str,
+    not_before: String,
+    not_after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation_reason: Option<&'static str>,
+    key_sha256: String,
+}
+
+impl<'a> Listed<'a> {
+    fn new(r: &'a CertRecord, now: OffsetDateTime) -> Self {
+        let (revoked_at, revocation_reason) = match r.state {
+            State::Revoked { at, reason } => (Some(rfc3339(at)), Some(reason.name())),
+            _ => (None, None),
+        };
+        Self {
+            serial: r.serial.to_string(),
+            account: &r.account,
+            profile: r.profile.name(),
+            status: r.status(now).name(),
+            not_before: rfc3339(r.not_before),
+            not_after: rfc3339(r.not_after),
+            revoked_at,
+            revocation_reason,
+            key_sha256: r.key_sha256.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// `30d`, `12h`, `2w`, `90m`, or a plain number of days.
+pub fn parse_period(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (number, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "d"),
+    };
+    let n: i64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a period like 30d, 12h or 2w"))?;
+    Ok(match unit {
+        "d" => Duration::days(n),
+        "h" => Duration::hours(n),
+        "w" => Duration::weeks(n),
+        "m" => Duration::minutes(n),
+        _ => bail!(
+            "{text:?}: unknown unit {unit:?}; use d (days), h (hours), w (weeks) or m (minutes)"
+        ),
+    })
+}
+
+pub fn list(args: &ListArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let expiring = args.expiring.as_deref().map(parse_period).transpose()?;
+    let store = super::open_store(&DataDir::new(&args.data_dir.data_dir))?;
+    let mut records = match (&args.account, expiring) {
+        (Some(account), _) => store.by_account(account)?,
+        (None, Some(period)) => store.expiring_between(now, now + period)?,
+        (None, None) => store.all()?,
+    };
+    records.retain(|r| {
+        let status = r.status(now);
+        let expiring_ok =
+            expiring.is_none_or(|p| status == Status::Valid && r.not_after <= now + p);
+        let revoked_ok = !args.revoked || matches!(status, Status::Revoked | Status::Superseded);
+        expiring_ok && revoked_ok
+    });
+    if expiring.is_some() {
+        records.sort_by_key(|r| r.not_after);
+    }
+    let listed: Vec<Listed<'_>> = records.iter().map(|r| Listed::new(r, now)).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32}  {:<20}  {:<7}  {:<20}  {}",
+        "SERIAL", "ACCOUNT", "PROFILE", "NOT AFTER", "STATUS"
+    );
+    for l in &listed {
+        println!(
+            "{:<32}  {:<20}  {:<7}  {:<20}  {}",
+            l.serial, l.account, l.profile, l.not_after, l.status
+        );
+    }
+    eprintln!("{} certificate(s)", listed.len());
+    Ok(())
+}
+
+pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
+    let serial: Serial = args.serial.parse()?;
+    let store = super::open_store(&DataDir::new(&args.data_dir.data_dir))?;
+    let record = store.get(&serial)?.ok_or(ca::Error::NotFound { serial })?;
+    let der = store.certificate_der(&serial)?;
+    if args.pem {
+        let Some(der) = der else {
+            bail!("certificate {serial} was never completed (status pending)")
+        };
+        print!("{}", pki::encoding::pem_encode("CERTIFICATE", &der));
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let listed = Listed::new(&record, now);
+    println!("serial       {}", listed.serial);
+    println!("account      {}", listed.account);
+    println!("profile      {}", listed.profile);
+    println!("status       {}", listed.status);
+    if let (Some(at), Some(reason)) = (&listed.revoked_at, listed.revocation_reason) {
+        println!("revoked      {at} ({reason})");
+    }
+    println!("not before   {}", listed.not_before);
+    println!("not after    {}", listed.not_after);
+    println!("key sha256   {}", listed.key_sha256);
+    if let Some(der) = der {
+        let summary = pki::certificate::Summary::from_der(&der)?;
+        println!("subject      {}", summary.subject);
+        println!("issuer       {}", summary.issuer);
+        if let Some(key) = summary.key {
+            println!("key          {key}");
+        }
+        println!("fingerprint  SHA-256 {}", summary.sha256_fingerprint);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods() {
+        assert_eq!(parse_period("30d").expect("d"), Duration::days(30));
+        assert_eq!(parse_period("30").expect("bare"), Duration::days(30));
+        assert_eq!(parse_period("12h").expect("h"), Duration::hours(12));
+        assert_eq!(parse_period("2w").expect("w"), Duration::weeks(2));
+        assert!(parse_period("soon").is_err());
+        assert!(parse_period("3y").is_err());
+        assert!(parse_period("").is_err());
+    }
+}

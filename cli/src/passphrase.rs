@@ -1,0 +1,87 @@
+//! Where passphrases come from: a file named by a flag, an environment variable, or a prompt
+//! on the terminal. Never from an argument, so they stay out of `ps` and shell history.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ca::Passphrase;
+
+/// Which key a passphrase unlocks.
+#[derive(Clone, Copy, Debug)]
+pub enum Key {
+    Root,
+    Ca,
+}
+
+impl Key {
+    fn env(self) -> &'static str {
+        match self {
+            Self::Root => "INKAN_ROOT_PASSPHRASE",
+            Self::Ca => "INKAN_CA_PASSPHRASE",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Root => "--root-passphrase-file",
+            Self::Ca => "--ca-passphrase-file",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Root => "root CA key",
+            Self::Ca => "issuing CA key",
+        }
+    }
+}
+
+/// Resolves the passphrase for `key`. With `confirm` (a new key), a prompt asks twice.
+pub fn resolve(key: Key, file: Option<&Path>, confirm: bool) -> anyhow::Result<Passphrase> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).with_context(|| {
+            format!(
+                "reading the {} passphrase from {}",
+                key.name(),
+                file.display()
+            )
+        })?;
+        let first = text.lines().next().unwrap_or_default().to_owned();
+        if first.is_empty() {
+            bail!(
+                "{} is empty: put the {} passphrase on its first line",
+                file.display(),
+                key.name()
+            );
+        }
+        return Ok(Passphrase::new(first));
+    }
+    if let Some(value) = std::env::var_os(key.env()) {
+        let Ok(value) = value.into_string() else {
+            bail!("{} is not valid UTF-8", key.env());
+        };
+        if value.is_empty() {
+            bail!("{} is set but empty", key.env());
+        }
+        return Ok(Passphrase::new(value));
+    }
+    let prompt = format!("Passphrase for the {}: ", key.name());
+    let first = rpassword::prompt_password(&prompt).map_err(|_| {
+        anyhow::anyhow!(
+            "no passphrase for the {}: set {}, pass {} FILE, or run in a terminal",
+            key.name(),
+            key.env(),
+            key.flag()
+        )
+    })?;
+    let first = Passphrase::new(first);
+    if confirm {
+        let again = Passphrase::new(
+            rpassword::prompt_password("Again: ").context("reading the passphrase")?,
+        );
+        if first != again {
+            bail!("the two passphrases differ");
+        }
+    }
+    Ok(first)
+}
