@@ -107,8 +107,8 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<32}  {:<20}  {:<7}  {:<20}  {}",
-        "SERIAL", "ACCOUNT", "PROFILE", "NOT AFTER", "STATUS"
+        "{:<32}  {:<20}  {:<7}  {:<20}  STATUS",
+        "SERIAL", "ACCOUNT", "PROFILE", "NOT AFTER"
     );
     for l in &listed {
         println!(

@@ -1,0 +1,204 @@
+//! In-process issuance throughput beside the raw ECDSA P-256 sign+verify rate of the same
+//! crypto library (aws-lc-rs), measured in the same run. Prints figures; asserts nothing.
+//!
+//! `cargo bench -p ca --bench issuance [-- SECONDS]` (default 3 s per measurement).
+//! The same sweep runs twice: durable, and with durability off, to show what flushing costs.
+//!
+//! Issuance here is the whole CA path: parse and verify the CSR, build and lint the TBS
+//! certificate, record it pending (durable), sign, record the certificate (durable).
+//! "durable" means flushed to disk by sled before the call returns; concurrent issuers
+//! share flushes (group commit).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
+use ca::ceremony::{self, InitOptions};
+use ca::layout::DataDir;
+use ca::sled_store::Durability;
+use ca::{CaKeyType, CertificateAuthority, IssueRequest, Passphrase, SledStore};
+use pki::{Profile, ProfileSettings};
+
+fn run_for<F: Fn() + Sync>(threads: usize, seconds: f64, op: F) -> f64 {
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    op();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+    });
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let seconds: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+
+    // Raw crypto: one ECDSA P-256 signature and one verification per operation, over a
+    // message the size of a TBS certificate.
+    let rng = SystemRandom::new();
+    let key = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_ASN1_SIGNING).expect("key");
+    let public = key.public_key().as_ref().to_vec();
+    let message = vec![0x5a_u8; 450];
+    let raw = |threads| {
+        run_for(threads, seconds, || {
+            let sig = key.sign(&rng, &message).expect("sign");
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &public)
+                .verify(&message, sig.as_ref())
+                .expect("verify");
+        })
+    };
+    let raw_1 = raw(1);
+    let raw_n = raw(cores);
+
+    // The CA, in a fresh data directory, with an ECDSA P-256 key like the default.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(dir.path().join("data"));
+    let options = InitOptions {
+        key_type: CaKeyType::EcdsaP256,
+        organization: "bench".into(),
+        root_days: 3650,
+        ca_days: 1825,
+        root_crl_url: Some("http://127.0.0.1:8080/crl/root.crl".into()),
+        root_cert_url: Some("http://127.0.0.1:8080/root.crt".into()),
+        config_toml: String::new(),
+    };
+    let root_pass = Passphrase::new("bench root passphrase".into());
+    let ca_pass = Passphrase::new("bench ca passphrase".into());
+    ceremony::init(
+        &data,
+        &options,
+        &root_pass,
+        &ca_pass,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("init");
+    let settings = ProfileSettings {
+        organization: "bench".into(),
+        crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
+        ca_issuers_url: Some("http://127.0.0.1:8080/ca.crt".into()),
+        ocsp_url: None,
+        default_days: 365,
+        max_days: 825,
+    };
+    let authority = |db: &str, durability| {
+        let (signer, der) =
+            ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
+        let store =
+            Arc::new(SledStore::open_with(&dir.path().join(db), durability).expect("store"));
+        let ca = CertificateAuthority::new(&der, Box::new(signer), store.clone(), settings.clone())
+            .expect("ca");
+        (ca, store)
+    };
+
+    let subject_key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("csr key");
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&subject_key)
+        .expect("csr");
+    let csr = csr.der().to_vec();
+    let request = IssueRequest {
+        csr: &csr,
+        account: "bench-user",
+        profile: Profile::Client,
+        sans: &[],
+        days: None,
+    };
+
+    println!("inkan in-process issuance benchmark ({seconds} s per figure, {cores} cores)");
+    println!(
+        "raw aws-lc-rs ECDSA P-256 sign+verify: {raw_1:.0} ops/s (1 thread), {raw_n:.0} ops/s ({cores} threads)"
+    );
+
+    // Where one issuance's time goes, single-threaded: the stages of `issue`, measured apart.
+    let (durable_ca, durable_store) = authority("db-durable", Durability::Flush);
+    let stage = |what: &str, op: &dyn Fn()| {
+        let n = 2000;
+        let started = Instant::now();
+        (0..n).for_each(|_| op());
+        println!(
+            "  stage {what:<30} {:>7.1} µs",
+            started.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        );
+    };
+    let validated = pki::csr::validate(&csr).expect("csr");
+    let order = pki::CertificateOrder {
+        serial: pki::Serial::from_random([0x11; 16]).expect("serial"),
+        account: "bench-user",
+        profile: Profile::Client,
+        sans: &[],
+        days: None,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let prepare = || {
+        pki::certificate::prepare(
+            durable_ca.issuer(),
+            durable_ca.settings(),
+            &validated,
+            &order,
+        )
+    };
+    let prepared = prepare().expect("prepare");
+    let (stage_signer, _) =
+        ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
+    stage("validate CSR (parse+verify)", &|| {
+        drop(pki::csr::validate(&csr).expect("csr"))
+    });
+    stage("prepare (build+lint TBS)", &|| {
+        drop(prepare().expect("prepare"))
+    });
+    stage("sign", &|| {
+        drop(ca::Signer::sign(&stage_signer, prepared.tbs_der()).expect("sign"))
+    });
+
+    let (fast_ca, fast_store) = authority("db-unsafe", Durability::Unsafe);
+    for (label, ca, store) in [
+        (
+            "durable (flushed before returning, group commit)",
+            &durable_ca,
+            &durable_store,
+        ),
+        (
+            "durability off (sled writes back on its own)",
+            &fast_ca,
+            &fast_store,
+        ),
+    ] {
+        println!("{label}");
+        println!(
+            "{:>8}  {:>10}  {:>10}  {:>13}  {:>13}",
+            "issuers", "issued/s", "flushes/s", "% raw 1 thr", "% raw all"
+        );
+        for threads in [1, 2, 8, 64] {
+            let flushes_before = store.flush_count();
+            let started = Instant::now();
+            let rate = run_for(threads, seconds, || {
+                ca.issue(&request).expect("issue");
+            });
+            let flushes =
+                (store.flush_count() - flushes_before) as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "{threads:>8}  {rate:>10.0}  {flushes:>10.0}  {:>12.0}%  {:>12.0}%",
+                100.0 * rate / raw_1,
+                100.0 * rate / raw_n
+            );
+        }
+    }
+    let total = ca::Store::all(durable_store.as_ref()).expect("all").len();
+    println!("durable registry holds {total} certificates, all flushed");
+}
