@@ -1,1 +1,229 @@
-//! Cross-crate tests live under `tests/`.
+//! Support for inkan's cross-crate tests: run the real peers (openssl, pkilint) and make a
+//! throwaway CA in a temporary directory. The tests themselves are under `tests/`.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use ca::ceremony::{self, InitOptions};
+use ca::layout::DataDir;
+use ca::{CaKeyType, CertificateAuthority, IssueRequest, Issued, Passphrase, SledStore};
+use pki::{Profile, ProfileSettings, San};
+
+pub const BASE: &str = "http://127.0.0.1:8080";
+
+/// Runs openssl with `args`; panics only if it cannot be started.
+pub fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (see README test command)")
+}
+
+/// Runs openssl and returns stdout, failing the test with openssl's stderr if it fails.
+pub fn openssl_ok(args: &[&str]) -> String {
+    let out = openssl(args);
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where pkilint's commands are: `$INKAN_PKILINT_BIN`, else the repository's `.venv/bin`.
+pub fn pkilint_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var_os("INKAN_PKILINT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin"));
+    let path = dir.join(tool);
+    assert!(
+        path.exists(),
+        "{} not found: pkilint is installed by the README's test command (python3 -m venv .venv && .venv/bin/pip install pkilint)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a pkilint linter with severity WARNING and asserts it reports nothing.
+pub fn assert_lint_clean(tool: &str, args: &[&str]) {
+    let out = Command::new(pkilint_bin(tool))
+        .arg("lint")
+        .args(["-s", "WARNING"])
+        .args(args)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "{tool} {args:?} reported:\n{report}"
+    );
+}
+
+/// A key and CSR made by openssl.
+pub struct OpensslCsr {
+    pub name: &'static str,
+    pub key: PathBuf,
+    pub csr: PathBuf,
+}
+
+/// openssl `genpkey` options and `req` digest for each key type inkan accepts.
+pub const KEY_SPECS: &[(&str, &[&str], Option<&str>)] = &[
+    (
+        "p256-sha256",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        Some("-sha256"),
+    ),
+    // rcgen issue #448: a P-384 key signed with SHA-256 must still be certified correctly.
+    (
+        "p384-sha256",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        Some("-sha256"),
+    ),
+    (
+        "p384-sha384",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        Some("-sha384"),
+    ),
+    ("ed25519", &["-algorithm", "ED25519"], None),
+    (
+        "rsa2048-sha256",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        Some("-sha256"),
+    ),
+    (
+        "rsa3072-sha384",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
+        Some("-sha384"),
+    ),
+    (
+        "rsa4096-sha512",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"],
+        Some("-sha512"),
+    ),
+];
+
+/// Makes a key and a CSR with openssl for one of [`KEY_SPECS`].
+pub fn openssl_csr(dir: &Path, spec: &(&'static str, &[&str], Option<&str>)) -> OpensslCsr {
+    let (name, genpkey, digest) = spec;
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(genpkey);
+    args.extend_from_slice(&["-out", key.to_str().unwrap()]);
+    openssl_ok(&args);
+    let mut args = vec![
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        "/CN=ignored",
+        "-out",
+        csr.to_str().unwrap(),
+    ];
+    args.extend(digest.iter());
+    openssl_ok(&args);
+    OpensslCsr { name, key, csr }
+}
+
+/// A CA made by the real `init` ceremony in a temporary directory, with its registry open.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub data: DataDir,
+    pub ca: CertificateAuthority,
+    /// PEM files for openssl.
+    pub root_pem: PathBuf,
+    pub ca_pem: PathBuf,
+}
+
+pub fn settings() -> ProfileSettings {
+    ProfileSettings {
+        organization: "inkan test".into(),
+        crl_url: Some(format!("{BASE}/crl/ca.crl")),
+        ca_issuers_url: Some(format!("{BASE}/ca.crt")),
+        ocsp_url: None,
+        default_days: 365,
+        max_days: 825,
+    }
+}
+
+pub fn root_passphrase() -> Passphrase {
+    Passphrase::new("test root passphrase".into())
+}
+
+impl TestCa {
+    pub fn new(key_type: CaKeyType) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("data"));
+        let options = InitOptions {
+            key_type,
+            organization: "inkan test".into(),
+            root_days: 3650,
+            ca_days: 1825,
+            root_crl_url: Some(format!("{BASE}/crl/root.crl")),
+            root_cert_url: Some(format!("{BASE}/root.crt")),
+            config_toml: "# test\n".into(),
+        };
+        let ca_pass = Passphrase::new("test issuing passphrase".into());
+        ceremony::init(
+            &data,
+            &options,
+            &root_passphrase(),
+            &ca_pass,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let (signer, der) =
+            ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).unwrap();
+        let store = Arc::new(SledStore::open(&data.db()).unwrap());
+        let ca = CertificateAuthority::new(&der, Box::new(signer), store, settings()).unwrap();
+        Self {
+            root_pem: data.root_cert(),
+            ca_pem: data.ca_cert(),
+            dir,
+            data,
+            ca,
+        }
+    }
+
+    /// Issues from a CSR file and writes the certificate as PEM next to it.
+    pub fn issue_file(
+        &self,
+        csr: &Path,
+        account: &str,
+        profile: Profile,
+        sans: &[San],
+    ) -> (Issued, PathBuf) {
+        let bytes = std::fs::read(csr).unwrap();
+        let issued = self
+            .ca
+            .issue(&IssueRequest {
+                csr: &bytes,
+                account,
+                profile,
+                sans,
+                days: None,
+            })
+            .unwrap_or_else(|e| panic!("issuing from {}: {e}", csr.display()));
+        let out = csr.with_extension(format!("{}.crt", profile.name()));
+        std::fs::write(&out, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).unwrap();
+        (issued, out)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn s(path: &Path) -> &str {
+        path.to_str().unwrap()
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every inkan test, first installing what the tests need. Safe to run again.
+#
+#   Debian packages: openssl, util-linux (setsid), libnss3-tools (certutil, pk12util), nodejs
+#   pkilint: in a Python venv at ./.venv
+#   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(openssl util-linux libnss3-tools nodejs python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A node already on PATH (e.g. from nodesource or nvm) is as good as Debian's.
+if command -v node >/dev/null; then missing=("${missing[@]/nodejs}"); fi
+# python3 -m venv working is what matters, whichever package provides it.
+if python3 -m venv --help >/dev/null 2>&1; then missing=("${missing[@]/python3-venv}"); fi
+read -r -a missing <<<"${missing[*]}"
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/lint_pkix_cert ]; then
+  echo "== installing pkilint into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'pkilint==0.13.3'
+fi
+
+echo "== cargo fmt"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo nextest"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+echo "== node --test (browser module)"
+node --test enroll-server/assets/test/
+echo "== all tests passed"
