@@ -41,13 +41,8 @@ fn run_for<F: Fn() + Sync>(threads: usize, seconds: f64, op: F) -> f64 {
 }
 
 fn main() {
-    let seconds: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3.0);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let seconds: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3.0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     // Raw crypto: one ECDSA P-256 signature and one verification per operation, over a
     // message the size of a TBS certificate.
@@ -80,14 +75,7 @@ fn main() {
     };
     let root_pass = Passphrase::new("bench root passphrase".into());
     let ca_pass = Passphrase::new("bench ca passphrase".into());
-    ceremony::init(
-        &data,
-        &options,
-        &root_pass,
-        &ca_pass,
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("init");
+    ceremony::init(&data, &options, &root_pass, &ca_pass, time::OffsetDateTime::now_utc()).expect("init");
     let settings = ProfileSettings {
         organization: "bench".into(),
         crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
@@ -97,33 +85,19 @@ fn main() {
         max_days: 825,
     };
     let authority = |db: &str, durability| {
-        let (signer, der) =
-            ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
-        let store =
-            Arc::new(SledStore::open_with(&dir.path().join(db), durability).expect("store"));
-        let ca = CertificateAuthority::new(&der, Box::new(signer), store.clone(), settings.clone())
-            .expect("ca");
+        let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
+        let store = Arc::new(SledStore::open_with(&dir.path().join(db), durability).expect("store"));
+        let ca = CertificateAuthority::new(&der, Box::new(signer), store.clone(), settings.clone()).expect("ca");
         (ca, store)
     };
 
-    let subject_key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("csr key");
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&subject_key)
-        .expect("csr");
+    let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("csr key");
+    let csr = rcgen::CertificateParams::default().serialize_request(&subject_key).expect("csr");
     let csr = csr.der().to_vec();
-    let request = IssueRequest {
-        csr: &csr,
-        account: "bench-user",
-        profile: Profile::Client,
-        sans: &[],
-        days: None,
-    };
+    let request = IssueRequest { csr: &csr, account: "bench-user", profile: Profile::Client, sans: &[], days: None };
 
     println!("inkan in-process issuance benchmark ({seconds} s per figure, {cores} cores)");
-    println!(
-        "raw aws-lc-rs ECDSA P-256 sign+verify: {raw_1:.0} ops/s (1 thread), {raw_n:.0} ops/s ({cores} threads)"
-    );
+    println!("raw aws-lc-rs ECDSA P-256 sign+verify: {raw_1:.0} ops/s (1 thread), {raw_n:.0} ops/s ({cores} threads)");
 
     // Where one issuance's time goes, single-threaded: the stages of `issue`, measured apart.
     let (durable_ca, durable_store) = authority("db-durable", Durability::Flush);
@@ -131,10 +105,7 @@ fn main() {
         let n = 2000;
         let started = Instant::now();
         (0..n).for_each(|_| op());
-        println!(
-            "  stage {what:<30} {:>7.1} µs",
-            started.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-        );
+        println!("  stage {what:<30} {:>7.1} µs", started.elapsed().as_secs_f64() * 1e6 / f64::from(n));
     };
     let validated = pki::csr::validate(&csr).expect("csr");
     let order = pki::CertificateOrder {
@@ -145,39 +116,17 @@ fn main() {
         days: None,
         now: time::OffsetDateTime::now_utc(),
     };
-    let prepare = || {
-        pki::certificate::prepare(
-            durable_ca.issuer(),
-            durable_ca.settings(),
-            &validated,
-            &order,
-        )
-    };
+    let prepare = || pki::certificate::prepare(durable_ca.issuer(), durable_ca.settings(), &validated, &order);
     let prepared = prepare().expect("prepare");
-    let (stage_signer, _) =
-        ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
-    stage("validate CSR (parse+verify)", &|| {
-        drop(pki::csr::validate(&csr).expect("csr"))
-    });
-    stage("prepare (build+lint TBS)", &|| {
-        drop(prepare().expect("prepare"))
-    });
-    stage("sign", &|| {
-        drop(ca::Signer::sign(&stage_signer, prepared.tbs_der()).expect("sign"))
-    });
+    let (stage_signer, _) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
+    stage("validate CSR (parse+verify)", &|| drop(pki::csr::validate(&csr).expect("csr")));
+    stage("prepare (build+lint TBS)", &|| drop(prepare().expect("prepare")));
+    stage("sign", &|| drop(ca::Signer::sign(&stage_signer, prepared.tbs_der()).expect("sign")));
 
     let (fast_ca, fast_store) = authority("db-unsafe", Durability::Unsafe);
     for (label, ca, store) in [
-        (
-            "durable (flushed before returning, group commit)",
-            &durable_ca,
-            &durable_store,
-        ),
-        (
-            "durability off (sled writes back on its own)",
-            &fast_ca,
-            &fast_store,
-        ),
+        ("durable (flushed before returning, group commit)", &durable_ca, &durable_store),
+        ("durability off (sled writes back on its own)", &fast_ca, &fast_store),
     ] {
         println!("{label}");
         println!(
@@ -190,8 +139,7 @@ fn main() {
             let rate = run_for(threads, seconds, || {
                 ca.issue(&request).expect("issue");
             });
-            let flushes =
-                (store.flush_count() - flushes_before) as f64 / started.elapsed().as_secs_f64();
+            let flushes = (store.flush_count() - flushes_before) as f64 / started.elapsed().as_secs_f64();
             println!(
                 "{threads:>8}  {rate:>10.0}  {flushes:>10.0}  {:>12.0}%  {:>12.0}%",
                 100.0 * rate / raw_1,
@@ -199,6 +147,6 @@ fn main() {
             );
         }
     }
-    let total = ca::Store::all(durable_store.as_ref()).expect("all").len();
+    let total = pki::registry::Registry::all(durable_store.as_ref()).expect("all").len();
     println!("durable registry holds {total} certificates, all flushed");
 }

@@ -9,7 +9,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::Error;
 use crate::signer::Signer;
-use crate::store::{CertRecord, State, Store, StoreError};
+use pki::registry::{CertRecord, Registry, RegistryError, State};
 
 /// What to issue. The CA trusts none of it: the CSR is validated again here.
 #[derive(Debug, Clone, Copy)]
@@ -39,15 +39,13 @@ pub struct Issued {
 pub struct CertificateAuthority {
     issuer: IssuerInfo,
     signer: Box<dyn Signer>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Registry>,
     settings: ProfileSettings,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority")
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority").field("issuer", &self.issuer).finish_non_exhaustive()
     }
 }
 
@@ -60,22 +58,14 @@ impl CertificateAuthority {
     pub fn new(
         certificate_der: &[u8],
         signer: Box<dyn Signer>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Registry>,
         settings: ProfileSettings,
     ) -> Result<Self, Error> {
         let issuer = IssuerInfo::from_der(certificate_der)?;
         if issuer.public_key() != signer.public_key() {
-            return Err(Error::KeyMismatch {
-                key: "(signer)".into(),
-                certificate: "(issuer)".into(),
-            });
+            return Err(Error::KeyMismatch { key: "(signer)".into(), certificate: "(issuer)".into() });
         }
-        Ok(Self {
-            issuer,
-            signer,
-            store,
-            settings,
-        })
+        Ok(Self { issuer, signer, store, settings })
     }
 
     /// The CA certificate and its properties.
@@ -84,7 +74,7 @@ impl CertificateAuthority {
     }
 
     /// The registry.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn Registry> {
         &self.store
     }
 
@@ -104,11 +94,7 @@ impl CertificateAuthority {
     /// 3. build and lint the to-be-signed certificate;
     /// 4. record the pending issuance durably;
     /// 5. sign; 6. record the certificate durably; 7. return it.
-    pub fn issue_at(
-        &self,
-        request: &IssueRequest<'_>,
-        now: OffsetDateTime,
-    ) -> Result<Issued, Error> {
+    pub fn issue_at(&self, request: &IssueRequest<'_>, now: OffsetDateTime) -> Result<Issued, Error> {
         let csr = pki::csr::validate(request.csr)?;
         for _ in 0..SERIAL_ATTEMPTS {
             let serial = random_serial()?;
@@ -134,7 +120,7 @@ impl CertificateAuthority {
             };
             match self.store.record_pending(&record) {
                 Ok(()) => {}
-                Err(StoreError::SerialTaken(_)) => continue,
+                Err(RegistryError::SerialTaken(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
             let signature = self.signer.sign(prepared.tbs_der())?;
@@ -149,14 +135,12 @@ impl CertificateAuthority {
     /// Signs a CRL of the revoked, unexpired certificates, valid for `validity` from `now`.
     /// The CRL number is incremented durably before signing, so numbers never repeat.
     pub fn sign_crl(&self, now: OffsetDateTime, validity: Duration) -> Result<Vec<u8>, Error> {
+        let next_update = now
+            .checked_add(validity)
+            .ok_or_else(|| pki::Error::InvalidValidity { reason: "the CRL's nextUpdate is out of range".into() })?;
         let number = self.store.next_crl_number()?;
         let entries = self.store.revoked_unexpired(now)?;
-        let order = CrlOrder {
-            number,
-            this_update: now,
-            next_update: now + validity,
-            entries: &entries,
-        };
+        let order = CrlOrder { number, this_update: now, next_update, entries: &entries };
         let prepared = crl::prepare_crl(&self.issuer, &order)?;
         let signature = self.signer.sign(prepared.tbs_der())?;
         Ok(prepared.assemble(&signature))

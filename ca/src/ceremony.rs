@@ -65,23 +65,16 @@ pub fn init(
             reason: "the organization must be 1 to 64 printable characters",
         })
     })?;
+    let root_validity = Validity::for_days(now, options.root_days, None)?;
+    Validity::for_days(now, options.ca_days, Some(&root_validity))?;
     layout::create_private_dir(dir.path())?;
 
     let root = FileSigner::generate(options.key_type)?;
-    let root_validity = Validity::for_days(now, options.root_days, None)?;
-    let root_params = profile::root_ca_params(
-        &options.organization,
-        &random_serial()?,
-        &root_validity,
-        root.public_key(),
-    );
-    let root_cert =
-        root_params
-            .self_signed(&RcgenKey(&root))
-            .map_err(|e| pki::Error::Encoding {
-                what: "root certificate",
-                detail: e.to_string(),
-            })?;
+    let root_params =
+        profile::root_ca_params(&options.organization, &random_serial()?, &root_validity, root.public_key());
+    let root_cert = root_params
+        .self_signed(&RcgenKey(&root))
+        .map_err(|e| pki::Error::Encoding { what: "root certificate", detail: e.to_string() })?;
 
     let ca = FileSigner::generate(options.key_type)?;
     let ca_validity = Validity::for_days(now, options.ca_days, Some(&root_validity))?;
@@ -96,10 +89,7 @@ pub fn init(
     let root_issuer = rcgen::Issuer::from_params(&root_params, RcgenKey(&root));
     let ca_cert = ca_params
         .signed_by(ca.public_key(), &root_issuer)
-        .map_err(|e| pki::Error::Encoding {
-            what: "issuing CA certificate",
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| pki::Error::Encoding { what: "issuing CA certificate", detail: e.to_string() })?;
     // Check what was made with the same reader that will load it for issuance.
     IssuerInfo::from_der(root_cert.der())?;
     IssuerInfo::from_der(ca_cert.der())?;
@@ -111,50 +101,30 @@ pub fn init(
     let staged = DataDir::new(&staging);
     layout::create_private_dir(&staged.root_dir())?;
     layout::create_private_dir(&staged.ca_dir())?;
-    layout::write_new(
-        &staged.root_key(),
-        root.to_encrypted_pem(root_passphrase)?.as_bytes(),
-        0o600,
-    )?;
+    layout::write_new(&staged.root_key(), root.to_encrypted_pem(root_passphrase)?.as_bytes(), 0o600)?;
     layout::write_new(&staged.root_cert(), root_cert.pem().as_bytes(), 0o644)?;
     layout::write_new(&staged.root_crl_number(), b"0\n", 0o644)?;
-    layout::write_new(
-        &staged.ca_key(),
-        ca.to_encrypted_pem(ca_passphrase)?.as_bytes(),
-        0o600,
-    )?;
+    layout::write_new(&staged.ca_key(), ca.to_encrypted_pem(ca_passphrase)?.as_bytes(), 0o600)?;
     layout::write_new(&staged.ca_cert(), ca_cert.pem().as_bytes(), 0o644)?;
     layout::write_new(&staged.config(), options.config_toml.as_bytes(), 0o644)?;
 
-    for (from, to) in [
-        (staged.root_dir(), dir.root_dir()),
-        (staged.ca_dir(), dir.ca_dir()),
-        (staged.config(), dir.config()),
-    ] {
+    for (from, to) in
+        [(staged.root_dir(), dir.root_dir()), (staged.ca_dir(), dir.ca_dir()), (staged.config(), dir.config())]
+    {
         fs::rename(&from, &to).map_err(Error::io("moving into place", &to))?;
     }
     fs::remove_dir(&staging).map_err(Error::io("removing", &staging))?;
     layout::sync_dir(dir.path())?;
-    Ok(InitReport {
-        root_der: root_cert.der().to_vec(),
-        ca_der: ca_cert.der().to_vec(),
-    })
+    Ok(InitReport { root_der: root_cert.der().to_vec(), ca_der: ca_cert.der().to_vec() })
 }
 
 /// Loads a CA key and checks it against its certificate.
-pub fn load_signer(
-    key: &Path,
-    certificate: &Path,
-    passphrase: &Passphrase,
-) -> Result<(FileSigner, Vec<u8>), Error> {
+pub fn load_signer(key: &Path, certificate: &Path, passphrase: &Passphrase) -> Result<(FileSigner, Vec<u8>), Error> {
     let der = layout::read_certificate(certificate)?;
     let issuer = IssuerInfo::from_der(&der)?;
     let signer = FileSigner::load(key, passphrase)?;
     if signer.public_key() != issuer.public_key() {
-        return Err(Error::KeyMismatch {
-            key: key.into(),
-            certificate: certificate.into(),
-        });
+        return Err(Error::KeyMismatch { key: key.into(), certificate: certificate.into() });
     }
     Ok((signer, der))
 }
@@ -170,6 +140,9 @@ pub fn sign_root_crl(
 ) -> Result<Vec<u8>, Error> {
     let (root, der) = load_signer(&dir.root_key(), &dir.root_cert(), root_passphrase)?;
     let issuer = IssuerInfo::from_der(&der)?;
+    let next_update = now
+        .checked_add(validity)
+        .ok_or_else(|| pki::Error::InvalidValidity { reason: "the CRL's nextUpdate is out of range".into() })?;
     let path = dir.root_crl_number();
     let last: u64 = match fs::read_to_string(&path) {
         Ok(text) => text.trim().parse().map_err(|_| Error::BadKey {
@@ -181,12 +154,7 @@ pub fn sign_root_crl(
     };
     let number = last + 1;
     layout::replace(&path, format!("{number}\n").as_bytes(), 0o644)?;
-    let order = CrlOrder {
-        number,
-        this_update: now,
-        next_update: now + validity,
-        entries: &[],
-    };
+    let order = CrlOrder { number, this_update: now, next_update, entries: &[] };
     let prepared = crl::prepare_crl(&issuer, &order)?;
     let signature = root.sign(prepared.tbs_der())?;
     Ok(prepared.assemble(&signature))

@@ -36,10 +36,7 @@ impl GroupCommit {
                 return Ok(());
             }
             if state.flushing {
-                state = self
-                    .flushed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                state = self.flushed.wait(state).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             state.flushing = true;
@@ -91,23 +88,14 @@ mod tests {
             t.join().expect("thread");
         }
         let flushes = group.flush_count();
-        assert!(
-            flushes < 16 * 20,
-            "{flushes} flushes for 320 writes: no grouping"
-        );
-        assert!(
-            flushes >= 20,
-            "at least one flush per round of a single writer"
-        );
+        assert!(flushes < 16 * 20, "{flushes} flushes for 320 writes: no grouping");
+        assert!(flushes >= 20, "at least one flush per round of a single writer");
     }
 
     #[test]
     fn a_failed_flush_is_reported_and_retried() {
         let group = GroupCommit::default();
-        assert_eq!(
-            group.wait_durable(|| Err::<(), _>("disk full")),
-            Err("disk full")
-        );
+        assert_eq!(group.wait_durable(|| Err::<(), _>("disk full")), Err("disk full"));
         assert_eq!(group.wait_durable(|| Ok::<(), &str>(())), Ok(()));
     }
 }

@@ -12,7 +12,7 @@ pub enum Error {
     #[error(transparent)]
     Pki(#[from] pki::Error),
     /// A file could not be read or written.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done ("reading", "creating").
         action: &'static str,
@@ -81,15 +81,19 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io {
-            action,
-            path,
-            source,
+        move |source| Self::Io { action, path, source }
+    }
+}
+
+impl From<pki::registry::RegistryError> for Error {
+    fn from(e: pki::registry::RegistryError) -> Self {
+        use pki::registry::RegistryError;
+        match e {
+            RegistryError::NotFound(serial) => Error::NotFound { serial },
+            RegistryError::WrongState { serial, status } => Error::NotRevocable { serial, status },
+            other => Error::Store(other.to_string()),
         }
     }
 }

@@ -85,28 +85,17 @@ impl DataDir {
 
     /// The files whose presence means a CA exists here.
     pub fn ca_files(&self) -> [PathBuf; 4] {
-        [
-            self.root_cert(),
-            self.root_key(),
-            self.ca_cert(),
-            self.ca_key(),
-        ]
+        [self.root_cert(), self.root_key(), self.ca_cert(), self.ca_key()]
     }
 }
 
 /// Creates `path` with `contents` and `mode`, failing if it exists, and syncs it to disk.
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(Error::io("creating", path))?;
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(Error::io("creating", path))?;
     // The umask may have narrowed the mode; a key must not end up wider than asked.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(Error::io("setting mode of", path))?;
-    file.write_all(contents)
-        .map_err(Error::io("writing", path))?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(Error::io("setting mode of", path))?;
+    file.write_all(contents).map_err(Error::io("writing", path))?;
     file.sync_all().map_err(Error::io("syncing", path))
 }
 
@@ -117,12 +106,8 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
+    let tmp =
+        dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
     let _ = fs::remove_file(&tmp);
     write_new(&tmp, contents, mode)?;
     fs::rename(&tmp, path).map_err(Error::io("renaming into", path))?;
@@ -131,26 +116,16 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
 
 /// Syncs a directory, so renames and creations in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("syncing", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("syncing", dir))
 }
 
 /// Creates a directory (and parents) with mode 0700.
 pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(Error::io("creating", dir))
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("creating", dir))
 }
 
 /// Reads one PEM certificate file and returns its DER.
 pub fn read_certificate(path: &Path) -> Result<Vec<u8>, Error> {
     let bytes = fs::read(path).map_err(Error::io("reading", path))?;
-    Ok(pki::encoding::decode_one(
-        &bytes,
-        "certificate",
-        &["CERTIFICATE"],
-    )?)
+    Ok(pki::encoding::decode_one(&bytes, "certificate", &["CERTIFICATE"])?)
 }

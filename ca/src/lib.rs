@@ -4,7 +4,8 @@
 //! - [`authority`]: [`CertificateAuthority`], which issues in the order of ARCHITECTURE.md
 //!   (validate → prepare and lint → record pending → sign → record certificate → return) and
 //!   signs CRLs with a persisted, monotonic number.
-//! - [`store`] and [`sled_store`]: the registry, durable before acknowledging, with indices by
+//! - [`sled_store`]: the registry (`pki::registry::Registry`) on sled, durable before
+//!   acknowledging, with indices by
 //!   serial, account, key and notAfter.
 //! - [`ceremony`]: creating the offline root and the issuing CA; the root's CRL.
 //! - [`layout`]: the data directory's files.
@@ -20,11 +21,10 @@ pub mod layout;
 mod secret;
 pub mod signer;
 pub mod sled_store;
-pub mod store;
 
 pub use authority::{CertificateAuthority, IssueRequest, Issued};
 pub use error::Error;
+pub use pki::registry::{CertRecord, Registry, RegistryError, State, Status};
 pub use secret::Passphrase;
 pub use signer::{CaKeyType, FileSigner, Signer};
 pub use sled_store::SledStore;
-pub use store::{CertRecord, State, Status, Store, StoreError};

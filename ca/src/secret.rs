@@ -20,9 +20,7 @@ impl Passphrase {
     /// Refuses passphrases too weak to protect a CA key: fewer than 12 characters.
     pub fn check_strength(&self) -> Result<(), crate::Error> {
         if self.0.chars().count() < 12 {
-            return Err(crate::Error::WeakPassphrase {
-                reason: "use at least 12 characters",
-            });
+            return Err(crate::Error::WeakPassphrase { reason: "use at least 12 characters" });
         }
         Ok(())
     }

@@ -76,10 +76,7 @@ pub struct FileSigner {
 
 impl fmt::Debug for FileSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileSigner")
-            .field("kind", &self.public.kind())
-            .field("key", &"[redacted]")
-            .finish()
+        f.debug_struct("FileSigner").field("kind", &self.public.kind()).field("key", &"[redacted]").finish()
     }
 }
 
@@ -91,19 +88,13 @@ impl FileSigner {
         let rng = SystemRandom::new();
         let key = match key_type {
             CaKeyType::EcdsaP256 => KeyMaterial::Ecdsa(
-                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_ASN1_SIGNING)
-                    .map_err(|_| Error::Signing)?,
+                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_ASN1_SIGNING).map_err(|_| Error::Signing)?,
             ),
             CaKeyType::EcdsaP384 => KeyMaterial::Ecdsa(
-                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_ASN1_SIGNING)
-                    .map_err(|_| Error::Signing)?,
+                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_ASN1_SIGNING).map_err(|_| Error::Signing)?,
             ),
-            CaKeyType::Ed25519 => {
-                KeyMaterial::Ed25519(Ed25519KeyPair::generate().map_err(|_| Error::Signing)?)
-            }
-            CaKeyType::Rsa3072 => KeyMaterial::Rsa(
-                RsaKeyPair::generate(KeySize::Rsa3072).map_err(|_| Error::Signing)?,
-            ),
+            CaKeyType::Ed25519 => KeyMaterial::Ed25519(Ed25519KeyPair::generate().map_err(|_| Error::Signing)?),
+            CaKeyType::Rsa3072 => KeyMaterial::Rsa(RsaKeyPair::generate(KeySize::Rsa3072).map_err(|_| Error::Signing)?),
         };
         Self::from_material(key, rng, Path::new("(new key)"))
     }
@@ -114,14 +105,9 @@ impl FileSigner {
             KeyMaterial::Ed25519(k) => k.public_key().as_der(),
             KeyMaterial::Rsa(k) => k.public_key().as_der(),
         };
-        let spki = spki.map_err(|_| Error::BadKey {
-            path: path.into(),
-            detail: "no public key".into(),
-        })?;
-        let public = SubjectKey::from_spki_der(spki.as_ref()).map_err(|e| Error::BadKey {
-            path: path.into(),
-            detail: e.to_string(),
-        })?;
+        let spki = spki.map_err(|_| Error::BadKey { path: path.into(), detail: "no public key".into() })?;
+        let public = SubjectKey::from_spki_der(spki.as_ref())
+            .map_err(|e| Error::BadKey { path: path.into(), detail: e.to_string() })?;
         Ok(Self { key, public, rng })
     }
 
@@ -129,20 +115,12 @@ impl FileSigner {
     /// (N=2^14, r=8, p=1, the parameters OpenSSL reads) and AES-256-CBC.
     pub fn to_encrypted_pem(&self, passphrase: &Passphrase) -> Result<Zeroizing<String>, Error> {
         let der = Zeroizing::new(self.pkcs8_der()?);
-        let info =
-            pkcs8::PrivateKeyInfoRef::try_from(der.as_slice()).map_err(|e| Error::BadKey {
-                path: "(new key)".into(),
-                detail: e.to_string(),
-            })?;
-        let encrypted = info
-            .encrypt(passphrase.as_bytes())
-            .map_err(|_| Error::Signing)?;
+        let info = pkcs8::PrivateKeyInfoRef::try_from(der.as_slice())
+            .map_err(|e| Error::BadKey { path: "(new key)".into(), detail: e.to_string() })?;
+        let encrypted = info.encrypt(passphrase.as_bytes()).map_err(|_| Error::Signing)?;
         let pem = encrypted
             .to_pem(PEM_LABEL, pkcs8::LineEnding::LF)
-            .map_err(|e| Error::BadKey {
-                path: "(new key)".into(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::BadKey { path: "(new key)".into(), detail: e.to_string() })?;
         Ok(pem)
     }
 
@@ -150,41 +128,28 @@ impl FileSigner {
         let doc = match &self.key {
             KeyMaterial::Ecdsa(k) => k.to_pkcs8v1().map(|d| d.as_ref().to_vec()),
             KeyMaterial::Ed25519(k) => k.to_pkcs8v1().map(|d| d.as_ref().to_vec()),
-            KeyMaterial::Rsa(k) => {
-                AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(k).map(|d| d.as_ref().to_vec())
-            }
+            KeyMaterial::Rsa(k) => AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(k).map(|d| d.as_ref().to_vec()),
         };
         doc.map_err(|_| Error::Signing)
     }
 
     /// Loads an encrypted PKCS#8 PEM key file with `passphrase`.
     pub fn load(path: &Path, passphrase: &Passphrase) -> Result<Self, Error> {
-        let text =
-            Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io("reading", path))?);
-        let bad = |detail: String| Error::BadKey {
-            path: path.into(),
-            detail,
-        };
-        let (label, doc) = pkcs8::SecretDocument::from_pem(&text)
-            .map_err(|e| bad(format!("not a PEM key file ({e})")))?;
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io("reading", path))?);
+        let bad = |detail: String| Error::BadKey { path: path.into(), detail };
+        let (label, doc) =
+            pkcs8::SecretDocument::from_pem(&text).map_err(|e| bad(format!("not a PEM key file ({e})")))?;
         if label != PEM_LABEL {
-            return Err(bad(format!(
-                "expected an {PEM_LABEL:?} PEM block, found {label:?}"
-            )));
+            return Err(bad(format!("expected an {PEM_LABEL:?} PEM block, found {label:?}")));
         }
         let encrypted = pkcs8::EncryptedPrivateKeyInfoRef::try_from(doc.as_bytes())
             .map_err(|e| bad(format!("not an encrypted PKCS#8 key ({e})")))?;
-        let plain = encrypted
-            .decrypt(passphrase.as_bytes())
-            .map_err(|_| Error::WrongPassphrase { path: path.into() })?;
+        let plain =
+            encrypted.decrypt(passphrase.as_bytes()).map_err(|_| Error::WrongPassphrase { path: path.into() })?;
         let der = plain.as_bytes();
         let info = pkcs8::PrivateKeyInfoRef::try_from(der).map_err(|e| bad(e.to_string()))?;
         let algorithm = info.algorithm.oid.to_string();
-        let curve = info
-            .algorithm
-            .parameters_oid()
-            .ok()
-            .map(|oid| oid.to_string());
+        let curve = info.algorithm.parameters_oid().ok().map(|oid| oid.to_string());
         let key = match (algorithm.as_str(), curve.as_deref()) {
             ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7")) => KeyMaterial::Ecdsa(
                 EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der)
@@ -194,9 +159,9 @@ impl FileSigner {
                 EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, der)
                     .map_err(|e| bad(e.to_string()))?,
             ),
-            ("1.3.101.112", _) => KeyMaterial::Ed25519(
-                Ed25519KeyPair::from_pkcs8(der).map_err(|e| bad(e.to_string()))?,
-            ),
+            ("1.3.101.112", _) => {
+                KeyMaterial::Ed25519(Ed25519KeyPair::from_pkcs8(der).map_err(|e| bad(e.to_string()))?)
+            }
             ("1.2.840.113549.1.1.1", _) => {
                 KeyMaterial::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|e| bad(e.to_string()))?)
             }
@@ -219,15 +184,13 @@ impl Signer for FileSigner {
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
         match &self.key {
-            KeyMaterial::Ecdsa(k) => k
-                .sign(&self.rng, message)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| Error::Signing),
+            KeyMaterial::Ecdsa(k) => {
+                k.sign(&self.rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| Error::Signing)
+            }
             KeyMaterial::Ed25519(k) => Ok(k.sign(message).as_ref().to_vec()),
             KeyMaterial::Rsa(k) => {
                 let mut out = vec![0; k.public_modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut out)
-                    .map_err(|_| Error::Signing)?;
+                k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut out).map_err(|_| Error::Signing)?;
                 Ok(out)
             }
         }

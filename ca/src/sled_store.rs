@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use time::OffsetDateTime;
 
 use crate::durable::GroupCommit;
-use crate::store::{CertRecord, State, Store, StoreError};
+use pki::registry::{CertRecord, Registry, RegistryError, State};
 
 const CRL_NUMBER: &[u8] = b"m:crl-number";
 
@@ -53,8 +53,8 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Backend(e.to_string())
 }
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -75,7 +75,7 @@ fn seconds(t: OffsetDateTime) -> [u8; 8] {
 const RECORD_V1: u8 = 1;
 const FIXED: usize = 1 + 16 + 1 + 32 + 8 * 3 + 1 + 8 + 1;
 
-fn encode(record: &CertRecord) -> Result<Vec<u8>, StoreError> {
+fn encode(record: &CertRecord) -> Result<Vec<u8>, RegistryError> {
     let mut v = Vec::with_capacity(FIXED + record.account.len());
     v.push(RECORD_V1);
     v.extend_from_slice(record.serial.as_bytes());
@@ -99,20 +99,14 @@ fn encode(record: &CertRecord) -> Result<Vec<u8>, StoreError> {
     Ok(v)
 }
 
-fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, StoreError> {
-    let corrupt = |detail: &str| StoreError::Corrupt {
-        key: format!("{k:02x?}"),
-        detail: detail.into(),
-    };
+fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryError> {
+    let corrupt = |detail: &str| RegistryError::Corrupt { key: format!("{k:02x?}"), detail: detail.into() };
     if v.len() < FIXED || v[0] != RECORD_V1 {
         return Err(corrupt("not a version 1 record"));
     }
-    let time = |at: usize| -> Result<OffsetDateTime, StoreError> {
-        let bytes: [u8; 8] = v[at..at + 8]
-            .try_into()
-            .map_err(|_| corrupt("short time"))?;
-        OffsetDateTime::from_unix_timestamp(i64::from_be_bytes(bytes))
-            .map_err(|_| corrupt("time out of range"))
+    let time = |at: usize| -> Result<OffsetDateTime, RegistryError> {
+        let bytes: [u8; 8] = v[at..at + 8].try_into().map_err(|_| corrupt("short time"))?;
+        OffsetDateTime::from_unix_timestamp(i64::from_be_bytes(bytes)).map_err(|_| corrupt("time out of range"))
     };
     let serial = Serial::from_bytes(&v[1..17]).ok_or_else(|| corrupt("bad serial"))?;
     let profile = match v[17] {
@@ -120,16 +114,11 @@ fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, StoreError> {
         1 => pki::Profile::Server,
         _ => return Err(corrupt("bad profile")),
     };
-    let key_sha256: [u8; 32] = v[18..50]
-        .try_into()
-        .map_err(|_| corrupt("short key hash"))?;
+    let key_sha256: [u8; 32] = v[18..50].try_into().map_err(|_| corrupt("short key hash"))?;
     let state = match v[74] {
         0 => State::Pending,
         1 => State::Issued,
-        2 => State::Revoked {
-            at: time(75)?,
-            reason: reason_from_code(v[83]).ok_or_else(|| corrupt("bad reason"))?,
-        },
+        2 => State::Revoked { at: time(75)?, reason: reason_from_code(v[83]).ok_or_else(|| corrupt("bad reason"))? },
         _ => return Err(corrupt("bad state")),
     };
     let account = std::str::from_utf8(&v[FIXED..]).map_err(|_| corrupt("account is not UTF-8"))?;
@@ -147,34 +136,23 @@ fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, StoreError> {
 
 impl SledStore {
     /// Opens (or creates) the registry in `dir`, durable before acknowledging.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
         Self::open_with(dir, Durability::Flush)
     }
 
     /// Opens (or creates) the registry in `dir` with the given durability.
-    pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+    pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, RegistryError> {
         let db = sled::Config::new()
             .path(dir)
-            .flush_every_ms(if durability == Durability::Flush {
-                None
-            } else {
-                Some(500)
-            })
+            .flush_every_ms(if durability == Durability::Flush { None } else { Some(500) })
             .open()
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
-        Ok(Self {
-            db,
-            group: GroupCommit::default(),
-            durability,
-            writer: Mutex::new(()),
-        })
+            .map_err(|e| RegistryError::Backend(format!("opening {}: {e}", dir.display())))?;
+        Ok(Self { db, group: GroupCommit::default(), durability, writer: Mutex::new(()) })
     }
 
-    fn durable(&self) -> Result<(), StoreError> {
+    fn durable(&self) -> Result<(), RegistryError> {
         match self.durability {
-            Durability::Flush => self
-                .group
-                .wait_durable(|| self.db.flush().map(drop).map_err(backend)),
+            Durability::Flush => self.group.wait_durable(|| self.db.flush().map(drop).map_err(backend)),
             Durability::Unsafe => Ok(()),
         }
     }
@@ -184,25 +162,17 @@ impl SledStore {
         self.group.flush_count()
     }
 
-    fn records_under(
-        &self,
-        prefix: &[u8],
-        serial_at: usize,
-    ) -> Result<Vec<CertRecord>, StoreError> {
+    fn records_under(&self, prefix: &[u8], serial_at: usize) -> Result<Vec<CertRecord>, RegistryError> {
         self.db
             .scan_prefix(prefix)
             .map(|item| {
                 let (k, _) = item.map_err(backend)?;
                 let serial = &k[serial_at..];
                 let ck = key(b'c', &[serial]);
-                let v = self
-                    .db
-                    .get(&ck)
-                    .map_err(backend)?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: format!("{k:02x?}"),
-                        detail: "index entry without record".into(),
-                    })?;
+                let v = self.db.get(&ck).map_err(backend)?.ok_or_else(|| RegistryError::Corrupt {
+                    key: format!("{k:02x?}"),
+                    detail: "index entry without record".into(),
+                })?;
                 decode(&ck, &v)
             })
             .collect()
@@ -212,19 +182,15 @@ impl SledStore {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_record(&self, serial: &Serial) -> Result<CertRecord, StoreError> {
+    fn read_record(&self, serial: &Serial) -> Result<CertRecord, RegistryError> {
         let ck = key(b'c', &[serial.as_bytes()]);
-        let v = self
-            .db
-            .get(&ck)
-            .map_err(backend)?
-            .ok_or(StoreError::NotFound(*serial))?;
+        let v = self.db.get(&ck).map_err(backend)?.ok_or(RegistryError::NotFound(*serial))?;
         decode(&ck, &v)
     }
 }
 
-impl Store for SledStore {
-    fn record_pending(&self, record: &CertRecord) -> Result<(), StoreError> {
+impl Registry for SledStore {
+    fn record_pending(&self, record: &CertRecord) -> Result<(), RegistryError> {
         let serial = record.serial.as_bytes();
         let ck = key(b'c', &[serial]);
         let mut batch = sled::Batch::default();
@@ -235,23 +201,20 @@ impl Store for SledStore {
         {
             let _writer = self.lock();
             if self.db.contains_key(&ck).map_err(backend)? {
-                return Err(StoreError::SerialTaken(record.serial));
+                return Err(RegistryError::SerialTaken(record.serial));
             }
             self.db.apply_batch(batch).map_err(backend)?;
         }
         self.durable()
     }
 
-    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), StoreError> {
+    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError> {
         {
             let _writer = self.lock();
             let mut record = self.read_record(serial)?;
             if record.state != State::Pending {
                 let status = record.status(OffsetDateTime::now_utc()).name();
-                return Err(StoreError::WrongState {
-                    serial: *serial,
-                    status,
-                });
+                return Err(RegistryError::WrongState { serial: *serial, status });
             }
             record.state = State::Issued;
             let mut batch = sled::Batch::default();
@@ -262,24 +225,16 @@ impl Store for SledStore {
         self.durable()
     }
 
-    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
         let ck = key(b'c', &[serial.as_bytes()]);
-        self.db
-            .get(&ck)
-            .map_err(backend)?
-            .map(|v| decode(&ck, &v))
-            .transpose()
+        self.db.get(&ck).map_err(backend)?.map(|v| decode(&ck, &v)).transpose()
     }
 
-    fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .db
-            .get(key(b'd', &[serial.as_bytes()]))
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
+    fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, RegistryError> {
+        Ok(self.db.get(key(b'd', &[serial.as_bytes()])).map_err(backend)?.map(|v| v.to_vec()))
     }
 
-    fn all(&self) -> Result<Vec<CertRecord>, StoreError> {
+    fn all(&self) -> Result<Vec<CertRecord>, RegistryError> {
         self.db
             .scan_prefix([b'c'])
             .map(|item| {
@@ -289,21 +244,17 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, StoreError> {
+    fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError> {
         let prefix = key(b'a', &[account.as_bytes(), &[0]]);
         self.records_under(&prefix, prefix.len())
     }
 
-    fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, StoreError> {
+    fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, RegistryError> {
         let prefix = key(b'k', &[key_sha256]);
         self.records_under(&prefix, prefix.len())
     }
 
-    fn expiring_between(
-        &self,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-    ) -> Result<Vec<CertRecord>, StoreError> {
+    fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError> {
         let start = key(b'e', &[&seconds(from)]);
         let end = key(b'e', &[&seconds(to), &[0xff; 17]]);
         self.db
@@ -311,14 +262,10 @@ impl Store for SledStore {
             .map(|item| {
                 let (k, _) = item.map_err(backend)?;
                 let ck = key(b'c', &[&k[9..]]);
-                let v = self
-                    .db
-                    .get(&ck)
-                    .map_err(backend)?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: format!("{k:02x?}"),
-                        detail: "expiry index entry without record".into(),
-                    })?;
+                let v = self.db.get(&ck).map_err(backend)?.ok_or_else(|| RegistryError::Corrupt {
+                    key: format!("{k:02x?}"),
+                    detail: "expiry index entry without record".into(),
+                })?;
                 decode(&ck, &v)
             })
             .collect()
@@ -329,16 +276,13 @@ impl Store for SledStore {
         serial: &Serial,
         at: OffsetDateTime,
         reason: RevocationReason,
-    ) -> Result<CertRecord, StoreError> {
+    ) -> Result<CertRecord, RegistryError> {
         let record = {
             let _writer = self.lock();
             let mut record = self.read_record(serial)?;
             if record.state != State::Issued {
                 let status = record.status(at).name();
-                return Err(StoreError::WrongState {
-                    serial: *serial,
-                    status,
-                });
+                return Err(RegistryError::WrongState { serial: *serial, status });
             }
             record.state = State::Revoked { at, reason };
             let mut entry = Vec::with_capacity(17);
@@ -355,44 +299,31 @@ impl Store for SledStore {
         Ok(record)
     }
 
-    fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, StoreError> {
+    fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, RegistryError> {
         let now = seconds(now);
         let mut out = Vec::new();
         for item in self.db.scan_prefix([b'r']) {
             let (k, v) = item.map_err(backend)?;
-            let corrupt = || StoreError::Corrupt {
-                key: format!("{k:02x?}"),
-                detail: "bad revocation entry".into(),
-            };
+            let corrupt = || RegistryError::Corrupt { key: format!("{k:02x?}"), detail: "bad revocation entry".into() };
             let serial = Serial::from_bytes(&k[1..]).ok_or_else(corrupt)?;
             let (not_after, rest) = v.split_first_chunk::<8>().ok_or_else(corrupt)?;
             if *not_after < now {
                 continue;
             }
             let (at, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-            let reason = rest
-                .first()
-                .and_then(|c| reason_from_code(*c))
-                .ok_or_else(corrupt)?;
+            let reason = rest.first().and_then(|c| reason_from_code(*c)).ok_or_else(corrupt)?;
             let at = i64::try_from(u64::from_be_bytes(*at)).map_err(|_| corrupt())?;
             let revoked_at = OffsetDateTime::from_unix_timestamp(at).map_err(|_| corrupt())?;
-            out.push(RevokedEntry {
-                serial,
-                revoked_at,
-                reason,
-            });
+            out.push(RevokedEntry { serial, revoked_at, reason });
         }
         Ok(out)
     }
 
-    fn next_crl_number(&self) -> Result<u64, StoreError> {
+    fn next_crl_number(&self) -> Result<u64, RegistryError> {
         let next = self
             .db
             .update_and_fetch(CRL_NUMBER, |old| {
-                let n = old
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
+                let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
                 Some((n + 1).to_be_bytes().to_vec())
             })
             .map_err(backend)?
@@ -422,7 +353,7 @@ fn reason_from_code(code: u8) -> Option<RevocationReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Status;
+    use pki::registry::Status;
     use time::Duration;
 
     fn record(n: u8, account: &str, not_after: OffsetDateTime) -> CertRecord {
@@ -447,84 +378,35 @@ mod tests {
         let b = record(2, "bob", now + Duration::days(40));
         store.record_pending(&a).expect("a");
         store.record_pending(&b).expect("b");
-        assert!(matches!(
-            store.record_pending(&a),
-            Err(StoreError::SerialTaken(_))
-        ));
-        assert_eq!(
-            store.get(&a.serial).expect("get").map(|r| r.status(now)),
-            Some(Status::Pending)
-        );
+        assert!(matches!(store.record_pending(&a), Err(RegistryError::SerialTaken(_))));
+        assert_eq!(store.get(&a.serial).expect("get").map(|r| r.status(now)), Some(Status::Pending));
 
         store.record_issued(&a.serial, b"der-a").expect("issued");
-        assert!(
-            store.record_issued(&a.serial, b"again").is_err(),
-            "issued twice"
-        );
-        assert_eq!(
-            store.certificate_der(&a.serial).expect("der"),
-            Some(b"der-a".to_vec())
-        );
+        assert!(store.record_issued(&a.serial, b"again").is_err(), "issued twice");
+        assert_eq!(store.certificate_der(&a.serial).expect("der"), Some(b"der-a".to_vec()));
         assert_eq!(store.by_account("alice").expect("acct").len(), 1);
-        assert_eq!(
-            store
-                .by_account("alic")
-                .expect("prefix is not a match")
-                .len(),
-            0
-        );
+        assert_eq!(store.by_account("alic").expect("prefix is not a match").len(), 0);
         assert_eq!(store.by_key(&[2; 32]).expect("key")[0].serial, b.serial);
 
-        let soon = store
-            .expiring_between(now, now + Duration::days(30))
-            .expect("range");
-        assert_eq!(
-            soon.iter().map(|r| r.serial).collect::<Vec<_>>(),
-            [a.serial]
-        );
+        let soon = store.expiring_between(now, now + Duration::days(30)).expect("range");
+        assert_eq!(soon.iter().map(|r| r.serial).collect::<Vec<_>>(), [a.serial]);
 
-        assert!(
-            store
-                .revoke(&b.serial, now, RevocationReason::KeyCompromise)
-                .is_err(),
-            "pending"
-        );
-        let revoked = store
-            .revoke(&a.serial, now, RevocationReason::KeyCompromise)
-            .expect("revoke");
+        assert!(store.revoke(&b.serial, now, RevocationReason::KeyCompromise).is_err(), "pending");
+        let revoked = store.revoke(&a.serial, now, RevocationReason::KeyCompromise).expect("revoke");
         assert_eq!(revoked.status(now), Status::Revoked);
         assert!(matches!(
             store.revoke(&a.serial, now, RevocationReason::KeyCompromise),
-            Err(StoreError::WrongState {
-                status: "revoked",
-                ..
-            })
+            Err(RegistryError::WrongState { status: "revoked", .. })
         ));
         let crl = store.revoked_unexpired(now).expect("crl");
-        assert_eq!(
-            crl,
-            [RevokedEntry {
-                serial: a.serial,
-                revoked_at: now,
-                reason: RevocationReason::KeyCompromise
-            }]
-        );
-        assert!(
-            store
-                .revoked_unexpired(now + Duration::days(11))
-                .expect("later")
-                .is_empty()
-        );
+        assert_eq!(crl, [RevokedEntry { serial: a.serial, revoked_at: now, reason: RevocationReason::KeyCompromise }]);
+        assert!(store.revoked_unexpired(now + Duration::days(11)).expect("later").is_empty());
 
         assert_eq!(store.next_crl_number().expect("1"), 1);
         assert_eq!(store.next_crl_number().expect("2"), 2);
         drop(store);
         let reopened = SledStore::open(dir.path()).expect("reopen");
-        assert_eq!(
-            reopened.next_crl_number().expect("3"),
-            3,
-            "CRL number survives reopening"
-        );
+        assert_eq!(reopened.next_crl_number().expect("3"), 3, "CRL number survives reopening");
         assert_eq!(reopened.all().expect("all").len(), 2);
     }
 }

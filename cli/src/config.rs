@@ -38,24 +38,21 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading {} (run `inkan init` first?)", path.display()))?;
-        let config: Self =
-            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
-        config
-            .check()
-            .with_context(|| format!("in {}", path.display()))?;
+        let config: Self = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        config.check().with_context(|| format!("in {}", path.display()))?;
         Ok(config)
     }
 
     fn check(&self) -> anyhow::Result<()> {
         check_base_url(&self.publish.base_url)?;
         if self.ca.default_days == 0 || self.ca.default_days > self.ca.max_days {
-            bail!(
-                "[ca] default_days must be between 1 and max_days ({})",
-                self.ca.max_days
-            );
+            bail!("[ca] default_days must be between 1 and max_days ({})", self.ca.max_days);
         }
-        if self.ca.crl_validity_hours == 0 {
-            bail!("[ca] crl_validity_hours must be at least 1");
+        if !(1..=8784).contains(&self.ca.crl_validity_hours) {
+            bail!("[ca] crl_validity_hours must be between 1 and 8784 (a year)");
+        }
+        if self.ca.max_days > pki::profile::MAX_DAYS {
+            bail!("[ca] max_days must be at most {}", pki::profile::MAX_DAYS);
         }
         Ok(())
     }
@@ -103,15 +100,9 @@ impl Urls {
 /// the very certificates being checked).
 pub fn check_base_url(url: &str) -> anyhow::Result<()> {
     let Some(rest) = url.strip_prefix("http://") else {
-        bail!(
-            "base URL {url:?} must start with http:// (CRLs and CA certificates are served over plain HTTP)"
-        );
+        bail!("base URL {url:?} must start with http:// (CRLs and CA certificates are served over plain HTTP)");
     };
-    if rest.is_empty()
-        || rest.starts_with('/')
-        || !url.is_ascii()
-        || url.contains(char::is_whitespace)
-    {
+    if rest.is_empty() || rest.starts_with('/') || !url.is_ascii() || url.contains(char::is_whitespace) {
         bail!("base URL {url:?} must be http://HOST[:PORT][/PATH] in ASCII");
     }
     Ok(())
@@ -154,10 +145,7 @@ mod tests {
         config.check().expect("valid");
         let settings = config.profile_settings();
         assert_eq!(settings.organization, "Ex \"quoted\" Org");
-        assert_eq!(
-            settings.crl_url.as_deref(),
-            Some("http://ca.example:8080/crl/ca.crl")
-        );
+        assert_eq!(settings.crl_url.as_deref(), Some("http://ca.example:8080/crl/ca.crl"));
     }
 
     #[test]

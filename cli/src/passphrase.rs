@@ -39,20 +39,11 @@ impl Key {
 /// Resolves the passphrase for `key`. With `confirm` (a new key), a prompt asks twice.
 pub fn resolve(key: Key, file: Option<&Path>, confirm: bool) -> anyhow::Result<Passphrase> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file).with_context(|| {
-            format!(
-                "reading the {} passphrase from {}",
-                key.name(),
-                file.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the {} passphrase from {}", key.name(), file.display()))?;
         let first = text.lines().next().unwrap_or_default().to_owned();
         if first.is_empty() {
-            bail!(
-                "{} is empty: put the {} passphrase on its first line",
-                file.display(),
-                key.name()
-            );
+            bail!("{} is empty: put the {} passphrase on its first line", file.display(), key.name());
         }
         return Ok(Passphrase::new(first));
     }
@@ -76,9 +67,7 @@ pub fn resolve(key: Key, file: Option<&Path>, confirm: bool) -> anyhow::Result<P
     })?;
     let first = Passphrase::new(first);
     if confirm {
-        let again = Passphrase::new(
-            rpassword::prompt_password("Again: ").context("reading the passphrase")?,
-        );
+        let again = Passphrase::new(rpassword::prompt_password("Again: ").context("reading the passphrase")?);
         if first != again {
             bail!("the two passphrases differ");
         }

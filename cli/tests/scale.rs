@@ -26,11 +26,7 @@ fn inkan(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .env("INKAN_CA_PASSPHRASE", CA_PASS)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "inkan {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "inkan {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -42,47 +38,17 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
 
     let key = tmp.path().join("k.pem");
     let csr = tmp.path().join("r.csr");
-    let ok = |args: &[&str]| {
-        assert!(
-            Command::new("openssl")
-                .args(args)
-                .status()
-                .unwrap()
-                .success(),
-            "{args:?}"
-        )
-    };
-    ok(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    ok(&[
-        "req",
-        "-new",
-        "-key",
-        key.to_str().unwrap(),
-        "-subj",
-        "/CN=x",
-        "-out",
-        csr.to_str().unwrap(),
-    ]);
+    let ok = |args: &[&str]| assert!(Command::new("openssl").args(args).status().unwrap().success(), "{args:?}");
+    ok(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
+    ok(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=x", "-out", csr.to_str().unwrap()]);
     let csr = std::fs::read(&csr).unwrap();
 
     // The issuing side through the library (an `inkan issue` process per certificate would
     // measure process start-up 100k times); the registry is the one `inkan list` reads.
     let data = DataDir::new(&dir);
     {
-        let (signer, der) = ca::ceremony::load_signer(
-            &data.ca_key(),
-            &data.ca_cert(),
-            &Passphrase::new(CA_PASS.into()),
-        )
-        .unwrap();
+        let (signer, der) =
+            ca::ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(CA_PASS.into())).unwrap();
         let store = Arc::new(SledStore::open(&data.db()).unwrap());
         let settings = ProfileSettings {
             organization: "inkan".into(),
@@ -102,42 +68,26 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
                         // Validity from 1 to 400 days, spread evenly.
                         let days = Some(1 + (i % 400) as u32);
                         let account = format!("user-{}", i % 1000);
-                        let request = IssueRequest {
-                            csr,
-                            account: &account,
-                            profile: Profile::Client,
-                            sans: &[],
-                            days,
-                        };
+                        let request =
+                            IssueRequest { csr, account: &account, profile: Profile::Client, sans: &[], days };
                         authority.issue(&request).unwrap();
                     }
                 });
             }
         });
-        eprintln!(
-            "issued {TOTAL} certificates in {:.1?} with {THREADS} threads",
-            started.elapsed()
-        );
+        eprintln!("issued {TOTAL} certificates in {:.1?} with {THREADS} threads", started.elapsed());
     }
 
-    let all: serde_json::Value =
-        serde_json::from_slice(&inkan(&dir, &["list", "--json"]).stdout).unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&inkan(&dir, &["list", "--json"]).stdout).unwrap();
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), TOTAL);
     let serials: HashSet<&str> = all.iter().map(|c| c["serial"].as_str().unwrap()).collect();
     assert_eq!(serials.len(), TOTAL, "every serial is distinct");
-    assert!(
-        serials
-            .iter()
-            .all(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-    );
+    assert!(serials.iter().all(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())));
 
     let started = Instant::now();
     let expiring = inkan(&dir, &["list", "--expiring", "30d", "--json"]);
-    eprintln!(
-        "inkan list --expiring 30d over {TOTAL} certificates: {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("inkan list --expiring 30d over {TOTAL} certificates: {:.1?}", started.elapsed());
     let expiring: serde_json::Value = serde_json::from_slice(&expiring.stdout).unwrap();
     let expiring = expiring.as_array().unwrap();
     // Days 1..=30 of every 400: 30 / 400 of the certificates.
@@ -152,10 +102,7 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
 
     let started = Instant::now();
     let one_account = inkan(&dir, &["list", "--account", "user-7", "--json"]);
-    eprintln!(
-        "inkan list --account over {TOTAL} certificates: {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("inkan list --account over {TOTAL} certificates: {:.1?}", started.elapsed());
     let one_account: serde_json::Value = serde_json::from_slice(&one_account.stdout).unwrap();
     assert_eq!(one_account.as_array().unwrap().len(), TOTAL / 1000);
 }

@@ -41,12 +41,9 @@ impl IssuerInfo {
     /// Reads a CA certificate (DER). It must be a CA (basicConstraints cA), allowed to sign
     /// certificates and CRLs, carry a subject key identifier, and have an accepted key type.
     pub fn from_der(der: &[u8]) -> Result<Self, Error> {
-        let invalid = |detail: &str| Error::InvalidIssuer {
-            detail: detail.into(),
-        };
-        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| Error::InvalidIssuer {
-            detail: e.to_string(),
-        })?;
+        let invalid = |detail: &str| Error::InvalidIssuer { detail: detail.into() };
+        let (rest, cert) =
+            X509Certificate::from_der(der).map_err(|e| Error::InvalidIssuer { detail: e.to_string() })?;
         crate::encoding::expect_no_trailing(rest, "CA certificate")?;
         let mut key_id = None;
         let mut is_ca = false;
@@ -60,14 +57,10 @@ impl IssuerInfo {
             }
         }
         if !is_ca {
-            return Err(invalid(
-                "it is not a CA certificate (basicConstraints cA is not set)",
-            ));
+            return Err(invalid("it is not a CA certificate (basicConstraints cA is not set)"));
         }
         if !can_sign {
-            return Err(invalid(
-                "its key usage does not allow keyCertSign and cRLSign",
-            ));
+            return Err(invalid("its key usage does not allow keyCertSign and cRLSign"));
         }
         let key_id = key_id.ok_or_else(|| invalid("it has no subject key identifier"))?;
         let key = SubjectKey::from_parsed(cert.public_key())?;
@@ -76,16 +69,9 @@ impl IssuerInfo {
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
         };
-        let capture = TbsCapture::new(
-            cert.public_key().subject_public_key.data.to_vec(),
-            algorithm,
-        );
-        let rcgen =
-            rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(der), capture).map_err(|e| {
-                Error::InvalidIssuer {
-                    detail: e.to_string(),
-                }
-            })?;
+        let capture = TbsCapture::new(cert.public_key().subject_public_key.data.to_vec(), algorithm);
+        let rcgen = rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(der), capture)
+            .map_err(|e| Error::InvalidIssuer { detail: e.to_string() })?;
         Ok(Self {
             der: der.to_vec(),
             subject: cert.subject().as_raw().to_vec(),
@@ -229,23 +215,12 @@ pub fn prepare(
         });
     }
     let validity = Validity::for_days(order.now, days, Some(&issuer.validity))?;
-    let params = profile::end_entity_params(
-        settings,
-        order.profile,
-        order.account,
-        order.sans,
-        &order.serial,
-        &validity,
-        key,
-    )?;
+    let params =
+        profile::end_entity_params(settings, order.profile, order.account, order.sans, &order.serial, &validity, key)?;
     let tbs = tbs::capture("certificate", || params.signed_by(key, issuer.rcgen()))?;
     let common_name = match order.profile {
         Profile::Client => order.account.to_owned(),
-        Profile::Server => order
-            .sans
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        Profile::Server => order.sans.first().map(ToString::to_string).unwrap_or_default(),
     };
     lint::end_entity(
         &tbs,
@@ -296,25 +271,17 @@ pub struct Summary {
 impl Summary {
     /// Reads a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Self, Error> {
-        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| Error::MalformedDer {
-            what: "certificate",
-            detail: e.to_string(),
-        })?;
+        let (rest, cert) = X509Certificate::from_der(der)
+            .map_err(|e| Error::MalformedDer { what: "certificate", detail: e.to_string() })?;
         crate::encoding::expect_no_trailing(rest, "certificate")?;
         Ok(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
-            serial: cert
-                .raw_serial()
-                .iter()
-                .map(|b| format!("{b:02X}"))
-                .collect(),
+            serial: cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect(),
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
             sha256_fingerprint: fingerprint(der),
-            key: SubjectKey::from_parsed(cert.public_key())
-                .ok()
-                .map(|k| k.kind()),
+            key: SubjectKey::from_parsed(cert.public_key()).ok().map(|k| k.kind()),
         })
     }
 }
@@ -322,10 +289,5 @@ impl Summary {
 /// SHA-256 of `der` as colon-separated uppercase hex (`openssl x509 -fingerprint -sha256`).
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }

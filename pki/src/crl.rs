@@ -95,11 +95,7 @@ impl FromStr for RevocationReason {
 
     /// The RFC 5280 name in any case, with or without hyphens (`keyCompromise`, `key-compromise`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let folded: String = s
-            .chars()
-            .filter(|c| *c != '-' && *c != '_')
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let folded: String = s.chars().filter(|c| *c != '-' && *c != '_').collect::<String>().to_ascii_lowercase();
         [
             Self::Unspecified,
             Self::KeyCompromise,
@@ -111,9 +107,7 @@ impl FromStr for RevocationReason {
         ]
         .into_iter()
         .find(|r| r.name().to_ascii_lowercase() == folded)
-        .ok_or_else(|| Error::InvalidReason {
-            input: s.chars().take(40).collect(),
-        })
+        .ok_or_else(|| Error::InvalidReason { input: s.chars().take(40).collect() })
     }
 }
 
@@ -171,9 +165,7 @@ pub fn prepare_crl(issuer: &IssuerInfo, order: &CrlOrder<'_>) -> Result<Prepared
     let second = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);
     let (this_update, next_update) = (second(order.this_update), second(order.next_update));
     if next_update <= this_update {
-        return Err(Error::InvalidValidity {
-            reason: "nextUpdate must be after thisUpdate".into(),
-        });
+        return Err(Error::InvalidValidity { reason: "nextUpdate must be after thisUpdate".into() });
     }
     let params = CertificateRevocationListParams {
         this_update,
@@ -206,10 +198,7 @@ pub fn prepare_crl(issuer: &IssuerInfo, order: &CrlOrder<'_>) -> Result<Prepared
             entries: order.entries.len(),
         },
     )?;
-    Ok(PreparedCrl {
-        tbs,
-        algorithm: issuer.algorithm(),
-    })
+    Ok(PreparedCrl { tbs, algorithm: issuer.algorithm() })
 }
 
 /// Big-endian bytes without leading zeros (one zero byte for 0).
@@ -226,14 +215,8 @@ mod tests {
     #[test]
     fn reasons_parse_in_rfc_and_cli_forms() {
         assert_eq!("keyCompromise".parse(), Ok(RevocationReason::KeyCompromise));
-        assert_eq!(
-            "key-compromise".parse(),
-            Ok(RevocationReason::KeyCompromise)
-        );
-        assert_eq!(
-            "CESSATIONOFOPERATION".parse(),
-            Ok(RevocationReason::CessationOfOperation)
-        );
+        assert_eq!("key-compromise".parse(), Ok(RevocationReason::KeyCompromise));
+        assert_eq!("CESSATIONOFOPERATION".parse(), Ok(RevocationReason::CessationOfOperation));
         assert!("certificateHold".parse::<RevocationReason>().is_err());
         assert!("lost".parse::<RevocationReason>().is_err());
     }

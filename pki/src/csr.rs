@@ -33,27 +33,18 @@ impl ValidatedCsr {
 /// not accepted for the key, and signatures that do not verify.
 pub fn validate(input: &[u8]) -> Result<ValidatedCsr, Error> {
     let der = decode_one(input, WHAT, LABELS)?;
-    let (rest, csr) =
-        X509CertificationRequest::from_der(&der).map_err(|e| Error::MalformedDer {
-            what: WHAT,
-            detail: e.to_string(),
-        })?;
+    let (rest, csr) = X509CertificationRequest::from_der(&der)
+        .map_err(|e| Error::MalformedDer { what: WHAT, detail: e.to_string() })?;
     expect_no_trailing(rest, WHAT)?;
 
     let info = &csr.certification_request_info;
     if info.version.0 != 0 {
-        return Err(Error::UnsupportedCsrVersion {
-            version: info.version.0,
-        });
+        return Err(Error::UnsupportedCsrVersion { version: info.version.0 });
     }
     let key = SubjectKey::from_parsed(&info.subject_pki)?;
     if csr.signature_value.unused_bits != 0 {
         return Err(Error::BadCsrSignature);
     }
-    key.verify(
-        &csr.signature_algorithm,
-        info.raw,
-        &csr.signature_value.data,
-    )?;
+    key.verify(&csr.signature_algorithm, info.raw, &csr.signature_value.data)?;
     Ok(ValidatedCsr { key })
 }

@@ -14,17 +14,9 @@ pub const MAX_INPUT: usize = 64 * 1024;
 /// decode, a wrong label and anything but whitespace around the one PEM block are refused.
 /// DER input is returned as is: the caller's parser must refuse trailing bytes (see
 /// [`expect_no_trailing`]).
-pub fn decode_one(
-    input: &[u8],
-    what: &'static str,
-    labels: &[&'static str],
-) -> Result<Vec<u8>, Error> {
+pub fn decode_one(input: &[u8], what: &'static str, labels: &[&'static str]) -> Result<Vec<u8>, Error> {
     if input.len() > MAX_INPUT {
-        return Err(Error::TooLarge {
-            what,
-            size: input.len(),
-            limit: MAX_INPUT,
-        });
+        return Err(Error::TooLarge { what, size: input.len(), limit: MAX_INPUT });
     }
     let trimmed = input.trim_ascii();
     if trimmed.is_empty() {
@@ -34,24 +26,15 @@ pub fn decode_one(
         return Ok(input.to_vec());
     }
 
-    let blocks = pem::parse_many(trimmed).map_err(|e| Error::MalformedPem {
-        what,
-        detail: e.to_string(),
-    })?;
+    let blocks = pem::parse_many(trimmed).map_err(|e| Error::MalformedPem { what, detail: e.to_string() })?;
     let first = match blocks.as_slice() {
         [] => {
-            return Err(Error::MalformedPem {
-                what,
-                detail: "no complete PEM block".into(),
-            });
+            return Err(Error::MalformedPem { what, detail: "no complete PEM block".into() });
         }
         [one] => one,
         [_, ..] => {
             let end = end_of_first_block(trimmed).unwrap_or(trimmed.len());
-            return Err(Error::TrailingData {
-                what,
-                extra: trimmed.len() - end,
-            });
+            return Err(Error::TrailingData { what, extra: trimmed.len() - end });
         }
     };
     if !labels.contains(&first.tag()) {
@@ -63,14 +46,8 @@ pub fn decode_one(
     // The pem crate skips text around a block; inkan does not: the block must be all there is.
     match end_of_first_block(trimmed) {
         Some(end) if end == trimmed.len() => Ok(first.contents().to_vec()),
-        Some(end) => Err(Error::TrailingData {
-            what,
-            extra: trimmed.len() - end,
-        }),
-        None => Err(Error::MalformedPem {
-            what,
-            detail: "missing END line".into(),
-        }),
+        Some(end) => Err(Error::TrailingData { what, extra: trimmed.len() - end }),
+        None => Err(Error::MalformedPem { what, detail: "missing END line".into() }),
     }
 }
 
@@ -85,14 +62,7 @@ fn end_of_first_block(text: &[u8]) -> Option<usize> {
 
 /// Refuses DER input that has bytes after the parsed object.
 pub fn expect_no_trailing(rest: &[u8], what: &'static str) -> Result<(), Error> {
-    if rest.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::TrailingData {
-            what,
-            extra: rest.len(),
-        })
-    }
+    if rest.is_empty() { Ok(()) } else { Err(Error::TrailingData { what, extra: rest.len() }) }
 }
 
 /// Encodes DER as a PEM block with the given label and LF line endings.
@@ -103,10 +73,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 
 /// Encodes certificates (DER) as PEM `CERTIFICATE` blocks, one after the other.
 pub fn certificates_pem<'a>(certs: impl IntoIterator<Item = &'a [u8]>) -> String {
-    certs
-        .into_iter()
-        .map(|der| pem_encode("CERTIFICATE", der))
-        .collect()
+    certs.into_iter().map(|der| pem_encode("CERTIFICATE", der)).collect()
 }
 
 const OID_SIGNED_DATA: &[u64] = &[1, 2, 840, 113549, 1, 7, 2];
@@ -119,17 +86,13 @@ pub fn pkcs7_certs_only<'a>(certs: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8
     let certs: Vec<&[u8]> = certs.into_iter().collect();
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
-            w.next()
-                .write_oid(&yasna::models::ObjectIdentifier::from_slice(
-                    OID_SIGNED_DATA,
-                ));
+            w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(OID_SIGNED_DATA));
             w.next().write_tagged(Tag::context(0), |w| {
                 w.write_sequence(|w| {
                     w.next().write_u8(1); // version
                     w.next().write_set(|_| {}); // digestAlgorithms: none
                     w.next().write_sequence(|w| {
-                        w.next()
-                            .write_oid(&yasna::models::ObjectIdentifier::from_slice(OID_DATA));
+                        w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(OID_DATA));
                     });
                     w.next().write_tagged_implicit(Tag::context(0), |w| {
                         w.write_set_of(|w| {
@@ -158,67 +121,33 @@ mod tests {
     #[test]
     fn pem_with_surrounding_whitespace_decodes() {
         let text = format!("\n  {}\n\n", block("AQID"));
-        assert_eq!(
-            decode_one(text.as_bytes(), "CSR", LABELS),
-            Ok(vec![1, 2, 3])
-        );
+        assert_eq!(decode_one(text.as_bytes(), "CSR", LABELS), Ok(vec![1, 2, 3]));
     }
 
     #[test]
     fn der_passes_through() {
-        assert_eq!(
-            decode_one(&[0x30, 0x00], "CSR", LABELS),
-            Ok(vec![0x30, 0x00])
-        );
+        assert_eq!(decode_one(&[0x30, 0x00], "CSR", LABELS), Ok(vec![0x30, 0x00]));
     }
 
     #[test]
     fn refusals() {
-        assert_eq!(
-            decode_one(b"", "CSR", LABELS),
-            Err(Error::Empty { what: "CSR" })
-        );
-        assert_eq!(
-            decode_one(b" \n\t", "CSR", LABELS),
-            Err(Error::Empty { what: "CSR" })
-        );
+        assert_eq!(decode_one(b"", "CSR", LABELS), Err(Error::Empty { what: "CSR" }));
+        assert_eq!(decode_one(b" \n\t", "CSR", LABELS), Err(Error::Empty { what: "CSR" }));
         let big = vec![0x30; MAX_INPUT + 1];
         assert_eq!(
             decode_one(&big, "CSR", LABELS),
-            Err(Error::TooLarge {
-                what: "CSR",
-                size: MAX_INPUT + 1,
-                limit: MAX_INPUT
-            })
+            Err(Error::TooLarge { what: "CSR", size: MAX_INPUT + 1, limit: MAX_INPUT })
         );
         let two = format!("{}{}", block("AQID"), block("AQID"));
-        assert!(matches!(
-            decode_one(two.as_bytes(), "CSR", LABELS),
-            Err(Error::TrailingData { .. })
-        ));
+        assert!(matches!(decode_one(two.as_bytes(), "CSR", LABELS), Err(Error::TrailingData { .. })));
         let tail = format!("{}junk", block("AQID"));
-        assert_eq!(
-            decode_one(tail.as_bytes(), "CSR", LABELS),
-            Err(Error::TrailingData {
-                what: "CSR",
-                extra: 5
-            })
-        );
+        assert_eq!(decode_one(tail.as_bytes(), "CSR", LABELS), Err(Error::TrailingData { what: "CSR", extra: 5 }));
         let wrong = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
-        assert!(matches!(
-            decode_one(wrong.as_bytes(), "CSR", LABELS),
-            Err(Error::UnexpectedPemLabel { .. })
-        ));
+        assert!(matches!(decode_one(wrong.as_bytes(), "CSR", LABELS), Err(Error::UnexpectedPemLabel { .. })));
         let bad64 = block("!!!not base64!!!");
-        assert!(matches!(
-            decode_one(bad64.as_bytes(), "CSR", LABELS),
-            Err(Error::MalformedPem { .. })
-        ));
+        assert!(matches!(decode_one(bad64.as_bytes(), "CSR", LABELS), Err(Error::MalformedPem { .. })));
         let cut = "-----BEGIN CERTIFICATE REQUEST-----\nAQID\n";
-        assert!(matches!(
-            decode_one(cut.as_bytes(), "CSR", LABELS),
-            Err(Error::MalformedPem { .. })
-        ));
+        assert!(matches!(decode_one(cut.as_bytes(), "CSR", LABELS), Err(Error::MalformedPem { .. })));
     }
 
     #[test]
@@ -226,13 +155,7 @@ mod tests {
         let der = pkcs7_certs_only([&[0x30u8, 0x00][..]]);
         // SEQUENCE { OID signedData, [0] { SEQUENCE { INTEGER 1, SET {}, ... } } }
         assert_eq!(der[0], 0x30);
-        assert!(der.windows(11).any(|w| w
-            == [
-                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02
-            ]));
-        assert!(
-            der.windows(4).any(|w| w == [0xa0, 0x02, 0x30, 0x00]),
-            "certificate set holds the cert"
-        );
+        assert!(der.windows(11).any(|w| w == [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02]));
+        assert!(der.windows(4).any(|w| w == [0xa0, 0x02, 0x30, 0x00]), "certificate set holds the cert");
     }
 }

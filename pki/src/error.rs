@@ -164,18 +164,13 @@ pub enum Error {
         detail: String,
     },
     /// Text that is not a certificate serial number in inkan's form.
-    #[error(
-        "invalid serial {input:?}: expected 32 hexadecimal digits, as `openssl x509 -serial` prints them"
-    )]
+    #[error("invalid serial {input:?}: expected 32 hexadecimal digits, as `openssl x509 -serial` prints them")]
     InvalidSerial {
         /// The text given.
         input: String,
     },
     /// A revocation reason name that RFC 5280 does not define or inkan does not use.
-    #[error(
-        "unknown revocation reason {input:?}; accepted: {}",
-        crate::crl::ACCEPTED_REASONS
-    )]
+    #[error("unknown revocation reason {input:?}; accepted: {}", crate::crl::ACCEPTED_REASONS)]
     InvalidReason {
         /// The text given.
         input: String,

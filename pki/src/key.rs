@@ -10,8 +10,7 @@ use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo};
 use crate::Error;
 
 /// The key types inkan certifies, as named in errors.
-pub const ACCEPTED_KEYS: &str =
-    "ECDSA P-256, ECDSA P-384, Ed25519, RSA of 2048 to 8192 bits with exponent 65537";
+pub const ACCEPTED_KEYS: &str = "ECDSA P-256, ECDSA P-384, Ed25519, RSA of 2048 to 8192 bits with exponent 65537";
 
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
@@ -68,9 +67,7 @@ pub struct SubjectKey {
 
 impl fmt::Debug for SubjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubjectKey")
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
+        f.debug_struct("SubjectKey").field("kind", &self.kind).finish_non_exhaustive()
     }
 }
 
@@ -79,11 +76,8 @@ impl SubjectKey {
     /// [`ACCEPTED_KEYS`], with named curves, uncompressed points on the curve, and RSA
     /// moduli of 2048 to 8192 bits with exponent 65537.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
-        let (rest, spki) =
-            SubjectPublicKeyInfo::from_der(der).map_err(|e| Error::MalformedDer {
-                what: "public key",
-                detail: e.to_string(),
-            })?;
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(der)
+            .map_err(|e| Error::MalformedDer { what: "public key", detail: e.to_string() })?;
         crate::encoding::expect_no_trailing(rest, "public key")?;
         Self::from_parsed(&spki)
     }
@@ -107,16 +101,10 @@ impl SubjectKey {
             }
             OID_RSA_ENCRYPTION => rsa_kind(spki)?,
             _ => {
-                return Err(Error::UnsupportedKey {
-                    found: algorithm_name(&spki.algorithm),
-                });
+                return Err(Error::UnsupportedKey { found: algorithm_name(&spki.algorithm) });
             }
         };
-        Ok(Self {
-            kind,
-            spki: spki.raw.to_vec(),
-            key,
-        })
+        Ok(Self { kind, spki: spki.raw.to_vec(), key })
     }
 
     /// The key type.
@@ -166,10 +154,9 @@ impl SubjectKey {
             // RFC 5758: the ECDSA identifiers have no parameters; RFC 8410 likewise for Ed25519.
             KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::Ed25519 => alg.parameters.is_none(),
             // RFC 4055: NULL, and absent is seen in the wild.
-            KeyKind::Rsa { .. } => alg
-                .parameters
-                .as_ref()
-                .is_none_or(|p| p.tag() == x509_parser::der_parser::asn1_rs::Tag::Null),
+            KeyKind::Rsa { .. } => {
+                alg.parameters.as_ref().is_none_or(|p| p.tag() == x509_parser::der_parser::asn1_rs::Tag::Null)
+            }
         };
         let found: Option<&'static dyn VerificationAlgorithm> = match (self.kind, oid.as_str()) {
             _ if !params_ok => None,
@@ -214,17 +201,10 @@ impl rcgen::PublicKeyData for SubjectKey {
 }
 
 fn invalid(kind: &str, detail: &str) -> Error {
-    Error::InvalidPublicKey {
-        kind: kind.into(),
-        detail: detail.into(),
-    }
+    Error::InvalidPublicKey { kind: kind.into(), detail: detail.into() }
 }
 
-fn check_parses(
-    alg: &'static dyn VerificationAlgorithm,
-    key: &[u8],
-    kind: &str,
-) -> Result<(), Error> {
+fn check_parses(alg: &'static dyn VerificationAlgorithm, key: &[u8], kind: &str) -> Result<(), Error> {
     ParsedPublicKey::new(alg, key)
         .map(|_| ())
         .map_err(|e| invalid(kind, &format!("rejected by the crypto library ({e})")))
@@ -235,40 +215,23 @@ fn ec_kind(spki: &SubjectPublicKeyInfo<'_>, key: &[u8]) -> Result<KeyKind, Error
         .algorithm
         .parameters
         .as_ref()
+        // asn1-rs's as_oid does not check the tag: an OCTET STRING holding OID bytes would pass.
+        .filter(|p| p.tag() == x509_parser::der_parser::asn1_rs::Tag::Oid)
         .and_then(|p| p.as_oid().ok());
     let Some(curve) = curve else {
-        return Err(Error::UnsupportedKey {
-            found: "ECDSA key with explicit or missing curve parameters".into(),
-        });
+        return Err(Error::UnsupportedKey { found: "ECDSA key with explicit or missing curve parameters".into() });
     };
-    let (kind, name, alg, coord): (_, _, &'static dyn VerificationAlgorithm, _) =
-        match curve.to_id_string().as_str() {
-            OID_P256 => (
-                KeyKind::EcdsaP256,
-                "ECDSA P-256",
-                &signature::ECDSA_P256_SHA256_ASN1,
-                32,
-            ),
-            OID_P384 => (
-                KeyKind::EcdsaP384,
-                "ECDSA P-384",
-                &signature::ECDSA_P384_SHA384_ASN1,
-                48,
-            ),
-            other => {
-                return Err(Error::UnsupportedKey {
-                    found: format!("ECDSA key on curve {}", curve_name(other)),
-                });
-            }
-        };
+    let (kind, name, alg, coord): (_, _, &'static dyn VerificationAlgorithm, _) = match curve.to_id_string().as_str() {
+        OID_P256 => (KeyKind::EcdsaP256, "ECDSA P-256", &signature::ECDSA_P256_SHA256_ASN1, 32),
+        OID_P384 => (KeyKind::EcdsaP384, "ECDSA P-384", &signature::ECDSA_P384_SHA384_ASN1, 48),
+        other => {
+            return Err(Error::UnsupportedKey { found: format!("ECDSA key on curve {}", curve_name(other)) });
+        }
+    };
     if key.first() != Some(&0x04) || key.len() != 1 + 2 * coord {
         return Err(invalid(
             name,
-            &format!(
-                "expected an uncompressed point of {} bytes, found {} bytes",
-                1 + 2 * coord,
-                key.len()
-            ),
+            &format!("expected an uncompressed point of {} bytes, found {} bytes", 1 + 2 * coord, key.len()),
         ));
     }
     check_parses(alg, key, name)?;
@@ -276,12 +239,7 @@ fn ec_kind(spki: &SubjectPublicKeyInfo<'_>, key: &[u8]) -> Result<KeyKind, Error
 }
 
 fn rsa_kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, Error> {
-    if spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .is_some_and(|p| p.tag() != x509_parser::der_parser::asn1_rs::Tag::Null)
-    {
+    if spki.algorithm.parameters.as_ref().is_some_and(|p| p.tag() != x509_parser::der_parser::asn1_rs::Tag::Null) {
         return Err(invalid("RSA", "rsaEncryption parameters must be NULL"));
     }
     let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = spki.parsed() else {
@@ -301,20 +259,13 @@ fn rsa_kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, Error> {
     let exponent = strip_zeros(rsa.exponent);
     if exponent != [0x01, 0x00, 0x01] {
         let exponent = if exponent.len() <= 8 {
-            exponent
-                .iter()
-                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-                .to_string()
+            exponent.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)).to_string()
         } else {
             format!("of {} bytes", exponent.len())
         };
         return Err(Error::RsaExponent { exponent });
     }
-    check_parses(
-        &signature::RSA_PKCS1_2048_8192_SHA256,
-        &spki.subject_public_key.data,
-        "RSA",
-    )?;
+    check_parses(&signature::RSA_PKCS1_2048_8192_SHA256, &spki.subject_public_key.data, "RSA")?;
     let bits = u16::try_from(bits).map_err(|_| Error::RsaKeySize { bits })?;
     Ok(KeyKind::Rsa { bits })
 }
@@ -424,17 +375,12 @@ impl SignatureAlgorithm {
     /// The DER AlgorithmIdentifier written in certificates and CRLs.
     pub fn algorithm_identifier(self) -> &'static [u8] {
         match self {
-            Self::EcdsaP256Sha256 => &[
-                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
-            ],
-            Self::EcdsaP384Sha384 => &[
-                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
-            ],
+            Self::EcdsaP256Sha256 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
+            Self::EcdsaP384Sha384 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
             Self::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
-            Self::RsaPkcs1Sha256 => &[
-                0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05,
-                0x00,
-            ],
+            Self::RsaPkcs1Sha256 => {
+                &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
+            }
         }
     }
 
@@ -452,8 +398,6 @@ impl SignatureAlgorithm {
 impl SubjectKey {
     /// Verifies a signature made by this key with `algorithm` (used on the CA's own output).
     pub fn verify_with(&self, algorithm: SignatureAlgorithm, message: &[u8], sig: &[u8]) -> bool {
-        signature::UnparsedPublicKey::new(algorithm.verification(), &self.key)
-            .verify(message, sig)
-            .is_ok()
+        signature::UnparsedPublicKey::new(algorithm.verification(), &self.key).verify(message, sig).is_ok()
     }
 }

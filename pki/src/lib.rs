@@ -24,6 +24,8 @@ mod error;
 pub mod key;
 mod lint;
 pub mod profile;
+pub mod registry;
+pub mod request;
 pub mod serial;
 mod tbs;
 

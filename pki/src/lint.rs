@@ -32,18 +32,11 @@ const OID_CN: &str = "2.5.4.3";
 const OID_O: &str = "2.5.4.10";
 
 fn fail(check: &'static str, detail: impl Into<String>) -> Error {
-    Error::Lint {
-        check,
-        detail: detail.into(),
-    }
+    Error::Lint { check, detail: detail.into() }
 }
 
 fn ensure(ok: bool, check: &'static str, detail: impl FnOnce() -> String) -> Result<(), Error> {
-    if ok {
-        Ok(())
-    } else {
-        Err(fail(check, detail()))
-    }
+    if ok { Ok(()) } else { Err(fail(check, detail())) }
 }
 
 /// What an end-entity TBS certificate must contain.
@@ -63,32 +56,15 @@ pub(crate) struct EndEntity<'a> {
 }
 
 pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Error> {
-    let (rest, tbs) =
-        TbsCertificate::from_der(tbs_der).map_err(|e| fail("parse", e.to_string()))?;
-    ensure(rest.is_empty(), "parse", || {
-        "trailing bytes after the TBS certificate".into()
+    let (rest, tbs) = TbsCertificate::from_der(tbs_der).map_err(|e| fail("parse", e.to_string()))?;
+    ensure(rest.is_empty(), "parse", || "trailing bytes after the TBS certificate".into())?;
+    ensure(tbs.version == X509Version::V3, "version", || format!("{:?}", tbs.version))?;
+    ensure(tbs.raw_serial() == want.serial.as_bytes(), "serial", || tbs.raw_serial_as_string())?;
+    ensure(algorithm_matches(&tbs.signature, want.algorithm), "signature-algorithm", || {
+        tbs.signature.algorithm.to_id_string()
     })?;
-    ensure(tbs.version == X509Version::V3, "version", || {
-        format!("{:?}", tbs.version)
-    })?;
-    ensure(tbs.raw_serial() == want.serial.as_bytes(), "serial", || {
-        tbs.raw_serial_as_string()
-    })?;
-    ensure(
-        algorithm_matches(&tbs.signature, want.algorithm),
-        "signature-algorithm",
-        || tbs.signature.algorithm.to_id_string(),
-    )?;
-    ensure(
-        tbs.issuer.as_raw() == want.issuer_subject,
-        "issuer-name",
-        || tbs.issuer.to_string(),
-    )?;
-    ensure(
-        tbs.issuer_uid.is_none() && tbs.subject_uid.is_none(),
-        "unique-ids",
-        || "present".into(),
-    )?;
+    ensure(tbs.issuer.as_raw() == want.issuer_subject, "issuer-name", || tbs.issuer.to_string())?;
+    ensure(tbs.issuer_uid.is_none() && tbs.subject_uid.is_none(), "unique-ids", || "present".into())?;
 
     let not_before = tbs.validity.not_before.timestamp();
     let not_after = tbs.validity.not_after.timestamp();
@@ -98,9 +74,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
         "validity",
         || format!("{} .. {}", tbs.validity.not_before, tbs.validity.not_after),
     )?;
-    ensure(not_before < not_after, "validity-order", || {
-        "notBefore is not before notAfter".into()
-    })?;
+    ensure(not_before < not_after, "validity-order", || "notBefore is not before notAfter".into())?;
     ensure(
         not_before >= want.issuer_validity.not_before.unix_timestamp()
             && not_after <= want.issuer_validity.not_after.unix_timestamp(),
@@ -109,11 +83,9 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
     )?;
 
     check_subject(&tbs.subject, &want.settings.organization, want.common_name)?;
-    ensure(
-        tbs.subject_pki.raw == want.spki,
-        "subject-public-key",
-        || "the encoded key differs from the CSR's SubjectPublicKeyInfo".into(),
-    )?;
+    ensure(tbs.subject_pki.raw == want.spki, "subject-public-key", || {
+        "the encoded key differs from the CSR's SubjectPublicKeyInfo".into()
+    })?;
 
     let mut expected: HashSet<&str> = [OID_SKI, OID_KU, OID_BC, OID_AKI, OID_EKU].into();
     if want.profile == Profile::Server {
@@ -131,17 +103,11 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
         let Some(&name) = expected.get(oid.as_str()) else {
             return Err(fail("extensions", format!("unexpected extension {oid}")));
         };
-        ensure(seen.insert(name), "extensions", || {
-            format!("duplicate extension {oid}")
-        })?;
+        ensure(seen.insert(name), "extensions", || format!("duplicate extension {oid}"))?;
         match ext.parsed_extension() {
             ParsedExtension::BasicConstraints(bc) => {
                 ensure(ext.critical, "basic-constraints", || "not critical".into())?;
-                ensure(
-                    !bc.ca && bc.path_len_constraint.is_none(),
-                    "basic-constraints",
-                    || format!("{bc:?}"),
-                )?;
+                ensure(!bc.ca && bc.path_len_constraint.is_none(), "basic-constraints", || format!("{bc:?}"))?;
             }
             ParsedExtension::KeyUsage(ku) => {
                 ensure(ext.critical, "key-usage", || "not critical".into())?;
@@ -160,18 +126,10 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                     || eku.time_stamping
                     || eku.ocsp_signing
                     || !eku.other.is_empty();
-                ensure(
-                    right && !others && !ext.critical,
-                    "extended-key-usage",
-                    || format!("{eku:?}"),
-                )?;
+                ensure(right && !others && !ext.critical, "extended-key-usage", || format!("{eku:?}"))?;
             }
             ParsedExtension::SubjectKeyIdentifier(ski) => {
-                ensure(
-                    ski.0 == want.key_id && !ext.critical,
-                    "subject-key-identifier",
-                    || format!("{ski:?}"),
-                )?;
+                ensure(ski.0 == want.key_id && !ext.critical, "subject-key-identifier", || format!("{ski:?}"))?;
             }
             ParsedExtension::AuthorityKeyIdentifier(aki) => {
                 let id = aki.key_identifier.as_ref().map(|k| k.0);
@@ -193,8 +151,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                     })
                     .collect();
                 ensure(
-                    points.len() == 1
-                        && uris == [want.settings.crl_url.as_deref().unwrap_or_default()],
+                    points.len() == 1 && uris == [want.settings.crl_url.as_deref().unwrap_or_default()],
                     "crl-distribution-points",
                     || format!("{uris:?}"),
                 )?;
@@ -202,12 +159,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
             ParsedExtension::AuthorityInfoAccess(aia) => {
                 let found: Vec<(String, Vec<&str>)> = aia
                     .iter()
-                    .map(|d| {
-                        (
-                            d.access_method.to_id_string(),
-                            uris(std::slice::from_ref(&d.access_location)),
-                        )
-                    })
+                    .map(|d| (d.access_method.to_id_string(), uris(std::slice::from_ref(&d.access_location))))
                     .collect();
                 let mut wanted = Vec::new();
                 if let Some(url) = &want.settings.ocsp_url {
@@ -216,11 +168,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                 if let Some(url) = &want.settings.ca_issuers_url {
                     wanted.push((OID_AD_CA_ISSUERS.to_owned(), vec![url.as_str()]));
                 }
-                ensure(
-                    found == wanted && !ext.critical,
-                    "authority-info-access",
-                    || format!("{found:?}"),
-                )?;
+                ensure(found == wanted && !ext.critical, "authority-info-access", || format!("{found:?}"))?;
             }
             ParsedExtension::SubjectAlternativeName(san) => {
                 let found: Vec<San> = san
@@ -239,10 +187,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                 )?;
             }
             other => {
-                return Err(fail(
-                    "extensions",
-                    format!("{oid} did not parse: {other:?}"),
-                ));
+                return Err(fail("extensions", format!("{oid} did not parse: {other:?}")));
             }
         }
     }
@@ -252,20 +197,13 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
     })
 }
 
-fn check_subject(
-    subject: &X509Name<'_>,
-    organization: &str,
-    common_name: &str,
-) -> Result<(), Error> {
+fn check_subject(subject: &X509Name<'_>, organization: &str, common_name: &str) -> Result<(), Error> {
     let attributes: Vec<(String, Option<&str>)> = subject
         .iter_rdn()
         .flat_map(|rdn| rdn.iter())
         .map(|attr| (attr.attr_type().to_id_string(), attr.as_str().ok()))
         .collect();
-    let want = [
-        (OID_O.to_owned(), Some(organization)),
-        (OID_CN.to_owned(), Some(common_name)),
-    ];
+    let want = [(OID_O.to_owned(), Some(organization)), (OID_CN.to_owned(), Some(common_name))];
     ensure(attributes == want, "subject", || subject.to_string())
 }
 
@@ -287,14 +225,9 @@ fn ip(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
-fn algorithm_matches(
-    alg: &x509_parser::x509::AlgorithmIdentifier<'_>,
-    want: SignatureAlgorithm,
-) -> bool {
+fn algorithm_matches(alg: &x509_parser::x509::AlgorithmIdentifier<'_>, want: SignatureAlgorithm) -> bool {
     let params_ok = match (want, &alg.parameters) {
-        (SignatureAlgorithm::RsaPkcs1Sha256, Some(p)) => {
-            p.tag() == x509_parser::der_parser::asn1_rs::Tag::Null
-        }
+        (SignatureAlgorithm::RsaPkcs1Sha256, Some(p)) => p.tag() == x509_parser::der_parser::asn1_rs::Tag::Null,
         (SignatureAlgorithm::RsaPkcs1Sha256, None) => false,
         (_, params) => params.is_none(),
     };
@@ -314,50 +247,24 @@ pub(crate) struct Crl<'a> {
 
 pub(crate) fn crl(tbs_der: &[u8], want: &Crl<'_>) -> Result<(), Error> {
     let (rest, tbs) = TbsCertList::from_der(tbs_der).map_err(|e| fail("parse", e.to_string()))?;
-    ensure(rest.is_empty(), "parse", || {
-        "trailing bytes after the TBS CRL".into()
+    ensure(rest.is_empty(), "parse", || "trailing bytes after the TBS CRL".into())?;
+    ensure(tbs.version == Some(X509Version::V2), "version", || format!("{:?}", tbs.version))?;
+    ensure(algorithm_matches(&tbs.signature, want.algorithm), "signature-algorithm", || {
+        tbs.signature.algorithm.to_id_string()
     })?;
-    ensure(tbs.version == Some(X509Version::V2), "version", || {
-        format!("{:?}", tbs.version)
+    ensure(tbs.issuer.as_raw() == want.issuer_subject, "issuer-name", || tbs.issuer.to_string())?;
+    ensure(tbs.this_update.timestamp() == want.this_update, "this-update", || tbs.this_update.to_string())?;
+    ensure(tbs.next_update.map(|t| t.timestamp()) == Some(want.next_update), "next-update", || {
+        format!("{:?}", tbs.next_update)
     })?;
-    ensure(
-        algorithm_matches(&tbs.signature, want.algorithm),
-        "signature-algorithm",
-        || tbs.signature.algorithm.to_id_string(),
-    )?;
-    ensure(
-        tbs.issuer.as_raw() == want.issuer_subject,
-        "issuer-name",
-        || tbs.issuer.to_string(),
-    )?;
-    ensure(
-        tbs.this_update.timestamp() == want.this_update,
-        "this-update",
-        || tbs.this_update.to_string(),
-    )?;
-    ensure(
-        tbs.next_update.map(|t| t.timestamp()) == Some(want.next_update),
-        "next-update",
-        || format!("{:?}", tbs.next_update),
-    )?;
-    ensure(
-        tbs.revoked_certificates.len() == want.entries,
-        "entries",
-        || {
-            format!(
-                "{} entries, {} wanted",
-                tbs.revoked_certificates.len(),
-                want.entries
-            )
-        },
-    )?;
+    ensure(tbs.revoked_certificates.len() == want.entries, "entries", || {
+        format!("{} entries, {} wanted", tbs.revoked_certificates.len(), want.entries)
+    })?;
     for entry in &tbs.revoked_certificates {
         for ext in entry.extensions() {
-            ensure(
-                ext.oid.to_id_string() == OID_REASON && !ext.critical,
-                "entry-extensions",
-                || format!("unexpected entry extension {}", ext.oid),
-            )?;
+            ensure(ext.oid.to_id_string() == OID_REASON && !ext.critical, "entry-extensions", || {
+                format!("unexpected entry extension {}", ext.oid)
+            })?;
         }
     }
     let mut aki = false;
@@ -371,15 +278,10 @@ pub(crate) fn crl(tbs_der: &[u8], want: &Crl<'_>) -> Result<(), Error> {
                 number = *n == want.number.into() && !ext.critical;
             }
             (oid, _) => {
-                return Err(fail(
-                    "crl-extensions",
-                    format!("unexpected or repeated extension {oid}"),
-                ));
+                return Err(fail("crl-extensions", format!("unexpected or repeated extension {oid}")));
             }
         }
     }
-    ensure(aki, "authority-key-identifier", || {
-        "missing or wrong".into()
-    })?;
+    ensure(aki, "authority-key-identifier", || "missing or wrong".into())?;
     ensure(number, "crl-number", || "missing or wrong".into())
 }

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType,
 };
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -54,9 +54,7 @@ impl FromStr for Profile {
         match s {
             "client" => Ok(Self::Client),
             "server" => Ok(Self::Server),
-            _ => Err(Error::UnknownProfile {
-                found: s.chars().take(40).collect(),
-            }),
+            _ => Err(Error::UnknownProfile { found: s.chars().take(40).collect() }),
         }
     }
 }
@@ -117,10 +115,7 @@ impl FromStr for San {
     /// An IP address, or a DNS name of letters, digits and hyphens in dot-separated labels
     /// (at most 63 bytes each, 253 in all), optionally starting with a `*.` wildcard label.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| Error::InvalidSan {
-            san: s.chars().take(80).collect(),
-            reason,
-        };
+        let invalid = |reason| Error::InvalidSan { san: s.chars().take(80).collect(), reason };
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Self::Ip(ip));
         }
@@ -137,10 +132,7 @@ impl FromStr for San {
             if label.is_empty() || label.len() > 63 {
                 return Err(invalid("each label has 1 to 63 characters"));
             }
-            if !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            {
+            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return Err(invalid(
                     "use letters, digits and hyphens (IDNs in their xn-- form); '*' only as the whole first label",
                 ));
@@ -155,10 +147,7 @@ impl FromStr for San {
 
 /// Checks an account identifier that becomes the subject's common name.
 pub fn check_account(account: &str) -> Result<(), Error> {
-    let invalid = |reason| Error::InvalidAccount {
-        account: account.chars().take(80).collect(),
-        reason,
-    };
+    let invalid = |reason| Error::InvalidAccount { account: account.chars().take(80).collect(), reason };
     if account.is_empty() {
         return Err(invalid("it is empty"));
     }
@@ -175,10 +164,7 @@ pub fn check_account(account: &str) -> Result<(), Error> {
 }
 
 /// The subject of an end-entity certificate: CN from the account (or first SAN), O from config.
-pub(crate) fn end_entity_subject(
-    settings: &ProfileSettings,
-    common_name: &str,
-) -> DistinguishedName {
+pub(crate) fn end_entity_subject(settings: &ProfileSettings, common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, settings.organization.as_str());
     dn.push(DnType::CommonName, common_name);
@@ -220,14 +206,9 @@ pub(crate) fn end_entity_params(
         }
     }
     if let Some(url) = &settings.crl_url {
-        params.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![url.clone()],
-        }];
+        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.clone()] }];
     }
-    if let Some(aia) = authority_info_access(
-        settings.ocsp_url.as_deref(),
-        settings.ca_issuers_url.as_deref(),
-    ) {
+    if let Some(aia) = authority_info_access(settings.ocsp_url.as_deref(), settings.ca_issuers_url.as_deref()) {
         params.custom_extensions.push(aia);
     }
     Ok(params)
@@ -236,12 +217,11 @@ pub(crate) fn end_entity_params(
 fn rcgen_san(san: &San) -> Result<SanType, Error> {
     Ok(match san {
         San::Ip(ip) => SanType::IpAddress(*ip),
-        San::Dns(name) => {
-            SanType::DnsName(name.as_str().try_into().map_err(|_| Error::InvalidSan {
-                san: name.clone(),
-                reason: "not an IA5 string",
-            })?)
-        }
+        San::Dns(name) => SanType::DnsName(
+            name.as_str()
+                .try_into()
+                .map_err(|_| Error::InvalidSan { san: name.clone(), reason: "not an IA5 string" })?,
+        ),
     })
 }
 
@@ -291,9 +271,7 @@ pub fn issuing_ca_params(
     params.use_authority_key_identifier_extension = true;
     params.key_identifier_method = KeyIdMethod::PreSpecified(key.key_identifier());
     if let Some(url) = root_crl_url {
-        params.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![url.to_owned()],
-        }];
+        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.to_owned()] }];
     }
     if let Some(aia) = authority_info_access(None, root_cert_url) {
         params.custom_extensions.push(aia);
@@ -319,17 +297,18 @@ fn authority_info_access(ocsp: Option<&str>, ca_issuers: Option<&str>) -> Option
         w.write_sequence_of(|w| {
             for (method, url) in &entries {
                 w.next().write_sequence(|w| {
-                    w.next()
-                        .write_oid(&yasna::models::ObjectIdentifier::from_slice(method));
+                    w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(method));
                     // accessLocation GeneralName: uniformResourceIdentifier [6] IMPLICIT IA5String
-                    w.next()
-                        .write_tagged_implicit(Tag::context(6), |w| w.write_ia5_string(url));
+                    w.next().write_tagged_implicit(Tag::context(6), |w| w.write_ia5_string(url));
                 });
             }
         });
     });
     Some(CustomExtension::from_oid_content(OID_AIA, content))
 }
+
+/// The longest validity inkan writes into any certificate: 100 years.
+pub const MAX_DAYS: u32 = 36_525;
 
 /// A certificate's validity period, in whole seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,21 +322,17 @@ pub struct Validity {
 impl Validity {
     /// Validity of `days` days from `now`, backdated by [`BACKDATE`], inside the issuer's own
     /// validity when one is given (a self-signed root has none).
-    pub fn for_days(
-        now: OffsetDateTime,
-        days: u32,
-        issuer: Option<&Validity>,
-    ) -> Result<Self, Error> {
+    pub fn for_days(now: OffsetDateTime, days: u32, issuer: Option<&Validity>) -> Result<Self, Error> {
         if days == 0 {
+            return Err(Error::InvalidValidity { reason: "the validity must be at least 1 day".into() });
+        }
+        if days > MAX_DAYS {
             return Err(Error::InvalidValidity {
-                reason: "the validity must be at least 1 day".into(),
+                reason: format!("{days} days; at most {MAX_DAYS} days are accepted"),
             });
         }
         let now = now.replace_nanosecond(0).unwrap_or(now);
-        let mut validity = Self {
-            not_before: now - BACKDATE,
-            not_after: now + Duration::days(i64::from(days)),
-        };
+        let mut validity = Self { not_before: now - BACKDATE, not_after: now + Duration::days(i64::from(days)) };
         if let Some(issuer) = issuer {
             if issuer.not_after <= now {
                 return Err(Error::InvalidValidity {
@@ -366,10 +341,7 @@ impl Validity {
             }
             if issuer.not_before > now {
                 return Err(Error::InvalidValidity {
-                    reason: format!(
-                        "the issuing certificate is not valid before {}",
-                        issuer.not_before
-                    ),
+                    reason: format!("the issuing certificate is not valid before {}", issuer.not_before),
                 });
             }
             validity.not_before = validity.not_before.max(issuer.not_before);
@@ -386,23 +358,10 @@ mod tests {
     #[test]
     fn sans_parse_and_normalise() {
         assert_eq!("Example.COM".parse(), Ok(San::Dns("example.com".into())));
-        assert_eq!(
-            "*.example.com".parse(),
-            Ok(San::Dns("*.example.com".into()))
-        );
+        assert_eq!("*.example.com".parse(), Ok(San::Dns("*.example.com".into())));
         assert_eq!("127.0.0.1".parse(), Ok(San::Ip([127, 0, 0, 1].into())));
         assert!(matches!("::1".parse::<San>(), Ok(San::Ip(_))));
-        for bad in [
-            "",
-            "a..b",
-            "-a.com",
-            "a-.com",
-            "*.com",
-            "a.*.com",
-            "ex ample.com",
-            "a_b.com",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "a..b", "-a.com", "a-.com", "*.com", "a.*.com", "ex ample.com", "a_b.com", &"a".repeat(64)] {
             assert!(bad.parse::<San>().is_err(), "{bad:?} accepted");
         }
     }
@@ -429,23 +388,11 @@ mod tests {
         assert_eq!(v.not_after, time::macros::datetime!(2026-01-31 00:00 UTC));
         let capped = Validity::for_days(now, 3650, Some(&issuer)).expect("capped");
         assert_eq!(capped.not_after, issuer.not_after);
-        let young = Validity {
-            not_before: now - Duration::minutes(1),
-            ..issuer
-        };
+        let young = Validity { not_before: now - Duration::minutes(1), ..issuer };
         let nested = Validity::for_days(now, 1, Some(&young)).expect("nested");
-        assert_eq!(
-            nested.not_before, young.not_before,
-            "never starts before the issuer"
-        );
+        assert_eq!(nested.not_before, young.not_before, "never starts before the issuer");
         assert!(Validity::for_days(now, 0, Some(&issuer)).is_err());
-        let expired = Validity {
-            not_after: now - Duration::days(1),
-            ..issuer
-        };
-        assert!(
-            Validity::for_days(now, 1, Some(&expired)).is_err(),
-            "issuer already expired"
-        );
+        let expired = Validity { not_after: now - Duration::days(1), ..issuer };
+        assert!(Validity::for_days(now, 1, Some(&expired)).is_err(), "issuer already expired");
     }
 }

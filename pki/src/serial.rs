@@ -49,15 +49,10 @@ impl FromStr for Serial {
     /// Accepts the hex as `openssl x509 -serial` prints it, in either case, with or without
     /// a `serial=` or `0x` prefix and with or without `:` separators.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || Error::InvalidSerial {
-            input: s.chars().take(80).collect(),
-        };
+        let invalid = || Error::InvalidSerial { input: s.chars().take(80).collect() };
         let t = s.trim();
         let t = t.strip_prefix("serial=").unwrap_or(t);
-        let t = t
-            .strip_prefix("0x")
-            .or_else(|| t.strip_prefix("0X"))
-            .unwrap_or(t);
+        let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
         let digits: Vec<u8> = t.bytes().filter(|b| *b != b':').collect();
         if digits.len() != 32 {
             return Err(invalid());
@@ -111,29 +106,14 @@ mod tests {
         let hex = s.to_string();
         assert_eq!(hex, "1A".repeat(16));
         assert_eq!(hex.parse::<Serial>(), Ok(s));
-        assert_eq!(
-            format!("serial={}", hex.to_lowercase()).parse::<Serial>(),
-            Ok(s)
-        );
-        let colons = s
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
+        assert_eq!(format!("serial={}", hex.to_lowercase()).parse::<Serial>(), Ok(s));
+        let colons = s.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         assert_eq!(colons.parse::<Serial>(), Ok(s));
     }
 
     #[test]
     fn refuses_other_forms() {
-        for bad in [
-            "",
-            "12",
-            &"G".repeat(32),
-            &"80".repeat(16),
-            &"00".repeat(16),
-            &"1A".repeat(17),
-        ] {
+        for bad in ["", "12", &"G".repeat(32), &"80".repeat(16), &"00".repeat(16), &"1A".repeat(17)] {
             assert!(bad.parse::<Serial>().is_err(), "{bad:?} accepted");
         }
     }

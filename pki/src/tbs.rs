@@ -25,10 +25,7 @@ pub(crate) struct TbsCapture {
 
 impl TbsCapture {
     pub(crate) fn new(public_key: Vec<u8>, algorithm: SignatureAlgorithm) -> Self {
-        Self {
-            public_key,
-            algorithm,
-        }
+        Self { public_key, algorithm }
     }
 }
 
@@ -55,16 +52,10 @@ pub(crate) fn capture<T>(
     encode: impl FnOnce() -> Result<T, rcgen::Error>,
 ) -> Result<Vec<u8>, Error> {
     CAPTURED.with(|slot| slot.borrow_mut().take());
-    encode().map_err(|e| Error::Encoding {
-        what,
-        detail: e.to_string(),
-    })?;
+    encode().map_err(|e| Error::Encoding { what, detail: e.to_string() })?;
     CAPTURED
         .with(|slot| slot.borrow_mut().take())
-        .ok_or(Error::Encoding {
-            what,
-            detail: "the encoder produced nothing to sign".into(),
-        })
+        .ok_or(Error::Encoding { what, detail: "the encoder produced nothing to sign".into() })
 }
 
 /// `SEQUENCE { tbs, signatureAlgorithm, BIT STRING signature }`: a signed certificate or CRL.

@@ -17,10 +17,7 @@ pub const BASE: &str = "http://127.0.0.1:8080";
 
 /// Runs openssl with `args`; panics only if it cannot be started.
 pub fn openssl(args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl must be installed (see README test command)")
+    Command::new("openssl").args(args).output().expect("openssl must be installed (see README test command)")
 }
 
 /// Runs openssl and returns stdout, failing the test with openssl's stderr if it fails.
@@ -51,21 +48,9 @@ pub fn pkilint_bin(tool: &str) -> PathBuf {
 
 /// Runs a pkilint linter with severity WARNING and asserts it reports nothing.
 pub fn assert_lint_clean(tool: &str, args: &[&str]) {
-    let out = Command::new(pkilint_bin(tool))
-        .arg("lint")
-        .args(["-s", "WARNING"])
-        .args(args)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "{tool} {args:?} reported:\n{report}"
-    );
+    let out = Command::new(pkilint_bin(tool)).arg("lint").args(["-s", "WARNING"]).args(args).output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "{tool} {args:?} reported:\n{report}");
 }
 
 /// A key and CSR made by openssl.
@@ -77,38 +62,14 @@ pub struct OpensslCsr {
 
 /// openssl `genpkey` options and `req` digest for each key type inkan accepts.
 pub const KEY_SPECS: &[(&str, &[&str], Option<&str>)] = &[
-    (
-        "p256-sha256",
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        Some("-sha256"),
-    ),
+    ("p256-sha256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], Some("-sha256")),
     // rcgen issue #448: a P-384 key signed with SHA-256 must still be certified correctly.
-    (
-        "p384-sha256",
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
-        Some("-sha256"),
-    ),
-    (
-        "p384-sha384",
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
-        Some("-sha384"),
-    ),
+    ("p384-sha256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"], Some("-sha256")),
+    ("p384-sha384", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"], Some("-sha384")),
     ("ed25519", &["-algorithm", "ED25519"], None),
-    (
-        "rsa2048-sha256",
-        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-        Some("-sha256"),
-    ),
-    (
-        "rsa3072-sha384",
-        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
-        Some("-sha384"),
-    ),
-    (
-        "rsa4096-sha512",
-        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"],
-        Some("-sha512"),
-    ),
+    ("rsa2048-sha256", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], Some("-sha256")),
+    ("rsa3072-sha384", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"], Some("-sha384")),
+    ("rsa4096-sha512", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"], Some("-sha512")),
 ];
 
 /// Makes a key and a CSR with openssl for one of [`KEY_SPECS`].
@@ -120,16 +81,8 @@ pub fn openssl_csr(dir: &Path, spec: &(&'static str, &[&str], Option<&str>)) -> 
     args.extend_from_slice(genpkey);
     args.extend_from_slice(&["-out", key.to_str().unwrap()]);
     openssl_ok(&args);
-    let mut args = vec![
-        "req",
-        "-new",
-        "-key",
-        key.to_str().unwrap(),
-        "-subj",
-        "/CN=ignored",
-        "-out",
-        csr.to_str().unwrap(),
-    ];
+    let mut args =
+        vec!["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=ignored", "-out", csr.to_str().unwrap()];
     args.extend(digest.iter());
     openssl_ok(&args);
     OpensslCsr { name, key, csr }
@@ -174,45 +127,19 @@ impl TestCa {
             config_toml: "# test\n".into(),
         };
         let ca_pass = Passphrase::new("test issuing passphrase".into());
-        ceremony::init(
-            &data,
-            &options,
-            &root_passphrase(),
-            &ca_pass,
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
-        let (signer, der) =
-            ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).unwrap();
+        ceremony::init(&data, &options, &root_passphrase(), &ca_pass, time::OffsetDateTime::now_utc()).unwrap();
+        let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).unwrap();
         let store = Arc::new(SledStore::open(&data.db()).unwrap());
         let ca = CertificateAuthority::new(&der, Box::new(signer), store, settings()).unwrap();
-        Self {
-            root_pem: data.root_cert(),
-            ca_pem: data.ca_cert(),
-            dir,
-            data,
-            ca,
-        }
+        Self { root_pem: data.root_cert(), ca_pem: data.ca_cert(), dir, data, ca }
     }
 
     /// Issues from a CSR file and writes the certificate as PEM next to it.
-    pub fn issue_file(
-        &self,
-        csr: &Path,
-        account: &str,
-        profile: Profile,
-        sans: &[San],
-    ) -> (Issued, PathBuf) {
+    pub fn issue_file(&self, csr: &Path, account: &str, profile: Profile, sans: &[San]) -> (Issued, PathBuf) {
         let bytes = std::fs::read(csr).unwrap();
         let issued = self
             .ca
-            .issue(&IssueRequest {
-                csr: &bytes,
-                account,
-                profile,
-                sans,
-                days: None,
-            })
+            .issue(&IssueRequest { csr: &bytes, account, profile, sans, days: None })
             .unwrap_or_else(|e| panic!("issuing from {}: {e}", csr.display()));
         let out = csr.with_extension(format!("{}.crt", profile.name()));
         std::fs::write(&out, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).unwrap();

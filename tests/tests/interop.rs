@@ -19,22 +19,10 @@ fn public_key_pem(kind: &str, path: &std::path::Path) -> String {
 fn lint_ca_certificates(ca: &TestCa) {
     assert_lint_clean("lint_pkix_cert", &[s(&ca.root_pem)]);
     assert_lint_clean("lint_pkix_cert", &[s(&ca.ca_pem)]);
-    assert_lint_clean(
-        "lint_pkix_signer_signee_cert_chain",
-        &[s(&ca.root_pem), s(&ca.ca_pem)],
-    );
+    assert_lint_clean("lint_pkix_signer_signee_cert_chain", &[s(&ca.root_pem), s(&ca.ca_pem)]);
     let text = openssl_ok(&["x509", "-in", s(&ca.ca_pem), "-noout", "-text"]);
-    assert!(
-        text.contains("CA:TRUE, pathlen:0"),
-        "issuing CA must have pathLen 0:\n{text}"
-    );
-    openssl_ok(&[
-        "verify",
-        "-x509_strict",
-        "-CAfile",
-        s(&ca.root_pem),
-        s(&ca.ca_pem),
-    ]);
+    assert!(text.contains("CA:TRUE, pathlen:0"), "issuing CA must have pathLen 0:\n{text}");
+    openssl_ok(&["verify", "-x509_strict", "-CAfile", s(&ca.root_pem), s(&ca.ca_pem)]);
 }
 
 fn verify_client(ca: &TestCa, leaf: &std::path::Path) {
@@ -67,24 +55,11 @@ fn every_accepted_key_type_is_certified_and_accepted_by_openssl_and_pkilint() {
             csr.name
         );
         let serial = openssl_ok(&["x509", "-in", s(&leaf), "-noout", "-serial"]);
-        assert_eq!(
-            serial.trim(),
-            format!("serial={}", issued.record.serial),
-            "{}",
-            csr.name
-        );
+        assert_eq!(serial.trim(), format!("serial={}", issued.record.serial), "{}", csr.name);
         let text = openssl_ok(&["x509", "-in", s(&leaf), "-noout", "-subject"]);
-        assert_eq!(
-            text.trim(),
-            "subject=O = inkan test, CN = alice",
-            "{}",
-            csr.name
-        );
+        assert_eq!(text.trim(), "subject=O = inkan test, CN = alice", "{}", csr.name);
         assert_lint_clean("lint_pkix_cert", &[s(&leaf)]);
-        assert_lint_clean(
-            "lint_pkix_signer_signee_cert_chain",
-            &[s(&ca.ca_pem), s(&leaf)],
-        );
+        assert_lint_clean("lint_pkix_signer_signee_cert_chain", &[s(&ca.ca_pem), s(&leaf)]);
     }
 }
 
@@ -97,29 +72,10 @@ fn every_ca_key_type_makes_lint_clean_chains_and_crls() {
         let (_, leaf) = ca.issue_file(&csr.csr, "bob", Profile::Client, &[]);
         verify_client(&ca, &leaf);
         assert_lint_clean("lint_pkix_cert", &[s(&leaf)]);
-        assert_lint_clean(
-            "lint_pkix_signer_signee_cert_chain",
-            &[s(&ca.ca_pem), s(&leaf)],
-        );
+        assert_lint_clean("lint_pkix_signer_signee_cert_chain", &[s(&ca.ca_pem), s(&leaf)]);
         let crl = ca.path("ca.crl");
-        std::fs::write(
-            &crl,
-            ca.ca
-                .sign_crl(OffsetDateTime::now_utc(), Duration::days(7))
-                .unwrap(),
-        )
-        .unwrap();
-        openssl_ok(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            s(&crl),
-            "-noout",
-            "-CAfile",
-            s(&ca.ca_pem),
-            "-verify",
-        ]);
+        std::fs::write(&crl, ca.ca.sign_crl(OffsetDateTime::now_utc(), Duration::days(7)).unwrap()).unwrap();
+        openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-CAfile", s(&ca.ca_pem), "-verify"]);
         assert_lint_clean("lint_crl", &["-t", "CRL", "-p", "PKIX", s(&crl)]);
     }
 }
@@ -128,16 +84,9 @@ fn every_ca_key_type_makes_lint_clean_chains_and_crls() {
 fn server_profile_passes_openssl_name_checks_and_pkilint() {
     let ca = TestCa::new(CaKeyType::EcdsaP256);
     let csr = openssl_csr(ca.dir.path(), &KEY_SPECS[0]);
-    let sans: Vec<San> = ["www.example.test", "127.0.0.1", "::1"]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+    let sans: Vec<San> = ["www.example.test", "127.0.0.1", "::1"].iter().map(|s| s.parse().unwrap()).collect();
     let (_, leaf) = ca.issue_file(&csr.csr, "web", Profile::Server, &sans);
-    for check in [
-        ["-verify_hostname", "www.example.test"],
-        ["-verify_ip", "127.0.0.1"],
-        ["-verify_ip", "::1"],
-    ] {
+    for check in [["-verify_hostname", "www.example.test"], ["-verify_ip", "127.0.0.1"], ["-verify_ip", "::1"]] {
         openssl_ok(&[
             "verify",
             "-x509_strict",
@@ -164,10 +113,7 @@ fn server_profile_passes_openssl_name_checks_and_pkilint() {
         s(&ca.ca_pem),
         s(&leaf),
     ]);
-    assert!(
-        !wrong.status.success(),
-        "a name not in the SANs must not verify"
-    );
+    assert!(!wrong.status.success(), "a name not in the SANs must not verify");
     let client = openssl(&[
         "verify",
         "-purpose",
@@ -178,15 +124,9 @@ fn server_profile_passes_openssl_name_checks_and_pkilint() {
         s(&ca.ca_pem),
         s(&leaf),
     ]);
-    assert!(
-        !client.status.success(),
-        "a server certificate must not pass as a client certificate"
-    );
+    assert!(!client.status.success(), "a server certificate must not pass as a client certificate");
     assert_lint_clean("lint_pkix_cert", &[s(&leaf)]);
-    assert_lint_clean(
-        "lint_pkix_signer_signee_cert_chain",
-        &[s(&ca.ca_pem), s(&leaf)],
-    );
+    assert_lint_clean("lint_pkix_signer_signee_cert_chain", &[s(&ca.ca_pem), s(&leaf)]);
 }
 
 #[test]
@@ -197,95 +137,41 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
     let other = openssl_csr(ca.dir.path(), &KEY_SPECS[3]);
     let (_, good_pem) = ca.issue_file(&other.csr, "dave", Profile::Client, &[]);
     let now = OffsetDateTime::now_utc();
-    ca.ca
-        .store()
-        .revoke(&revoked.record.serial, now, RevocationReason::KeyCompromise)
-        .unwrap();
+    ca.ca.store().revoke(&revoked.record.serial, now, RevocationReason::KeyCompromise).unwrap();
 
     let crl = ca.path("ca.crl");
     std::fs::write(&crl, ca.ca.sign_crl(now, Duration::days(7)).unwrap()).unwrap();
     let root_crl = ca.path("root.crl");
-    let root_der = ca::ceremony::sign_root_crl(
-        &ca.data,
-        &inkan_tests::root_passphrase(),
-        now,
-        Duration::days(30),
-    )
-    .unwrap();
+    let root_der =
+        ca::ceremony::sign_root_crl(&ca.data, &inkan_tests::root_passphrase(), now, Duration::days(30)).unwrap();
     std::fs::write(&root_crl, root_der).unwrap();
 
     let text = openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-text"]);
-    assert!(
-        text.contains(&revoked.record.serial.to_string()) && text.contains("Key Compromise"),
-        "{text}"
-    );
-    openssl_ok(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        s(&crl),
-        "-noout",
-        "-CAfile",
-        s(&ca.ca_pem),
-        "-verify",
-    ]);
-    openssl_ok(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        s(&root_crl),
-        "-noout",
-        "-CAfile",
-        s(&ca.root_pem),
-        "-verify",
-    ]);
+    assert!(text.contains(&revoked.record.serial.to_string()) && text.contains("Key Compromise"), "{text}");
+    openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-CAfile", s(&ca.ca_pem), "-verify"]);
+    openssl_ok(&["crl", "-inform", "DER", "-in", s(&root_crl), "-noout", "-CAfile", s(&ca.root_pem), "-verify"]);
     assert_lint_clean("lint_crl", &["-t", "CRL", "-p", "PKIX", s(&crl)]);
     // The root's CRL covers CA certificates only: an authority revocation list.
     assert_lint_clean("lint_crl", &["-t", "ARL", "-p", "PKIX", s(&root_crl)]);
 
     // One bundle with both CA certificates and both CRLs, as a relying party would assemble.
     let bundle = ca.path("bundle.pem");
-    let mut text = std::fs::read_to_string(&ca.root_pem).unwrap()
-        + &std::fs::read_to_string(&ca.ca_pem).unwrap();
+    let mut text = std::fs::read_to_string(&ca.root_pem).unwrap() + &std::fs::read_to_string(&ca.ca_pem).unwrap();
     for der in [&crl, &root_crl] {
         text += &openssl_ok(&["crl", "-inform", "DER", "-in", s(der)]);
     }
     std::fs::write(&bundle, text).unwrap();
-    let bad = openssl(&[
-        "verify",
-        "-crl_check_all",
-        "-CAfile",
-        s(&bundle),
-        s(&revoked_pem),
-    ]);
-    let report =
-        String::from_utf8_lossy(&bad.stdout).into_owned() + &String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        !bad.status.success() && report.contains("certificate revoked"),
-        "{report}"
-    );
-    openssl_ok(&[
-        "verify",
-        "-crl_check_all",
-        "-purpose",
-        "sslclient",
-        "-CAfile",
-        s(&bundle),
-        s(&good_pem),
-    ]);
+    let bad = openssl(&["verify", "-crl_check_all", "-CAfile", s(&bundle), s(&revoked_pem)]);
+    let report = String::from_utf8_lossy(&bad.stdout).into_owned() + &String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && report.contains("certificate revoked"), "{report}");
+    openssl_ok(&["verify", "-crl_check_all", "-purpose", "sslclient", "-CAfile", s(&bundle), s(&good_pem)]);
 
     // CRL numbers only grow, and survive reopening the registry.
     let second = ca.path("ca2.crl");
     std::fs::write(&second, ca.ca.sign_crl(now, Duration::days(7)).unwrap()).unwrap();
     let numbers: Vec<String> = [&crl, &second]
         .iter()
-        .map(|p| {
-            openssl_ok(&["crl", "-inform", "DER", "-in", s(p), "-noout", "-crlnumber"])
-                .trim()
-                .to_owned()
-        })
+        .map(|p| openssl_ok(&["crl", "-inform", "DER", "-in", s(p), "-noout", "-crlnumber"]).trim().to_owned())
         .collect();
     assert_eq!(numbers, ["crlNumber=0x01", "crlNumber=0x02"]);
 }
@@ -293,29 +179,10 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
 #[test]
 fn certs_only_pkcs7_is_read_by_openssl() {
     let ca = TestCa::new(CaKeyType::EcdsaP256);
-    let root = pki::encoding::decode_one(
-        &std::fs::read(&ca.root_pem).unwrap(),
-        "certificate",
-        &["CERTIFICATE"],
-    )
-    .unwrap();
+    let root =
+        pki::encoding::decode_one(&std::fs::read(&ca.root_pem).unwrap(), "certificate", &["CERTIFICATE"]).unwrap();
     let p7 = ca.path("chain.p7b");
-    std::fs::write(
-        &p7,
-        pki::encoding::pkcs7_certs_only([ca.ca.issuer().certificate_der(), root.as_slice()]),
-    )
-    .unwrap();
-    let out = openssl_ok(&[
-        "pkcs7",
-        "-inform",
-        "DER",
-        "-in",
-        s(&p7),
-        "-print_certs",
-        "-noout",
-    ]);
-    assert!(
-        out.contains("CN = inkan test Issuing CA") && out.contains("CN = inkan test Root CA"),
-        "{out}"
-    );
+    std::fs::write(&p7, pki::encoding::pkcs7_certs_only([ca.ca.issuer().certificate_der(), root.as_slice()])).unwrap();
+    let out = openssl_ok(&["pkcs7", "-inform", "DER", "-in", s(&p7), "-print_certs", "-noout"]);
+    assert!(out.contains("CN = inkan test Issuing CA") && out.contains("CN = inkan test Root CA"), "{out}");
 }

@@ -14,9 +14,7 @@ pub fn ca_crl(args: &CrlArgs) -> anyhow::Result<()> {
     let der = authority.sign_crl(now, config.crl_validity())?;
     publish(&dir, "ca.crl", &der)?;
     match &args.out {
-        Some(out) if args.pem => {
-            super::write_output(Some(out), pem_encode("X509 CRL", &der).as_bytes())?
-        }
+        Some(out) if args.pem => super::write_output(Some(out), pem_encode("X509 CRL", &der).as_bytes())?,
         Some(out) => super::write_output(Some(out), &der)?,
         None => print!("{}", pem_encode("X509 CRL", &der)),
     }
@@ -30,19 +28,22 @@ pub fn ca_crl(args: &CrlArgs) -> anyhow::Result<()> {
 
 pub fn root_crl(args: &RootSignCrlArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir.data_dir);
-    if args.days == 0 {
-        anyhow::bail!("--days must be at least 1");
+    if !(1..=3660).contains(&args.days) {
+        anyhow::bail!("--days must be between 1 and 3660");
+    }
+    if !dir.root_cert().exists() {
+        anyhow::bail!(
+            "{} has no root CA: run `inkan init --data-dir {}` first",
+            dir.path().display(),
+            dir.path().display()
+        );
     }
     let passphrase = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), false)?;
     let validity = Duration::days(i64::from(args.days));
     let der = ca::ceremony::sign_root_crl(&dir, &passphrase, OffsetDateTime::now_utc(), validity)?;
     publish(&dir, "root.crl", &der)?;
     super::write_output(Some(&args.out), &der)?;
-    eprintln!(
-        "Signed the root CRL into {}; sign the next one within {} days.",
-        args.out.display(),
-        args.days
-    );
+    eprintln!("Signed the root CRL into {}; sign the next one within {} days.", args.out.display(), args.days);
     Ok(())
 }
 

@@ -15,18 +15,11 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     let key_type: ca::CaKeyType = args.key_type.parse().map_err(anyhow::Error::msg)?;
     for path in dir.ca_files().iter().chain([&dir.config()]) {
         if path.exists() {
-            anyhow::bail!(
-                "{} already exists; refusing to overwrite an existing CA",
-                path.display()
-            );
+            anyhow::bail!("{} already exists; refusing to overwrite an existing CA", path.display());
         }
     }
     let root_pass = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), true)?;
-    let ca_pass = passphrase::resolve(
-        Key::Ca,
-        args.ca_passphrase.ca_passphrase_file.as_deref(),
-        true,
-    )?;
+    let ca_pass = passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), true)?;
     if root_pass == ca_pass {
         anyhow::bail!("use different passphrases for the root and the issuing CA keys");
     }
@@ -40,30 +33,15 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
         root_cert_url: Some(urls.root_cert),
         config_toml: config::default_toml(&args.org, &args.base_url),
     };
-    eprintln!(
-        "Creating the root and issuing CA keys ({}) ...",
-        args.key_type
-    );
-    let report = ceremony::init(
-        &dir,
-        &options,
-        &root_pass,
-        &ca_pass,
-        time::OffsetDateTime::now_utc(),
-    )
-    .context("inkan init")?;
+    eprintln!("Creating the root and issuing CA keys ({}) ...", args.key_type);
+    let report =
+        ceremony::init(&dir, &options, &root_pass, &ca_pass, time::OffsetDateTime::now_utc()).context("inkan init")?;
     let root = Summary::from_der(&report.root_der)?;
     let ca = Summary::from_der(&report.ca_der)?;
     println!("Created a CA in {}", dir.path().display());
-    println!(
-        "  root CA     {}  (offline: keep root/root.key and its passphrase apart)",
-        root.subject
-    );
+    println!("  root CA     {}  (offline: keep root/root.key and its passphrase apart)", root.subject);
     println!("              SHA-256 {}", root.sha256_fingerprint);
-    println!(
-        "              valid until {}",
-        super::rfc3339(root.not_after)
-    );
+    println!("              valid until {}", super::rfc3339(root.not_after));
     println!("  issuing CA  {}", ca.subject);
     println!("              SHA-256 {}", ca.sha256_fingerprint);
     println!("              valid until {}", super::rfc3339(ca.not_after));
@@ -75,9 +53,6 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
         dir.ca_key().display()
     );
     println!("  config      {}", dir.config().display());
-    println!(
-        "Next: inkan issue --data-dir {} --csr FILE --account ID",
-        dir.path().display()
-    );
+    println!("Next: inkan issue --data-dir {} --csr FILE --account ID", dir.path().display());
     Ok(())
 }

@@ -13,22 +13,12 @@ use crate::args::IssueArgs;
 pub fn run(args: &IssueArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir.data_dir);
     let profile: Profile = args.profile.parse()?;
-    let sans = args
-        .san
-        .iter()
-        .map(|s| s.parse::<San>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let sans = args.san.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
     pki::profile::check_account(&args.account)?;
     let csr = read_limited(&args.csr)?;
     let (_, authority) = super::open_ca(&dir, &args.ca_passphrase)?;
     let issued = authority
-        .issue(&IssueRequest {
-            csr: &csr,
-            account: &args.account,
-            profile,
-            sans: &sans,
-            days: args.days,
-        })
+        .issue(&IssueRequest { csr: &csr, account: &args.account, profile, sans: &sans, days: args.days })
         .context("not issued")?;
     let mut pem = certificates_pem([issued.der.as_slice()]);
     if args.chain {
@@ -51,10 +41,7 @@ fn read_limited(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
     let limit = (MAX_INPUT + 1) as u64;
     if path.as_os_str() == "-" {
-        std::io::stdin()
-            .take(limit)
-            .read_to_end(&mut buf)
-            .context("reading the CSR from standard input")?;
+        std::io::stdin().take(limit).read_to_end(&mut buf).context("reading the CSR from standard input")?;
     } else {
         std::fs::File::open(path)
             .and_then(|f| f.take(limit).read_to_end(&mut buf))

@@ -32,22 +32,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 /// Opens the registry, explaining the one failure operators will meet: another process has it.
 fn open_store(dir: &DataDir) -> anyhow::Result<SledStore> {
     if !dir.ca_cert().exists() {
-        anyhow::bail!(
-            "{} has no CA: run `inkan init --data-dir {}` first",
-            dir.path().display(),
-            dir.path().display()
-        );
+        anyhow::bail!("{} has no CA: run `inkan init --data-dir {}` first", dir.path().display(), dir.path().display());
     }
     SledStore::open(&dir.db()).map_err(|e| {
         let text = e.to_string();
-        if text.contains("lock")
-            || text.contains("WouldBlock")
-            || text.contains("temporarily unavailable")
-        {
-            anyhow::anyhow!(
-                "the registry {} is in use by another inkan process",
-                dir.db().display()
-            )
+        if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+            anyhow::anyhow!("the registry {} is in use by another inkan process", dir.db().display())
         } else {
             anyhow::anyhow!(text)
         }
@@ -55,20 +45,12 @@ fn open_store(dir: &DataDir) -> anyhow::Result<SledStore> {
 }
 
 /// Loads the configuration and the issuing CA with its key: the commands that sign.
-fn open_ca(
-    dir: &DataDir,
-    pass: &CaPassphraseArg,
-) -> anyhow::Result<(Config, CertificateAuthority)> {
+fn open_ca(dir: &DataDir, pass: &CaPassphraseArg) -> anyhow::Result<(Config, CertificateAuthority)> {
     let config = Config::load(&dir.config())?;
     let store = open_store(dir)?;
     let passphrase = passphrase::resolve(Key::Ca, pass.ca_passphrase_file.as_deref(), false)?;
     let (signer, der) = ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &passphrase)?;
-    let authority = CertificateAuthority::new(
-        &der,
-        Box::new(signer),
-        Arc::new(store),
-        config.profile_settings(),
-    )?;
+    let authority = CertificateAuthority::new(&der, Box::new(signer), Arc::new(store), config.profile_settings())?;
     Ok((config, authority))
 }
 
@@ -76,16 +58,12 @@ fn open_ca(
 fn write_output(path: Option<&Path>, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     match path {
-        Some(path) => ca::layout::replace(path, contents, 0o644)
-            .with_context(|| format!("writing {}", path.display())),
-        None => std::io::stdout()
-            .write_all(contents)
-            .context("writing to standard output"),
+        Some(path) => ca::layout::replace(path, contents, 0o644).with_context(|| format!("writing {}", path.display())),
+        None => std::io::stdout().write_all(contents).context("writing to standard output"),
     }
 }
 
 /// A time as RFC 3339 (`2026-11-21T05:01:46Z`), the form listings and JSON use.
 fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use ca::layout::DataDir;
-use ca::{CertRecord, State, Status, Store};
+use ca::{CertRecord, Registry, State, Status};
 use pki::{RevocationReason, Serial};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
@@ -14,13 +14,8 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
     let serial: Serial = args.serial.parse()?;
     let reason: RevocationReason = args.reason.parse()?;
     let store = super::open_store(&DataDir::new(&args.data_dir.data_dir))?;
-    let record = store
-        .revoke(&serial, OffsetDateTime::now_utc(), reason)
-        .map_err(ca::Error::from)?;
-    println!(
-        "Revoked {} (account {:?}, reason {reason}).",
-        record.serial, record.account
-    );
+    let record = store.revoke(&serial, OffsetDateTime::now_utc(), reason).map_err(ca::Error::from)?;
+    println!("Revoked {} (account {:?}, reason {reason}).", record.serial, record.account);
     println!("Run `inkan crl` to publish a CRL that lists it.");
     Ok(())
 }
@@ -68,18 +63,20 @@ pub fn parse_period(text: &str) -> anyhow::Result<Duration> {
         Some((i, _)) => t.split_at(i),
         None => (t, "d"),
     };
-    let n: i64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a period like 30d, 12h or 2w"))?;
-    Ok(match unit {
-        "d" => Duration::days(n),
-        "h" => Duration::hours(n),
-        "w" => Duration::weeks(n),
-        "m" => Duration::minutes(n),
-        _ => bail!(
-            "{text:?}: unknown unit {unit:?}; use d (days), h (hours), w (weeks) or m (minutes)"
-        ),
-    })
+    let n: i64 = number.parse().with_context(|| format!("{text:?} is not a period like 30d, 12h or 2w"))?;
+    // Nothing inkan issues lives longer than 100 years; longer periods would overflow.
+    let limit = Duration::days(36_525);
+    let period = match unit {
+        "d" => Duration::days(n.min(36_526)),
+        "h" => Duration::hours(n.min(36_526 * 24)),
+        "w" => Duration::weeks(n.min(5_219)),
+        "m" => Duration::minutes(n.min(36_526 * 24 * 60)),
+        _ => bail!("{text:?}: unknown unit {unit:?}; use d (days), h (hours), w (weeks) or m (minutes)"),
+    };
+    if period > limit {
+        bail!("{text:?} is too long a period; at most 100 years");
+    }
+    Ok(period)
 }
 
 pub fn list(args: &ListArgs) -> anyhow::Result<()> {
@@ -93,8 +90,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
     };
     records.retain(|r| {
         let status = r.status(now);
-        let expiring_ok =
-            expiring.is_none_or(|p| status == Status::Valid && r.not_after <= now + p);
+        let expiring_ok = expiring.is_none_or(|p| status == Status::Valid && r.not_after <= now + p);
         let revoked_ok = !args.revoked || matches!(status, Status::Revoked | Status::Superseded);
         expiring_ok && revoked_ok
     });
@@ -106,15 +102,9 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
-    println!(
-        "{:<32}  {:<20}  {:<7}  {:<20}  STATUS",
-        "SERIAL", "ACCOUNT", "PROFILE", "NOT AFTER"
-    );
+    println!("{:<32}  {:<20}  {:<7}  {:<20}  STATUS", "SERIAL", "ACCOUNT", "PROFILE", "NOT AFTER");
     for l in &listed {
-        println!(
-            "{:<32}  {:<20}  {:<7}  {:<20}  {}",
-            l.serial, l.account, l.profile, l.not_after, l.status
-        );
+        println!("{:<32}  {:<20}  {:<7}  {:<20}  {}", l.serial, l.account, l.profile, l.not_after, l.status);
     }
     eprintln!("{} certificate(s)", listed.len());
     Ok(())
@@ -126,9 +116,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
     let record = store.get(&serial)?.ok_or(ca::Error::NotFound { serial })?;
     let der = store.certificate_der(&serial)?;
     if args.pem {
-        let Some(der) = der else {
-            bail!("certificate {serial} was never completed (status pending)")
-        };
+        let Some(der) = der else { bail!("certificate {serial} was never completed (status pending)") };
         print!("{}", pki::encoding::pem_encode("CERTIFICATE", &der));
         return Ok(());
     }

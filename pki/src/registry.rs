@@ -1,10 +1,10 @@
-//! The certificate registry: what the CA has issued and revoked, behind the [`Store`] trait.
+//! The certificate registry's data and interface: what the CA has issued and revoked, behind the
+//! [`Registry`] trait. The storage engines live elsewhere (`ca::SledStore`); this is the
+//! contract the CA, the CLI and the enrollment service share.
 
-use pki::{Profile, RevocationReason, RevokedEntry, Serial};
+use crate::{Profile, RevocationReason, RevokedEntry, Serial};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-use crate::Error;
 
 /// What the registry knows about one certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,10 +83,7 @@ impl CertRecord {
     pub fn status(&self, now: OffsetDateTime) -> Status {
         match self.state {
             State::Pending => Status::Pending,
-            State::Revoked {
-                reason: RevocationReason::Superseded,
-                ..
-            } => Status::Superseded,
+            State::Revoked { reason: RevocationReason::Superseded, .. } => Status::Superseded,
             State::Revoked { .. } => Status::Revoked,
             State::Issued if self.not_after < now => Status::Expired,
             State::Issued => Status::Valid,
@@ -96,35 +93,31 @@ impl CertRecord {
 
 /// The registry. Every method that changes something returns only once the change is
 /// durable (flushed to disk).
-pub trait Store: Send + Sync {
-    /// Records an issuance before signing. Fails with [`StoreError::SerialTaken`] when the
+pub trait Registry: Send + Sync {
+    /// Records an issuance before signing. Fails with [`RegistryError::SerialTaken`] when the
     /// serial is already in the registry, leaving it unchanged.
-    fn record_pending(&self, record: &CertRecord) -> Result<(), StoreError>;
+    fn record_pending(&self, record: &CertRecord) -> Result<(), RegistryError>;
 
     /// Records the signed certificate of a pending issuance.
-    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), StoreError>;
+    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError>;
 
     /// The record of one certificate.
-    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError>;
+    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError>;
 
     /// The DER certificate, once issued.
-    fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, StoreError>;
+    fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, RegistryError>;
 
     /// All records, in serial order.
-    fn all(&self) -> Result<Vec<CertRecord>, StoreError>;
+    fn all(&self) -> Result<Vec<CertRecord>, RegistryError>;
 
     /// The records of one account.
-    fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, StoreError>;
+    fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError>;
 
     /// The records certifying one public key (by SHA-256 of its SPKI).
-    fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, StoreError>;
+    fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, RegistryError>;
 
     /// The records whose notAfter is in `[from, to]`, from the notAfter index.
-    fn expiring_between(
-        &self,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-    ) -> Result<Vec<CertRecord>, StoreError>;
+    fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError>;
 
     /// Marks an issued certificate revoked and returns the updated record.
     fn revoke(
@@ -132,19 +125,19 @@ pub trait Store: Send + Sync {
         serial: &Serial,
         at: OffsetDateTime,
         reason: RevocationReason,
-    ) -> Result<CertRecord, StoreError>;
+    ) -> Result<CertRecord, RegistryError>;
 
     /// The revoked certificates that have not expired by `now`: the CRL's entries.
-    fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, StoreError>;
+    fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, RegistryError>;
 
     /// Increments and returns the CRL number (the first is 1), durably.
-    fn next_crl_number(&self) -> Result<u64, StoreError>;
+    fn next_crl_number(&self) -> Result<u64, RegistryError>;
 }
 
 /// Registry failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum RegistryError {
     /// The serial is already recorded.
     #[error("serial {0} is already in the registry")]
     SerialTaken(Serial),
@@ -172,24 +165,11 @@ pub enum StoreError {
     },
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(serial) => Error::NotFound { serial },
-            StoreError::WrongState { serial, status } => Error::NotRevocable { serial, status },
-            other => Error::Store(other.to_string()),
-        }
-    }
-}
-
 mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!(
-            "{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ))
+        s.collect_str(&format_args!("{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
@@ -199,8 +179,7 @@ mod hex32 {
             return Err(serde::de::Error::custom("expected 64 hex digits"));
         }
         for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-                .map_err(serde::de::Error::custom)?;
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
         }
         Ok(out)
     }

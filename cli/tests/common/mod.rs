@@ -1,0 +1,305 @@
+//! Helpers shared by the end-to-end tests of the `inkan` binary: run inkan and openssl as
+//! processes, make keys and CSRs with openssl, and a throwaway CA in a temporary directory.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use serde_json::Value;
+
+/// The root key's passphrase in every test CA.
+pub const ROOT_PASS: &str = "test root passphrase 1f7a";
+/// The issuing CA key's passphrase in every test CA (different from the root's).
+pub const CA_PASS: &str = "test issuing passphrase 92c4";
+
+/// What a finished process left behind.
+#[derive(Debug)]
+pub struct Out {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+    /// Standard output as bytes (for DER).
+    pub raw_stdout: Vec<u8>,
+    /// The command line, for failure messages.
+    pub what: String,
+}
+
+impl Out {
+    /// Asserts the process succeeded, and returns it.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(
+            self.status.success(),
+            "{} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts the process failed the way inkan reports a refused command (exit status 1,
+    /// not a panic's 101, not a signal) with `fragment` in its standard error, and returns it.
+    #[track_caller]
+    pub fn refused(self, fragment: &str) -> Self {
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "{} should be refused with exit status 1 ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert!(self.stderr.contains(fragment), "{}: stderr should contain {fragment:?}:\n{}", self.what, self.stderr);
+        self
+    }
+
+    /// Asserts the process failed with any non-zero status, and returns it.
+    #[track_caller]
+    pub fn failed(self) -> Self {
+        assert!(
+            !self.status.success(),
+            "{} should have failed:\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Standard output and standard error together.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `program` with `args`, the environment changes `env` (`None` removes a variable) and
+/// optionally `stdin`. Any INKAN_* variable of the test process is removed first, so a
+/// developer's shell cannot change what a test sees.
+pub fn run<I, S>(program: &str, args: I, env: &[(&str, Option<&str>)], stdin: Option<&[u8]>) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let what = format!("{program} {}", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    let mut command = Command::new(program);
+    command
+        .args(&args)
+        .env_remove("INKAN_DATA_DIR")
+        .env_remove("INKAN_ROOT_PASSPHRASE")
+        .env_remove("INKAN_CA_PASSPHRASE")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        pipe.write_all(input).expect("writing stdin");
+    }
+    let output = child.wait_with_output().expect("waiting for the process");
+    Out {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        raw_stdout: output.stdout,
+        what,
+    }
+}
+
+/// The inkan binary under test.
+pub fn inkan_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_inkan")
+}
+
+/// Runs the inkan binary with `args` and `env` (nothing else from the test's environment).
+pub fn inkan<I, S>(args: I, env: &[(&str, Option<&str>)]) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run(inkan_bin(), args, env, None)
+}
+
+/// Runs openssl with `args`.
+pub fn openssl<I, S>(args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run("openssl", args, &[], None)
+}
+
+/// Runs openssl with `args` and `env`.
+pub fn openssl_env<I, S>(args: I, env: &[(&str, Option<&str>)]) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run("openssl", args, env, None)
+}
+
+/// A path as a `&str` (the tempdirs are ASCII).
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Makes a private key with `openssl genpkey ARGS` at `dir/NAME.key`.
+pub fn genpkey(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let key = dir.join(format!("{name}.key"));
+    openssl(["genpkey"].iter().chain(args).chain(&["-out", s(&key)])).ok();
+    key
+}
+
+/// Makes a PEM CSR for `key` at `dir/NAME.csr` with `openssl req -new ... EXTRA`.
+pub fn req(dir: &Path, name: &str, key: &Path, extra: &[&str]) -> PathBuf {
+    let csr = dir.join(format!("{name}.csr"));
+    openssl(["req", "-new", "-key", s(key), "-subj", "/CN=ignored", "-out", s(&csr)].iter().chain(extra)).ok();
+    csr
+}
+
+/// A new P-256 key and its CSR, `dir/NAME.key` and `dir/NAME.csr`.
+pub fn p256_csr(dir: &Path, name: &str) -> PathBuf {
+    let key = genpkey(dir, name, &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    req(dir, name, &key, &[])
+}
+
+/// The serial of a PEM certificate as `openssl x509 -serial` prints it, without `serial=`.
+pub fn openssl_serial(cert: &Path) -> String {
+    let out = openssl(["x509", "-noout", "-serial", "-in", s(cert)]).ok();
+    out.stdout.trim().strip_prefix("serial=").expect("openssl prints serial=").to_owned()
+}
+
+/// A CA made by `inkan init` in its own temporary directory.
+pub struct TestCa {
+    /// Holds the temporary directory until the test ends.
+    pub tmp: tempfile::TempDir,
+    /// The data directory (`TMP/data`).
+    pub data: PathBuf,
+}
+
+impl TestCa {
+    /// `inkan init` with the test passphrases and `extra` arguments.
+    pub fn init(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let ca = Self { tmp, data };
+        ca.inkan(["init"].iter().chain(extra)).ok();
+        ca
+    }
+
+    /// The temporary directory, for the test's own files.
+    pub fn work(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A file under the data directory.
+    pub fn file(&self, rel: &str) -> PathBuf {
+        self.data.join(rel)
+    }
+
+    /// The root certificate file.
+    pub fn root_crt(&self) -> PathBuf {
+        self.file("root/root.crt")
+    }
+
+    /// The issuing CA certificate file.
+    pub fn ca_crt(&self) -> PathBuf {
+        self.file("ca/ca.crt")
+    }
+
+    /// The environment every command gets: both passphrases.
+    pub fn env() -> [(&'static str, Option<&'static str>); 2] {
+        [("INKAN_ROOT_PASSPHRASE", Some(ROOT_PASS)), ("INKAN_CA_PASSPHRASE", Some(CA_PASS))]
+    }
+
+    /// Runs `inkan ARGS --data-dir DATA` with both passphrases in the environment.
+    pub fn inkan<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.inkan_env(args, &Self::env())
+    }
+
+    /// Runs `inkan ARGS --data-dir DATA` with exactly the environment `env`.
+    pub fn inkan_env<I, S>(&self, args: I, env: &[(&str, Option<&str>)]) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .chain(["--data-dir".into(), self.data.clone().into_os_string()])
+            .collect();
+        inkan(args, env)
+    }
+
+    /// Runs `inkan ARGS --data-dir DATA` with both passphrases and `input` on standard input.
+    pub fn inkan_stdin<I, S>(&self, args: I, input: &[u8]) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .chain(["--data-dir".into(), self.data.clone().into_os_string()])
+            .collect();
+        run(inkan_bin(), args, &Self::env(), Some(input))
+    }
+
+    /// Issues a certificate for `account` from `csr` into `WORK/NAME.crt`; returns that path
+    /// and the serial openssl reads from it.
+    pub fn issue(&self, csr: &Path, account: &str, name: &str, extra: &[&str]) -> (PathBuf, String) {
+        let out = self.work().join(format!("{name}.crt"));
+        self.inkan(["issue", "--csr", s(csr), "--account", account, "--out", s(&out)].iter().chain(extra)).ok();
+        let serial = openssl_serial(&out);
+        (out, serial)
+    }
+
+    /// `inkan list --json EXTRA`, parsed.
+    pub fn list(&self, extra: &[&str]) -> Vec<Value> {
+        let out = self.inkan(["list", "--json"].iter().chain(extra)).ok();
+        match serde_json::from_str(&out.stdout) {
+            Ok(Value::Array(items)) => items,
+            other => panic!("list --json is not an array: {other:?}\n{}", out.stdout),
+        }
+    }
+
+    /// `inkan list --json` as printed: what a test compares to prove nothing changed.
+    pub fn list_text(&self) -> String {
+        self.inkan(["list", "--json"]).ok().stdout
+    }
+
+    /// `openssl verify -x509_strict -CAfile root -untrusted ca EXTRA cert`.
+    pub fn openssl_verify(&self, cert: &Path, extra: &[&str]) -> Out {
+        openssl(
+            ["verify", "-x509_strict", "-CAfile", s(&self.root_crt()), "-untrusted", s(&self.ca_crt())]
+                .iter()
+                .chain(extra)
+                .chain(&[s(cert)]),
+        )
+    }
+}
+
+/// The serials of a `list --json` result, in order.
+pub fn serials(items: &[Value]) -> Vec<String> {
+    items.iter().map(|i| i["serial"].as_str().expect("serial is a string").to_owned()).collect()
+}

@@ -1,0 +1,259 @@
+//! The pages' words, in Japanese (the default) and English (`?lang=en` or Accept-Language).
+
+use axum::http::HeaderMap;
+
+/// A page language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// 日本語 (default).
+    Ja,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// `?lang=` wins; then the first of ja/en in Accept-Language; then Japanese.
+    pub fn detect(query_lang: Option<&str>, headers: &HeaderMap) -> Self {
+        match query_lang {
+            Some("en") => return Self::En,
+            Some("ja") => return Self::Ja,
+            _ => {}
+        }
+        let accept = headers.get("accept-language").and_then(|v| v.to_str().ok()).unwrap_or("");
+        for part in accept.split(',') {
+            let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if tag.starts_with("ja") {
+                return Self::Ja;
+            }
+            if tag.starts_with("en") {
+                return Self::En;
+            }
+        }
+        Self::Ja
+    }
+
+    /// The `lang` attribute and query value.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Ja => "ja",
+            Self::En => "en",
+        }
+    }
+
+    /// This language's words.
+    pub fn text(self) -> &'static Text {
+        match self {
+            Self::Ja => &JA,
+            Self::En => &EN,
+        }
+    }
+}
+
+/// Every fixed string of the pages.
+#[allow(missing_docs)]
+pub struct Text {
+    pub app: &'static str,
+    pub other_lang: &'static str,
+    pub acquire_title: &'static str,
+    pub reacquire_title: &'static str,
+    pub acquire_lead: &'static str,
+    pub reacquire_lead: &'static str,
+    pub login_id: &'static str,
+    pub password: &'static str,
+    pub obtain: &'static str,
+    pub preprocessing_title: &'static str,
+    pub preprocessing_lead: &'static str,
+    pub start_title: &'static str,
+    pub start_lead: &'static str,
+    pub start_note: &'static str,
+    pub key_type: &'static str,
+    pub key_ecdsa: &'static str,
+    pub key_rsa: &'static str,
+    pub issuing_title: &'static str,
+    pub issuing_lead: &'static str,
+    pub installed_title: &'static str,
+    pub installed_lead: &'static str,
+    pub subject: &'static str,
+    pub serial: &'static str,
+    pub validity: &'static str,
+    pub fingerprint: &'static str,
+    pub p12_password: &'static str,
+    pub p12_password_confirm: &'static str,
+    pub p12_password_hint: &'static str,
+    pub download_p12: &'static str,
+    pub download_cert_pem: &'static str,
+    pub download_key_pem: &'static str,
+    pub import_title: &'static str,
+    pub import_steps: &'static str,
+    pub macos_note: &'static str,
+    pub close_note: &'static str,
+    pub back_to_start: &'static str,
+    pub cert_login_link: &'static str,
+    pub reacquire_link: &'static str,
+    pub login_title: &'static str,
+    pub login_lead: &'static str,
+    pub login_certificate: &'static str,
+    pub login_button: &'static str,
+    pub no_certificate: &'static str,
+    pub certificate_unusable: &'static str,
+    pub home_title: &'static str,
+    pub your_certificates: &'static str,
+    pub days_left: &'static str,
+    pub status: &'static str,
+    pub renewal_banner: &'static str,
+    pub users_title: &'static str,
+    pub add_user: &'static str,
+    pub new_password: &'static str,
+    pub unlock: &'static str,
+    pub locked: &'static str,
+    pub role: &'static str,
+    pub logout: &'static str,
+    pub js_required: &'static str,
+    pub passwords_differ: &'static str,
+    pub password_too_short: &'static str,
+    pub error_title: &'static str,
+}
+
+const JA: Text = Text {
+    app: "inkan 電子証明書認証局",
+    other_lang: "English",
+    acquire_title: "電子証明書取得",
+    reacquire_title: "電子証明書再取得",
+    acquire_lead: "電子証明書取得に必要な本人認証を行います。ログインIDとログインパスワードを入力し「取得」ボタンを押してください。",
+    reacquire_lead: "有効期限が切れた、または近づいている電子証明書を取得し直します。ログインIDとログインパスワードを入力し「取得」ボタンを押してください。",
+    login_id: "ログインID",
+    password: "ログインパスワード",
+    obtain: "取得",
+    preprocessing_title: "電子証明書取得前処理中",
+    preprocessing_lead: "電子証明書取得前の処理中です。処理が完了するまで、Webブラウザを終了しないでください。",
+    start_title: "電子証明書取得開始",
+    start_lead: "電子証明書の取得を開始します。「取得」ボタンを押してください。",
+    start_note: "※鍵はこのブラウザの中で作られ、秘密鍵はサーバーに送られません。電子証明書はご利用になるパソコンで取得してください。",
+    key_type: "鍵の種類",
+    key_ecdsa: "ECDSA P-256（推奨）",
+    key_rsa: "RSA 2048ビット",
+    issuing_title: "電子証明書発行処理中",
+    issuing_lead: "電子証明書を発行しています。このままお待ちください。",
+    installed_title: "電子証明書の発行が完了しました",
+    installed_lead: "証明書ファイルにパスワードを付けて保存し、お使いのパソコンまたはブラウザに取り込んでください。",
+    subject: "発行先",
+    serial: "シリアル番号",
+    validity: "有効期間",
+    fingerprint: "SHA-256 フィンガープリント",
+    p12_password: "証明書ファイルのパスワード",
+    p12_password_confirm: "パスワード（確認）",
+    p12_password_hint: "8文字以上。取り込むときに入力します。",
+    download_p12: "証明書ファイル（PKCS#12）を保存",
+    download_cert_pem: "証明書と中間証明書（PEM）を保存",
+    download_key_pem: "秘密鍵（暗号化PEM）を保存",
+    import_title: "取り込み方",
+    import_steps: "Windows: 保存した .p12 ファイルをダブルクリックし、証明書のインポートウィザードに従います。macOS: キーチェーンアクセスで「ファイル」→「読み込む」を選びます。Firefox: 設定 →「証明書を表示」→「あなたの証明書」→「インポート」。Linux の Chromium: pk12util -i ファイル名.p12 -d sql:$HOME/.pki/nssdb",
+    macos_note: "ご注意: 古い macOS（10.15 以前など）は AES で暗号化された PKCS#12 ファイルを読み込めないことがあります。その場合は PEM 形式の証明書と秘密鍵をお使いください。",
+    close_note: "取り込みが済んだら、一度ブラウザを終了してください。次回から電子証明書でログインできます。",
+    back_to_start: "最初からやり直す",
+    cert_login_link: "電子証明書ログイン",
+    reacquire_link: "電子証明書の有効期限が切れたお客様は「電子証明書再取得」",
+    login_title: "電子証明書ログイン",
+    login_lead: "電子証明書を確認しました。ログインパスワードを入力してください。",
+    login_certificate: "電子証明書",
+    login_button: "ログイン",
+    no_certificate: "電子証明書が提示されませんでした。電子証明書を取得してから、ブラウザを再起動してこのページを開いてください。",
+    certificate_unusable: "この電子証明書は使用できません",
+    home_title: "ご利用状況",
+    your_certificates: "電子証明書",
+    days_left: "残り日数",
+    status: "状態",
+    renewal_banner: "電子証明書の有効期限が近づいています。再取得してください。残り日数:",
+    users_title: "利用者（一般ユーザ）",
+    add_user: "利用者を追加",
+    new_password: "初期パスワード",
+    unlock: "ロック解除",
+    locked: "ロック中",
+    role: "権限",
+    logout: "ログアウト",
+    js_required: "この画面では JavaScript を有効にしてください。",
+    passwords_differ: "パスワードが一致しません。",
+    password_too_short: "パスワードは8文字以上にしてください。",
+    error_title: "エラー",
+};
+
+const EN: Text = Text {
+    app: "inkan certificate authority",
+    other_lang: "日本語",
+    acquire_title: "Obtain a certificate",
+    reacquire_title: "Obtain a certificate again",
+    acquire_lead: "Identify yourself to obtain your client certificate: enter your login ID and password and press Obtain.",
+    reacquire_lead: "Obtain a new certificate when yours has expired or is about to: enter your login ID and password and press Obtain.",
+    login_id: "Login ID",
+    password: "Password",
+    obtain: "Obtain",
+    preprocessing_title: "Preparing",
+    preprocessing_lead: "Preparing to issue your certificate. Do not close the browser until this finishes.",
+    start_title: "Start",
+    start_lead: "Press Obtain to create your key and request your certificate.",
+    start_note: "Your key is made inside this browser; the private key is never sent to the server. Obtain the certificate on the computer you will use it on.",
+    key_type: "Key type",
+    key_ecdsa: "ECDSA P-256 (recommended)",
+    key_rsa: "RSA 2048-bit",
+    issuing_title: "Issuing",
+    issuing_lead: "Your certificate is being issued. Please wait.",
+    installed_title: "Your certificate is ready",
+    installed_lead: "Save it as a password-protected file, then import it into your computer or browser.",
+    subject: "Subject",
+    serial: "Serial number",
+    validity: "Valid",
+    fingerprint: "SHA-256 fingerprint",
+    p12_password: "Password for the certificate file",
+    p12_password_confirm: "Password (again)",
+    p12_password_hint: "At least 8 characters; you type it when importing.",
+    download_p12: "Save certificate file (PKCS#12)",
+    download_cert_pem: "Save certificate and chain (PEM)",
+    download_key_pem: "Save private key (encrypted PEM)",
+    import_title: "How to import",
+    import_steps: "Windows: double-click the saved .p12 file and follow the Certificate Import Wizard. macOS: Keychain Access, File → Import Items. Firefox: Settings → View Certificates → Your Certificates → Import. Chromium on Linux: pk12util -i file.p12 -d sql:$HOME/.pki/nssdb",
+    macos_note: "Note: older macOS versions (10.15 and earlier) may refuse PKCS#12 files encrypted with AES. If so, use the PEM certificate and key instead.",
+    close_note: "After importing, restart your browser. From then on you can log in with your certificate.",
+    back_to_start: "Start again",
+    cert_login_link: "Certificate login",
+    reacquire_link: "Certificate expired? Obtain it again",
+    login_title: "Certificate login",
+    login_lead: "Your certificate was accepted. Enter your password.",
+    login_certificate: "Certificate",
+    login_button: "Log in",
+    no_certificate: "No client certificate was presented. Obtain a certificate first, restart your browser and open this page again.",
+    certificate_unusable: "This certificate cannot be used",
+    home_title: "Your account",
+    your_certificates: "Certificates",
+    days_left: "Days left",
+    status: "Status",
+    renewal_banner: "Your certificate expires soon: obtain it again. Days left:",
+    users_title: "Users (general users)",
+    add_user: "Add user",
+    new_password: "Initial password",
+    unlock: "Unlock",
+    locked: "locked",
+    role: "Role",
+    logout: "Log out",
+    js_required: "This page needs JavaScript.",
+    passwords_differ: "The passwords differ.",
+    password_too_short: "Use at least 8 characters.",
+    error_title: "Error",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn detection_order() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Lang::detect(None, &headers), Lang::Ja);
+        headers.insert("accept-language", HeaderValue::from_static("en-US,en;q=0.9,ja;q=0.8"));
+        assert_eq!(Lang::detect(None, &headers), Lang::En);
+        assert_eq!(Lang::detect(Some("ja"), &headers), Lang::Ja);
+        headers.insert("accept-language", HeaderValue::from_static("fr, ja;q=0.5"));
+        assert_eq!(Lang::detect(None, &headers), Lang::Ja);
+        assert_eq!(Lang::detect(Some("en"), &HeaderMap::new()), Lang::En);
+    }
+}

@@ -1,0 +1,77 @@
+//! The service's settings, already checked (the CLI reads them from inkan.toml and flags).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `serve` needs to know besides its stores and the CA.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Public HTTPS: pages, JSON API.
+    pub listen: SocketAddr,
+    /// Certificate-login HTTPS: asks for a client certificate in the handshake.
+    pub login_listen: SocketAddr,
+    /// Plain HTTP: CA certificates and CRLs.
+    pub http_listen: SocketAddr,
+    /// Where published CRLs are read from (`DATA_DIR/crl`).
+    pub crl_dir: PathBuf,
+    /// The admin socket (`DATA_DIR/admin.sock`).
+    pub admin_socket: PathBuf,
+    /// Enrollment rules.
+    pub enrollment: EnrollmentSettings,
+    /// Account rules.
+    pub accounts: AccountSettings,
+    /// Sessions expire after this long without a request.
+    pub session_idle_timeout: Duration,
+    /// Login and enrollment requests allowed per client address per minute.
+    pub rate_limit_per_minute: u32,
+    /// TLS handshakes must finish within this.
+    pub handshake_timeout: Duration,
+    /// Requests (headers, body and handling) must finish within this.
+    pub request_timeout: Duration,
+    /// The largest request body accepted.
+    pub body_limit: usize,
+}
+
+/// How certificates are obtained.
+#[derive(Clone, Debug)]
+pub struct EnrollmentSettings {
+    /// Validity of certificates obtained through enrollment.
+    pub validity_days: u32,
+    /// A valid certificate may be obtained again this many days before it expires.
+    pub renewal_window_days: u32,
+    /// How long a pre-processing ticket stays usable.
+    pub ticket_ttl: Duration,
+}
+
+/// Password and lockout rules.
+#[derive(Clone, Debug)]
+pub struct AccountSettings {
+    /// Wrong passwords in a row before an account is locked.
+    pub lockout_threshold: u32,
+    /// Shortest password accepted.
+    pub min_password_length: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            login_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            crl_dir: PathBuf::from("crl"),
+            admin_socket: PathBuf::from("admin.sock"),
+            enrollment: EnrollmentSettings {
+                validity_days: 365,
+                renewal_window_days: 30,
+                ticket_ttl: Duration::from_secs(600),
+            },
+            accounts: AccountSettings { lockout_threshold: 5, min_password_length: 8 },
+            session_idle_timeout: Duration::from_secs(900),
+            rate_limit_per_minute: 30,
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            body_limit: 64 * 1024,
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The shared state of all listeners, in one `Arc`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pki::registry::Registry;
+
+use crate::accounts::Accounts;
+use crate::backend::Issuer;
+use crate::settings::ServerSettings;
+use crate::tokens::{RateLimiter, Sessions, Tickets};
+
+/// Everything a handler may need.
+pub struct AppState {
+    /// Settings.
+    pub settings: ServerSettings,
+    /// Accounts (sled, `DATA_DIR/web`).
+    pub accounts: Accounts,
+    /// The certificate registry.
+    pub registry: Arc<dyn Registry>,
+    /// The CA.
+    pub issuer: Arc<dyn Issuer>,
+    /// Enrollment tickets.
+    pub tickets: Tickets,
+    /// Login sessions.
+    pub sessions: Sessions,
+    /// Per-client limits on login and enrollment.
+    pub limiter: RateLimiter,
+    /// The public listener's base URL, for links (`https://localhost:8443`).
+    pub public_url: String,
+    /// The certificate-login listener's base URL (`https://localhost:8444`).
+    pub login_url: String,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("public_url", &self.public_url).finish_non_exhaustive()
+    }
+}
+
+/// The state as handlers receive it.
+pub type Shared = Arc<AppState>;
+
+/// What the listener knows about the connection a request came on.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The client certificate (DER) from the TLS handshake, on the login listener.
+    pub client_certificate: Option<Arc<Vec<u8>>>,
+}
