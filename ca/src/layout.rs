@@ -15,6 +15,8 @@ use crate::Error;
 /// DIR/root/crl-number   the root CRL's last number
 /// DIR/ca/ca.crt         issuing CA certificate         DIR/ca/ca.key      (0600, encrypted)
 /// DIR/db/               the registry (sled)
+/// DIR/web/              the enrollment service's accounts (sled)
+/// DIR/server/           the enrollment service's TLS certificate and key
 /// DIR/crl/              the last CRLs signed (ca.crl, root.crl), DER
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +78,22 @@ impl DataDir {
     /// The registry's directory.
     pub fn db(&self) -> PathBuf {
         self.path.join("db")
+    }
+
+    /// The enrollment service's own store (accounts).
+    pub fn web(&self) -> PathBuf {
+        self.path.join("web")
+    }
+
+    /// The enrollment service's TLS certificate chain (PEM).
+    pub fn server_cert(&self) -> PathBuf {
+        self.path.join("server").join("server.crt")
+    }
+
+    /// The enrollment service's TLS key (PKCS#8 PEM, unencrypted, 0600: the service starts
+    /// unattended).
+    pub fn server_key(&self) -> PathBuf {
+        self.path.join("server").join("server.key")
     }
 
     /// Where signed CRLs are published from.

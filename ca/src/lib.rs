@@ -19,6 +19,7 @@ mod durable;
 mod error;
 pub mod layout;
 mod secret;
+pub mod server_key;
 pub mod signer;
 pub mod sled_store;
 

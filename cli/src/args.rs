@@ -53,6 +53,86 @@ pub enum Command {
     /// Ceremonies with the offline root key.
     #[command(subcommand)]
     Root(RootCommand),
+    /// Run the enrollment service: public HTTPS, certificate-login HTTPS and plain HTTP.
+    ///
+    /// Stops gracefully on SIGINT or SIGTERM. With --dev, a first run in ./inkan-data creates
+    /// the CA with generated passphrase files and a master user whose password is printed.
+    Serve(ServeArgs),
+    /// Manage accounts (contracts' master users and their general users).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `inkan serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The data directory (default with --dev: ./inkan-data).
+    #[arg(long, env = "INKAN_DATA_DIR", value_name = "DIR", required_unless_present = "dev")]
+    pub data_dir: Option<PathBuf>,
+    /// Public HTTPS address (pages, JSON API) [default from inkan.toml: 127.0.0.1:8443].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Certificate-login HTTPS address [default from inkan.toml: 127.0.0.1:8444].
+    #[arg(long, value_name = "ADDR")]
+    pub login_listen: Option<std::net::SocketAddr>,
+    /// Plain HTTP address for CA certificates and CRLs [default from inkan.toml: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Development mode: set up ./inkan-data on first run (generated passphrases kept in
+    /// inkan-data/dev-secrets, a master user "master" with a printed password).
+    #[arg(long)]
+    pub dev: bool,
+    #[command(flatten)]
+    pub ca_passphrase: CaPassphraseArg,
+}
+
+/// `inkan user ...`. Passwords come from INKAN_USER_PASSWORD or a prompt.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account: a contract's master user, or a general user of a master.
+    Add(UserAddArgs),
+    /// List accounts.
+    List(UserListArgs),
+    /// Unlock an account locked after wrong passwords (a locked master needs the operator).
+    Unlock(UserIdArgs),
+    /// Set an account's password (from INKAN_USER_PASSWORD or a prompt); also unlocks it.
+    Passwd(UserIdArgs),
+}
+
+/// `inkan user add`.
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The login ID: 3 to 64 letters, digits, '.', '_', '-' or '@'.
+    #[arg(long, value_name = "ID")]
+    pub login_id: String,
+    /// master (a contract's administrator) or general (one of its users).
+    #[arg(long, value_parser = ["master", "general"])]
+    pub role: String,
+    /// The contract's master login ID (general users only).
+    #[arg(long, value_name = "ID")]
+    pub master: Option<String>,
+}
+
+/// `inkan user list`.
+#[derive(Debug, Args)]
+pub struct UserListArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `inkan user unlock` and `inkan user passwd`.
+#[derive(Debug, Args)]
+pub struct UserIdArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The login ID.
+    #[arg(long, value_name = "ID")]
+    pub login_id: String,
 }
 
 /// `inkan init`.
@@ -70,6 +150,9 @@ pub struct InitArgs {
     /// into certificates.
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
     pub base_url: String,
+    /// A name (DNS or IP) for the enrollment service's TLS certificate; repeat for several.
+    #[arg(long = "server-name", value_name = "NAME", default_values = ["localhost", "127.0.0.1"])]
+    pub server_names: Vec<String>,
     /// Validity of the root CA certificate, in days.
     #[arg(long, default_value_t = 7305, value_name = "DAYS")]
     pub root_days: u32,

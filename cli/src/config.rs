@@ -1,5 +1,6 @@
 //! `inkan.toml`: reading it into typed settings, and writing the commented default.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -14,6 +15,68 @@ pub struct Config {
     pub ca: CaSection,
     /// `[publish]`.
     pub publish: PublishSection,
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[enrollment]`.
+    #[serde(default)]
+    pub enrollment: EnrollmentSection,
+    /// `[accounts]`.
+    #[serde(default)]
+    pub accounts: AccountsSection,
+}
+
+/// `[server]`: the enrollment service's listeners and names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: SocketAddr,
+    pub login_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub names: Vec<String>,
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            login_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+            rate_limit_per_minute: 30,
+        }
+    }
+}
+
+/// `[enrollment]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentSection {
+    pub validity_days: u32,
+    pub renewal_window_days: u32,
+    pub ticket_ttl_secs: u64,
+}
+
+impl Default for EnrollmentSection {
+    fn default() -> Self {
+        Self { validity_days: 365, renewal_window_days: 30, ticket_ttl_secs: 600 }
+    }
+}
+
+/// `[accounts]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsSection {
+    pub lockout_threshold: u32,
+    pub min_password_length: usize,
+    pub session_idle_timeout_secs: u64,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self { lockout_threshold: 5, min_password_length: 8, session_idle_timeout_secs: 900 }
+    }
 }
 
 /// `[ca]`: what goes into issued certificates.
@@ -51,6 +114,21 @@ impl Config {
         if !(1..=8784).contains(&self.ca.crl_validity_hours) {
             bail!("[ca] crl_validity_hours must be between 1 and 8784 (a year)");
         }
+        if self.server.names.is_empty() {
+            bail!("[server] names must list at least one DNS name or IP address");
+        }
+        for name in &self.server.names {
+            name.parse::<pki::San>().with_context(|| format!("[server] names: {name:?}"))?;
+        }
+        if self.enrollment.validity_days == 0 || self.enrollment.validity_days > self.ca.max_days {
+            bail!("[enrollment] validity_days must be between 1 and [ca] max_days ({})", self.ca.max_days);
+        }
+        if self.enrollment.ticket_ttl_secs == 0 || self.enrollment.ticket_ttl_secs > 86_400 {
+            bail!("[enrollment] ticket_ttl_secs must be between 1 and 86400");
+        }
+        if self.accounts.lockout_threshold == 0 {
+            bail!("[accounts] lockout_threshold must be at least 1");
+        }
         if self.ca.max_days > pki::profile::MAX_DAYS {
             bail!("[ca] max_days must be at most {}", pki::profile::MAX_DAYS);
         }
@@ -74,6 +152,50 @@ impl Config {
     pub fn crl_validity(&self) -> time::Duration {
         time::Duration::hours(i64::from(self.ca.crl_validity_hours))
     }
+}
+
+impl Config {
+    /// The enrollment service's settings, under `dir`.
+    pub fn server_settings(&self, dir: &ca::layout::DataDir) -> enroll_server::settings::ServerSettings {
+        use enroll_server::settings::{AccountSettings, EnrollmentSettings, ServerSettings};
+        use std::time::Duration;
+        ServerSettings {
+            listen: self.server.listen,
+            login_listen: self.server.login_listen,
+            http_listen: self.server.http_listen,
+            crl_dir: dir.crl_dir(),
+            admin_socket: admin_socket(dir),
+            enrollment: EnrollmentSettings {
+                validity_days: self.enrollment.validity_days,
+                renewal_window_days: self.enrollment.renewal_window_days,
+                ticket_ttl: Duration::from_secs(self.enrollment.ticket_ttl_secs),
+            },
+            accounts: AccountSettings {
+                lockout_threshold: self.accounts.lockout_threshold,
+                min_password_length: self.accounts.min_password_length,
+            },
+            session_idle_timeout: Duration::from_secs(self.accounts.session_idle_timeout_secs),
+            rate_limit_per_minute: self.server.rate_limit_per_minute,
+            ..ServerSettings::default()
+        }
+    }
+
+    /// The names the service's certificate carries.
+    pub fn server_names(&self) -> anyhow::Result<Vec<pki::San>> {
+        self.server.names.iter().map(|n| Ok(n.parse::<pki::San>()?)).collect()
+    }
+
+    /// `https://NAME:PORT` of a listener, NAME being the first server name.
+    pub fn url_of(&self, addr: SocketAddr) -> String {
+        let name = self.server.names.first().map(String::as_str).unwrap_or("localhost");
+        let host = if name.contains(':') { format!("[{name}]") } else { name.to_owned() };
+        format!("https://{host}:{}", addr.port())
+    }
+}
+
+/// The admin socket of a data directory.
+pub fn admin_socket(dir: &ca::layout::DataDir) -> std::path::PathBuf {
+    dir.path().join("admin.sock")
 }
 
 /// The published URLs under the HTTP base URL.
@@ -109,9 +231,10 @@ pub fn check_base_url(url: &str) -> anyhow::Result<()> {
 }
 
 /// The commented configuration `init` writes.
-pub fn default_toml(organization: &str, base_url: &str) -> String {
+pub fn default_toml(organization: &str, base_url: &str, names: &[String]) -> String {
     let organization = toml::Value::String(organization.to_owned());
     let base_url = toml::Value::String(base_url.to_owned());
+    let names = toml::Value::Array(names.iter().cloned().map(toml::Value::String).collect());
     format!(
         r#"# inkan configuration, written by `inkan init`. Commands read it at start.
 
@@ -130,6 +253,33 @@ crl_validity_hours = 168
 # (/crl/ca.crl, /crl/root.crl, /ca.crt, /root.crt). It is written into every
 # certificate, so changing it affects only certificates issued afterwards.
 base_url = {base_url}
+
+[server]
+# `inkan serve` listeners: public HTTPS (pages, JSON API), certificate-login HTTPS
+# (asks for a client certificate), plain HTTP (CA certificates and CRLs).
+listen = "127.0.0.1:8443"
+login_listen = "127.0.0.1:8444"
+http_listen = "127.0.0.1:8080"
+# Names in the service's TLS certificate (issued by this CA); the first is used in links.
+names = {names}
+# Login and enrollment requests allowed per client address per minute.
+rate_limit_per_minute = 30
+
+[enrollment]
+# Validity of certificates obtained in the browser, in days.
+validity_days = 365
+# A valid certificate can be obtained again (再取得) this many days before it expires.
+renewal_window_days = 30
+# How long a pre-processing ticket (取得前処理) stays usable, in seconds.
+ticket_ttl_secs = 600
+
+[accounts]
+# Wrong passwords in a row before an account is locked.
+lockout_threshold = 5
+# Shortest password accepted.
+min_password_length = 8
+# Sessions end after this many seconds without a request.
+session_idle_timeout_secs = 900
 "#
     )
 }
@@ -140,7 +290,7 @@ mod tests {
 
     #[test]
     fn default_file_parses_and_checks() {
-        let text = default_toml("Ex \"quoted\" Org", "http://ca.example:8080/");
+        let text = default_toml("Ex \"quoted\" Org", "http://ca.example:8080/", &["localhost".into()]);
         let config: Config = toml::from_str(&text).expect("parses");
         config.check().expect("valid");
         let settings = config.profile_settings();
@@ -153,7 +303,7 @@ mod tests {
         assert!(check_base_url("https://x").is_err());
         assert!(check_base_url("http://").is_err());
         assert!(check_base_url("http://a b").is_err());
-        let text = default_toml("o", "http://x").replace("max_days", "max_dayz");
+        let text = default_toml("o", "http://x", &["localhost".into()]).replace("max_days", "max_dayz");
         assert!(toml::from_str::<Config>(&text).is_err());
     }
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod backend;
 mod commands;
 mod config;
 mod passphrase;

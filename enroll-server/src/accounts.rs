@@ -5,8 +5,8 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -14,9 +14,14 @@ use zeroize::Zeroizing;
 use crate::settings::AccountSettings;
 
 /// A password as typed. `Debug` prints `[redacted]`; the text is zeroized on drop.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone)]
 pub struct Password(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for Password {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
 
 impl Password {
     /// Wraps a password.
@@ -174,10 +179,7 @@ impl fmt::Debug for Accounts {
 }
 
 fn hash(password: &Password) -> Result<String, AccountError> {
-    Argon2::default()
-        .hash_password(password.bytes())
-        .map(|h| h.to_string())
-        .map_err(AccountError::store)
+    Argon2::default().hash_password(password.bytes()).map(|h| h.to_string()).map_err(AccountError::store)
 }
 
 impl Accounts {
@@ -259,6 +261,7 @@ impl Accounts {
                 master.to_owned()
             }
         };
+        let now = now.replace_nanosecond(0).unwrap_or(now);
         let account = Account {
             login_id: login_id.to_owned(),
             role,

@@ -23,7 +23,7 @@ use crate::tokens::{Ticket, TicketError, random_token};
 /// `?lang=`.
 #[derive(Debug, Deserialize, Default)]
 pub struct LangQuery {
-    lang: Option<String>,
+    pub(crate) lang: Option<String>,
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
@@ -112,6 +112,8 @@ fn ticket_error(e: TicketError) -> ApiError {
 #[derive(Debug, Serialize)]
 pub struct IssuedBody {
     serial: String,
+    subject: String,
+    sha256_fingerprint: String,
     certificate_pem: String,
     chain_pem: String,
     not_before: String,
@@ -129,7 +131,11 @@ async fn issue(state: &Shared, token: &str, csr: &str) -> Result<IssuedBody, Api
     result.map(|(_, body)| body)
 }
 
-async fn issue_claimed(state: &Shared, ticket: &Ticket, csr_der: Vec<u8>) -> Result<(pki::Serial, IssuedBody), ApiError> {
+async fn issue_claimed(
+    state: &Shared,
+    ticket: &Ticket,
+    csr_der: Vec<u8>,
+) -> Result<(pki::Serial, IssuedBody), ApiError> {
     let login_id = ticket.login_id.clone();
     match state.accounts.get(&login_id).map_err(account_error)? {
         Some(a) if a.active && !a.locked => {}
@@ -176,10 +182,14 @@ async fn issue_claimed(state: &Shared, ticket: &Ticket, csr_der: Vec<u8>) -> Res
     }
 
     let chain = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
+    let summary =
+        pki::certificate::Summary::from_der(&issued.der).map_err(|e| ApiError::internal("issued certificate", e))?;
     Ok((
         issued.serial,
         IssuedBody {
             serial: issued.serial.to_string(),
+            subject: summary.subject,
+            sha256_fingerprint: summary.sha256_fingerprint,
             certificate_pem: pki::encoding::pem_encode("CERTIFICATE", &issued.der),
             chain_pem: pki::encoding::certificates_pem(chain),
             not_before: rfc3339(issued.not_before),

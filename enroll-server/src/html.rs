@@ -90,7 +90,7 @@ pub fn tokens_match(expected: &str, submitted: &str) -> bool {
 }
 
 /// Adds the headers every response of the HTTPS listeners carries.
-pub fn secure_headers(mut response: Response) -> Response {
+pub async fn secure_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let fixed = [
         (

@@ -1,7 +1,6 @@
 //! Accept loops: TLS handshakes with a timeout, hyper connections with header-read timeouts,
 //! and a graceful stop that lets requests in flight finish.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +40,7 @@ async fn serve_io<I>(io: I, router: Router, conn: Connection, config: &ListenerC
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = router.map_request(move |mut request: axum::extract::Request| {
+    let service = router.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(conn.clone());
         request
     });
@@ -69,7 +68,7 @@ pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig
                     continue;
                 }
             },
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => break,
         };
         let (router, config, watcher) = (router.clone(), config.clone(), graceful.watcher());
         tokio::spawn(async move {
@@ -106,19 +105,17 @@ pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term => {},
+            Err(_) => std::future::pending::<()>().await,
         }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
     }
 }

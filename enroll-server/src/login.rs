@@ -56,7 +56,9 @@ fn check_certificate(state: &Shared, conn: &Connection) -> Result<(CertRecord, A
         Status::Expired => {
             return Err(refused("certificate_expired", format!("certificate {serial} has expired; obtain it again")));
         }
-        Status::Pending => return Err(refused("certificate_unknown", format!("certificate {serial} was never issued"))),
+        Status::Pending => {
+            return Err(refused("certificate_unknown", format!("certificate {serial} was never issued")));
+        }
     }
     let account = state.accounts.get(&record.account).map_err(account_error)?;
     match account {
@@ -249,7 +251,9 @@ fn refusal_message(lang: Lang, e: &ApiError) -> String {
     match (lang, e.code) {
         (Lang::Ja, "certificate_required") => lang.text().no_certificate.into(),
         (Lang::Ja, "certificate_revoked") => "この電子証明書は失効しています。".into(),
-        (Lang::Ja, "certificate_superseded") => "この電子証明書は再取得により置き換えられました。新しい電子証明書をお使いください。".into(),
+        (Lang::Ja, "certificate_superseded") => {
+            "この電子証明書は再取得により置き換えられました。新しい電子証明書をお使いください。".into()
+        }
         (Lang::Ja, "certificate_expired") => "この電子証明書は有効期限が切れています。再取得してください。".into(),
         (Lang::Ja, "invalid_credentials") => "ログインパスワードが正しくありません。".into(),
         (Lang::Ja, "account_locked") => "パスワードを続けて間違えたため、ロックされています。".into(),
@@ -353,7 +357,9 @@ pub async fn home(
     let t = lang.text();
     let (session, account) = match require_session(&state, &conn, &headers) {
         Ok(found) => found,
-        Err(e) if e.code == "login_required" => return Redirect::to(&format!("/?lang={}", lang.code())).into_response(),
+        Err(e) if e.code == "login_required" => {
+            return Redirect::to(&format!("/?lang={}", lang.code())).into_response();
+        }
         Err(e) => return error_page(lang, e.status, t.certificate_unusable, &refusal_message(lang, &e), &state),
     };
     match home_body(&state, lang, &session, &account) {
@@ -516,11 +522,7 @@ pub async fn unlock_user_form(
 }
 
 /// `POST /logout`.
-pub async fn logout(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Query(query): Query<LangQuery>,
-) -> Response {
+pub async fn logout(State(state): State<Shared>, headers: HeaderMap, Query(query): Query<LangQuery>) -> Response {
     if let Some(id) = html::cookie(&headers, SESSION_COOKIE) {
         state.sessions.remove(&id);
     }

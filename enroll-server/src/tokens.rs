@@ -73,7 +73,10 @@ impl Tickets {
             login_id: login_id.to_owned(),
             state: TicketState::Preprocessed,
             expires: Instant::now() + ttl,
-            expires_at: time::OffsetDateTime::now_utc() + ttl,
+            expires_at: {
+                let at = time::OffsetDateTime::now_utc() + ttl;
+                at.replace_nanosecond(0).unwrap_or(at)
+            },
         };
         let mut map = lock(&self.map);
         let now = Instant::now();

@@ -11,8 +11,11 @@ use crate::passphrase::{self, Key};
 
 pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir.data_dir);
-    config::check_base_url(&args.base_url)?;
     let key_type: ca::CaKeyType = args.key_type.parse().map_err(anyhow::Error::msg)?;
+    config::check_base_url(&args.base_url)?;
+    for name in &args.server_names {
+        name.parse::<pki::San>().map_err(|e| anyhow::anyhow!("--server-name: {e}"))?;
+    }
     for path in dir.ca_files().iter().chain([&dir.config()]) {
         if path.exists() {
             anyhow::bail!("{} already exists; refusing to overwrite an existing CA", path.display());
@@ -20,6 +23,17 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     }
     let root_pass = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), true)?;
     let ca_pass = passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), true)?;
+    create(&dir, args, key_type, &root_pass, &ca_pass)
+}
+
+/// The ceremony, then the service's TLS certificate (issued by the new CA and recorded).
+pub fn create(
+    dir: &DataDir,
+    args: &InitArgs,
+    key_type: ca::CaKeyType,
+    root_pass: &ca::Passphrase,
+    ca_pass: &ca::Passphrase,
+) -> anyhow::Result<()> {
     if root_pass == ca_pass {
         anyhow::bail!("use different passphrases for the root and the issuing CA keys");
     }
@@ -31,11 +45,16 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
         ca_days: args.ca_days,
         root_crl_url: Some(urls.root_crl),
         root_cert_url: Some(urls.root_cert),
-        config_toml: config::default_toml(&args.org, &args.base_url),
+        config_toml: config::default_toml(&args.org, &args.base_url, &args.server_names),
     };
     eprintln!("Creating the root and issuing CA keys ({}) ...", args.key_type);
     let report =
-        ceremony::init(&dir, &options, &root_pass, &ca_pass, time::OffsetDateTime::now_utc()).context("inkan init")?;
+        ceremony::init(dir, &options, root_pass, ca_pass, time::OffsetDateTime::now_utc()).context("inkan init")?;
+    let config = config::Config::load(&dir.config())?;
+    let registry = std::sync::Arc::new(super::open_store(dir)?);
+    let issuer = crate::backend::InProcessIssuer::open(dir, &config, registry, ca_pass)?;
+    crate::backend::ensure_server_certificate(dir, &config, issuer.authority())?;
+
     let root = Summary::from_der(&report.root_der)?;
     let ca = Summary::from_der(&report.ca_der)?;
     println!("Created a CA in {}", dir.path().display());
@@ -52,7 +71,8 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
         dir.ca_cert().display(),
         dir.ca_key().display()
     );
+    println!("  service TLS {} for {}", dir.server_cert().display(), args.server_names.join(", "));
     println!("  config      {}", dir.config().display());
-    println!("Next: inkan issue --data-dir {} --csr FILE --account ID", dir.path().display());
+    println!("Next: inkan issue --data-dir {} --csr FILE --account ID, or inkan serve", dir.path().display());
     Ok(())
 }

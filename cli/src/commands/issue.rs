@@ -3,11 +3,12 @@
 use std::io::Read;
 
 use anyhow::Context;
-use ca::IssueRequest;
 use ca::layout::DataDir;
+use enroll_server::admin::{AdminReply, AdminRequest};
 use pki::encoding::{MAX_INPUT, certificates_pem};
 use pki::{Profile, San};
 
+use super::{Needs, admin, unexpected};
 use crate::args::IssueArgs;
 
 pub fn run(args: &IssueArgs) -> anyhow::Result<()> {
@@ -16,21 +17,23 @@ pub fn run(args: &IssueArgs) -> anyhow::Result<()> {
     let sans = args.san.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
     pki::profile::check_account(&args.account)?;
     let csr = read_limited(&args.csr)?;
-    let (_, authority) = super::open_ca(&dir, &args.ca_passphrase)?;
-    let issued = authority
-        .issue(&IssueRequest { csr: &csr, account: &args.account, profile, sans: &sans, days: args.days })
-        .context("not issued")?;
-    let mut pem = certificates_pem([issued.der.as_slice()]);
+    let request = AdminRequest::Issue { csr, account: args.account.clone(), profile, sans, days: args.days };
+    let needs = Needs { registry: true, issuer: true, ..Needs::default() };
+    let (record, der, ca_der) = match admin(&dir, request, needs, Some(&args.ca_passphrase))? {
+        AdminReply::Issued { record, der, ca_der } => (record, der, ca_der),
+        other => return Err(unexpected(other)),
+    };
+    let mut pem = certificates_pem([der.as_slice()]);
     if args.chain {
-        pem.push_str(&certificates_pem([authority.issuer().certificate_der()]));
+        pem.push_str(&certificates_pem([ca_der.as_slice()]));
     }
     super::write_output(args.out.as_deref(), pem.as_bytes())?;
     eprintln!(
         "Issued serial {} to account {:?} ({} profile), valid until {}",
-        issued.record.serial,
-        issued.record.account,
-        issued.record.profile,
-        super::rfc3339(issued.record.not_after)
+        record.serial,
+        record.account,
+        record.profile,
+        super::rfc3339(record.not_after)
     );
     Ok(())
 }

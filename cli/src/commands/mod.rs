@@ -1,19 +1,28 @@
 //! One module per command; [`run`] dispatches.
+//!
+//! Operator commands that touch the stores go through [`admin`]: over the running service's
+//! admin socket when `serve` holds the stores (sled allows one process), else against the
+//! stores opened here. Both paths run `enroll_server::admin::execute`.
 
 mod crl;
 mod init;
 mod issue;
 mod registry;
+mod serve;
+mod user;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use ca::SledStore;
 use ca::layout::DataDir;
-use ca::{CertificateAuthority, SledStore};
+use enroll_server::accounts::Accounts;
+use enroll_server::admin::{self, AdminContext, AdminReply, AdminRequest};
 
-use crate::args::{CaPassphraseArg, Command, RootCommand};
-use crate::config::Config;
+use crate::args::{CaPassphraseArg, Command, RootCommand, UserCommand};
+use crate::backend::InProcessIssuer;
+use crate::config::{self, Config};
 use crate::passphrase::{self, Key};
 
 /// Runs one command.
@@ -26,32 +35,85 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Show(args) => registry::show(&args),
         Command::Crl(args) => crl::ca_crl(&args),
         Command::Root(RootCommand::SignCrl(args)) => crl::root_crl(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::User(UserCommand::Add(args)) => user::add(&args),
+        Command::User(UserCommand::List(args)) => user::list(&args),
+        Command::User(UserCommand::Unlock(args)) => user::unlock(&args),
+        Command::User(UserCommand::Passwd(args)) => user::passwd(&args),
     }
+}
+
+/// What a command needs opened when it runs without the service.
+#[derive(Clone, Copy, Debug, Default)]
+struct Needs {
+    accounts: bool,
+    registry: bool,
+    /// The CA key (asks for its passphrase).
+    issuer: bool,
 }
 
 /// Opens the registry, explaining the one failure operators will meet: another process has it.
 fn open_store(dir: &DataDir) -> anyhow::Result<SledStore> {
+    require_ca(dir)?;
+    SledStore::open(&dir.db()).map_err(|e| in_use(e.to_string(), &dir.db()))
+}
+
+fn in_use(text: String, path: &Path) -> anyhow::Error {
+    if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+        anyhow::anyhow!("{} is in use by another inkan process", path.display())
+    } else {
+        anyhow::anyhow!(text)
+    }
+}
+
+fn require_ca(dir: &DataDir) -> anyhow::Result<()> {
     if !dir.ca_cert().exists() {
         anyhow::bail!("{} has no CA: run `inkan init --data-dir {}` first", dir.path().display(), dir.path().display());
     }
-    SledStore::open(&dir.db()).map_err(|e| {
-        let text = e.to_string();
-        if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
-            anyhow::anyhow!("the registry {} is in use by another inkan process", dir.db().display())
-        } else {
-            anyhow::anyhow!(text)
-        }
-    })
+    Ok(())
 }
 
-/// Loads the configuration and the issuing CA with its key: the commands that sign.
-fn open_ca(dir: &DataDir, pass: &CaPassphraseArg) -> anyhow::Result<(Config, CertificateAuthority)> {
-    let config = Config::load(&dir.config())?;
-    let store = open_store(dir)?;
-    let passphrase = passphrase::resolve(Key::Ca, pass.ca_passphrase_file.as_deref(), false)?;
-    let (signer, der) = ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &passphrase)?;
-    let authority = CertificateAuthority::new(&der, Box::new(signer), Arc::new(store), config.profile_settings())?;
-    Ok((config, authority))
+/// Opens the account store with the configured rules.
+fn open_accounts(dir: &DataDir, config: &Config) -> anyhow::Result<Accounts> {
+    let settings = config.server_settings(dir).accounts;
+    Accounts::open(&dir.web(), settings).map_err(|e| in_use(e.to_string(), &dir.web()))
+}
+
+/// Runs an operator request: through the running service if there is one, else locally.
+fn admin(
+    dir: &DataDir,
+    request: AdminRequest,
+    needs: Needs,
+    pass: Option<&CaPassphraseArg>,
+) -> anyhow::Result<AdminReply> {
+    require_ca(dir)?;
+    let socket = config::admin_socket(dir);
+    let reply = match admin::call(&socket, &request).with_context(|| format!("talking to {}", socket.display()))? {
+        Some(reply) => reply,
+        None => {
+            let config = Config::load(&dir.config())?;
+            let registry = if needs.registry || needs.issuer { Some(Arc::new(open_store(dir)?)) } else { None };
+            let accounts = if needs.accounts { Some(open_accounts(dir, &config)?) } else { None };
+            let issuer = match (&registry, needs.issuer) {
+                (Some(registry), true) => {
+                    let file = pass.and_then(|p| p.ca_passphrase_file.as_deref());
+                    let passphrase = passphrase::resolve(Key::Ca, file, false)?;
+                    Some(InProcessIssuer::open(dir, &config, registry.clone(), &passphrase)?)
+                }
+                _ => None,
+            };
+            let ctx = AdminContext {
+                accounts: accounts.as_ref(),
+                registry: registry.as_deref().map(|r| r as &dyn pki::registry::Registry),
+                issuer: issuer.as_ref().map(|i| i as &dyn enroll_server::backend::Issuer),
+            };
+            admin::execute(&ctx, request)
+        }
+    };
+    match reply {
+        AdminReply::Error { message } => Err(anyhow::anyhow!(message)),
+        reply => Ok(reply),
+    }
 }
 
 /// Writes `contents` to `path` atomically, or to standard output for `None`.
@@ -66,4 +128,8 @@ fn write_output(path: Option<&Path>, contents: &[u8]) -> anyhow::Result<()> {
 /// A time as RFC 3339 (`2026-11-21T05:01:46Z`), the form listings and JSON use.
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn unexpected(reply: AdminReply) -> anyhow::Error {
+    anyhow::anyhow!("unexpected reply from the service: {reply:?}")
 }

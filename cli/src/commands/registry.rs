@@ -2,19 +2,24 @@
 
 use anyhow::{Context, bail};
 use ca::layout::DataDir;
-use ca::{CertRecord, Registry, State, Status};
+use ca::{CertRecord, State};
+use enroll_server::admin::{AdminReply, AdminRequest};
 use pki::{RevocationReason, Serial};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-use super::rfc3339;
+use super::{Needs, admin, rfc3339, unexpected};
 use crate::args::{ListArgs, RevokeArgs, ShowArgs};
 
 pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
     let serial: Serial = args.serial.parse()?;
     let reason: RevocationReason = args.reason.parse()?;
-    let store = super::open_store(&DataDir::new(&args.data_dir.data_dir))?;
-    let record = store.revoke(&serial, OffsetDateTime::now_utc(), reason).map_err(ca::Error::from)?;
+    let dir = DataDir::new(&args.data_dir.data_dir);
+    let needs = Needs { registry: true, ..Needs::default() };
+    let record = match admin(&dir, AdminRequest::Revoke { serial, reason }, needs, None)? {
+        AdminReply::Certificates { mut certificates } if certificates.len() == 1 => certificates.remove(0),
+        other => return Err(unexpected(other)),
+    };
     println!("Revoked {} (account {:?}, reason {reason}).", record.serial, record.account);
     println!("Run `inkan crl` to publish a CRL that lists it.");
     Ok(())
@@ -82,21 +87,16 @@ pub fn parse_period(text: &str) -> anyhow::Result<Duration> {
 pub fn list(args: &ListArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     let expiring = args.expiring.as_deref().map(parse_period).transpose()?;
-    let store = super::open_store(&DataDir::new(&args.data_dir.data_dir))?;
-    let mut records = match (&args.account, expiring) {
-        (Some(account), _) => store.by_account(account)?,
-        (None, Some(period)) => store.expiring_between(now, now + period)?,
-        (None, None) => store.all()?,
+    let request = AdminRequest::List {
+        expiring_secs: expiring.map(|p| p.whole_seconds()),
+        revoked: args.revoked,
+        account: args.account.clone(),
     };
-    records.retain(|r| {
-        let status = r.status(now);
-        let expiring_ok = expiring.is_none_or(|p| status == Status::Valid && r.not_after <= now + p);
-        let revoked_ok = !args.revoked || matches!(status, Status::Revoked | Status::Superseded);
-        expiring_ok && revoked_ok
-    });
-    if expiring.is_some() {
-        records.sort_by_key(|r| r.not_after);
-    }
+    let needs = Needs { registry: true, ..Needs::default() };
+    let records = match admin(&DataDir::new(&args.data_dir.data_dir), request, needs, None)? {
+        AdminReply::Certificates { certificates } => certificates,
+        other => return Err(unexpected(other)),
+    };
     let listed: Vec<Listed<'_>> = records.iter().map(|r| Listed::new(r, now)).collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&listed)?);
@@ -112,9 +112,12 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
 
 pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
     let serial: Serial = args.serial.parse()?;
-    let store = super::open_store(&DataDir::new(&args.data_dir.data_dir))?;
-    let record = store.get(&serial)?.ok_or(ca::Error::NotFound { serial })?;
-    let der = store.certificate_der(&serial)?;
+    let needs = Needs { registry: true, ..Needs::default() };
+    let (record, der) = match admin(&DataDir::new(&args.data_dir.data_dir), AdminRequest::Show { serial }, needs, None)?
+    {
+        AdminReply::Certificate { record, der } => (record, der),
+        other => return Err(unexpected(other)),
+    };
     if args.pem {
         let Some(der) = der else { bail!("certificate {serial} was never completed (status pending)") };
         print!("{}", pki::encoding::pem_encode("CERTIFICATE", &der));

@@ -275,10 +275,12 @@ impl TestCa {
     }
 
     /// `inkan list --json EXTRA`, parsed.
+    /// `inkan list --json`, without the enrollment service's own TLS certificate, which
+    /// `init` issues (account `inkan-server`).
     pub fn list(&self, extra: &[&str]) -> Vec<Value> {
         let out = self.inkan(["list", "--json"].iter().chain(extra)).ok();
         match serde_json::from_str(&out.stdout) {
-            Ok(Value::Array(items)) => items,
+            Ok(Value::Array(items)) => items.into_iter().filter(|c| c["account"] != "inkan-server").collect(),
             other => panic!("list --json is not an array: {other:?}\n{}", out.stdout),
         }
     }

@@ -1,0 +1,76 @@
+//! `inkan user add|list|unlock|passwd`.
+
+use ca::layout::DataDir;
+use enroll_server::accounts::Role;
+use enroll_server::admin::{AccountView, AdminReply, AdminRequest, SecretString};
+
+use super::{Needs, admin, rfc3339, unexpected};
+use crate::args::{UserAddArgs, UserIdArgs, UserListArgs};
+use crate::passphrase;
+
+const NEEDS: Needs = Needs { accounts: true, registry: false, issuer: false };
+
+fn one(reply: AdminReply) -> anyhow::Result<AccountView> {
+    match reply {
+        AdminReply::Account { account } => Ok(account),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn add(args: &UserAddArgs) -> anyhow::Result<()> {
+    let role = match args.role.as_str() {
+        "master" => Role::Master,
+        _ => Role::General,
+    };
+    enroll_server::accounts::check_login_id(&args.login_id)?;
+    let password = passphrase::user_password(&args.login_id)?;
+    let request = AdminRequest::UserAdd {
+        login_id: args.login_id.clone(),
+        role,
+        master: args.master.clone(),
+        password: SecretString::new(&password),
+    };
+    let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    println!("Created {} user {:?} (contract master {:?}).", account.role.name(), account.login_id, account.master);
+    Ok(())
+}
+
+pub fn list(args: &UserListArgs) -> anyhow::Result<()> {
+    let accounts = match admin(&DataDir::new(&args.data_dir.data_dir), AdminRequest::UserList, NEEDS, None)? {
+        AdminReply::Accounts { accounts } => accounts,
+        other => return Err(unexpected(other)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&accounts)?);
+        return Ok(());
+    }
+    println!("{:<24}  {:<7}  {:<24}  {:<6}  {:<6}  CREATED", "LOGIN ID", "ROLE", "MASTER", "LOCKED", "ACTIVE");
+    for a in &accounts {
+        println!(
+            "{:<24}  {:<7}  {:<24}  {:<6}  {:<6}  {}",
+            a.login_id,
+            a.role.name(),
+            a.master,
+            if a.locked { "yes" } else { "no" },
+            if a.active { "yes" } else { "no" },
+            rfc3339(a.created_at)
+        );
+    }
+    eprintln!("{} account(s)", accounts.len());
+    Ok(())
+}
+
+pub fn unlock(args: &UserIdArgs) -> anyhow::Result<()> {
+    let request = AdminRequest::UserUnlock { login_id: args.login_id.clone() };
+    let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    println!("Unlocked {:?}.", account.login_id);
+    Ok(())
+}
+
+pub fn passwd(args: &UserIdArgs) -> anyhow::Result<()> {
+    let password = passphrase::user_password(&args.login_id)?;
+    let request = AdminRequest::UserPasswd { login_id: args.login_id.clone(), password: SecretString::new(&password) };
+    let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    println!("Set the password of {:?} (and unlocked it).", account.login_id);
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Operator commands, one implementation for both paths: the CLI calls [`execute`] directly
+//! when no service runs, and sends the same [`AdminRequest`] over the admin socket
+//! (`DATA_DIR/admin.sock`, mode 0600) when `serve` holds the stores (sled allows one process).
+//!
+//! The socket protocol: one JSON request per line, one JSON response line, then close.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use pki::registry::{CertRecord, Registry, Status};
+use pki::request::IssueOrder;
+use pki::{Profile, RevocationReason, San, Serial};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::accounts::{Account, Accounts, Password, Role};
+use crate::backend::{IssueError, Issuer};
+use crate::state::Shared;
+
+/// A command.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    /// Create an account.
+    UserAdd {
+        /// Login ID.
+        login_id: String,
+        /// Role.
+        role: Role,
+        /// A general user's master.
+        master: Option<String>,
+        /// Initial password.
+        password: SecretString,
+    },
+    /// All accounts.
+    UserList,
+    /// Unlock an account.
+    UserUnlock {
+        /// Login ID.
+        login_id: String,
+    },
+    /// Set a password.
+    UserPasswd {
+        /// Login ID.
+        login_id: String,
+        /// New password.
+        password: SecretString,
+    },
+    /// Certificates, filtered.
+    List {
+        /// Only valid certificates expiring within this many seconds.
+        expiring_secs: Option<i64>,
+        /// Only revoked and superseded ones.
+        revoked: bool,
+        /// Only this account's.
+        account: Option<String>,
+    },
+    /// One certificate.
+    Show {
+        /// Its serial.
+        serial: Serial,
+    },
+    /// Revoke a certificate.
+    Revoke {
+        /// Its serial.
+        serial: Serial,
+        /// Why.
+        reason: RevocationReason,
+    },
+    /// Issue a certificate from a CSR.
+    Issue {
+        /// The CSR, PEM or DER (as sent; the CA decodes it).
+        csr: Vec<u8>,
+        /// The account.
+        account: String,
+        /// The profile.
+        profile: Profile,
+        /// Subject alternative names.
+        sans: Vec<San>,
+        /// Validity in days.
+        days: Option<u32>,
+    },
+    /// Sign and publish the issuing CA's CRL.
+    Crl,
+}
+
+/// A password in a request: deserialised into a [`Password`], never printed.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a password for sending.
+    pub fn new(password: &Password) -> Self {
+        Self(password.reveal().to_owned())
+    }
+
+    fn into_password(self) -> Password {
+        Password::new(self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// An account as shown to the operator (no password hash).
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct AccountView {
+    /// Login ID.
+    pub login_id: String,
+    /// Role.
+    pub role: Role,
+    /// The contract's master.
+    pub master: String,
+    /// Locked after wrong passwords.
+    pub locked: bool,
+    /// Active.
+    pub active: bool,
+    /// Wrong passwords in a row.
+    pub failed_attempts: u32,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<Account> for AccountView {
+    fn from(a: Account) -> Self {
+        Self {
+            login_id: a.login_id,
+            role: a.role,
+            master: a.master,
+            locked: a.locked,
+            active: a.active,
+            failed_attempts: a.failed_attempts,
+            created_at: a.created_at,
+        }
+    }
+}
+
+/// A command's result.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum AdminReply {
+    /// One account.
+    Account {
+        /// It.
+        account: AccountView,
+    },
+    /// Accounts.
+    Accounts {
+        /// Them.
+        accounts: Vec<AccountView>,
+    },
+    /// Certificate records.
+    Certificates {
+        /// Them.
+        certificates: Vec<CertRecord>,
+    },
+    /// One certificate.
+    Certificate {
+        /// Its record.
+        record: CertRecord,
+        /// The certificate DER, once issued.
+        der: Option<Vec<u8>>,
+    },
+    /// A certificate was issued.
+    Issued {
+        /// Its record.
+        record: CertRecord,
+        /// The certificate, DER.
+        der: Vec<u8>,
+        /// The issuing CA certificate, DER.
+        ca_der: Vec<u8>,
+    },
+    /// A CRL was signed.
+    Crl {
+        /// It, DER.
+        der: Vec<u8>,
+        /// How many entries it has.
+        entries: usize,
+    },
+    /// The command failed; the message says why.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What a command may touch. Commands that need a part that is `None` fail with a message
+/// (the CLI opens only what a command needs).
+pub struct AdminContext<'a> {
+    /// The accounts.
+    pub accounts: Option<&'a Accounts>,
+    /// The registry.
+    pub registry: Option<&'a dyn Registry>,
+    /// The CA.
+    pub issuer: Option<&'a dyn Issuer>,
+}
+
+fn need<'a, T: ?Sized>(part: Option<&'a T>, what: &str) -> Result<&'a T, String> {
+    part.ok_or_else(|| format!("internal: the {what} is not open for this command"))
+}
+
+/// Runs one command (blocking: it may hash passwords, flush and sign).
+pub fn execute(ctx: &AdminContext<'_>, request: AdminRequest) -> AdminReply {
+    match run(ctx, request) {
+        Ok(reply) => reply,
+        Err(message) => AdminReply::Error { message },
+    }
+}
+
+fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, String> {
+    let now = OffsetDateTime::now_utc();
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    Ok(match request {
+        AdminRequest::UserAdd { login_id, role, master, password } => {
+            let accounts = need(ctx.accounts, "account store")?;
+            let account = accounts
+                .create(&login_id, role, master.as_deref(), &password.into_password(), now)
+                .map_err(|e| text(&e))?;
+            tracing::info!(login_id = %account.login_id, role = role.name(), "account created by the operator");
+            AdminReply::Account { account: account.into() }
+        }
+        AdminRequest::UserList => {
+            let accounts = need(ctx.accounts, "account store")?.list().map_err(|e| text(&e))?;
+            AdminReply::Accounts { accounts: accounts.into_iter().map(Into::into).collect() }
+        }
+        AdminRequest::UserUnlock { login_id } => {
+            let account = need(ctx.accounts, "account store")?.unlock(&login_id).map_err(|e| text(&e))?;
+            tracing::info!(login_id = %account.login_id, "account unlocked by the operator");
+            AdminReply::Account { account: account.into() }
+        }
+        AdminRequest::UserPasswd { login_id, password } => {
+            let accounts = need(ctx.accounts, "account store")?;
+            let account = accounts.set_password(&login_id, &password.into_password()).map_err(|e| text(&e))?;
+            tracing::info!(login_id = %account.login_id, "password set by the operator");
+            AdminReply::Account { account: account.into() }
+        }
+        AdminRequest::List { expiring_secs, revoked, account } => {
+            let registry = need(ctx.registry, "registry")?;
+            let expiring = expiring_secs.map(time::Duration::seconds);
+            let until = expiring.map(|p| now.checked_add(p).ok_or("the period is too long")).transpose()?;
+            let mut records = match (&account, until) {
+                (Some(account), _) => registry.by_account(account),
+                (None, Some(until)) => registry.expiring_between(now, until),
+                (None, None) => registry.all(),
+            }
+            .map_err(|e| text(&e))?;
+            records.retain(|r| {
+                let status = r.status(now);
+                let expiring_ok = until.is_none_or(|u| status == Status::Valid && r.not_after <= u);
+                let revoked_ok = !revoked || matches!(status, Status::Revoked | Status::Superseded);
+                expiring_ok && revoked_ok
+            });
+            if until.is_some() {
+                records.sort_by_key(|r| r.not_after);
+            }
+            AdminReply::Certificates { certificates: records }
+        }
+        AdminRequest::Show { serial } => {
+            let registry = need(ctx.registry, "registry")?;
+            let record = registry
+                .get(&serial)
+                .map_err(|e| text(&e))?
+                .ok_or_else(|| format!("no certificate with serial {serial}"))?;
+            let der = registry.certificate_der(&serial).map_err(|e| text(&e))?;
+            AdminReply::Certificate { record, der }
+        }
+        AdminRequest::Revoke { serial, reason } => {
+            let registry = need(ctx.registry, "registry")?;
+            let record = registry.revoke(&serial, now, reason).map_err(|e| match e {
+                pki::registry::RegistryError::NotFound(s) => format!("no certificate with serial {s}"),
+                pki::registry::RegistryError::WrongState { serial, status } => {
+                    format!("certificate {serial} cannot be revoked: it is {status}")
+                }
+                other => other.to_string(),
+            })?;
+            tracing::info!(%serial, reason = reason.name(), account = %record.account, "certificate revoked by the operator");
+            AdminReply::Certificates { certificates: vec![record] }
+        }
+        AdminRequest::Issue { csr, account, profile, sans, days } => {
+            let issuer = need(ctx.issuer, "CA")?;
+            let registry = need(ctx.registry, "registry")?;
+            let csr_der = pki::encoding::decode_one(&csr, "CSR", &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"])
+                .map_err(|e| format!("not issued: {e}"))?;
+            let mut request_id = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut request_id).map_err(|_| "no randomness".to_owned())?;
+            let order = IssueOrder { csr_der, account, profile, sans, days, request_id };
+            let issued = issuer.issue(&order).map_err(|e| match e {
+                IssueError::Rejected(m) => format!("not issued: {m}"),
+                other => other.to_string(),
+            })?;
+            let record = registry
+                .get(&issued.serial)
+                .map_err(|e| text(&e))?
+                .ok_or_else(|| format!("issued {} but the registry does not have it", issued.serial))?;
+            tracing::info!(serial = %issued.serial, account = %record.account, "certificate issued by the operator");
+            AdminReply::Issued { record, der: issued.der, ca_der: issuer.ca_certificate().to_vec() }
+        }
+        AdminRequest::Crl => {
+            let issuer = need(ctx.issuer, "CA")?;
+            let registry = need(ctx.registry, "registry")?;
+            let der = issuer.sign_crl().map_err(|e| text(&e))?;
+            let entries = registry.revoked_unexpired(now).map_err(|e| text(&e))?.len();
+            AdminReply::Crl { der, entries }
+        }
+    })
+}
+
+/// The largest request line accepted on the socket.
+const MAX_REQUEST: usize = 1 << 20;
+
+/// Serves the admin socket at `path` for `state` until `stop` turns true. The socket is
+/// created mode 0600 and removed at the end.
+pub async fn serve_socket(
+    path: &Path,
+    state: Shared,
+    mut stop: watch::Receiver<bool>,
+    bound: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    let bind = || -> std::io::Result<UnixListener> {
+        if path.exists() {
+            // A socket left by a crash: nobody answers on it (sled's lock already proved no
+            // other service runs on this data directory).
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    };
+    let listener = match bind() {
+        Ok(listener) => {
+            let _ = bound.send(Ok(()));
+            listener
+        }
+        Err(e) => {
+            let kind = e.kind();
+            let _ = bound.send(Err(e));
+            return Err(std::io::Error::new(kind, "admin socket not bound"));
+        }
+    };
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => break,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, state).await {
+                tracing::warn!(error = %e, "admin request failed");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
+    reader.read_until(b'\n', &mut line).await?;
+    let reply = match serde_json::from_slice::<AdminRequest>(&line) {
+        Ok(request) => tokio::task::spawn_blocking(move || {
+            let ctx = AdminContext {
+                accounts: Some(&state.accounts),
+                registry: Some(state.registry.as_ref()),
+                issuer: Some(state.issuer.as_ref()),
+            };
+            execute(&ctx, request)
+        })
+        .await
+        .unwrap_or_else(|e| AdminReply::Error { message: format!("internal: {e}") }),
+        Err(e) => AdminReply::Error { message: format!("bad request: {e}") },
+    };
+    let mut out =
+        serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"result\":\"error\",\"message\":\"encoding\"}".to_vec());
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// Sends one request to a running service. `Ok(None)` when no service listens on `path`.
+pub fn call(path: &Path, request: &AdminRequest) -> std::io::Result<Option<AdminReply>> {
+    use std::io::{BufRead, Read, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = Vec::new();
+    std::io::BufReader::new(stream).take((MAX_REQUEST * 64) as u64).read_until(b'\n', &mut reply)?;
+    serde_json::from_slice(&reply).map(Some).map_err(std::io::Error::other)
+}
