@@ -26,7 +26,11 @@ if (start) {
   let keyPair = null;
   let issued = null;
 
+  const heading = document.querySelector('h1');
+  const startTitle = heading.textContent;
   const fail = (message) => {
+    heading.textContent = startTitle;
+    start.hidden = false;
     $('issuing').hidden = true;
     const box = $('issue-error');
     box.textContent = text.failed + message;
@@ -48,6 +52,9 @@ if (start) {
   $('start-issue').addEventListener('click', async () => {
     $('start-issue').disabled = true;
     $('issue-error').hidden = true;
+    $('preprocessed').hidden = true;
+    start.hidden = true;
+    heading.textContent = start.dataset.titleIssuing;
     $('issuing').hidden = false;
     try {
       keyPair = await generateKeyPair($('key-type').value);
@@ -67,7 +74,7 @@ if (start) {
       $('cert-serial').textContent = body.serial;
       $('cert-validity').textContent = `${body.not_before} — ${body.not_after}`;
       $('cert-fingerprint').textContent = body.sha256_fingerprint;
-      start.hidden = true;
+      heading.textContent = start.dataset.titleInstalled;
       $('issuing').hidden = true;
       $('installed').hidden = false;
     } catch (e) {

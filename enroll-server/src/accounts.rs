@@ -337,7 +337,8 @@ impl Accounts {
     }
 }
 
-fn locked(account: &Account) -> AccountError {
+/// The error for a locked account, naming who can unlock it.
+pub fn locked(account: &Account) -> AccountError {
     AccountError::Locked {
         unlock_by: match account.role {
             Role::Master => "ask the operator to unlock it",

@@ -55,14 +55,21 @@ fn rate_limit(state: &Shared, conn: &Connection) -> Result<(), ApiError> {
     state.limiter.check(conn.remote.ip()).map_err(ApiError::rate_limited)
 }
 
+/// Whether a valid certificate is inside the renewal window: the one rule the home page's
+/// banner, `/api/v1/me` and enrollment all use.
+pub(crate) fn renewal_due(record: &CertRecord, now: OffsetDateTime, window_days: u32) -> bool {
+    record.status(now) == Status::Valid && record.not_after - now <= time::Duration::days(i64::from(window_days))
+}
+
 /// Whether `account` may obtain a certificate now: not while it holds a valid certificate
 /// that is outside the renewal window.
 fn check_eligible(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<(), ApiError> {
-    let window = time::Duration::days(i64::from(state.settings.enrollment.renewal_window_days));
+    let window_days = state.settings.enrollment.renewal_window_days;
+    let window = time::Duration::days(i64::from(window_days));
     let records = state.registry.by_account(&account.login_id).map_err(registry_error)?;
     if let Some(valid) = records
         .iter()
-        .filter(|r| r.status(now) == Status::Valid && r.not_after - now > window)
+        .filter(|r| r.status(now) == Status::Valid && !renewal_due(r, now, window_days))
         .max_by_key(|r| r.not_after)
     {
         return Err(ApiError::new(
@@ -137,10 +144,16 @@ async fn issue_claimed(
     csr_der: Vec<u8>,
 ) -> Result<(pki::Serial, IssuedBody), ApiError> {
     let login_id = ticket.login_id.clone();
-    match state.accounts.get(&login_id).map_err(account_error)? {
-        Some(a) if a.active && !a.locked => {}
-        _ => return Err(account_error(AccountError::Inactive)),
+    let account =
+        state.accounts.get(&login_id).map_err(account_error)?.ok_or(AccountError::Inactive).map_err(account_error)?;
+    if account.locked {
+        return Err(account_error(crate::accounts::locked(&account)));
     }
+    if !account.active {
+        return Err(account_error(AccountError::Inactive));
+    }
+    // Again at issuance: another ticket of the same account may have been used meanwhile.
+    check_eligible(state, &account, OffsetDateTime::now_utc())?;
     let mut request_id = [0u8; 16];
     aws_lc_rs::rand::fill(&mut request_id).map_err(|e| ApiError::internal("random", e))?;
     let order = IssueOrder {
@@ -207,7 +220,7 @@ pub struct Credentials {
     password: Password,
 }
 
-fn json_body<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn json_body<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v).map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large")
@@ -339,10 +352,14 @@ pub async fn acquire_submit(
 ) -> Response {
     let lang = Lang::detect(query.lang.as_deref(), &headers);
     let csrf = html::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
-    let Ok(Form(form)) = form else {
-        let fresh = random_token();
-        let html = form_page(lang, false, &fresh, Some("invalid form"), "");
-        return with_csrf_cookie(StatusCode::BAD_REQUEST, html, &fresh);
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => {
+            let fresh = random_token();
+            let html = form_page(lang, false, &fresh, Some(&e.body_text()), "");
+            let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
+            return with_csrf_cookie(status, html, &fresh);
+        }
     };
     let reacquire = form.mode == "reacquire";
     if !crate::html::tokens_match(&csrf, &form.csrf) {
@@ -382,8 +399,9 @@ fn page_message(lang: Lang, e: &ApiError) -> String {
 fn start_page(lang: Lang, ticket: &str, t: &Ticket) -> axum::response::Html<String> {
     let x = lang.text();
     let body = format!(
-        r#"<p class="done">{pre_title}: OK</p>
-<section id="start" data-ticket="{ticket}" data-login-id="{login_id}" data-expires="{expires}" data-lang="{code}">
+        r#"<p class="done" id="preprocessed">{preprocessed}</p>
+<section id="start" data-ticket="{ticket}" data-login-id="{login_id}" data-expires="{expires}" data-lang="{code}"
+ data-title-issuing="{issuing_title}" data-title-installed="{installed_title}">
 <p>{lead}</p>
 <p class="note">{note}</p>
 <label>{key_type}<select id="key-type" data-testid="key-type">
@@ -395,7 +413,6 @@ fn start_page(lang: Lang, ticket: &str, t: &Ticket) -> axum::response::Html<Stri
 <h2>{issuing_title}</h2><p>{issuing_lead}</p><div class="spinner"></div>
 </section>
 <section id="installed" hidden data-testid="installed">
-<h2>{installed_title}</h2>
 <p>{installed_lead}</p>
 <dl>
 <dt>{subject}</dt><dd id="cert-subject" data-testid="cert-subject"></dd>
@@ -419,7 +436,7 @@ fn start_page(lang: Lang, ticket: &str, t: &Ticket) -> axum::response::Html<Stri
 </section>
 <p class="error" id="issue-error" role="alert" hidden data-testid="issue-error"></p>
 <nav><a href="/cert/acquire?lang={code}">{back}</a></nav>"#,
-        pre_title = esc(x.preprocessing_title),
+        preprocessed = esc(x.preprocessed),
         ticket = esc(ticket),
         login_id = esc(&t.login_id),
         expires = esc(&rfc3339(t.expires_at)),

@@ -38,6 +38,7 @@ pub fn page(lang: Lang, title: &str, path: &str, body: &str, scripts: &[&str]) -
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} — {app}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/style.css">
 {scripts}
 </head>

@@ -11,6 +11,18 @@ pub enum Lang {
     En,
 }
 
+impl Text {
+    /// A certificate status in words.
+    pub fn status(&self, status: &str) -> &'static str {
+        match status {
+            "valid" => self.status_valid,
+            "revoked" => self.status_revoked,
+            "superseded" => self.status_superseded,
+            _ => self.status_expired,
+        }
+    }
+}
+
 impl Lang {
     /// `?lang=` wins; then the first of ja/en in Accept-Language; then Japanese.
     pub fn detect(query_lang: Option<&str>, headers: &HeaderMap) -> Self {
@@ -63,6 +75,12 @@ pub struct Text {
     pub obtain: &'static str,
     pub preprocessing_title: &'static str,
     pub preprocessing_lead: &'static str,
+    pub preprocessed: &'static str,
+    pub none: &'static str,
+    pub status_valid: &'static str,
+    pub status_revoked: &'static str,
+    pub status_superseded: &'static str,
+    pub status_expired: &'static str,
     pub start_title: &'static str,
     pub start_lead: &'static str,
     pub start_note: &'static str,
@@ -126,6 +144,12 @@ const JA: Text = Text {
     obtain: "取得",
     preprocessing_title: "電子証明書取得前処理中",
     preprocessing_lead: "電子証明書取得前の処理中です。処理が完了するまで、Webブラウザを終了しないでください。",
+    preprocessed: "電子証明書取得前処理が完了しました。",
+    none: "（なし）",
+    status_valid: "有効",
+    status_revoked: "失効",
+    status_superseded: "再取得により置換",
+    status_expired: "期限切れ",
     start_title: "電子証明書取得開始",
     start_lead: "電子証明書の取得を開始します。「取得」ボタンを押してください。",
     start_note: "※鍵はこのブラウザの中で作られ、秘密鍵はサーバーに送られません。電子証明書はご利用になるパソコンで取得してください。",
@@ -189,6 +213,12 @@ const EN: Text = Text {
     obtain: "Obtain",
     preprocessing_title: "Preparing",
     preprocessing_lead: "Preparing to issue your certificate. Do not close the browser until this finishes.",
+    preprocessed: "Preparation done.",
+    none: "(none)",
+    status_valid: "valid",
+    status_revoked: "revoked",
+    status_superseded: "superseded by a newer one",
+    status_expired: "expired",
     start_title: "Start",
     start_lead: "Press Obtain to create your key and request your certificate.",
     start_note: "Your key is made inside this browser; the private key is never sent to the server. Obtain the certificate on the computer you will use it on.",

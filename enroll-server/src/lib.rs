@@ -157,18 +157,34 @@ pub enum ServeError {
     },
 }
 
+/// The addresses the listeners are bound to (a port 0 in the settings becomes a real one).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// Public HTTPS.
+    pub public: std::net::SocketAddr,
+    /// Certificate-login HTTPS.
+    pub login: std::net::SocketAddr,
+    /// Plain HTTP.
+    pub http: std::net::SocketAddr,
+}
+
 /// Runs the three listeners and the admin socket until `shutdown` resolves, then stops
 /// accepting and lets requests in flight finish. `ready` is called once everything listens.
 pub async fn run(
     state: Shared,
     tls: &tls::TlsMaterial,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
     let settings = &state.settings;
     let public = listen::bind(settings.listen, "public HTTPS").await.map_err(ServeError::Bind)?;
     let login = listen::bind(settings.login_listen, "certificate-login HTTPS").await.map_err(ServeError::Bind)?;
     let http = listen::bind(settings.http_listen, "plain HTTP").await.map_err(ServeError::Bind)?;
+    let bound = Bound {
+        public: public.local_addr().map_err(ServeError::Bind)?,
+        login: login.local_addr().map_err(ServeError::Bind)?,
+        http: http.local_addr().map_err(ServeError::Bind)?,
+    };
     let config = |tls: Option<TlsAcceptor>| ListenerConfig {
         tls,
         handshake_timeout: settings.handshake_timeout,
@@ -205,7 +221,7 @@ pub async fn run(
         tokio::spawn(listen::serve(login, login_router(state.clone()), login_config, stop.clone())),
         tokio::spawn(listen::serve(http, publish_router(state.clone()), config(None), stop.clone())),
     ];
-    ready();
+    ready(bound);
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);

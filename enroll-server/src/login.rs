@@ -12,7 +12,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::accounts::{Account, Password, Role};
-use crate::enroll::{LangQuery, account_error, blocking, days_left, registry_error, rfc3339};
+use crate::enroll::{LangQuery, account_error, blocking, days_left, json_body, registry_error, renewal_due, rfc3339};
 use crate::error::ApiError;
 use crate::html::{self, esc, page};
 use crate::i18n::Lang;
@@ -112,7 +112,7 @@ pub async fn api_login(
     Extension(conn): Extension<Connection>,
     body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
+    let body = json_body(body)?;
     let (id, account) = login(&state, &conn, body.password).await?;
     let mut response = Json(serde_json::json!({ "login_id": account.login_id, "role": account.role })).into_response();
     response.headers_mut().append(header::SET_COOKIE, session_cookie(&id, &state));
@@ -134,7 +134,7 @@ fn me_json(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<ser
                 "not_before": rfc3339(r.not_before),
                 "not_after": rfc3339(r.not_after),
                 "days_left": days_left(r, now),
-                "renewal_due": status == Status::Valid && days_left(r, now) <= window,
+                "renewal_due": renewal_due(r, now, state.settings.enrollment.renewal_window_days),
             })
         })
         .collect();
@@ -215,7 +215,7 @@ pub async fn api_add_user(
     body: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let (_, master) = require_session(&state, &conn, &headers)?;
-    let Json(user) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
+    let user = json_body(body)?;
     let created = add_user(&state, &master, user).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "login_id": created.login_id, "master": created.master })))
         .into_response())
@@ -372,7 +372,6 @@ fn home_body(state: &Shared, lang: Lang, session: &Session, account: &Account) -
     let t = lang.text();
     let now = OffsetDateTime::now_utc();
     let me = me_json(state, account, now)?;
-    let window = i64::from(state.settings.enrollment.renewal_window_days);
     let mut rows = String::new();
     let mut banner = String::new();
     for c in me["certificates"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -383,9 +382,9 @@ fn home_body(state: &Shared, lang: Lang, session: &Session, account: &Account) -
             esc(&text("serial")),
             esc(&text("not_after")),
             if text("status") == "valid" { days.to_string() } else { "-".into() },
-            esc(&text("status"))
+            esc(t.status(&text("status")))
         ));
-        if c["serial"] == session.certificate.to_string() && c["renewal_due"] == true && days <= window {
+        if c["serial"] == session.certificate.to_string() && c["renewal_due"] == true {
             banner = format!(
                 r#"<p class="banner" data-testid="renewal-banner">{} {} — <a href="{}/cert/reacquire?lang={}">{}</a></p>"#,
                 esc(t.renewal_banner),
@@ -431,6 +430,9 @@ fn home_body(state: &Shared, lang: Lang, session: &Session, account: &Account) -
                 String::new()
             };
             users.push_str(&format!("<tr><td>{}</td><td>{unlock}</td></tr>", esc(&user.login_id)));
+        }
+        if users.is_empty() {
+            users = format!("<tr><td>{}</td></tr>", esc(t.none));
         }
         body.push_str(&format!(
             r#"<h2>{title}</h2><table data-testid="users">{users}</table>

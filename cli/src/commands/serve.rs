@@ -86,7 +86,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = config.server_settings(&dir);
     let public_url = config.url_of(settings.listen);
     let login_url = config.url_of(settings.login_listen);
-    let http_url = format!("http://{}", settings.http_listen);
     let state = Arc::new(AppState {
         limiter: RateLimiter::new(settings.rate_limit_per_minute),
         settings,
@@ -100,7 +99,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let root = dir.root_cert();
-    runtime.block_on(enroll_server::run(state, &tls, enroll_server::shutdown_signal(), move || {
+    runtime.block_on(enroll_server::run(state, &tls, enroll_server::shutdown_signal(), move |bound| {
+        // Port 0 in the settings means "any": print the ports actually bound.
+        let public_url = with_port(&public_url, bound.public.port());
+        let login_url = with_port(&login_url, bound.login.port());
+        let http_url = format!("http://{}", bound.http);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "inkan is serving (data directory {})", dir.path().display());
         let _ = writeln!(out, "  obtain a certificate (電子証明書取得): {public_url}/cert/acquire");
@@ -115,4 +118,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }))?;
     eprintln!("inkan stopped");
     Ok(())
+}
+
+fn with_port(url: &str, port: u16) -> String {
+    match url.rsplit_once(':') {
+        Some((head, _)) => format!("{head}:{port}"),
+        None => url.to_owned(),
+    }
 }
