@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Runs every inkan test, first installing what the tests need. Safe to run again.
 #
-#   Debian packages: openssl, util-linux (setsid), libnss3-tools (certutil, pk12util), nodejs
-#   pkilint: in a Python venv at ./.venv
+#   Debian packages: openssl, curl, util-linux (setsid), libnss3-tools (certutil, pk12util),
+#     nodejs + npm, chromium and a Japanese font (the browser test's screenshots)
+#   pkilint: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
 #   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(openssl util-linux libnss3-tools nodejs python3-venv)
+packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # A node already on PATH (e.g. from nodesource or nvm) is as good as Debian's.
 if command -v node >/dev/null; then missing=("${missing[@]/nodejs}"); fi
+if command -v npm >/dev/null; then missing=("${missing[@]/npm}"); fi
 # python3 -m venv working is what matters, whichever package provides it.
 if python3 -m venv --help >/dev/null 2>&1; then missing=("${missing[@]/python3-venv}"); fi
 read -r -a missing <<<"${missing[*]}"
@@ -29,6 +31,11 @@ if [ ! -x .venv/bin/lint_pkix_cert ]; then
   echo "== installing pkilint into .venv"
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check 'pkilint==0.13.3'
+fi
+
+if [ ! -d tests/node_modules/playwright-core ]; then
+  echo "== installing playwright-core (npm ci in tests/)"
+  (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 echo "== cargo fmt"
