@@ -94,7 +94,14 @@ fn main() {
     let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("csr key");
     let csr = rcgen::CertificateParams::default().serialize_request(&subject_key).expect("csr");
     let csr = csr.der().to_vec();
-    let request = IssueRequest { csr: &csr, account: "bench-user", profile: Profile::Client, sans: &[], days: None };
+    let request = IssueRequest {
+        csr: &csr,
+        account: "bench-user",
+        profile: Profile::Client,
+        sans: &[],
+        days: None,
+        request_id: None,
+    };
 
     println!("inkan in-process issuance benchmark ({seconds} s per figure, {cores} cores)");
     println!("raw aws-lc-rs ECDSA P-256 sign+verify: {raw_1:.0} ops/s (1 thread), {raw_n:.0} ops/s ({cores} threads)");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use pki::certificate::{self, CertificateOrder};
 use pki::crl::{self, CrlOrder};
-use pki::{IssuerInfo, Profile, ProfileSettings, San, Serial};
+use pki::{IssuerInfo, Profile, ProfileSettings, RevokedEntry, San, Serial};
 use time::{Duration, OffsetDateTime};
 
 use crate::Error;
@@ -24,6 +24,8 @@ pub struct IssueRequest<'a> {
     pub sans: &'a [San],
     /// Validity in days; `None` for the configured default.
     pub days: Option<u32>,
+    /// The sender's id for this request: sent again, it gets the same certificate.
+    pub request_id: Option<[u8; 16]>,
 }
 
 /// A certificate the CA signed and recorded.
@@ -96,6 +98,19 @@ impl CertificateAuthority {
     /// 5. sign; 6. record the certificate durably; 7. return it.
     pub fn issue_at(&self, request: &IssueRequest<'_>, now: OffsetDateTime) -> Result<Issued, Error> {
         let csr = pki::csr::validate(request.csr)?;
+        if let Some(id) = &request.request_id
+            && let Some((record, der)) = self.store.find_request(id)?
+        {
+            // A retry: the same certificate if it was signed. One cut off before it was
+            // signed stays pending (its signature, if any, never left the crashed process) and
+            // a new issuance answers the request.
+            if let Some(der) = der
+                && record.account == request.account
+                && record.key_sha256 == csr.key().sha256()
+            {
+                return Ok(Issued { der, record });
+            }
+        }
         for _ in 0..SERIAL_ATTEMPTS {
             let serial = random_serial()?;
             let order = CertificateOrder {
@@ -118,7 +133,7 @@ impl CertificateAuthority {
                 recorded_at: now,
                 state: State::Pending,
             };
-            match self.store.record_pending(&record) {
+            match self.store.record_pending(&record, request.request_id.as_ref()) {
                 Ok(()) => {}
                 Err(RegistryError::SerialTaken(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -132,15 +147,26 @@ impl CertificateAuthority {
         Err(Error::SerialExhausted)
     }
 
-    /// Signs a CRL of the revoked, unexpired certificates, valid for `validity` from `now`.
-    /// The CRL number is incremented durably before signing, so numbers never repeat.
+    /// Signs a CRL of the revoked, unexpired certificates in the registry, valid for
+    /// `validity` from `now`.
     pub fn sign_crl(&self, now: OffsetDateTime, validity: Duration) -> Result<Vec<u8>, Error> {
+        let entries = self.store.revoked_unexpired(now)?;
+        self.sign_crl_for(&entries, now, validity)
+    }
+
+    /// Signs a CRL listing `entries`, valid for `validity` from `now`. The CRL number is
+    /// incremented durably before signing, so numbers never repeat.
+    pub fn sign_crl_for(
+        &self,
+        entries: &[RevokedEntry],
+        now: OffsetDateTime,
+        validity: Duration,
+    ) -> Result<Vec<u8>, Error> {
         let next_update = now
             .checked_add(validity)
             .ok_or_else(|| pki::Error::InvalidValidity { reason: "the CRL's nextUpdate is out of range".into() })?;
         let number = self.store.next_crl_number()?;
-        let entries = self.store.revoked_unexpired(now)?;
-        let order = CrlOrder { number, this_update: now, next_update, entries: &entries };
+        let order = CrlOrder { number, this_update: now, next_update, entries };
         let prepared = crl::prepare_crl(&self.issuer, &order)?;
         let signature = self.signer.sign(prepared.tbs_der())?;
         Ok(prepared.assemble(&signature))

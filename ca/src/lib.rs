@@ -13,11 +13,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod authority;
 pub mod ceremony;
 mod durable;
 mod error;
 pub mod layout;
+pub mod remote;
 mod secret;
 pub mod server_key;
 pub mod signer;

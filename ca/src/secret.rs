@@ -28,6 +28,11 @@ impl Passphrase {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// The bytes, to hand to a child signer over a pipe (never argv or the environment).
+    pub fn expose_for_pipe(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 impl PartialEq for Passphrase {

@@ -10,6 +10,7 @@
 //! | `k` sha256(SPKI) serial              | empty (key index)              |
 //! | `e` notAfter (u64 BE seconds) serial | empty (expiry index)           |
 //! | `r` serial                           | notAfter, time, reason (CRL)   |
+//! | `q` request id                       | serial (idempotent requests)   |
 //! | `m:crl-number`                       | u64 BE                         |
 //!
 //! Read-modify-write changes hold a writer lock only while they check and apply their batch
@@ -23,7 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use time::OffsetDateTime;
 
 use crate::durable::GroupCommit;
-use pki::registry::{CertRecord, Registry, RegistryError, State};
+use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
 
 const CRL_NUMBER: &[u8] = b"m:crl-number";
 
@@ -118,7 +119,10 @@ fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryError> {
     let state = match v[74] {
         0 => State::Pending,
         1 => State::Issued,
-        2 => State::Revoked { at: time(75)?, reason: reason_from_code(v[83]).ok_or_else(|| corrupt("bad reason"))? },
+        2 => State::Revoked {
+            at: time(75)?,
+            reason: RevocationReason::from_code(v[83]).ok_or_else(|| corrupt("bad reason"))?,
+        },
         _ => return Err(corrupt("bad state")),
     };
     let account = std::str::from_utf8(&v[FIXED..]).map_err(|_| corrupt("account is not UTF-8"))?;
@@ -190,11 +194,14 @@ impl SledStore {
 }
 
 impl Registry for SledStore {
-    fn record_pending(&self, record: &CertRecord) -> Result<(), RegistryError> {
+    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
         let serial = record.serial.as_bytes();
         let ck = key(b'c', &[serial]);
         let mut batch = sled::Batch::default();
         batch.insert(ck.as_slice(), encode(record)?);
+        if let Some(id) = request_id {
+            batch.insert(key(b'q', &[id]), &serial[..]);
+        }
         batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
         batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
         batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
@@ -220,6 +227,43 @@ impl Registry for SledStore {
             let mut batch = sled::Batch::default();
             batch.insert(key(b'c', &[serial.as_bytes()]), encode(&record)?);
             batch.insert(key(b'd', &[serial.as_bytes()]), der);
+            self.db.apply_batch(batch).map_err(backend)?;
+        }
+        self.durable()
+    }
+
+    fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError> {
+        let Some(serial) = self.db.get(key(b'q', &[request_id])).map_err(backend)? else {
+            return Ok(None);
+        };
+        let serial = Serial::from_bytes(&serial)
+            .ok_or_else(|| RegistryError::Corrupt { key: "request index".into(), detail: "not a serial".into() })?;
+        let record = self.read_record(&serial)?;
+        let der = self.certificate_der(&serial)?;
+        Ok(Some((record, der)))
+    }
+
+    fn record_certificate(&self, record: &CertRecord, der: &[u8]) -> Result<(), RegistryError> {
+        let serial = record.serial.as_bytes();
+        let ck = key(b'c', &[serial]);
+        let dk = key(b'd', &[serial]);
+        let mut batch = sled::Batch::default();
+        batch.insert(ck.as_slice(), encode(record)?);
+        batch.insert(dk.as_slice(), der);
+        batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
+        batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
+        batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
+        {
+            let _writer = self.lock();
+            if let Some(existing) = self.db.get(&dk).map_err(backend)? {
+                if existing.as_ref() == der {
+                    return Ok(());
+                }
+                return Err(RegistryError::SerialTaken(record.serial));
+            }
+            if self.db.contains_key(&ck).map_err(backend)? {
+                return Err(RegistryError::SerialTaken(record.serial));
+            }
             self.db.apply_batch(batch).map_err(backend)?;
         }
         self.durable()
@@ -311,7 +355,7 @@ impl Registry for SledStore {
                 continue;
             }
             let (at, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-            let reason = rest.first().and_then(|c| reason_from_code(*c)).ok_or_else(corrupt)?;
+            let reason = rest.first().and_then(|c| RevocationReason::from_code(*c)).ok_or_else(corrupt)?;
             let at = i64::try_from(u64::from_be_bytes(*at)).map_err(|_| corrupt())?;
             let revoked_at = OffsetDateTime::from_unix_timestamp(at).map_err(|_| corrupt())?;
             out.push(RevokedEntry { serial, revoked_at, reason });
@@ -333,21 +377,6 @@ impl Registry for SledStore {
         self.durable()?;
         Ok(next)
     }
-}
-
-fn reason_from_code(code: u8) -> Option<RevocationReason> {
-    use RevocationReason as R;
-    [
-        R::Unspecified,
-        R::KeyCompromise,
-        R::CaCompromise,
-        R::AffiliationChanged,
-        R::Superseded,
-        R::CessationOfOperation,
-        R::PrivilegeWithdrawn,
-    ]
-    .into_iter()
-    .find(|r| r.code() == code)
 }
 
 #[cfg(test)]
@@ -376,9 +405,11 @@ mod tests {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
         let a = record(1, "alice", now + Duration::days(10));
         let b = record(2, "bob", now + Duration::days(40));
-        store.record_pending(&a).expect("a");
-        store.record_pending(&b).expect("b");
-        assert!(matches!(store.record_pending(&a), Err(RegistryError::SerialTaken(_))));
+        store.record_pending(&a, Some(&[7; 16])).expect("a");
+        store.record_pending(&b, None).expect("b");
+        assert!(matches!(store.record_pending(&a, None), Err(RegistryError::SerialTaken(_))));
+        assert_eq!(store.find_request(&[7; 16]).expect("find").map(|(r, der)| (r.serial, der)), Some((a.serial, None)));
+        assert_eq!(store.find_request(&[8; 16]).expect("find"), None);
         assert_eq!(store.get(&a.serial).expect("get").map(|r| r.status(now)), Some(Status::Pending));
 
         store.record_issued(&a.serial, b"der-a").expect("issued");

@@ -61,6 +61,59 @@ pub enum Command {
     /// Manage accounts (contracts' master users and their general users).
     #[command(subcommand)]
     User(UserCommand),
+    /// Run the signer: the process that holds the issuing CA key, on a Unix socket (0600).
+    ///
+    /// `serve` starts one as its child by default; run it yourself (and `serve
+    /// --signer-socket`) to keep the key in a process, or under a user, of its own.
+    Signer(SignerArgs),
+    /// The audit trail (DATA_DIR/audit/audit.log): verify its hash chain, or read it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `inkan signer`.
+#[derive(Debug, Args)]
+pub struct SignerArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The socket to listen on [default: DATA_DIR/signer.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Read the passphrase from the first line of standard input, and exit when standard input
+    /// closes (how `serve` runs its child signer).
+    #[arg(long)]
+    pub passphrase_stdin: bool,
+    #[command(flatten)]
+    pub ca_passphrase: CaPassphraseArg,
+}
+
+/// `inkan audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exits non-zero naming the first bad line.
+    Verify(AuditArgs),
+    /// Print the last lines (default 20); with -f, keep printing new ones.
+    Tail(AuditTailArgs),
+}
+
+/// `inkan audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+}
+
+/// `inkan audit tail`.
+#[derive(Debug, Args)]
+pub struct AuditTailArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// How many lines.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: usize,
+    /// Follow: print lines as they are appended, until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 /// `inkan serve`.
@@ -78,6 +131,10 @@ pub struct ServeArgs {
     /// Plain HTTP address for CA certificates and CRLs [default from inkan.toml: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Use a signer started separately (`inkan signer`) at this socket, instead of starting
+    /// one; the data directory then needs no CA key at all.
+    #[arg(long, value_name = "PATH")]
+    pub signer_socket: Option<PathBuf>,
     /// Development mode: set up ./inkan-data on first run (generated passphrases kept in
     /// inkan-data/dev-secrets, a master user "master" with a printed password).
     #[arg(long)]

@@ -1,11 +1,15 @@
-//! The CA side as the enrollment service sees it, from the `ca` crate, in this process:
-//! [`InProcessIssuer`] implements `enroll_server::backend::Issuer`.
+//! The CA side as the enrollment service sees it: [`CaService`] implements
+//! `enroll_server::backend::Issuer` over a signer — the `inkan signer` process on its socket
+//! (what `serve` uses), or the CA loaded in this process for offline CLI commands — and records
+//! what the signer returns in the registry.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use ca::audit::AuditLog;
 use ca::layout::{self, DataDir};
-use ca::{CertificateAuthority, IssueRequest, Passphrase, SledStore};
+use ca::remote::{RemoteError, SignerClient};
+use ca::{CertRecord, CertificateAuthority, IssueRequest, Passphrase, Registry, SledStore, State};
 use enroll_server::backend::{IssueError, Issuer};
 use pki::request::{IssueOrder, IssuedCertificate};
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -13,68 +17,140 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 
-/// The issuing CA loaded in this process.
-pub struct InProcessIssuer {
-    authority: CertificateAuthority,
+/// Where certificates get signed.
+pub enum Signer {
+    /// The CA key loaded here, over its ledger (offline CLI commands).
+    Local(Box<CertificateAuthority>),
+    /// A signer process.
+    Remote(SignerClient),
+}
+
+/// The signer's ledger directory in a data directory.
+pub fn ledger_dir(dir: &DataDir) -> std::path::PathBuf {
+    dir.path().join("signer").join("ledger")
+}
+
+/// The signer's default socket in a data directory.
+pub fn signer_socket(dir: &DataDir) -> std::path::PathBuf {
+    dir.path().join("signer.sock")
+}
+
+/// Loads the issuing CA in this process, over its ledger.
+pub fn local_authority(
+    dir: &DataDir,
+    config: &Config,
+    passphrase: &Passphrase,
+) -> anyhow::Result<CertificateAuthority> {
+    let (signer, der) = ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), passphrase)?;
+    let ledger_path = ledger_dir(dir);
+    layout::create_private_dir(&ledger_path)?;
+    let ledger = SledStore::open(&ledger_path).map_err(|e| super::commands::in_use(e.to_string(), &ledger_path))?;
+    Ok(CertificateAuthority::new(&der, Box::new(signer), Arc::new(ledger), config.profile_settings())?)
+}
+
+/// The CA as the service and the operator commands use it.
+pub struct CaService {
+    signer: Signer,
+    registry: Arc<SledStore>,
+    ca_der: Vec<u8>,
     root_der: Vec<u8>,
     dir: DataDir,
     crl_validity: time::Duration,
+    audit: Arc<AuditLog>,
 }
 
-impl InProcessIssuer {
-    /// Loads the issuing CA key with `passphrase`, over `registry`.
-    pub fn open(
+impl CaService {
+    /// A service over `signer`, recording into `registry`.
+    pub fn new(
+        signer: Signer,
+        registry: Arc<SledStore>,
         dir: &DataDir,
         config: &Config,
-        registry: Arc<SledStore>,
-        passphrase: &Passphrase,
+        audit: Arc<AuditLog>,
     ) -> anyhow::Result<Self> {
-        let (signer, der) = ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), passphrase)?;
-        let authority = CertificateAuthority::new(&der, Box::new(signer), registry, config.profile_settings())?;
-        let root_der = layout::read_certificate(&dir.root_cert())?;
-        Ok(Self { authority, root_der, dir: dir.clone(), crl_validity: config.crl_validity() })
+        let (ca_der, root_der) = match &signer {
+            Signer::Local(authority) => {
+                (authority.issuer().certificate_der().to_vec(), layout::read_certificate(&dir.root_cert())?)
+            }
+            Signer::Remote(client) => client.ca_info().context("asking the signer for the CA certificates")?,
+        };
+        Ok(Self { signer, registry, ca_der, root_der, dir: dir.clone(), crl_validity: config.crl_validity(), audit })
     }
 
-    /// The CA itself.
-    pub fn authority(&self) -> &CertificateAuthority {
-        &self.authority
+    fn sign(&self, order: &IssueOrder) -> Result<(pki::Serial, Vec<u8>), IssueError> {
+        match &self.signer {
+            Signer::Local(authority) => {
+                let request = IssueRequest {
+                    csr: &order.csr_der,
+                    account: &order.account,
+                    profile: order.profile,
+                    sans: &order.sans,
+                    days: order.days,
+                    request_id: Some(order.request_id),
+                };
+                let issued = authority.issue(&request).map_err(|e| match e {
+                    ca::Error::Pki(pki::Error::Lint { .. } | pki::Error::Encoding { .. }) => {
+                        IssueError::Internal(e.to_string())
+                    }
+                    ca::Error::Pki(e) => IssueError::Rejected(e.to_string()),
+                    other => IssueError::Internal(other.to_string()),
+                })?;
+                Ok((issued.record.serial, issued.der))
+            }
+            Signer::Remote(client) => client
+                .issue(order.request_id, &order.csr_der, &order.account, order.profile, &order.sans, order.days)
+                .map_err(|e| match e {
+                    RemoteError::Unavailable { .. } => IssueError::Unavailable(e.to_string()),
+                    RemoteError::Rejected(message) => IssueError::Rejected(message),
+                    other => IssueError::Internal(other.to_string()),
+                }),
+        }
     }
 }
 
-impl Issuer for InProcessIssuer {
+impl Issuer for CaService {
     fn issue(&self, order: &IssueOrder) -> Result<IssuedCertificate, IssueError> {
-        let request = IssueRequest {
-            csr: &order.csr_der,
-            account: &order.account,
+        let (serial, der) = self.sign(order)?;
+        let summary = pki::certificate::Summary::from_der(&der).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        let record = CertRecord {
+            serial,
+            account: order.account.clone(),
             profile: order.profile,
-            sans: &order.sans,
-            days: order.days,
+            key_sha256: summary.key_sha256,
+            not_before: summary.not_before,
+            not_after: summary.not_after,
+            recorded_at: now.replace_nanosecond(0).unwrap_or(now),
+            state: State::Issued,
         };
-        let issued = self.authority.issue(&request).map_err(|e| match e {
-            ca::Error::Pki(pki::Error::Lint { .. } | pki::Error::Encoding { .. }) => {
-                IssueError::Internal(e.to_string())
-            }
-            ca::Error::Pki(e) => IssueError::Rejected(e.to_string()),
-            other => IssueError::Internal(other.to_string()),
-        })?;
-        Ok(IssuedCertificate {
-            serial: issued.record.serial,
-            der: issued.der,
-            not_before: issued.record.not_before,
-            not_after: issued.record.not_after,
-        })
+        self.registry.record_certificate(&record, &der).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let _ = self.audit.append(
+            "certificate.issued",
+            serde_json::json!({ "serial": serial, "account": order.account, "profile": order.profile }),
+        );
+        Ok(IssuedCertificate { serial, der, not_before: summary.not_before, not_after: summary.not_after })
     }
 
     fn sign_crl(&self) -> Result<Vec<u8>, IssueError> {
         let now = OffsetDateTime::now_utc();
         let now = now.replace_nanosecond(0).unwrap_or(now);
-        let der = self.authority.sign_crl(now, self.crl_validity).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let entries = self.registry.revoked_unexpired(now).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let der = match &self.signer {
+            Signer::Local(authority) => authority
+                .sign_crl_for(&entries, now, self.crl_validity)
+                .map_err(|e| IssueError::Internal(e.to_string()))?,
+            Signer::Remote(client) => client.sign_crl(&entries, self.crl_validity).map_err(|e| match e {
+                RemoteError::Unavailable { .. } => IssueError::Unavailable(e.to_string()),
+                other => IssueError::Internal(other.to_string()),
+            })?,
+        };
         publish_crl(&self.dir, "ca.crl", &der).map_err(|e| IssueError::Internal(format!("{e:#}")))?;
+        let _ = self.audit.append("crl.published", serde_json::json!({ "entries": entries.len() }));
         Ok(der)
     }
 
     fn ca_certificate(&self) -> &[u8] {
-        self.authority.issuer().certificate_der()
+        &self.ca_der
     }
 
     fn root_certificate(&self) -> &[u8] {
@@ -94,7 +170,7 @@ pub fn publish_crl(dir: &DataDir, name: &str, der: &[u8]) -> anyhow::Result<()> 
 pub fn ensure_server_certificate(
     dir: &DataDir,
     config: &Config,
-    authority: &CertificateAuthority,
+    ca: &CaService,
 ) -> anyhow::Result<enroll_server::tls::TlsMaterial> {
     let names = config.server_names()?;
     let names_file = dir.server_cert().with_file_name("names");
@@ -108,16 +184,27 @@ pub fn ensure_server_certificate(
         (fresh && same_names && dir.server_key().exists()).then_some(blocks)
     });
     if current.is_none() {
-        let (issued, key) = ca::server_key::issue_server_certificate(authority, &names, 365)?;
+        let (csr, key) = ca::server_key::server_key_and_csr()?;
+        let mut request_id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut request_id).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let order = IssueOrder {
+            csr_der: csr,
+            account: ca::server_key::SERVER_ACCOUNT.into(),
+            profile: pki::Profile::Server,
+            sans: names.clone(),
+            days: Some(365),
+            request_id,
+        };
+        let issued = ca.issue(&order).map_err(|e| anyhow::anyhow!("issuing the service's TLS certificate: {e}"))?;
         let server_dir = dir.server_cert().parent().map(ToOwned::to_owned).unwrap_or_default();
         layout::create_private_dir(&server_dir)?;
-        let chain = pki::encoding::certificates_pem([issued.der.as_slice(), authority.issuer().certificate_der()]);
+        let chain = pki::encoding::certificates_pem([issued.der.as_slice(), ca.ca_certificate()]);
         let key_pem = zeroize::Zeroizing::new(pki::encoding::pem_encode("PRIVATE KEY", &key));
         let _ = std::fs::remove_file(dir.server_key());
         layout::write_new(&dir.server_key(), key_pem.as_bytes(), 0o600)?;
         layout::replace(&dir.server_cert(), chain.as_bytes(), 0o644)?;
         layout::replace(&names_file, wanted_names.as_bytes(), 0o644)?;
-        tracing::info!(serial = %issued.record.serial, names = ?config.server.names, "issued the service's TLS certificate");
+        tracing::info!(serial = %issued.serial, names = ?config.server.names, "issued the service's TLS certificate");
     }
     let chain_pem =
         std::fs::read(dir.server_cert()).with_context(|| format!("reading {}", dir.server_cert().display()))?;
@@ -133,6 +220,6 @@ pub fn ensure_server_certificate(
     Ok(enroll_server::tls::TlsMaterial {
         chain,
         key: PrivatePkcs8KeyDer::from(key.into_contents()),
-        client_ca: CertificateDer::from(authority.issuer().certificate_der().to_vec()),
+        client_ca: CertificateDer::from(ca.ca_certificate().to_vec()),
     })
 }

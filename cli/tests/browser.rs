@@ -74,9 +74,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(dir: &Path) -> Server {
+fn serve(dir: &Path, pass_file: &Path) -> Server {
     let mut child = inkan(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .arg("--ca-passphrase-file")
+        .arg(pass_file)
+        .env_remove("INKAN_CA_PASSPHRASE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -127,7 +130,9 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     let dir = tmp.path().join("data");
     ok(inkan_with(&dir, &["init", "--org", "Browser Test Bank"]));
     ok(inkan_with(&dir, &["user", "add", "--login-id", "alice", "--role", "master"]));
-    let server = serve(&dir);
+    let pass_file = tmp.path().join("ca.pass");
+    std::fs::write(&pass_file, format!("{CA_PASS}\n")).unwrap();
+    let server = serve(&dir, &pass_file);
 
     // Chromium trusts the test root through an NSS database in its HOME, as a user would
     // after importing it: the test does not switch TLS checks off.

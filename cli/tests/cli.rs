@@ -93,9 +93,10 @@ fn init_creates_encrypted_keys_and_a_chain_openssl_verifies() {
 fn second_init_refuses_and_changes_nothing() {
     let ca = TestCa::init(&[]);
     let before = snapshot(&ca.data);
-    // The five files, root/crl-number, the registry (db/conf, db/db) and the enrollment
-    // service's TLS certificate, key and names (server/*).
-    assert_eq!(before.len(), 11, "{:?}", before.keys());
+    // The five files, root/crl-number, the registry (db/conf, db/db), the signer's ledger
+    // (signer/ledger/conf, signer/ledger/db), the audit log and the enrollment service's TLS
+    // certificate, key and names (server/*).
+    assert_eq!(before.len(), 14, "{:?}", before.keys());
     ca.inkan(["init"]).refused("already exists");
     ca.inkan(["init", "--key-type", "ed25519", "--org", "Other"]).refused("already exists");
     assert_eq!(snapshot(&ca.data), before, "a refused init changed a file");

@@ -68,8 +68,14 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
                         // Validity from 1 to 400 days, spread evenly.
                         let days = Some(1 + (i % 400) as u32);
                         let account = format!("user-{}", i % 1000);
-                        let request =
-                            IssueRequest { csr, account: &account, profile: Profile::Client, sans: &[], days };
+                        let request = IssueRequest {
+                            csr,
+                            account: &account,
+                            profile: Profile::Client,
+                            sans: &[],
+                            days,
+                            request_id: None,
+                        };
                         authority.issue(&request).unwrap();
                     }
                 });

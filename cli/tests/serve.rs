@@ -151,7 +151,8 @@ fn issue_in_process(ca: &TestCa, csr: &Path, account: &str, days: u32, at: Offse
     };
     let authority = CertificateAuthority::new(&der, Box::new(signer), store, settings).expect("authority");
     let csr = std::fs::read(csr).expect("CSR");
-    let request = IssueRequest { csr: &csr, account, profile: Profile::Client, sans: &[], days: Some(days) };
+    let request =
+        IssueRequest { csr: &csr, account, profile: Profile::Client, sans: &[], days: Some(days), request_id: None };
     let issued = authority.issue_at(&request, at).expect("issue_at");
     let path = ca.work().join(format!("{account}-{days}d.crt"));
     write(&path, pki::encoding::pem_encode("CERTIFICATE", &issued.der));
@@ -353,22 +354,33 @@ struct Server {
     seen: RefCell<Vec<(String, u16)>>,
 }
 
+/// The CA passphrase in a file (0600) in the test's work directory.
+fn ca_pass_file(ca: &TestCa) -> PathBuf {
+    let path = ca.work().join("ca.pass");
+    if !path.exists() {
+        std::fs::write(&path, format!("{CA_PASS}\n")).expect("write passphrase file");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    }
+    path
+}
+
 impl Server {
     fn start(ca: &TestCa) -> Self {
         Self::start_env(ca, &[])
     }
 
-    /// `inkan serve` on port 0 everywhere, with the CA passphrase and `env`; returns once it
-    /// has printed the three addresses.
+    /// `inkan serve` on port 0 everywhere, with the CA passphrase in a file (serve refuses it
+    /// in its environment) and `env`; returns once it has printed the three addresses.
     fn start_env(ca: &TestCa, env: &[(&str, &str)]) -> Self {
+        let pass_file = ca_pass_file(ca);
         let mut command = Command::new(inkan_bin());
         command
-            .args(["serve", "--data-dir", s(&ca.data)])
+            .args(["serve", "--data-dir", s(&ca.data), "--ca-passphrase-file", s(&pass_file)])
             .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .env_remove("INKAN_DATA_DIR")
             .env_remove("INKAN_ROOT_PASSPHRASE")
             .env_remove("INKAN_LOG")
-            .env("INKAN_CA_PASSPHRASE", CA_PASS)
+            .env_remove("INKAN_CA_PASSPHRASE")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1253,6 +1265,7 @@ fn sigterm_stops_the_service_gracefully() {
     add_user(&ca, "ivo", "general", Some("hana"));
 
     // A second service on the same data directory is refused, and leaves the first alone.
+    let pass_file = ca_pass_file(&ca);
     let second = run(
         "timeout",
         ["20", inkan_bin(), "serve", "--data-dir", s(&ca.data), "--listen", "127.0.0.1:0"].into_iter().chain([
@@ -1260,8 +1273,10 @@ fn sigterm_stops_the_service_gracefully() {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--ca-passphrase-file",
+            s(&pass_file),
         ]),
-        &[("INKAN_CA_PASSPHRASE", Some(CA_PASS))],
+        &[("INKAN_CA_PASSPHRASE", None)],
         None,
     );
     second.refused("in use by another inkan process");

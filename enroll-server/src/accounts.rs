@@ -110,7 +110,7 @@ impl fmt::Debug for Account {
 }
 
 /// What can go wrong with accounts.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AccountError {
     /// Unknown login ID or wrong password: deliberately the same.
@@ -121,6 +121,8 @@ pub enum AccountError {
     Locked {
         /// Who can unlock it.
         unlock_by: &'static str,
+        /// Locked by this very attempt.
+        newly: bool,
     },
     /// Disabled.
     #[error("the account is not active")]
@@ -310,7 +312,10 @@ impl Accounts {
             tracing::warn!(login_id = %account.login_id, "account locked after repeated wrong passwords");
         }
         self.put(&account)?;
-        Err(if account.locked { locked(&account) } else { AccountError::InvalidCredentials })
+        Err(match locked(&account) {
+            AccountError::Locked { unlock_by, .. } if account.locked => AccountError::Locked { unlock_by, newly: true },
+            _ => AccountError::InvalidCredentials,
+        })
     }
 
     /// Unlocks an account and clears its failure count.
@@ -340,6 +345,7 @@ impl Accounts {
 /// The error for a locked account, naming who can unlock it.
 pub fn locked(account: &Account) -> AccountError {
     AccountError::Locked {
+        newly: false,
         unlock_by: match account.role {
             Role::Master => "ask the operator to unlock it",
             Role::General => "ask your contract's master user to unlock it",

@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use crate::accounts::{Account, Accounts, Password, Role};
-use crate::backend::{IssueError, Issuer};
+use crate::backend::{Audit, IssueError, Issuer};
 use crate::state::Shared;
 
 /// A command.
@@ -201,6 +201,8 @@ pub struct AdminContext<'a> {
     pub registry: Option<&'a dyn Registry>,
     /// The CA.
     pub issuer: Option<&'a dyn Issuer>,
+    /// The audit trail.
+    pub audit: &'a dyn Audit,
 }
 
 fn need<'a, T: ?Sized>(part: Option<&'a T>, what: &str) -> Result<&'a T, String> {
@@ -225,6 +227,10 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .create(&login_id, role, master.as_deref(), &password.into_password(), now)
                 .map_err(|e| text(&e))?;
             tracing::info!(login_id = %account.login_id, role = role.name(), "account created by the operator");
+            ctx.audit.record(
+                "user.created",
+                serde_json::json!({ "by": "operator", "login_id": account.login_id, "role": role.name(), "master": account.master }),
+            );
             AdminReply::Account { account: account.into() }
         }
         AdminRequest::UserList => {
@@ -234,12 +240,15 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
         AdminRequest::UserUnlock { login_id } => {
             let account = need(ctx.accounts, "account store")?.unlock(&login_id).map_err(|e| text(&e))?;
             tracing::info!(login_id = %account.login_id, "account unlocked by the operator");
+            ctx.audit.record("user.unlocked", serde_json::json!({ "by": "operator", "login_id": account.login_id }));
             AdminReply::Account { account: account.into() }
         }
         AdminRequest::UserPasswd { login_id, password } => {
             let accounts = need(ctx.accounts, "account store")?;
             let account = accounts.set_password(&login_id, &password.into_password()).map_err(|e| text(&e))?;
             tracing::info!(login_id = %account.login_id, "password set by the operator");
+            ctx.audit
+                .record("user.password_set", serde_json::json!({ "by": "operator", "login_id": account.login_id }));
             AdminReply::Account { account: account.into() }
         }
         AdminRequest::List { expiring_secs, revoked, account } => {
@@ -282,6 +291,10 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 other => other.to_string(),
             })?;
             tracing::info!(%serial, reason = reason.name(), account = %record.account, "certificate revoked by the operator");
+            ctx.audit.record(
+                "certificate.revoked",
+                serde_json::json!({ "by": "operator", "serial": serial, "account": record.account, "reason": reason.name() }),
+            );
             AdminReply::Certificates { certificates: vec![record] }
         }
         AdminRequest::Issue { csr, account, profile, sans, days } => {
@@ -301,6 +314,8 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .map_err(|e| text(&e))?
                 .ok_or_else(|| format!("issued {} but the registry does not have it", issued.serial))?;
             tracing::info!(serial = %issued.serial, account = %record.account, "certificate issued by the operator");
+            ctx.audit
+                .record("operator.issue", serde_json::json!({ "serial": issued.serial, "account": record.account }));
             AdminReply::Issued { record, der: issued.der, ca_der: issuer.ca_certificate().to_vec() }
         }
         AdminRequest::Crl => {
@@ -378,6 +393,7 @@ async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
                 accounts: Some(&state.accounts),
                 registry: Some(state.registry.as_ref()),
                 issuer: Some(state.issuer.as_ref()),
+                audit: state.audit.as_ref(),
             };
             execute(&ctx, request)
         })

@@ -36,3 +36,11 @@ pub enum IssueError {
     #[error("CA failure: {0}")]
     Internal(String),
 }
+
+/// Where security events go: the audit trail. `record` returns once the event is durable; a
+/// failure to write is logged, never shown to the client. Details carry identifiers only,
+/// never passwords, tickets or keys.
+pub trait Audit: Send + Sync {
+    /// Appends one event.
+    fn record(&self, event: &str, details: serde_json::Value);
+}

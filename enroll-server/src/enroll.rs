@@ -46,6 +46,21 @@ pub(crate) fn registry_error(e: pki::registry::RegistryError) -> ApiError {
     ApiError::internal("registry", e)
 }
 
+/// Appends to the audit trail (durable) off the async threads.
+pub(crate) async fn audit(state: &Shared, event: &'static str, details: serde_json::Value) {
+    let state = state.clone();
+    let _ = tokio::task::spawn_blocking(move || state.audit.record(event, details)).await;
+}
+
+/// Audits a failed password check, and the lockout it may have caused.
+pub(crate) async fn audit_auth_failure(state: &Shared, login_id: &str, via: &str, e: &AccountError) {
+    let code = account_error(e.clone()).code;
+    audit(state, "login.failure", serde_json::json!({ "login_id": login_id, "via": via, "code": code })).await;
+    if let AccountError::Locked { newly: true, .. } = e {
+        audit(state, "account.locked", serde_json::json!({ "login_id": login_id })).await;
+    }
+}
+
 /// Runs blocking work (password hashing, durable writes, signing) off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal("blocking task", e))
@@ -91,11 +106,18 @@ fn check_eligible(state: &Shared, account: &Account, now: OffsetDateTime) -> Res
 /// 取得前処理: authenticate, check eligibility, make a single-use ticket.
 async fn preprocess(state: &Shared, login_id: String, password: Password) -> Result<(String, Ticket), ApiError> {
     let accounts_state = state.clone();
-    let account =
-        blocking(move || accounts_state.accounts.authenticate(&login_id, &password)).await?.map_err(account_error)?;
+    let id = login_id.clone();
+    let account = match blocking(move || accounts_state.accounts.authenticate(&id, &password)).await? {
+        Ok(account) => account,
+        Err(e) => {
+            audit_auth_failure(state, &login_id, "enrollment", &e).await;
+            return Err(account_error(e));
+        }
+    };
     check_eligible(state, &account, OffsetDateTime::now_utc())?;
     let made = state.tickets.create(&account.login_id, state.settings.enrollment.ticket_ttl);
     tracing::info!(login_id = %account.login_id, "enrollment ticket created");
+    audit(state, "enrollment.preprocessed", serde_json::json!({ "login_id": account.login_id })).await;
     Ok(made)
 }
 
@@ -173,6 +195,7 @@ async fn issue_claimed(
         other => ApiError::internal("issuance", other),
     })?;
     tracing::info!(login_id = %login_id, serial = %issued.serial, "certificate issued");
+    audit(state, "enrollment.issued", serde_json::json!({ "login_id": login_id, "serial": issued.serial })).await;
 
     // 再取得: the older certificates of the account are superseded by the new one.
     let registry = state.registry.clone();
@@ -192,6 +215,7 @@ async fn issue_claimed(
     .map_err(registry_error)?;
     for serial in superseded {
         tracing::info!(%serial, by = %new_serial, "certificate superseded");
+        audit(state, "certificate.superseded", serde_json::json!({ "serial": serial, "by": new_serial })).await;
     }
 
     let chain = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
@@ -266,6 +290,7 @@ pub async fn api_csr(
 pub async fn api_installed(State(state): State<Shared>, Path(ticket): Path<String>) -> Result<StatusCode, ApiError> {
     let serial = state.tickets.mark_installed(&ticket).map_err(ticket_error)?;
     tracing::info!(%serial, "certificate saved by the browser");
+    audit(&state, "enrollment.installed", serde_json::json!({ "serial": serial })).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

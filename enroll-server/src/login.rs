@@ -62,9 +62,7 @@ fn check_certificate(state: &Shared, conn: &Connection) -> Result<(CertRecord, A
     }
     let account = state.accounts.get(&record.account).map_err(account_error)?;
     match account {
-        Some(a) if a.locked => Err(account_error(crate::accounts::AccountError::Locked {
-            unlock_by: if a.role == Role::Master { "ask the operator" } else { "ask your master user" },
-        })),
+        Some(a) if a.locked => Err(account_error(crate::accounts::locked(&a))),
         Some(a) if a.active => Ok((record, a)),
         _ => Err(refused("account_inactive", "the certificate's account is not active".into())),
     }
@@ -87,10 +85,22 @@ async fn login(state: &Shared, conn: &Connection, password: Password) -> Result<
     let (record, account) = check_certificate(state, conn)?;
     let accounts = state.clone();
     let login_id = account.login_id.clone();
-    let account =
-        blocking(move || accounts.accounts.authenticate(&login_id, &password)).await?.map_err(account_error)?;
+    let result = blocking(move || accounts.accounts.authenticate(&login_id, &password)).await?;
+    let account = match result {
+        Ok(account) => account,
+        Err(e) => {
+            crate::enroll::audit_auth_failure(state, &account.login_id, "certificate-login", &e).await;
+            return Err(account_error(e));
+        }
+    };
     let (id, _) = state.sessions.create(&account.login_id, record.serial);
     tracing::info!(login_id = %account.login_id, serial = %record.serial, "certificate login");
+    crate::enroll::audit(
+        state,
+        "login.success",
+        serde_json::json!({ "login_id": account.login_id, "serial": record.serial }),
+    )
+    .await;
     Ok((id, account))
 }
 
@@ -191,6 +201,12 @@ async fn add_user(state: &Shared, master: &Account, user: NewUser) -> Result<Acc
         other => account_error(other),
     })?;
     tracing::info!(master = %master.login_id, login_id = %created.login_id, "general user added");
+    crate::enroll::audit(
+        state,
+        "user.created",
+        serde_json::json!({ "by": master.login_id, "login_id": created.login_id, "role": "general" }),
+    )
+    .await;
     Ok(created)
 }
 
@@ -204,6 +220,12 @@ async fn unlock_user(state: &Shared, master: &Account, login_id: &str) -> Result
     let id = login_id.to_owned();
     let user = blocking(move || accounts.accounts.unlock(&id)).await?.map_err(account_error)?;
     tracing::info!(master = %master.login_id, login_id = %user.login_id, "general user unlocked by master");
+    crate::enroll::audit(
+        state,
+        "user.unlocked",
+        serde_json::json!({ "by": master.login_id, "login_id": user.login_id }),
+    )
+    .await;
     Ok(user)
 }
 

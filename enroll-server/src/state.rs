@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pki::registry::Registry;
 
 use crate::accounts::Accounts;
-use crate::backend::Issuer;
+use crate::backend::{Audit, Issuer};
 use crate::settings::ServerSettings;
 use crate::tokens::{RateLimiter, Sessions, Tickets};
 
@@ -20,6 +20,8 @@ pub struct AppState {
     pub registry: Arc<dyn Registry>,
     /// The CA.
     pub issuer: Arc<dyn Issuer>,
+    /// The audit trail.
+    pub audit: Arc<dyn Audit>,
     /// Enrollment tickets.
     pub tickets: Tickets,
     /// Login sessions.

@@ -266,6 +266,8 @@ pub struct Summary {
     pub sha256_fingerprint: String,
     /// The key type, when it is one inkan accepts.
     pub key: Option<crate::KeyKind>,
+    /// SHA-256 of the SubjectPublicKeyInfo (the registry's key index).
+    pub key_sha256: [u8; 32],
 }
 
 impl Summary {
@@ -282,6 +284,12 @@ impl Summary {
             not_after: cert.validity().not_after.to_datetime(),
             sha256_fingerprint: fingerprint(der),
             key: SubjectKey::from_parsed(cert.public_key()).ok().map(|k| k.kind()),
+            key_sha256: {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
+                let mut out = [0; 32];
+                out.copy_from_slice(digest.as_ref());
+                out
+            },
         })
     }
 }

@@ -70,6 +70,21 @@ impl RevocationReason {
         }
     }
 
+    /// The reason with CRLReason `code`, if inkan uses it.
+    pub fn from_code(code: u8) -> Option<Self> {
+        [
+            Self::Unspecified,
+            Self::KeyCompromise,
+            Self::CaCompromise,
+            Self::AffiliationChanged,
+            Self::Superseded,
+            Self::CessationOfOperation,
+            Self::PrivilegeWithdrawn,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
     fn rcgen(self) -> Option<rcgen::RevocationReason> {
         use rcgen::RevocationReason as R;
         match self {

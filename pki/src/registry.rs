@@ -91,15 +91,28 @@ impl CertRecord {
     }
 }
 
+/// What a request id was answered with: the issuance record, and the certificate (DER) once
+/// signed.
+pub type RequestAnswer = (CertRecord, Option<Vec<u8>>);
+
 /// The registry. Every method that changes something returns only once the change is
 /// durable (flushed to disk).
 pub trait Registry: Send + Sync {
-    /// Records an issuance before signing. Fails with [`RegistryError::SerialTaken`] when the
-    /// serial is already in the registry, leaving it unchanged.
-    fn record_pending(&self, record: &CertRecord) -> Result<(), RegistryError>;
+    /// Records an issuance before signing, with the id of the request it answers if any.
+    /// Fails with [`RegistryError::SerialTaken`] when the serial is already in the registry,
+    /// leaving it unchanged.
+    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError>;
 
     /// Records the signed certificate of a pending issuance.
     fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError>;
+
+    /// The latest issuance recorded for a request id, and its certificate once signed.
+    fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError>;
+
+    /// Records a certificate signed elsewhere (by a signer process that recorded it in its own
+    /// ledger before signing). Recording the same certificate again changes nothing; another
+    /// certificate under a recorded serial is refused.
+    fn record_certificate(&self, record: &CertRecord, der: &[u8]) -> Result<(), RegistryError>;
 
     /// The record of one certificate.
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError>;

@@ -139,7 +139,7 @@ impl TestCa {
         let bytes = std::fs::read(csr).unwrap();
         let issued = self
             .ca
-            .issue(&IssueRequest { csr: &bytes, account, profile, sans, days: None })
+            .issue(&IssueRequest { csr: &bytes, account, profile, sans, days: None, request_id: None })
             .unwrap_or_else(|e| panic!("issuing from {}: {e}", csr.display()));
         let out = csr.with_extension(format!("{}.crt", profile.name()));
         std::fs::write(&out, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).unwrap();

@@ -52,8 +52,14 @@ pub fn create(
         ceremony::init(dir, &options, root_pass, ca_pass, time::OffsetDateTime::now_utc()).context("inkan init")?;
     let config = config::Config::load(&dir.config())?;
     let registry = std::sync::Arc::new(super::open_store(dir)?);
-    let issuer = crate::backend::InProcessIssuer::open(dir, &config, registry, ca_pass)?;
-    crate::backend::ensure_server_certificate(dir, &config, issuer.authority())?;
+    let audit = std::sync::Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
+    audit.append(
+        "ca.initialised",
+        serde_json::json!({ "organization": args.org, "key_type": args.key_type, "root": Summary::from_der(&report.root_der)?.sha256_fingerprint, "issuing": Summary::from_der(&report.ca_der)?.sha256_fingerprint }),
+    )?;
+    let signer = crate::backend::Signer::Local(Box::new(crate::backend::local_authority(dir, &config, ca_pass)?));
+    let ca_service = crate::backend::CaService::new(signer, registry, dir, &config, audit)?;
+    crate::backend::ensure_server_certificate(dir, &config, &ca_service)?;
 
     let root = Summary::from_der(&report.root_der)?;
     let ca = Summary::from_der(&report.ca_der)?;

@@ -4,11 +4,13 @@
 //! admin socket when `serve` holds the stores (sled allows one process), else against the
 //! stores opened here. Both paths run `enroll_server::admin::execute`.
 
+mod audit;
 mod crl;
 mod init;
 mod issue;
 mod registry;
 mod serve;
+mod signer;
 mod user;
 
 use std::path::Path;
@@ -20,8 +22,8 @@ use ca::layout::DataDir;
 use enroll_server::accounts::Accounts;
 use enroll_server::admin::{self, AdminContext, AdminReply, AdminRequest};
 
-use crate::args::{CaPassphraseArg, Command, RootCommand, UserCommand};
-use crate::backend::InProcessIssuer;
+use crate::args::{AuditCommand, CaPassphraseArg, Command, RootCommand, UserCommand};
+use crate::backend::{CaService, Signer, local_authority};
 use crate::config::{self, Config};
 use crate::passphrase::{self, Key};
 
@@ -40,6 +42,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::User(UserCommand::List(args)) => user::list(&args),
         Command::User(UserCommand::Unlock(args)) => user::unlock(&args),
         Command::User(UserCommand::Passwd(args)) => user::passwd(&args),
+        Command::Signer(args) => signer::run(&args),
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(&args),
+        Command::Audit(AuditCommand::Tail(args)) => audit::tail(&args),
     }
 }
 
@@ -55,10 +60,16 @@ struct Needs {
 /// Opens the registry, explaining the one failure operators will meet: another process has it.
 fn open_store(dir: &DataDir) -> anyhow::Result<SledStore> {
     require_ca(dir)?;
+    open_registry(dir)
+}
+
+/// Opens the registry without requiring the CA's files (a service with a separate signer
+/// runs on a data directory without them).
+fn open_registry(dir: &DataDir) -> anyhow::Result<SledStore> {
     SledStore::open(&dir.db()).map_err(|e| in_use(e.to_string(), &dir.db()))
 }
 
-fn in_use(text: String, path: &Path) -> anyhow::Error {
+pub(crate) fn in_use(text: String, path: &Path) -> anyhow::Error {
     if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
         anyhow::anyhow!("{} is in use by another inkan process", path.display())
     } else {
@@ -94,18 +105,22 @@ fn admin(
             let config = Config::load(&dir.config())?;
             let registry = if needs.registry || needs.issuer { Some(Arc::new(open_store(dir)?)) } else { None };
             let accounts = if needs.accounts { Some(open_accounts(dir, &config)?) } else { None };
+            let audit = Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
             let issuer = match (&registry, needs.issuer) {
                 (Some(registry), true) => {
                     let file = pass.and_then(|p| p.ca_passphrase_file.as_deref());
                     let passphrase = passphrase::resolve(Key::Ca, file, false)?;
-                    Some(InProcessIssuer::open(dir, &config, registry.clone(), &passphrase)?)
+                    let signer = Signer::Local(Box::new(local_authority(dir, &config, &passphrase)?));
+                    Some(CaService::new(signer, registry.clone(), dir, &config, audit.clone())?)
                 }
                 _ => None,
             };
+            let sink = AuditSink(audit);
             let ctx = AdminContext {
                 accounts: accounts.as_ref(),
                 registry: registry.as_deref().map(|r| r as &dyn pki::registry::Registry),
                 issuer: issuer.as_ref().map(|i| i as &dyn enroll_server::backend::Issuer),
+                audit: &sink,
             };
             admin::execute(&ctx, request)
         }
@@ -132,4 +147,16 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 
 fn unexpected(reply: AdminReply) -> anyhow::Error {
     anyhow::anyhow!("unexpected reply from the service: {reply:?}")
+}
+
+/// The audit trail as the service's `Audit` trait: a write failure is logged, not fatal.
+pub struct AuditSink(pub Arc<ca::audit::AuditLog>);
+
+impl enroll_server::backend::Audit for AuditSink {
+    fn record(&self, event: &str, details: serde_json::Value) {
+        if let Err(e) = self.0.append(event, details) {
+            tracing::error!(error = %e, event, "audit log write failed");
+            eprintln!("warning: audit log: {e}");
+        }
+    }
 }

@@ -1,8 +1,11 @@
 //! `inkan serve`: the enrollment service with the CA in this process.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use anyhow::Context;
 use ca::layout::{self, DataDir};
@@ -10,9 +13,13 @@ use enroll_server::accounts::{Password, Role};
 use enroll_server::state::AppState;
 use enroll_server::tokens::{RateLimiter, Sessions, Tickets};
 
-use super::{open_accounts, open_store};
+use ca::Passphrase;
+use ca::audit::AuditLog;
+use ca::remote::SignerClient;
+
+use super::{AuditSink, open_accounts, open_registry, require_ca};
 use crate::args::{DataDirArg, InitArgs, ServeArgs};
-use crate::backend::{InProcessIssuer, ensure_server_certificate};
+use crate::backend::{CaService, Signer, ensure_server_certificate, signer_socket};
 use crate::config::Config;
 use crate::passphrase::{self, Key};
 
@@ -55,6 +62,151 @@ fn dev_setup(dir: &DataDir) -> anyhow::Result<PathBuf> {
     Ok(secrets)
 }
 
+/// The signer `serve` started: restarted if it dies, stopped when `serve` stops.
+struct ChildSigner {
+    stopping: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<Child>>>,
+    supervisor: Option<std::thread::JoinHandle<()>>,
+}
+
+fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("finding the inkan executable")?;
+    // The child gets no environment of ours, and the passphrase only through the pipe.
+    let mut child = Command::new(exe)
+        .args(["signer", "--passphrase-stdin", "--data-dir"])
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(socket)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the signer")?;
+    let mut stdin = child.stdin.take().context("signer stdin")?;
+    stdin.write_all(passphrase.expose_for_pipe())?;
+    stdin.write_all(b"\n")?;
+    stdin.flush()?;
+    // Keep our end open: the signer exits when it closes.
+    child.stdin = Some(stdin);
+    let stdout = child.stdout.take().context("signer stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) if line.starts_with("signer ready") => Ok(child),
+        _ => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            anyhow::bail!("the signer did not start ({status:?}); see the messages above")
+        }
+    }
+}
+
+impl ChildSigner {
+    fn start(dir: &DataDir, socket: &Path, passphrase: Passphrase) -> anyhow::Result<Self> {
+        // A signer orphaned by a killed service exits when its stdin closes, which may take a
+        // moment: try a few times before giving up.
+        let mut attempt = 0;
+        let first = loop {
+            match spawn_signer(dir, socket, &passphrase) {
+                Ok(child) => break child,
+                Err(e) if attempt < 10 => {
+                    attempt += 1;
+                    tracing::warn!(error = %format!("{e:#}"), "starting the signer; trying again");
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let stopping = Arc::new(AtomicBool::new(false));
+        let child = Arc::new(Mutex::new(Some(first)));
+        let supervisor = {
+            let (stopping, child, dir, socket) = (stopping.clone(), child.clone(), dir.clone(), socket.to_owned());
+            std::thread::spawn(move || {
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let exited = {
+                        let mut guard = child.lock().unwrap_or_else(PoisonError::into_inner);
+                        match guard.as_mut().map(Child::try_wait) {
+                            Some(Ok(Some(status))) => Some(status),
+                            _ => None,
+                        }
+                    };
+                    let Some(status) = exited else { continue };
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    tracing::error!(%status, "the signer exited; enrollment answers 503 until it is back");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    match spawn_signer(&dir, &socket, &passphrase) {
+                        Ok(new) => {
+                            tracing::info!("the signer is back");
+                            backoff = Duration::from_millis(500);
+                            *child.lock().unwrap_or_else(PoisonError::into_inner) = Some(new);
+                        }
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "restarting the signer failed"),
+                    }
+                }
+            })
+        };
+        Ok(Self { stopping, child, supervisor: Some(supervisor) })
+    }
+
+    /// The signer's process id (for tests and operators).
+    fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(Child::id)
+    }
+}
+
+impl Drop for ChildSigner {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.join();
+        }
+        if let Some(mut child) = self.child.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            drop(child.stdin.take());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits (up to a minute) for a separately started signer to answer.
+fn wait_for_signer(client: &SignerClient) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut told = false;
+    loop {
+        match client.ca_info() {
+            Ok(_) => return Ok(()),
+            Err(ca::remote::RemoteError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                if !told {
+                    eprintln!("waiting for the signer at {} ...", client.path().display());
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => anyhow::bail!("the signer at {}: {e}", client.path().display()),
+        }
+    }
+}
+
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let dir = DataDir::new(args.data_dir.clone().unwrap_or_else(|| PathBuf::from("inkan-data")));
@@ -70,16 +222,43 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.http_listen {
         config.server.http_listen = addr;
     }
-    let registry = Arc::new(open_store(&dir)?);
+    let registry = Arc::new(open_registry(&dir)?);
     let accounts = open_accounts(&dir, &config)?;
-    let passphrase = passphrase::resolve(Key::Ca, ca_pass_file.as_deref(), false)?;
-    let issuer = InProcessIssuer::open(&dir, &config, registry.clone(), &passphrase)?;
-    let tls = ensure_server_certificate(&dir, &config, issuer.authority())?;
+    let audit = Arc::new(AuditLog::new(dir.path(), "service"));
+
+    // The CA key lives in a signer process: started here (the passphrase goes to it over a
+    // pipe) or started separately and reached at --signer-socket.
+    let (socket, child) = match &args.signer_socket {
+        Some(socket) => (socket.clone(), None),
+        None => {
+            if std::env::var_os("INKAN_CA_PASSPHRASE").is_some() {
+                anyhow::bail!(
+                    "unset INKAN_CA_PASSPHRASE for `serve`: the service hands the passphrase to its signer over a \
+                     pipe and keeps it out of its environment; use --ca-passphrase-file FILE or the prompt"
+                );
+            }
+            require_ca(&dir)?;
+            let passphrase = passphrase::resolve(Key::Ca, ca_pass_file.as_deref(), false)?;
+            // Check it here, where the operator sees the answer, before the child tries.
+            ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &passphrase)?;
+            let socket = signer_socket(&dir);
+            let child = ChildSigner::start(&dir, &socket, passphrase)?;
+            (socket, Some(child))
+        }
+    };
+    let client = SignerClient::new(&socket);
+    wait_for_signer(&client)?;
+    let ca_service = CaService::new(Signer::Remote(client), registry.clone(), &dir, &config, audit.clone())?;
+    let tls = ensure_server_certificate(&dir, &config, &ca_service)?;
 
     let mut first_master = None;
     if args.dev && accounts.list()?.is_empty() {
         let password = Password::generate();
         accounts.create("master", Role::Master, None, &password, time::OffsetDateTime::now_utc())?;
+        audit.append(
+            "user.created",
+            serde_json::json!({ "by": "serve --dev", "login_id": "master", "role": "master" }),
+        )?;
         first_master = Some(password);
     }
 
@@ -91,7 +270,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         settings,
         accounts,
         registry,
-        issuer: Arc::new(issuer),
+        issuer: Arc::new(ca_service),
+        audit: Arc::new(AuditSink(audit.clone())),
         tickets: Tickets::default(),
         sessions: Sessions::default(),
         public_url: public_url.clone(),
@@ -99,6 +279,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let root = dir.root_cert();
+    let signer_pid = child.as_ref().and_then(ChildSigner::pid);
+    audit.append("service.start", serde_json::json!({ "pid": std::process::id(), "signer_pid": signer_pid }))?;
     runtime.block_on(enroll_server::run(state, &tls, enroll_server::shutdown_signal(), move |bound| {
         // Port 0 in the settings means "any": print the ports actually bound.
         let public_url = with_port(&public_url, bound.public.port());
@@ -110,12 +292,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "  certificate login (電子証明書ログイン): {login_url}/");
         let _ = writeln!(out, "  CA certificates and CRLs:            {http_url}/root.crt, {http_url}/crl/ca.crl");
         let _ = writeln!(out, "  trust the root CA in your browser:   {}", root.display());
+        if let Some(pid) = signer_pid {
+            let _ = writeln!(out, "  signer: process {pid} on {}", socket.display());
+        }
         if let Some(password) = &first_master {
             let _ = writeln!(out, "  master user: login ID \"master\", one-time password {}", password.reveal());
             let _ = writeln!(out, "  (shown once; change it with `inkan user passwd --login-id master`)");
         }
         let _ = out.flush();
     }))?;
+    drop(child);
+    audit.append("service.stop", serde_json::json!({ "pid": std::process::id() }))?;
     eprintln!("inkan stopped");
     Ok(())
 }

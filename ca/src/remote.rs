@@ -1,0 +1,427 @@
+//! The signer process's socket: a narrow, versioned, length-prefixed protocol with three
+//! requests — issue, sign a CRL, CA info — and nothing else.
+//!
+//! A frame is a 4-byte big-endian length and that many bytes of JSON: `{"v":1,"op":...}`.
+//! The signer ([`serve`]) re-validates everything it is sent (the CA validates the CSR and
+//! applies its own profile) and records every issuance in its own ledger before signing; a
+//! request id sent twice gets the same certificate. [`SignerClient`] is the other end.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use pki::{Profile, RevocationReason, RevokedEntry, San, Serial};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::audit::AuditLog;
+use crate::{CertificateAuthority, Error, IssueRequest};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+/// The largest frame accepted: a CRL request with several million entries fits.
+pub const MAX_FRAME: usize = 512 << 20;
+/// At most this many connections are served at once; more are refused.
+const MAX_CONNECTIONS: usize = 256;
+
+mod hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        decode(&text).ok_or_else(|| serde::de::Error::custom("invalid hex"))
+    }
+
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let bytes = text.as_bytes();
+        if !bytes.len().is_multiple_of(2) {
+            return None;
+        }
+        bytes.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+    }
+}
+
+/// One revoked certificate in a CRL request: serial, revocation time (Unix seconds), reason code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlEntry(pub Serial, pub i64, pub u8);
+
+/// What the signer is asked.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Issue a certificate for `account` from a CSR.
+    Issue {
+        /// The sender's id: sent again, it gets the same certificate.
+        #[serde(with = "hex")]
+        request_id: Vec<u8>,
+        /// The CSR, DER.
+        #[serde(with = "hex")]
+        csr: Vec<u8>,
+        /// The account.
+        account: String,
+        /// The profile.
+        profile: Profile,
+        /// Subject alternative names (server profile).
+        sans: Vec<San>,
+        /// Validity in days, or the CA's default.
+        days: Option<u32>,
+    },
+    /// Sign a CRL listing `entries`, valid for `validity_secs`.
+    SignCrl {
+        /// The revoked certificates.
+        entries: Vec<CrlEntry>,
+        /// Seconds from thisUpdate to nextUpdate.
+        validity_secs: i64,
+    },
+    /// The issuing CA and root certificates.
+    CaInfo,
+}
+
+/// What the signer answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    /// A certificate, signed and recorded in the ledger.
+    Issued {
+        /// Its serial.
+        serial: Serial,
+        /// The certificate, DER.
+        #[serde(with = "hex")]
+        der: Vec<u8>,
+    },
+    /// A CRL.
+    Crl {
+        /// The CRL, DER.
+        #[serde(with = "hex")]
+        der: Vec<u8>,
+    },
+    /// The CA certificates.
+    CaInfo {
+        /// The issuing CA certificate, DER.
+        #[serde(with = "hex")]
+        ca: Vec<u8>,
+        /// The root certificate, DER.
+        #[serde(with = "hex")]
+        root: Vec<u8>,
+    },
+    /// The request was refused (`rejected`: the sender's fault) or failed (`internal`).
+    Error {
+        /// `rejected`, `internal` or `version`.
+        kind: String,
+        /// Why.
+        message: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u32,
+    #[serde(flatten)]
+    body: T,
+}
+
+fn write_frame<T: Serialize>(stream: &mut UnixStream, body: T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(&Envelope { v: VERSION, body }).map_err(std::io::Error::other)?;
+    let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    stream.write_all(&len.to_be_bytes())?;
+    stream.write_all(&bytes)
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+fn read_frame(stream: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+    }
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+/// The signer: the issuing CA over its ledger, the root certificate, an audit log.
+pub struct SignerService {
+    /// The CA.
+    pub authority: CertificateAuthority,
+    /// The root certificate, DER.
+    pub root_der: Vec<u8>,
+    /// Where signing events go.
+    pub audit: Option<Arc<AuditLog>>,
+}
+
+impl SignerService {
+    fn audit(&self, event: &str, details: serde_json::Value) {
+        if let Some(audit) = &self.audit
+            && let Err(e) = audit.append(event, details)
+        {
+            eprintln!("signer: audit log: {e}");
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, request: Request) -> Response {
+        let rejected = |message: String| Response::Error { kind: "rejected".into(), message };
+        match request {
+            Request::Issue { request_id, csr, account, profile, sans, days } => {
+                let Ok(request_id) = <[u8; 16]>::try_from(request_id.as_slice()) else {
+                    return rejected("request_id must be 16 bytes".into());
+                };
+                let request = IssueRequest {
+                    csr: &csr,
+                    account: &account,
+                    profile,
+                    sans: &sans,
+                    days,
+                    request_id: Some(request_id),
+                };
+                match self.authority.issue(&request) {
+                    Ok(issued) => {
+                        self.audit(
+                            "certificate.signed",
+                            serde_json::json!({ "serial": issued.record.serial, "account": account, "profile": profile }),
+                        );
+                        Response::Issued { serial: issued.record.serial, der: issued.der }
+                    }
+                    Err(Error::Pki(e @ (pki::Error::Lint { .. } | pki::Error::Encoding { .. }))) => {
+                        eprintln!("signer: {e}");
+                        Response::Error { kind: "internal".into(), message: e.to_string() }
+                    }
+                    Err(Error::Pki(e)) => rejected(e.to_string()),
+                    Err(e) => {
+                        eprintln!("signer: issuance failed: {e}");
+                        Response::Error { kind: "internal".into(), message: e.to_string() }
+                    }
+                }
+            }
+            Request::SignCrl { entries, validity_secs } => {
+                let now = OffsetDateTime::now_utc();
+                let now = now.replace_nanosecond(0).unwrap_or(now);
+                if !(3600..=366 * 86_400).contains(&validity_secs) {
+                    return rejected("the CRL validity must be between one hour and a year".into());
+                }
+                let mut revoked = Vec::with_capacity(entries.len());
+                for CrlEntry(serial, at, code) in entries {
+                    let Some(reason) = RevocationReason::from_code(code) else {
+                        return rejected(format!("unknown reason code {code} for {serial}"));
+                    };
+                    let Ok(revoked_at) = OffsetDateTime::from_unix_timestamp(at) else {
+                        return rejected(format!("revocation time of {serial} out of range"));
+                    };
+                    if revoked_at > now + time::Duration::minutes(5) {
+                        return rejected(format!("{serial} is revoked in the future"));
+                    }
+                    revoked.push(RevokedEntry { serial, revoked_at, reason });
+                }
+                let count = revoked.len();
+                match self.authority.sign_crl_for(&revoked, now, time::Duration::seconds(validity_secs)) {
+                    Ok(der) => {
+                        self.audit("crl.signed", serde_json::json!({ "entries": count }));
+                        Response::Crl { der }
+                    }
+                    Err(e) => Response::Error { kind: "internal".into(), message: e.to_string() },
+                }
+            }
+            Request::CaInfo => {
+                Response::CaInfo { ca: self.authority.issuer().certificate_der().to_vec(), root: self.root_der.clone() }
+            }
+        }
+    }
+}
+
+fn serve_connection(service: &SignerService, mut stream: UnixStream) -> std::io::Result<()> {
+    // An idle connection is closed after a while; the client reconnects.
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    while let Some(frame) = read_frame(&mut stream)? {
+        let response = match serde_json::from_slice::<Envelope<Request>>(&frame) {
+            Ok(Envelope { v: VERSION, body }) => service.handle(body),
+            Ok(Envelope { v, .. }) => Response::Error {
+                kind: "version".into(),
+                message: format!("protocol version {v} is not spoken here; this signer speaks {VERSION}"),
+            },
+            Err(e) => match serde_json::from_slice::<serde_json::Value>(&frame).ok().and_then(|v| v.get("v")?.as_u64())
+            {
+                Some(v) if v != u64::from(VERSION) => Response::Error {
+                    kind: "version".into(),
+                    message: format!("protocol version {v} is not spoken here; this signer speaks {VERSION}"),
+                },
+                _ => Response::Error { kind: "rejected".into(), message: format!("malformed request: {e}") },
+            },
+        };
+        write_frame(&mut stream, response)?;
+    }
+    Ok(())
+}
+
+/// Binds the signer's socket at `path`, mode 0600, replacing a stale one.
+pub fn bind(path: &Path) -> Result<UnixListener, Error> {
+    if UnixStream::connect(path).is_ok() {
+        return Err(Error::Store(format!("{} is in use by a running signer", path.display())));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(Error::io("binding", path))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(Error::io("setting mode of", path))?;
+    Ok(listener)
+}
+
+/// Serves connections until `stop` is set (checked between connections; the caller wakes
+/// the accept loop by connecting once).
+pub fn serve(listener: UnixListener, service: Arc<SignerService>, stop: Arc<AtomicBool>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            drop(stream);
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (service, active) = (service.clone(), active.clone());
+        std::thread::spawn(move || {
+            if let Err(e) = serve_connection(&service, stream)
+                && e.kind() != std::io::ErrorKind::WouldBlock
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                eprintln!("signer: connection ended: {e}");
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Why a call to the signer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The signer is not running or not reachable; nothing was done.
+    #[error("the signer is not reachable at {path}: {source}")]
+    Unavailable {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The request was refused.
+    #[error("{0}")]
+    Rejected(String),
+    /// The signer failed.
+    #[error("signer: {0}")]
+    Internal(String),
+}
+
+/// A connection pool to the signer's socket.
+#[derive(Debug)]
+pub struct SignerClient {
+    path: PathBuf,
+    idle: Mutex<Vec<UnixStream>>,
+}
+
+impl SignerClient {
+    /// A client of the signer at `path` (nothing is connected yet).
+    pub fn new(path: &Path) -> Self {
+        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()) }
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn call_once(&self, stream: &mut UnixStream, request: &Request) -> std::io::Result<Response> {
+        write_frame(stream, request)?;
+        let frame = read_frame(stream)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        let envelope: Envelope<Response> = serde_json::from_slice(&frame).map_err(std::io::Error::other)?;
+        Ok(envelope.body)
+    }
+
+    /// Sends one request; a pooled connection that turns out dead is replaced once.
+    pub fn call(&self, request: &Request) -> Result<Response, RemoteError> {
+        let unavailable = |source| RemoteError::Unavailable { path: self.path.clone(), source };
+        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let response = match pooled {
+            Some(mut stream) => match self.call_once(&mut stream, request) {
+                Ok(response) => Ok((response, stream)),
+                Err(_) => {
+                    let mut fresh = UnixStream::connect(&self.path).map_err(unavailable)?;
+                    fresh.set_read_timeout(Some(Duration::from_secs(120))).map_err(unavailable)?;
+                    self.call_once(&mut fresh, request).map(|r| (r, fresh)).map_err(unavailable)
+                }
+            },
+            None => {
+                let mut fresh = UnixStream::connect(&self.path).map_err(unavailable)?;
+                fresh.set_read_timeout(Some(Duration::from_secs(120))).map_err(unavailable)?;
+                self.call_once(&mut fresh, request).map(|r| (r, fresh)).map_err(unavailable)
+            }
+        };
+        let (response, stream) = response?;
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(stream);
+        match response {
+            Response::Error { kind, message } if kind == "rejected" => Err(RemoteError::Rejected(message)),
+            Response::Error { message, .. } => Err(RemoteError::Internal(message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Issue a certificate.
+    pub fn issue(
+        &self,
+        request_id: [u8; 16],
+        csr_der: &[u8],
+        account: &str,
+        profile: Profile,
+        sans: &[San],
+        days: Option<u32>,
+    ) -> Result<(Serial, Vec<u8>), RemoteError> {
+        let request = Request::Issue {
+            request_id: request_id.to_vec(),
+            csr: csr_der.to_vec(),
+            account: account.to_owned(),
+            profile,
+            sans: sans.to_vec(),
+            days,
+        };
+        match self.call(&request)? {
+            Response::Issued { serial, der } => Ok((serial, der)),
+            other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Sign a CRL of `entries`.
+    pub fn sign_crl(&self, entries: &[RevokedEntry], validity: time::Duration) -> Result<Vec<u8>, RemoteError> {
+        let entries =
+            entries.iter().map(|e| CrlEntry(e.serial, e.revoked_at.unix_timestamp(), e.reason.code())).collect();
+        match self.call(&Request::SignCrl { entries, validity_secs: validity.whole_seconds() })? {
+            Response::Crl { der } => Ok(der),
+            other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The issuing CA and root certificates (DER).
+    pub fn ca_info(&self) -> Result<(Vec<u8>, Vec<u8>), RemoteError> {
+        match self.call(&Request::CaInfo)? {
+            Response::CaInfo { ca, root } => Ok((ca, root)),
+            other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `inkan signer`: the process that holds the issuing CA key, answering on a Unix socket.
+
+use std::io::{BufRead, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ca::Passphrase;
+use ca::audit::AuditLog;
+use ca::layout::{self, DataDir};
+use ca::remote::{self, SignerService};
+
+use crate::args::SignerArgs;
+use crate::backend::{local_authority, signer_socket};
+use crate::config::Config;
+use crate::passphrase::{self, Key};
+
+pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
+    let dir = DataDir::new(&args.data_dir.data_dir);
+    let config = Config::load(&dir.config())?;
+    let passphrase = if args.passphrase_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if line.trim_end().is_empty() {
+            anyhow::bail!("--passphrase-stdin: no passphrase on standard input");
+        }
+        Passphrase::new(line)
+    } else {
+        passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), false)?
+    };
+    let authority = local_authority(&dir, &config, &passphrase)?;
+    drop(passphrase);
+    let root_der = layout::read_certificate(&dir.root_cert())?;
+    let audit = Arc::new(AuditLog::new(dir.path(), "signer"));
+    let socket = args.socket.clone().unwrap_or_else(|| signer_socket(&dir));
+    let listener = remote::bind(&socket)?;
+    let pid = std::process::id();
+    audit.append("signer.start", serde_json::json!({ "socket": socket, "pid": pid }))?;
+    let service = Arc::new(SignerService { authority, root_der, audit: Some(audit.clone()) });
+
+    // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let wake = {
+        let (stop, socket) = (stop.clone(), socket.clone());
+        move |why: &str| {
+            if !stop.swap(true, Ordering::SeqCst) {
+                eprintln!("signer: stopping ({why})");
+                let _ = std::os::unix::net::UnixStream::connect(&socket);
+            }
+        }
+    };
+    {
+        let wake = wake.clone();
+        std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(enroll_server::shutdown_signal());
+                wake("signal");
+            }
+        });
+    }
+    if args.passphrase_stdin {
+        let wake = wake.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+            wake("the parent process is gone");
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "signer ready on {}", socket.display())?;
+    out.flush()?;
+    drop(out);
+
+    remote::serve(listener, service, stop);
+    let _ = std::fs::remove_file(&socket);
+    audit.append("signer.stop", serde_json::json!({ "pid": pid }))?;
+    Ok(())
+}
