@@ -43,6 +43,8 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo nextest"
+# The crash test kills the signer or the whole service 50 times under load (about 3 minutes).
+export INKAN_CRASH_TRIALS="${INKAN_CRASH_TRIALS:-50}"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

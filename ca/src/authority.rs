@@ -35,6 +35,9 @@ pub struct Issued {
     pub der: Vec<u8>,
     /// Its registry record.
     pub record: CertRecord,
+    /// True when this answers a repeated request id with the certificate signed before
+    /// (nothing was signed now).
+    pub replayed: bool,
 }
 
 /// The issuing CA: its certificate, its key, its registry and its profile settings.
@@ -101,14 +104,18 @@ impl CertificateAuthority {
         if let Some(id) = &request.request_id
             && let Some((record, der)) = self.store.find_request(id)?
         {
+            // A request id names one request: the same account, key and profile.
+            if record.account != request.account
+                || record.key_sha256 != csr.key().sha256()
+                || record.profile != request.profile
+            {
+                return Err(Error::RequestIdReused);
+            }
             // A retry: the same certificate if it was signed. One cut off before it was
             // signed stays pending (its signature, if any, never left the crashed process) and
             // a new issuance answers the request.
-            if let Some(der) = der
-                && record.account == request.account
-                && record.key_sha256 == csr.key().sha256()
-            {
-                return Ok(Issued { der, record });
+            if let Some(der) = der {
+                return Ok(Issued { der, record, replayed: true });
             }
         }
         for _ in 0..SERIAL_ATTEMPTS {
@@ -142,7 +149,7 @@ impl CertificateAuthority {
             let der = prepared.assemble(&signature);
             self.store.record_issued(&serial, &der)?;
             record.state = State::Issued;
-            return Ok(Issued { der, record });
+            return Ok(Issued { der, record, replayed: false });
         }
         Err(Error::SerialExhausted)
     }

@@ -75,6 +75,9 @@ pub enum Error {
     /// The registry failed.
     #[error("registry: {0}")]
     Store(String),
+    /// A request id sent again with another account, key or profile.
+    #[error("this request id was used for another request (another account, key or profile); use a new id")]
+    RequestIdReused,
     /// Could not draw a fresh serial after several attempts (a broken random source).
     #[error("could not draw an unused serial number")]
     SerialExhausted,

@@ -194,12 +194,14 @@ impl SignerService {
                 };
                 match self.authority.issue(&request) {
                     Ok(issued) => {
+                        let event = if issued.replayed { "certificate.replayed" } else { "certificate.signed" };
                         self.audit(
-                            "certificate.signed",
+                            event,
                             serde_json::json!({ "serial": issued.record.serial, "account": account, "profile": profile }),
                         );
                         Response::Issued { serial: issued.record.serial, der: issued.der }
                     }
+                    Err(e @ Error::RequestIdReused) => rejected(e.to_string()),
                     Err(Error::Pki(e @ (pki::Error::Lint { .. } | pki::Error::Encoding { .. }))) => {
                         eprintln!("signer: {e}");
                         Response::Error { kind: "internal".into(), message: e.to_string() }

@@ -76,6 +76,15 @@ fn seconds(t: OffsetDateTime) -> [u8; 8] {
 const RECORD_V1: u8 = 1;
 const FIXED: usize = 1 + 16 + 1 + 32 + 8 * 3 + 1 + 8 + 1;
 
+/// The CRL index value: notAfter, revocation time, reason code.
+fn revocation_entry(record: &CertRecord, at: OffsetDateTime, reason: RevocationReason) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(17);
+    entry.extend_from_slice(&seconds(record.not_after));
+    entry.extend_from_slice(&seconds(at));
+    entry.push(reason.code());
+    entry
+}
+
 fn encode(record: &CertRecord) -> Result<Vec<u8>, RegistryError> {
     let mut v = Vec::with_capacity(FIXED + record.account.len());
     v.push(RECORD_V1);
@@ -243,7 +252,12 @@ impl Registry for SledStore {
         Ok(Some((record, der)))
     }
 
-    fn record_certificate(&self, record: &CertRecord, der: &[u8]) -> Result<(), RegistryError> {
+    fn record_certificate(
+        &self,
+        record: &CertRecord,
+        der: &[u8],
+        supersede_others: bool,
+    ) -> Result<Vec<Serial>, RegistryError> {
         let serial = record.serial.as_bytes();
         let ck = key(b'c', &[serial]);
         let dk = key(b'd', &[serial]);
@@ -253,20 +267,38 @@ impl Registry for SledStore {
         batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
         batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
         batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
+        let mut superseded = Vec::new();
         {
             let _writer = self.lock();
             if let Some(existing) = self.db.get(&dk).map_err(backend)? {
                 if existing.as_ref() == der {
-                    return Ok(());
+                    return Ok(superseded);
                 }
                 return Err(RegistryError::SerialTaken(record.serial));
             }
             if self.db.contains_key(&ck).map_err(backend)? {
                 return Err(RegistryError::SerialTaken(record.serial));
             }
+            if supersede_others {
+                let at = record.recorded_at;
+                let prefix = key(b'a', &[record.account.as_bytes(), &[0]]);
+                for mut old in self.records_under(&prefix, prefix.len())? {
+                    if old.serial == record.serial || old.state != State::Issued || old.not_after <= at {
+                        continue;
+                    }
+                    old.state = State::Revoked { at, reason: RevocationReason::Superseded };
+                    batch.insert(key(b'c', &[old.serial.as_bytes()]), encode(&old)?);
+                    batch.insert(
+                        key(b'r', &[old.serial.as_bytes()]),
+                        revocation_entry(&old, at, RevocationReason::Superseded),
+                    );
+                    superseded.push(old.serial);
+                }
+            }
             self.db.apply_batch(batch).map_err(backend)?;
         }
-        self.durable()
+        self.durable()?;
+        Ok(superseded)
     }
 
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
@@ -329,13 +361,9 @@ impl Registry for SledStore {
                 return Err(RegistryError::WrongState { serial: *serial, status });
             }
             record.state = State::Revoked { at, reason };
-            let mut entry = Vec::with_capacity(17);
-            entry.extend_from_slice(&seconds(record.not_after));
-            entry.extend_from_slice(&seconds(at));
-            entry.push(reason.code());
             let mut batch = sled::Batch::default();
             batch.insert(key(b'c', &[serial.as_bytes()]), encode(&record)?);
-            batch.insert(key(b'r', &[serial.as_bytes()]), entry);
+            batch.insert(key(b'r', &[serial.as_bytes()]), revocation_entry(&record, at, reason));
             self.db.apply_batch(batch).map_err(backend)?;
             record
         };

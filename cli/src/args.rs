@@ -83,6 +83,10 @@ pub struct SignerArgs {
     /// closes (how `serve` runs its child signer).
     #[arg(long)]
     pub passphrase_stdin: bool,
+    /// DANGER, for benchmarks only: acknowledge writes before they are on disk. A crash then
+    /// loses acknowledged issuances.
+    #[arg(long)]
+    pub danger_no_fsync: bool,
     #[command(flatten)]
     pub ca_passphrase: CaPassphraseArg,
 }
@@ -135,6 +139,10 @@ pub struct ServeArgs {
     /// one; the data directory then needs no CA key at all.
     #[arg(long, value_name = "PATH")]
     pub signer_socket: Option<PathBuf>,
+    /// DANGER, for benchmarks only: acknowledge writes (registry, ledger, audit) before they
+    /// are on disk. A crash then loses acknowledged issuances.
+    #[arg(long)]
+    pub danger_no_fsync: bool,
     /// Development mode: set up ./inkan-data on first run (generated passphrases kept in
     /// inkan-data/dev-secrets, a master user "master" with a printed password).
     #[arg(long)]

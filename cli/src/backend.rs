@@ -9,6 +9,7 @@ use anyhow::Context;
 use ca::audit::AuditLog;
 use ca::layout::{self, DataDir};
 use ca::remote::{RemoteError, SignerClient};
+use ca::sled_store::Durability;
 use ca::{CertRecord, CertificateAuthority, IssueRequest, Passphrase, Registry, SledStore, State};
 use enroll_server::backend::{IssueError, Issuer};
 use pki::request::{IssueOrder, IssuedCertificate};
@@ -40,11 +41,13 @@ pub fn local_authority(
     dir: &DataDir,
     config: &Config,
     passphrase: &Passphrase,
+    durability: Durability,
 ) -> anyhow::Result<CertificateAuthority> {
     let (signer, der) = ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), passphrase)?;
     let ledger_path = ledger_dir(dir);
     layout::create_private_dir(&ledger_path)?;
-    let ledger = SledStore::open(&ledger_path).map_err(|e| super::commands::in_use(e.to_string(), &ledger_path))?;
+    let ledger = SledStore::open_with(&ledger_path, durability)
+        .map_err(|e| super::commands::in_use(e.to_string(), &ledger_path))?;
     Ok(CertificateAuthority::new(&der, Box::new(signer), Arc::new(ledger), config.profile_settings())?)
 }
 
@@ -93,6 +96,7 @@ impl CaService {
                         IssueError::Internal(e.to_string())
                     }
                     ca::Error::Pki(e) => IssueError::Rejected(e.to_string()),
+                    e @ ca::Error::RequestIdReused => IssueError::Rejected(e.to_string()),
                     other => IssueError::Internal(other.to_string()),
                 })?;
                 Ok((issued.record.serial, issued.der))
@@ -123,12 +127,11 @@ impl Issuer for CaService {
             recorded_at: now.replace_nanosecond(0).unwrap_or(now),
             state: State::Issued,
         };
-        self.registry.record_certificate(&record, &der).map_err(|e| IssueError::Internal(e.to_string()))?;
-        let _ = self.audit.append(
-            "certificate.issued",
-            serde_json::json!({ "serial": serial, "account": order.account, "profile": order.profile }),
-        );
-        Ok(IssuedCertificate { serial, der, not_before: summary.not_before, not_after: summary.not_after })
+        let superseded = self
+            .registry
+            .record_certificate(&record, &der, order.supersede)
+            .map_err(|e| IssueError::Internal(e.to_string()))?;
+        Ok(IssuedCertificate { serial, der, not_before: summary.not_before, not_after: summary.not_after, superseded })
     }
 
     fn sign_crl(&self) -> Result<Vec<u8>, IssueError> {
@@ -194,6 +197,7 @@ pub fn ensure_server_certificate(
             sans: names.clone(),
             days: Some(365),
             request_id,
+            supersede: true,
         };
         let issued = ca.issue(&order).map_err(|e| anyhow::anyhow!("issuing the service's TLS certificate: {e}"))?;
         let server_dir = dir.server_cert().parent().map(ToOwned::to_owned).unwrap_or_default();
@@ -205,6 +209,10 @@ pub fn ensure_server_certificate(
         layout::replace(&dir.server_cert(), chain.as_bytes(), 0o644)?;
         layout::replace(&names_file, wanted_names.as_bytes(), 0o644)?;
         tracing::info!(serial = %issued.serial, names = ?config.server.names, "issued the service's TLS certificate");
+        ca.audit.append(
+            "service.certificate_issued",
+            serde_json::json!({ "serial": issued.serial, "names": config.server.names, "superseded": issued.superseded }),
+        )?;
     }
     let chain_pem =
         std::fs::read(dir.server_cert()).with_context(|| format!("reading {}", dir.server_cert().display()))?;

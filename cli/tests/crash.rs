@@ -142,7 +142,10 @@ fn enroll(port: u16, root: &Path, account: &str, csr_json: &Path) -> Result<(Str
     let issued: serde_json::Value =
         serde_json::from_str(&curl(&format!("/api/v1/enrollments/{ticket}/csr"), &format!("@{}", s(csr_json)))?)
             .map_err(|e| e.to_string())?;
-    Ok((issued["serial"].as_str().ok_or("no serial")?.to_owned(), issued["certificate_pem"].as_str().unwrap_or("").to_owned()))
+    Ok((
+        issued["serial"].as_str().ok_or("no serial")?.to_owned(),
+        issued["certificate_pem"].as_str().unwrap_or("").to_owned(),
+    ))
 }
 
 /// A tiny deterministic generator for the kill moments (seeded, printed, reproducible).
@@ -208,7 +211,8 @@ fn kill_the_signer_or_the_service_under_load_and_lose_nothing() {
             .iter()
             .map(|account| {
                 let (running, got, failures) = (running.clone(), got.clone(), failures.clone());
-                let (account, json, root, port) = (account.clone(), csr_files[account].clone(), root.clone(), service.public);
+                let (account, json, root, port) =
+                    (account.clone(), csr_files[account].clone(), root.clone(), service.public);
                 std::thread::spawn(move || {
                     while running.load(Ordering::SeqCst) {
                         match enroll(port, &root, &account, &json) {
@@ -269,7 +273,10 @@ fn kill_the_signer_or_the_service_under_load_and_lose_nothing() {
         service.stop();
         check(&dir, &received, trial);
     }
-    eprintln!("{} certificates received over {trials} trials; {refused_during_outage} requests refused during outages", received.len());
+    eprintln!(
+        "{} certificates received over {trials} trials; {refused_during_outage} requests refused during outages",
+        received.len()
+    );
     assert!(received.len() >= trials * ACCOUNTS, "the load produced certificates");
 }
 
@@ -301,7 +308,11 @@ fn check(dir: &Path, received: &Received, trial: usize) {
     for (account, records) in &by_account {
         let valid: Vec<_> = records.iter().filter(|r| r.status(now) == ca::Status::Valid).collect();
         assert_eq!(valid.len(), 1, "trial {trial}: {account} has {} valid certificates", valid.len());
-        assert_eq!(valid[0].serial.to_string(), last_of[account.as_str()], "trial {trial}: {account}'s valid certificate is the last one received");
+        assert_eq!(
+            valid[0].serial.to_string(),
+            last_of[account.as_str()],
+            "trial {trial}: {account}'s valid certificate is the last one received"
+        );
         for r in records {
             let status = r.status(now);
             assert!(

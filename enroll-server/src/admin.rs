@@ -304,7 +304,7 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .map_err(|e| format!("not issued: {e}"))?;
             let mut request_id = [0u8; 16];
             aws_lc_rs::rand::fill(&mut request_id).map_err(|_| "no randomness".to_owned())?;
-            let order = IssueOrder { csr_der, account, profile, sans, days, request_id };
+            let order = IssueOrder { csr_der, account, profile, sans, days, request_id, supersede: false };
             let issued = issuer.issue(&order).map_err(|e| match e {
                 IssueError::Rejected(m) => format!("not issued: {m}"),
                 other => other.to_string(),

@@ -5,9 +5,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form, Json};
-use pki::registry::{CertRecord, State as RecordState, Status};
+use pki::Profile;
+use pki::registry::{CertRecord, Status};
 use pki::request::IssueOrder;
-use pki::{Profile, RevocationReason};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -185,6 +185,9 @@ async fn issue_claimed(
         sans: Vec::new(),
         days: Some(state.settings.enrollment.validity_days),
         request_id,
+        // 再取得: the older certificates of the account are superseded by the new one, in the
+        // same durable write that records it.
+        supersede: true,
     };
     let issuer = state.issuer.clone();
     let issued = blocking(move || issuer.issue(&order)).await?.map_err(|e| match e {
@@ -194,29 +197,13 @@ async fn issue_claimed(
         }
         other => ApiError::internal("issuance", other),
     })?;
-    tracing::info!(login_id = %login_id, serial = %issued.serial, "certificate issued");
-    audit(state, "enrollment.issued", serde_json::json!({ "login_id": login_id, "serial": issued.serial })).await;
-
-    // 再取得: the older certificates of the account are superseded by the new one.
-    let registry = state.registry.clone();
-    let new_serial = issued.serial;
-    let superseded = blocking(move || -> Result<Vec<pki::Serial>, pki::registry::RegistryError> {
-        let now = OffsetDateTime::now_utc();
-        let mut done = Vec::new();
-        for old in registry.by_account(&login_id)? {
-            if old.serial != new_serial && old.state == RecordState::Issued && old.not_after > now {
-                registry.revoke(&old.serial, now, RevocationReason::Superseded)?;
-                done.push(old.serial);
-            }
-        }
-        Ok(done)
-    })
-    .await?
-    .map_err(registry_error)?;
-    for serial in superseded {
-        tracing::info!(%serial, by = %new_serial, "certificate superseded");
-        audit(state, "certificate.superseded", serde_json::json!({ "serial": serial, "by": new_serial })).await;
-    }
+    tracing::info!(login_id = %login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
+    audit(
+        state,
+        "enrollment.issued",
+        serde_json::json!({ "login_id": login_id, "serial": issued.serial, "superseded": issued.superseded }),
+    )
+    .await;
 
     let chain = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
     let summary =

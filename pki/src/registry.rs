@@ -110,9 +110,16 @@ pub trait Registry: Send + Sync {
     fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError>;
 
     /// Records a certificate signed elsewhere (by a signer process that recorded it in its own
-    /// ledger before signing). Recording the same certificate again changes nothing; another
+    /// ledger before signing). With `supersede_others`, the account's other issued, unexpired
+    /// certificates become revoked with reason superseded in the same durable write; their
+    /// serials are returned. Recording the same certificate again changes nothing; another
     /// certificate under a recorded serial is refused.
-    fn record_certificate(&self, record: &CertRecord, der: &[u8]) -> Result<(), RegistryError>;
+    fn record_certificate(
+        &self,
+        record: &CertRecord,
+        der: &[u8],
+        supersede_others: bool,
+    ) -> Result<Vec<Serial>, RegistryError>;
 
     /// The record of one certificate.
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError>;

@@ -21,6 +21,9 @@ pub struct IssueOrder {
     pub days: Option<u32>,
     /// Chosen by the sender; the same id sent twice yields the same certificate.
     pub request_id: [u8; 16],
+    /// A reissue: the account's other valid certificates become superseded when this one is
+    /// recorded.
+    pub supersede: bool,
 }
 
 /// A certificate the CA signed and recorded.
@@ -34,4 +37,6 @@ pub struct IssuedCertificate {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
+    /// The account's certificates this one superseded.
+    pub superseded: Vec<Serial>,
 }

@@ -57,7 +57,12 @@ pub fn create(
         "ca.initialised",
         serde_json::json!({ "organization": args.org, "key_type": args.key_type, "root": Summary::from_der(&report.root_der)?.sha256_fingerprint, "issuing": Summary::from_der(&report.ca_der)?.sha256_fingerprint }),
     )?;
-    let signer = crate::backend::Signer::Local(Box::new(crate::backend::local_authority(dir, &config, ca_pass)?));
+    let signer = crate::backend::Signer::Local(Box::new(crate::backend::local_authority(
+        dir,
+        &config,
+        ca_pass,
+        ca::sled_store::Durability::Flush,
+    )?));
     let ca_service = crate::backend::CaService::new(signer, registry, dir, &config, audit)?;
     crate::backend::ensure_server_certificate(dir, &config, &ca_service)?;
 

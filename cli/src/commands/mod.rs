@@ -60,13 +60,13 @@ struct Needs {
 /// Opens the registry, explaining the one failure operators will meet: another process has it.
 fn open_store(dir: &DataDir) -> anyhow::Result<SledStore> {
     require_ca(dir)?;
-    open_registry(dir)
+    open_registry(dir, ca::sled_store::Durability::Flush)
 }
 
 /// Opens the registry without requiring the CA's files (a service with a separate signer
 /// runs on a data directory without them).
-fn open_registry(dir: &DataDir) -> anyhow::Result<SledStore> {
-    SledStore::open(&dir.db()).map_err(|e| in_use(e.to_string(), &dir.db()))
+fn open_registry(dir: &DataDir, durability: ca::sled_store::Durability) -> anyhow::Result<SledStore> {
+    SledStore::open_with(&dir.db(), durability).map_err(|e| in_use(e.to_string(), &dir.db()))
 }
 
 pub(crate) fn in_use(text: String, path: &Path) -> anyhow::Error {
@@ -97,20 +97,33 @@ fn admin(
     needs: Needs,
     pass: Option<&CaPassphraseArg>,
 ) -> anyhow::Result<AdminReply> {
-    require_ca(dir)?;
     let socket = config::admin_socket(dir);
     let reply = match admin::call(&socket, &request).with_context(|| format!("talking to {}", socket.display()))? {
         Some(reply) => reply,
         None => {
+            // A service's data directory may hold no CA (its signer runs elsewhere): only
+            // issuing here needs the CA's files.
+            if needs.issuer {
+                require_ca(dir)?;
+            }
             let config = Config::load(&dir.config())?;
-            let registry = if needs.registry || needs.issuer { Some(Arc::new(open_store(dir)?)) } else { None };
+            let registry = if needs.registry || needs.issuer {
+                Some(Arc::new(open_registry(dir, ca::sled_store::Durability::Flush)?))
+            } else {
+                None
+            };
             let accounts = if needs.accounts { Some(open_accounts(dir, &config)?) } else { None };
             let audit = Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
             let issuer = match (&registry, needs.issuer) {
                 (Some(registry), true) => {
                     let file = pass.and_then(|p| p.ca_passphrase_file.as_deref());
                     let passphrase = passphrase::resolve(Key::Ca, file, false)?;
-                    let signer = Signer::Local(Box::new(local_authority(dir, &config, &passphrase)?));
+                    let signer = Signer::Local(Box::new(local_authority(
+                        dir,
+                        &config,
+                        &passphrase,
+                        ca::sled_store::Durability::Flush,
+                    )?));
                     Some(CaService::new(signer, registry.clone(), dir, &config, audit.clone())?)
                 }
                 _ => None,

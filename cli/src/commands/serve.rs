@@ -16,6 +16,7 @@ use enroll_server::tokens::{RateLimiter, Sessions, Tickets};
 use ca::Passphrase;
 use ca::audit::AuditLog;
 use ca::remote::SignerClient;
+use ca::sled_store::Durability;
 
 use super::{AuditSink, open_accounts, open_registry, require_ca};
 use crate::args::{DataDirArg, InitArgs, ServeArgs};
@@ -69,7 +70,7 @@ struct ChildSigner {
     supervisor: Option<std::thread::JoinHandle<()>>,
 }
 
-fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase) -> anyhow::Result<Child> {
+fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase, no_fsync: bool) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the inkan executable")?;
     // The child gets no environment of ours, and the passphrase only through the pipe.
     let mut child = Command::new(exe)
@@ -77,6 +78,7 @@ fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase) -> anyhow
         .arg(dir.path())
         .arg("--socket")
         .arg(socket)
+        .args(no_fsync.then_some("--danger-no-fsync"))
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -107,12 +109,12 @@ fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase) -> anyhow
 }
 
 impl ChildSigner {
-    fn start(dir: &DataDir, socket: &Path, passphrase: Passphrase) -> anyhow::Result<Self> {
+    fn start(dir: &DataDir, socket: &Path, passphrase: Passphrase, no_fsync: bool) -> anyhow::Result<Self> {
         // A signer orphaned by a killed service exits when its stdin closes, which may take a
         // moment: try a few times before giving up.
         let mut attempt = 0;
         let first = loop {
-            match spawn_signer(dir, socket, &passphrase) {
+            match spawn_signer(dir, socket, &passphrase, no_fsync) {
                 Ok(child) => break child,
                 Err(e) if attempt < 10 => {
                     attempt += 1;
@@ -147,7 +149,7 @@ impl ChildSigner {
                     tracing::error!(%status, "the signer exited; enrollment answers 503 until it is back");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(30));
-                    match spawn_signer(&dir, &socket, &passphrase) {
+                    match spawn_signer(&dir, &socket, &passphrase, no_fsync) {
                         Ok(new) => {
                             tracing::info!("the signer is back");
                             backoff = Duration::from_millis(500);
@@ -222,9 +224,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.http_listen {
         config.server.http_listen = addr;
     }
-    let registry = Arc::new(open_registry(&dir)?);
+    let durability = if args.danger_no_fsync {
+        tracing::warn!("--danger-no-fsync: writes are acknowledged before they are on disk; a crash loses them");
+        Durability::Unsafe
+    } else {
+        Durability::Flush
+    };
+    let registry = Arc::new(open_registry(&dir, durability)?);
     let accounts = open_accounts(&dir, &config)?;
-    let audit = Arc::new(AuditLog::new(dir.path(), "service"));
+    let audit = AuditLog::new(dir.path(), "service");
+    let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
 
     // The CA key lives in a signer process: started here (the passphrase goes to it over a
     // pipe) or started separately and reached at --signer-socket.
@@ -242,7 +251,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             // Check it here, where the operator sees the answer, before the child tries.
             ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &passphrase)?;
             let socket = signer_socket(&dir);
-            let child = ChildSigner::start(&dir, &socket, passphrase)?;
+            let child = ChildSigner::start(&dir, &socket, passphrase, args.danger_no_fsync)?;
             (socket, Some(child))
         }
     };
@@ -291,7 +300,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "  obtain a certificate (電子証明書取得): {public_url}/cert/acquire");
         let _ = writeln!(out, "  certificate login (電子証明書ログイン): {login_url}/");
         let _ = writeln!(out, "  CA certificates and CRLs:            {http_url}/root.crt, {http_url}/crl/ca.crl");
-        let _ = writeln!(out, "  trust the root CA in your browser:   {}", root.display());
+        if root.exists() {
+            let _ = writeln!(out, "  trust the root CA in your browser:   {}", root.display());
+        } else {
+            let _ = writeln!(out, "  trust the root CA in your browser:   {http_url}/root.crt");
+        }
         if let Some(pid) = signer_pid {
             let _ = writeln!(out, "  signer: process {pid} on {}", socket.display());
         }

@@ -8,6 +8,7 @@ use ca::Passphrase;
 use ca::audit::AuditLog;
 use ca::layout::{self, DataDir};
 use ca::remote::{self, SignerService};
+use ca::sled_store::Durability;
 
 use crate::args::SignerArgs;
 use crate::backend::{local_authority, signer_socket};
@@ -27,10 +28,12 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     } else {
         passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), false)?
     };
-    let authority = local_authority(&dir, &config, &passphrase)?;
+    let durability = if args.danger_no_fsync { Durability::Unsafe } else { Durability::Flush };
+    let authority = local_authority(&dir, &config, &passphrase, durability)?;
     drop(passphrase);
     let root_der = layout::read_certificate(&dir.root_cert())?;
-    let audit = Arc::new(AuditLog::new(dir.path(), "signer"));
+    let audit = AuditLog::new(dir.path(), "signer");
+    let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
     let socket = args.socket.clone().unwrap_or_else(|| signer_socket(&dir));
     let listener = remote::bind(&socket)?;
     let pid = std::process::id();

@@ -305,3 +305,146 @@ impl TestCa {
 pub fn serials(items: &[Value]) -> Vec<String> {
     items.iter().map(|i| i["serial"].as_str().expect("serial is a string").to_owned()).collect()
 }
+
+impl TestCa {
+    /// The CA passphrase in WORK/ca.pass (0600), for `--ca-passphrase-file`.
+    pub fn ca_pass_file(&self) -> PathBuf {
+        let path = self.work().join("ca.pass");
+        if !path.exists() {
+            std::fs::write(&path, format!("{CA_PASS}\n")).expect("write passphrase file");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        }
+        path
+    }
+}
+
+/// A long-running process (`inkan signer`, `inkan serve`, `inkan audit tail -f`): its
+/// standard output read line by line as it comes, its standard error kept. Dropping it kills
+/// the process (SIGKILL) if it still runs.
+pub struct Daemon {
+    /// Its process id.
+    pub pid: u32,
+    /// The command line, for failure messages.
+    pub what: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    printed: Vec<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    exited: std::sync::mpsc::Receiver<ExitStatus>,
+    exit: Option<ExitStatus>,
+}
+
+impl Daemon {
+    /// Starts `command` with its standard output and error piped and no standard input.
+    pub fn spawn(mut command: Command) -> Self {
+        use std::io::{BufRead, Read};
+        let what = format!(
+            "{} {}",
+            command.get_program().to_string_lossy(),
+            command.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        );
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let (line_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = stderr_pipe.read(&mut buf) {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(&buf[..n]);
+            }
+        });
+        let pid = child.id();
+        let (exit_tx, exited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = exit_tx.send(status);
+            }
+        });
+        Self { pid, what, lines, printed: Vec::new(), stderr, exited, exit: None }
+    }
+
+    /// Waits up to `within` for a line of standard output that `wanted` accepts, and returns
+    /// it; panics (with what the process printed) if none comes or the process ends first.
+    #[track_caller]
+    pub fn wait_line(&mut self, within: std::time::Duration, wanted: impl Fn(&str) -> bool) -> String {
+        use std::sync::mpsc::RecvTimeoutError;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) => {
+                    self.printed.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{}: no expected line within {within:?}; printed {:?}\n{}",
+                        self.what,
+                        self.printed,
+                        self.stderr()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.wait_exit(std::time::Duration::from_secs(5));
+                    panic!("{} ended ({status:?}); printed {:?}\n{}", self.what, self.printed, self.stderr())
+                }
+            }
+        }
+    }
+
+    /// The lines of standard output read so far by [`Daemon::wait_line`].
+    pub fn printed(&self) -> &[String] {
+        &self.printed
+    }
+
+    /// Standard error so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        run("kill", [format!("-{signal}"), self.pid.to_string()], &[], None).ok();
+    }
+
+    /// How the process ended, waiting up to `within` for it.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.exited.recv_timeout(within).ok();
+        }
+        self.exit
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.wait_exit(std::time::Duration::ZERO).is_none()
+    }
+
+    /// SIGTERM, then asserts the process exits 0 within `within`; returns its standard error.
+    #[track_caller]
+    pub fn stop(&mut self, within: std::time::Duration) -> String {
+        self.signal("TERM");
+        let status = self.wait_exit(within);
+        let stderr = self.stderr();
+        let status = status.unwrap_or_else(|| panic!("{} still runs {within:?} after SIGTERM\n{stderr}", self.what));
+        assert_eq!(status.code(), Some(0), "{} ended with {status} after SIGTERM\n{stderr}", self.what);
+        stderr
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
+            let _ = self.wait_exit(std::time::Duration::from_secs(10));
+        }
+    }
+}
