@@ -11,6 +11,8 @@
 //! | `e` notAfter (u64 BE seconds) serial | empty (expiry index)           |
 //! | `r` serial                           | notAfter, time, reason (CRL)   |
 //! | `q` request id                       | serial (idempotent requests)   |
+//! | `v` account `0x00` serial            | empty (issued, not revoked)    |
+//! | `m:v-index`                          | present once `v` is complete   |
 //! | `m:crl-number`                       | u64 BE                         |
 //!
 //! Read-modify-write changes hold a writer lock only while they check and apply their batch
@@ -27,6 +29,12 @@ use crate::durable::GroupCommit;
 use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
 
 const CRL_NUMBER: &[u8] = b"m:crl-number";
+const V_INDEX_BUILT: &[u8] = b"m:v-index";
+
+/// The key of a certificate in the index of issued, unrevoked certificates of its account.
+fn valid_key(record: &CertRecord) -> Vec<u8> {
+    key(b'v', &[record.account.as_bytes(), &[0], record.serial.as_bytes()])
+}
 
 /// Whether changes are flushed before they are acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,7 +168,26 @@ impl SledStore {
             .flush_every_ms(if durability == Durability::Flush { None } else { Some(500) })
             .open()
             .map_err(|e| RegistryError::Backend(format!("opening {}: {e}", dir.display())))?;
-        Ok(Self { db, group: GroupCommit::default(), durability, writer: Mutex::new(()) })
+        let store = Self { db, group: GroupCommit::default(), durability, writer: Mutex::new(()) };
+        store.build_valid_index()?;
+        Ok(store)
+    }
+
+    /// Registries made before the `v` index existed get it built once, from the records.
+    fn build_valid_index(&self) -> Result<(), RegistryError> {
+        if self.db.contains_key(V_INDEX_BUILT).map_err(backend)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for record in self.all()? {
+            if record.state == State::Issued {
+                batch.insert(valid_key(&record), &[]);
+            }
+        }
+        batch.insert(V_INDEX_BUILT, &[]);
+        self.db.apply_batch(batch).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        Ok(())
     }
 
     fn durable(&self) -> Result<(), RegistryError> {
@@ -236,6 +263,7 @@ impl Registry for SledStore {
             let mut batch = sled::Batch::default();
             batch.insert(key(b'c', &[serial.as_bytes()]), encode(&record)?);
             batch.insert(key(b'd', &[serial.as_bytes()]), der);
+            batch.insert(valid_key(&record), &[]);
             self.db.apply_batch(batch).map_err(backend)?;
         }
         self.durable()
@@ -267,6 +295,9 @@ impl Registry for SledStore {
         batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
         batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
         batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
+        if record.state == State::Issued {
+            batch.insert(valid_key(record), &[]);
+        }
         let mut superseded = Vec::new();
         {
             let _writer = self.lock();
@@ -281,11 +312,12 @@ impl Registry for SledStore {
             }
             if supersede_others {
                 let at = record.recorded_at;
-                let prefix = key(b'a', &[record.account.as_bytes(), &[0]]);
+                let prefix = key(b'v', &[record.account.as_bytes(), &[0]]);
                 for mut old in self.records_under(&prefix, prefix.len())? {
                     if old.serial == record.serial || old.state != State::Issued || old.not_after <= at {
                         continue;
                     }
+                    batch.remove(valid_key(&old));
                     old.state = State::Revoked { at, reason: RevocationReason::Superseded };
                     batch.insert(key(b'c', &[old.serial.as_bytes()]), encode(&old)?);
                     batch.insert(
@@ -322,6 +354,11 @@ impl Registry for SledStore {
 
     fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError> {
         let prefix = key(b'a', &[account.as_bytes(), &[0]]);
+        self.records_under(&prefix, prefix.len())
+    }
+
+    fn valid_by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError> {
+        let prefix = key(b'v', &[account.as_bytes(), &[0]]);
         self.records_under(&prefix, prefix.len())
     }
 
@@ -364,6 +401,7 @@ impl Registry for SledStore {
             let mut batch = sled::Batch::default();
             batch.insert(key(b'c', &[serial.as_bytes()]), encode(&record)?);
             batch.insert(key(b'r', &[serial.as_bytes()]), revocation_entry(&record, at, reason));
+            batch.remove(valid_key(&record));
             self.db.apply_batch(batch).map_err(backend)?;
             record
         };
@@ -444,6 +482,8 @@ mod tests {
         assert!(store.record_issued(&a.serial, b"again").is_err(), "issued twice");
         assert_eq!(store.certificate_der(&a.serial).expect("der"), Some(b"der-a".to_vec()));
         assert_eq!(store.by_account("alice").expect("acct").len(), 1);
+        assert_eq!(store.valid_by_account("alice").expect("valid").len(), 1, "issued: in the valid index");
+        assert!(store.valid_by_account("bob").expect("valid").is_empty(), "pending: not yet");
         assert_eq!(store.by_account("alic").expect("prefix is not a match").len(), 0);
         assert_eq!(store.by_key(&[2; 32]).expect("key")[0].serial, b.serial);
 
@@ -452,6 +492,7 @@ mod tests {
 
         assert!(store.revoke(&b.serial, now, RevocationReason::KeyCompromise).is_err(), "pending");
         let revoked = store.revoke(&a.serial, now, RevocationReason::KeyCompromise).expect("revoke");
+        assert!(store.valid_by_account("alice").expect("valid").is_empty(), "revoked: out of the valid index");
         assert_eq!(revoked.status(now), Status::Revoked);
         assert!(matches!(
             store.revoke(&a.serial, now, RevocationReason::KeyCompromise),
@@ -467,5 +508,24 @@ mod tests {
         let reopened = SledStore::open(dir.path()).expect("reopen");
         assert_eq!(reopened.next_crl_number().expect("3"), 3, "CRL number survives reopening");
         assert_eq!(reopened.all().expect("all").len(), 2);
+
+        // A certificate recorded from a signer supersedes the account's valid ones in one write.
+        let mut c = record(3, "carol", now + Duration::days(20));
+        c.state = State::Issued;
+        assert!(reopened.record_certificate(&c, b"der-c", true).expect("c").is_empty());
+        let mut d = record(4, "carol", now + Duration::days(60));
+        d.state = State::Issued;
+        d.recorded_at = now;
+        assert_eq!(reopened.record_certificate(&d, b"der-d", true).expect("d"), [c.serial]);
+        assert_eq!(reopened.get(&c.serial).expect("get").map(|r| r.status(now)), Some(Status::Superseded));
+        assert_eq!(
+            reopened.valid_by_account("carol").expect("valid").iter().map(|r| r.serial).collect::<Vec<_>>(),
+            [d.serial]
+        );
+        assert!(
+            reopened.record_certificate(&d, b"der-d", true).expect("again").is_empty(),
+            "recording twice is a no-op"
+        );
+        assert!(reopened.record_certificate(&d, b"other", true).is_err(), "another certificate under the serial");
     }
 }

@@ -81,7 +81,7 @@ pub(crate) fn renewal_due(record: &CertRecord, now: OffsetDateTime, window_days:
 fn check_eligible(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<(), ApiError> {
     let window_days = state.settings.enrollment.renewal_window_days;
     let window = time::Duration::days(i64::from(window_days));
-    let records = state.registry.by_account(&account.login_id).map_err(registry_error)?;
+    let records = state.registry.valid_by_account(&account.login_id).map_err(registry_error)?;
     if let Some(valid) = records
         .iter()
         .filter(|r| r.status(now) == Status::Valid && !renewal_due(r, now, window_days))

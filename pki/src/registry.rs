@@ -133,6 +133,10 @@ pub trait Registry: Send + Sync {
     /// The records of one account.
     fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError>;
 
+    /// The account's certificates that are issued and not revoked (some may have expired):
+    /// what eligibility and reissue look at, without the account's history.
+    fn valid_by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError>;
+
     /// The records certifying one public key (by SHA-256 of its SPKI).
     fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, RegistryError>;
 
