@@ -100,6 +100,7 @@ fn encode(record: &CertRecord) -> Result<Vec<u8>, RegistryError> {
     v.push(match record.profile {
         pki::Profile::Client => 0,
         pki::Profile::Server => 1,
+        pki::Profile::OcspResponder => 2,
     });
     v.extend_from_slice(&record.key_sha256);
     for t in [record.not_before, record.not_after, record.recorded_at] {
@@ -130,6 +131,7 @@ fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryError> {
     let profile = match v[17] {
         0 => pki::Profile::Client,
         1 => pki::Profile::Server,
+        2 => pki::Profile::OcspResponder,
         _ => return Err(corrupt("bad profile")),
     };
     let key_sha256: [u8; 32] = v[18..50].try_into().map_err(|_| corrupt("short key hash"))?;

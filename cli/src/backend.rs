@@ -3,6 +3,7 @@
 //! (what `serve` uses), or the CA loaded in this process for offline CLI commands — and records
 //! what the signer returns in the registry.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -170,21 +171,39 @@ pub fn publish_crl(dir: &DataDir, name: &str, der: &[u8]) -> anyhow::Result<()> 
 
 /// The service's TLS certificate and key: issued by the CA for the configured names when
 /// missing, expiring within 30 days, or made for other names.
-pub fn ensure_server_certificate(
-    dir: &DataDir,
-    config: &Config,
-    ca: &CaService,
-) -> anyhow::Result<enroll_server::tls::TlsMaterial> {
-    let names = config.server_names()?;
-    let names_file = dir.server_cert().with_file_name("names");
-    let wanted_names = config.server.names.join("\n") + "\n";
-    let current = std::fs::read(dir.server_cert()).ok().and_then(|pem| {
-        let blocks = ::pem::parse_many(&pem).ok()?;
-        let leaf = blocks.first()?.contents().to_vec();
-        let summary = pki::certificate::Summary::from_der(&leaf).ok()?;
-        let fresh = summary.not_after - OffsetDateTime::now_utc() > time::Duration::days(30);
-        let same_names = std::fs::read_to_string(&names_file).ok()? == wanted_names;
-        (fresh && same_names && dir.server_key().exists()).then_some(blocks)
+/// A key of the service's own (TLS, OCSP responder) and its certificate from the CA, kept in
+/// two files beside a tag file naming what it was made for.
+struct Credential<'a> {
+    cert: PathBuf,
+    key: PathBuf,
+    tag: String,
+    account: &'a str,
+    profile: pki::Profile,
+    sans: Vec<pki::San>,
+    days: u32,
+    /// Made again when less than this is left.
+    renew_within: time::Duration,
+    event: &'static str,
+}
+
+/// A certificate chain (DER, leaf first) and its key (PKCS#8 DER).
+type ChainAndKey = (Vec<Vec<u8>>, zeroize::Zeroizing<Vec<u8>>);
+
+/// The credential's chain (leaf first, then the issuing CA) and key (PKCS#8 DER), made again
+/// when missing, expiring soon, or made for another tag.
+fn ensure_credential(ca: &CaService, spec: &Credential<'_>) -> anyhow::Result<ChainAndKey> {
+    let tag_file = spec.cert.with_extension("tag");
+    let read_chain = |path: &Path| -> Option<Vec<Vec<u8>>> {
+        let blocks = ::pem::parse_many(std::fs::read(path).ok()?).ok()?;
+        Some(blocks.into_iter().map(::pem::Pem::into_contents).collect())
+    };
+    let current = read_chain(&spec.cert).filter(|chain| {
+        let fresh = chain
+            .first()
+            .and_then(|leaf| pki::certificate::Summary::from_der(leaf).ok())
+            .is_some_and(|s| s.not_after - OffsetDateTime::now_utc() > spec.renew_within);
+        let same = std::fs::read_to_string(&tag_file).is_ok_and(|t| t == spec.tag);
+        fresh && same && spec.key.exists() && chain.get(1).is_some_and(|c| c.as_slice() == ca.ca_certificate())
     });
     if current.is_none() {
         let (csr, key) = ca::server_key::server_key_and_csr()?;
@@ -192,42 +211,77 @@ pub fn ensure_server_certificate(
         aws_lc_rs::rand::fill(&mut request_id).map_err(|_| anyhow::anyhow!("no randomness"))?;
         let order = IssueOrder {
             csr_der: csr,
-            account: ca::server_key::SERVER_ACCOUNT.into(),
-            profile: pki::Profile::Server,
-            sans: names.clone(),
-            days: Some(365),
+            account: spec.account.into(),
+            profile: spec.profile,
+            sans: spec.sans.clone(),
+            days: Some(spec.days),
             request_id,
             supersede: true,
         };
-        let issued = ca.issue(&order).map_err(|e| anyhow::anyhow!("issuing the service's TLS certificate: {e}"))?;
-        let server_dir = dir.server_cert().parent().map(ToOwned::to_owned).unwrap_or_default();
-        layout::create_private_dir(&server_dir)?;
+        let issued = ca.issue(&order).map_err(|e| anyhow::anyhow!("issuing the {} certificate: {e}", spec.account))?;
+        if let Some(parent) = spec.cert.parent() {
+            layout::create_private_dir(parent)?;
+        }
         let chain = pki::encoding::certificates_pem([issued.der.as_slice(), ca.ca_certificate()]);
         let key_pem = zeroize::Zeroizing::new(pki::encoding::pem_encode("PRIVATE KEY", &key));
-        let _ = std::fs::remove_file(dir.server_key());
-        layout::write_new(&dir.server_key(), key_pem.as_bytes(), 0o600)?;
-        layout::replace(&dir.server_cert(), chain.as_bytes(), 0o644)?;
-        layout::replace(&names_file, wanted_names.as_bytes(), 0o644)?;
-        tracing::info!(serial = %issued.serial, names = ?config.server.names, "issued the service's TLS certificate");
+        let _ = std::fs::remove_file(&spec.key);
+        layout::write_new(&spec.key, key_pem.as_bytes(), 0o600)?;
+        layout::replace(&spec.cert, chain.as_bytes(), 0o644)?;
+        layout::replace(&tag_file, spec.tag.as_bytes(), 0o644)?;
+        tracing::info!(serial = %issued.serial, account = spec.account, "issued a certificate for the service");
         ca.audit.append(
-            "service.certificate_issued",
-            serde_json::json!({ "serial": issued.serial, "names": config.server.names, "superseded": issued.superseded }),
+            spec.event,
+            serde_json::json!({ "serial": issued.serial, "account": spec.account, "superseded": issued.superseded }),
         )?;
     }
-    let chain_pem =
-        std::fs::read(dir.server_cert()).with_context(|| format!("reading {}", dir.server_cert().display()))?;
-    let chain = ::pem::parse_many(&chain_pem)
-        .with_context(|| format!("reading {}", dir.server_cert().display()))?
-        .into_iter()
-        .map(|p| CertificateDer::from(p.into_contents()))
-        .collect();
-    let key_pem = zeroize::Zeroizing::new(
-        std::fs::read(dir.server_key()).with_context(|| format!("reading {}", dir.server_key().display()))?,
-    );
-    let key = ::pem::parse(key_pem.as_slice()).with_context(|| format!("reading {}", dir.server_key().display()))?;
+    let chain = read_chain(&spec.cert).with_context(|| format!("reading {}", spec.cert.display()))?;
+    let key_pem =
+        zeroize::Zeroizing::new(std::fs::read(&spec.key).with_context(|| format!("reading {}", spec.key.display()))?);
+    let key = ::pem::parse(key_pem.as_slice()).with_context(|| format!("reading {}", spec.key.display()))?;
+    Ok((chain, zeroize::Zeroizing::new(key.into_contents())))
+}
+
+/// The service's TLS certificate and key: issued by the CA for the configured names when
+/// missing, expiring within 30 days, or made for other names.
+pub fn ensure_server_certificate(
+    dir: &DataDir,
+    config: &Config,
+    ca: &CaService,
+) -> anyhow::Result<enroll_server::tls::TlsMaterial> {
+    let spec = Credential {
+        cert: dir.server_cert(),
+        key: dir.server_key(),
+        tag: config.server.names.join("\n") + "\n",
+        account: ca::server_key::SERVER_ACCOUNT,
+        profile: pki::Profile::Server,
+        sans: config.server_names()?,
+        days: 365,
+        renew_within: time::Duration::days(30),
+        event: "service.certificate_issued",
+    };
+    let (chain, key) = ensure_credential(ca, &spec)?;
     Ok(enroll_server::tls::TlsMaterial {
-        chain,
-        key: PrivatePkcs8KeyDer::from(key.into_contents()),
+        chain: chain.into_iter().map(CertificateDer::from).collect(),
+        key: PrivatePkcs8KeyDer::from(key.to_vec()),
         client_ca: CertificateDer::from(ca.ca_certificate().to_vec()),
     })
+}
+
+/// The OCSP responder's certificate (id-kp-OCSPSigning, ocsp-nocheck) and key, renewed when
+/// less than 30 of its 90 days are left.
+pub fn ensure_ocsp_responder(dir: &DataDir, ca: &CaService) -> anyhow::Result<enroll_server::ocsp::OcspResponder> {
+    let spec = Credential {
+        cert: dir.path().join("ocsp").join("responder.crt"),
+        key: dir.path().join("ocsp").join("responder.key"),
+        tag: "ocsp-responder\n".into(),
+        account: "inkan-ocsp",
+        profile: pki::Profile::OcspResponder,
+        sans: Vec::new(),
+        days: 90,
+        renew_within: time::Duration::days(30),
+        event: "service.ocsp_certificate_issued",
+    };
+    let (chain, key) = ensure_credential(ca, &spec)?;
+    let leaf = chain.first().context("the responder certificate file is empty")?;
+    Ok(enroll_server::ocsp::OcspResponder::new(ca.ca_certificate(), leaf, &key)?)
 }

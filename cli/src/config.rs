@@ -24,6 +24,9 @@ pub struct Config {
     /// `[accounts]`.
     #[serde(default)]
     pub accounts: AccountsSection,
+    /// `[notify]`.
+    #[serde(default)]
+    pub notify: NotifySection,
 }
 
 /// `[server]`: the enrollment service's listeners and names.
@@ -87,6 +90,28 @@ pub struct CaSection {
     pub default_days: u32,
     pub max_days: u32,
     pub crl_validity_hours: u32,
+    #[serde(default = "default_crl_refresh_hours")]
+    pub crl_refresh_hours: u32,
+}
+
+fn default_crl_refresh_hours() -> u32 {
+    24
+}
+
+/// `[notify]`: expiry notices to a webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    pub webhook_url: Option<String>,
+    pub thresholds_days: Vec<u32>,
+    pub scan_interval_secs: u64,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        Self { webhook_url: None, thresholds_days: vec![30, 14, 7, 1], scan_interval_secs: 3600, ca_file: None }
+    }
 }
 
 /// `[publish]`: where relying parties fetch CRLs and CA certificates.
@@ -126,6 +151,21 @@ impl Config {
         if self.enrollment.ticket_ttl_secs == 0 || self.enrollment.ticket_ttl_secs > 86_400 {
             bail!("[enrollment] ticket_ttl_secs must be between 1 and 86400");
         }
+        if self.ca.crl_refresh_hours == 0 || self.ca.crl_refresh_hours >= self.ca.crl_validity_hours {
+            bail!(
+                "[ca] crl_refresh_hours must be at least 1 and less than crl_validity_hours ({}), so a new CRL is out before the last expires",
+                self.ca.crl_validity_hours
+            );
+        }
+        if let Some(url) = &self.notify.webhook_url {
+            enroll_server::notify::check_url(url).map_err(anyhow::Error::msg)?;
+        }
+        if self.notify.thresholds_days.is_empty() || self.notify.thresholds_days.contains(&0) {
+            bail!("[notify] thresholds_days must list days of at least 1, like [30, 14, 7, 1]");
+        }
+        if self.notify.scan_interval_secs == 0 {
+            bail!("[notify] scan_interval_secs must be at least 1");
+        }
         if self.accounts.lockout_threshold == 0 {
             bail!("[accounts] lockout_threshold must be at least 1");
         }
@@ -142,7 +182,7 @@ impl Config {
             organization: self.ca.organization.clone(),
             crl_url: Some(urls.ca_crl),
             ca_issuers_url: Some(urls.ca_cert),
-            ocsp_url: None,
+            ocsp_url: Some(urls.ocsp),
             default_days: self.ca.default_days,
             max_days: self.ca.max_days,
         }
@@ -176,6 +216,13 @@ impl Config {
             },
             session_idle_timeout: Duration::from_secs(self.accounts.session_idle_timeout_secs),
             rate_limit_per_minute: self.server.rate_limit_per_minute,
+            crl_refresh: Duration::from_secs(u64::from(self.ca.crl_refresh_hours) * 3600),
+            notify: self.notify.webhook_url.clone().map(|webhook_url| enroll_server::notify::NotifySettings {
+                webhook_url,
+                thresholds_days: self.notify.thresholds_days.clone(),
+                scan_interval: Duration::from_secs(self.notify.scan_interval_secs),
+                ca_file: self.notify.ca_file.clone(),
+            }),
             ..ServerSettings::default()
         }
     }
@@ -200,6 +247,7 @@ pub fn admin_socket(dir: &ca::layout::DataDir) -> std::path::PathBuf {
 
 /// The published URLs under the HTTP base URL.
 pub struct Urls {
+    pub ocsp: String,
     pub ca_crl: String,
     pub root_crl: String,
     pub ca_cert: String,
@@ -210,6 +258,7 @@ impl Urls {
     pub fn new(base: &str) -> Self {
         let base = base.trim_end_matches('/');
         Self {
+            ocsp: format!("{base}/ocsp"),
             ca_crl: format!("{base}/crl/ca.crl"),
             root_crl: format!("{base}/crl/root.crl"),
             ca_cert: format!("{base}/ca.crt"),
@@ -245,13 +294,15 @@ organization = {organization}
 default_days = 365
 # The longest validity `inkan issue --days` may ask for, in days.
 max_days = 825
-# How long a CRL signed by `inkan crl` is valid (its nextUpdate), in hours.
+# How long a CRL is valid (its nextUpdate), in hours.
 crl_validity_hours = 168
+# `inkan serve` signs a new CRL after revocations and at least this often, in hours.
+crl_refresh_hours = 24
 
 [publish]
 # Base URL of the plain-HTTP listener that serves the CRLs and CA certificates
-# (/crl/ca.crl, /crl/root.crl, /ca.crt, /root.crt). It is written into every
-# certificate, so changing it affects only certificates issued afterwards.
+# (/crl/ca.crl, /crl/root.crl, /ca.crt, /root.crt) and answers OCSP (/ocsp). It is written
+# into every certificate, so changing it affects only certificates issued afterwards.
 base_url = {base_url}
 
 [server]
@@ -280,6 +331,14 @@ lockout_threshold = 5
 min_password_length = 8
 # Sessions end after this many seconds without a request.
 session_idle_timeout_secs = 900
+
+[notify]
+# Expiry notices: a JSON POST {{event, account, serial, not_after, threshold, days_left}} to
+# this URL once per certificate per threshold it enters. Unset: no notices.
+# webhook_url = "http://127.0.0.1:9000/inkan-expiry"
+thresholds_days = [30, 14, 7, 1]
+# How often certificates are checked, in seconds.
+scan_interval_secs = 3600
 "#
     )
 }

@@ -342,6 +342,45 @@ impl Accounts {
     }
 }
 
+/// Which expiry notices were delivered: serial → the nearest threshold (in days) notified.
+/// Kept beside the accounts, so a restart does not send them again.
+pub struct NoticeLog {
+    tree: sled::Tree,
+    db: sled::Db,
+}
+
+impl fmt::Debug for NoticeLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoticeLog").finish_non_exhaustive()
+    }
+}
+
+impl NoticeLog {
+    /// The nearest threshold already notified for `serial`.
+    pub fn last(&self, serial: &pki::Serial) -> Result<Option<u32>, AccountError> {
+        Ok(self
+            .tree
+            .get(serial.as_bytes())
+            .map_err(AccountError::store)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes))
+    }
+
+    /// Records, durably, that the notice for `threshold` days was delivered.
+    pub fn record(&self, serial: &pki::Serial, threshold: u32) -> Result<(), AccountError> {
+        self.tree.insert(serial.as_bytes(), &threshold.to_be_bytes()).map_err(AccountError::store)?;
+        self.db.flush().map_err(AccountError::store)?;
+        Ok(())
+    }
+}
+
+impl Accounts {
+    /// The log of delivered expiry notices, in the same store.
+    pub fn notice_log(&self) -> Result<NoticeLog, AccountError> {
+        Ok(NoticeLog { tree: self.db.open_tree("notices").map_err(AccountError::store)?, db: self.db.clone() })
+    }
+}
+
 /// The error for a locked account, naming who can unlock it.
 pub fn locked(account: &Account) -> AccountError {
     AccountError::Locked {

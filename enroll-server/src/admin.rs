@@ -192,6 +192,23 @@ pub enum AdminReply {
     },
 }
 
+/// What the running service does after an operator command (nothing, when the CLI runs the
+/// command itself).
+pub trait AdminHooks: Send + Sync {
+    /// Certificates were revoked.
+    fn revoked(&self, serials: &[Serial]);
+    /// A certificate was issued.
+    fn issued(&self);
+}
+
+/// No service to tell.
+pub struct NoHooks;
+
+impl AdminHooks for NoHooks {
+    fn revoked(&self, _: &[Serial]) {}
+    fn issued(&self) {}
+}
+
 /// What a command may touch. Commands that need a part that is `None` fail with a message
 /// (the CLI opens only what a command needs).
 pub struct AdminContext<'a> {
@@ -203,6 +220,8 @@ pub struct AdminContext<'a> {
     pub issuer: Option<&'a dyn Issuer>,
     /// The audit trail.
     pub audit: &'a dyn Audit,
+    /// What follows a revocation or issuance.
+    pub hooks: &'a dyn AdminHooks,
 }
 
 fn need<'a, T: ?Sized>(part: Option<&'a T>, what: &str) -> Result<&'a T, String> {
@@ -291,6 +310,7 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 other => other.to_string(),
             })?;
             tracing::info!(%serial, reason = reason.name(), account = %record.account, "certificate revoked by the operator");
+            ctx.hooks.revoked(&[serial]);
             ctx.audit.record(
                 "certificate.revoked",
                 serde_json::json!({ "by": "operator", "serial": serial, "account": record.account, "reason": reason.name() }),
@@ -314,6 +334,7 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .map_err(|e| text(&e))?
                 .ok_or_else(|| format!("issued {} but the registry does not have it", issued.serial))?;
             tracing::info!(serial = %issued.serial, account = %record.account, "certificate issued by the operator");
+            ctx.hooks.issued();
             ctx.audit
                 .record("operator.issue", serde_json::json!({ "serial": issued.serial, "account": record.account }));
             AdminReply::Issued { record, der: issued.der, ca_der: issuer.ca_certificate().to_vec() }
@@ -394,6 +415,7 @@ async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
                 registry: Some(state.registry.as_ref()),
                 issuer: Some(state.issuer.as_ref()),
                 audit: state.audit.as_ref(),
+                hooks: state.as_ref(),
             };
             execute(&ctx, request)
         })

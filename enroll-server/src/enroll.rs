@@ -198,6 +198,8 @@ async fn issue_claimed(
         other => ApiError::internal("issuance", other),
     })?;
     tracing::info!(login_id = %login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
+    state.metrics.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.revoked(&issued.superseded);
     audit(
         state,
         "enrollment.issued",

@@ -12,6 +12,21 @@ pub enum Lang {
 }
 
 impl Text {
+    /// A revocation reason in words.
+    pub fn reason(&self, reason: pki::RevocationReason) -> &'static str {
+        use pki::RevocationReason as R;
+        let index = match reason {
+            R::Unspecified => 0,
+            R::KeyCompromise => 1,
+            R::CaCompromise => 2,
+            R::AffiliationChanged => 3,
+            R::Superseded => 4,
+            R::CessationOfOperation => 5,
+            R::PrivilegeWithdrawn => 6,
+        };
+        self.reasons[index]
+    }
+
     /// A certificate status in words.
     pub fn status(&self, status: &str) -> &'static str {
         match status {
@@ -130,6 +145,11 @@ pub struct Text {
     pub passwords_differ: &'static str,
     pub password_too_short: &'static str,
     pub error_title: &'static str,
+    pub revoke_title: &'static str,
+    pub revoke: &'static str,
+    pub revocation_reason: &'static str,
+    pub confirm_password: &'static str,
+    pub reasons: [&'static str; 7],
 }
 
 const JA: Text = Text {
@@ -199,6 +219,19 @@ const JA: Text = Text {
     passwords_differ: "パスワードが一致しません。",
     password_too_short: "パスワードは8文字以上にしてください。",
     error_title: "エラー",
+    revoke_title: "電子証明書の失効",
+    revoke: "失効させる",
+    revocation_reason: "失効理由",
+    confirm_password: "確認のためログインパスワード",
+    reasons: [
+        "理由なし",
+        "秘密鍵の漏えい（疑いを含む）",
+        "認証局の鍵の漏えい",
+        "所属の変更",
+        "再取得による置換",
+        "利用終了",
+        "権限の取り消し",
+    ],
 };
 
 const EN: Text = Text {
@@ -268,6 +301,19 @@ const EN: Text = Text {
     passwords_differ: "The passwords differ.",
     password_too_short: "Use at least 8 characters.",
     error_title: "Error",
+    revoke_title: "Revoke a certificate",
+    revoke: "Revoke",
+    revocation_reason: "Reason",
+    confirm_password: "Your password, to confirm",
+    reasons: [
+        "Unspecified",
+        "Key compromise (or suspected)",
+        "CA compromise",
+        "Affiliation changed",
+        "Superseded by a reissue",
+        "No longer needed",
+        "Privilege withdrawn",
+    ],
 };
 
 #[cfg(test)]

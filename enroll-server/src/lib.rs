@@ -23,6 +23,9 @@ mod html;
 pub mod i18n;
 mod listen;
 mod login;
+pub mod notify;
+pub mod ocsp;
+pub mod publish;
 pub mod settings;
 pub mod state;
 pub mod tls;
@@ -33,7 +36,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -97,44 +100,15 @@ pub fn login_router(state: Shared) -> Router {
         .route("/api/v1/login", post(login::api_login))
         .route("/api/v1/me", get(login::api_me))
         .route("/api/v1/users", post(login::api_add_user))
-        .route("/api/v1/users/{login_id}/unlock", post(login::api_unlock_user));
+        .route("/api/v1/users/{login_id}/unlock", post(login::api_unlock_user))
+        .route("/api/v1/certificates/{serial}/revoke", post(login::api_revoke))
+        .route("/certificates/{serial}/revoke", post(login::revoke_form));
     common_layers(assets(router), &state)
 }
 
-fn der_response(content_type: &'static str, der: Vec<u8>) -> Response {
-    let mut response = der.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
-    response
-}
-
-async fn crl_file(state: &Shared, name: &str) -> Response {
-    match tokio::fs::read(state.settings.crl_dir.join(name)).await {
-        Ok(der) => der_response("application/pkix-crl", der),
-        Err(_) => (StatusCode::NOT_FOUND, "no CRL published yet\n").into_response(),
-    }
-}
-
-/// The plain-HTTP listener's routes: CA certificates (DER) and CRLs.
+/// The plain-HTTP listener's routes: CA certificates, CRLs, OCSP, metrics.
 pub fn publish_router(state: Shared) -> Router {
-    Router::new()
-        .route(
-            "/ca.crt",
-            get(|State(s): State<Shared>| async move {
-                der_response("application/pkix-cert", s.issuer.ca_certificate().to_vec())
-            }),
-        )
-        .route(
-            "/root.crt",
-            get(|State(s): State<Shared>| async move {
-                der_response("application/pkix-cert", s.issuer.root_certificate().to_vec())
-            }),
-        )
-        .route("/crl/ca.crl", get(|State(s): State<Shared>| async move { crl_file(&s, "ca.crl").await }))
-        .route("/crl/root.crl", get(|State(s): State<Shared>| async move { crl_file(&s, "root.crl").await }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .layer(middleware::from_fn_with_state(state.clone(), request_timeout))
-        .with_state(state)
+    publish::router(state.clone()).layer(middleware::from_fn_with_state(state, request_timeout))
 }
 
 /// Errors that stop the service from starting.
@@ -216,11 +190,16 @@ pub async fn run(
         }
     };
 
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(listen::serve(public, public_router(state.clone()), public_config, stop.clone())),
         tokio::spawn(listen::serve(login, login_router(state.clone()), login_config, stop.clone())),
         tokio::spawn(listen::serve(http, publish_router(state.clone()), config(None), stop.clone())),
+        tokio::spawn(publish::crl_publisher(state.clone(), stop.clone())),
+        tokio::spawn(publish::ocsp_refresher(state.clone(), stop.clone())),
     ];
+    if let Some(notify) = state.settings.notify.clone() {
+        tasks.push(tokio::spawn(notify::notifier(state.clone(), notify, stop.clone())));
+    }
     ready(bound);
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing requests in flight");

@@ -6,8 +6,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Form, Json};
-use pki::Serial;
 use pki::registry::{CertRecord, Status};
+use pki::{RevocationReason, Serial};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -432,6 +432,18 @@ fn home_body(state: &Shared, lang: Lang, session: &Session, account: &Account) -
         days_left = esc(t.days_left),
         status = esc(t.status),
     );
+    let valid: Vec<&serde_json::Value> = me["certificates"]
+        .as_array()
+        .map(|a| a.iter().filter(|c| c["status"] == "valid").collect())
+        .unwrap_or_default();
+    if !valid.is_empty() {
+        body.push_str(&format!("<h2>{}</h2>", esc(t.revoke_title)));
+        for c in valid {
+            let serial = c["serial"].as_str().unwrap_or_default();
+            body.push_str(&format!("<p class=\"mono\">{}</p>", esc(serial)));
+            body.push_str(&revoke_widget(lang, serial, &session.csrf, &OWN_REASONS));
+        }
+    }
     if account.role == Role::Master {
         let mut users = String::new();
         for user in state.accounts.list().map_err(account_error)? {
@@ -451,7 +463,15 @@ fn home_body(state: &Shared, lang: Lang, session: &Session, account: &Account) -
             } else {
                 String::new()
             };
-            users.push_str(&format!("<tr><td>{}</td><td>{unlock}</td></tr>", esc(&user.login_id)));
+            let mut certificates = String::new();
+            for c in state.registry.valid_by_account(&user.login_id).map_err(registry_error)? {
+                if c.status(now) == Status::Valid {
+                    let serial = c.serial.to_string();
+                    certificates.push_str(&format!("<div class=\"mono\">{serial}</div>"));
+                    certificates.push_str(&revoke_widget(lang, &serial, &session.csrf, &MASTER_REASONS));
+                }
+            }
+            users.push_str(&format!("<tr><td>{}</td><td>{unlock}{certificates}</td></tr>", esc(&user.login_id)));
         }
         if users.is_empty() {
             users = format!("<tr><td>{}</td></tr>", esc(t.none));
@@ -554,4 +574,155 @@ pub async fn logout(State(state): State<Shared>, headers: HeaderMap, Query(query
     let mut response = Redirect::to(&format!("/?lang={}", lang.code())).into_response();
     response.headers_mut().append(header::SET_COOKIE, html::set_cookie(SESSION_COOKIE, "", "/", 0));
     response
+}
+
+// ---- Revocation from the web -----------------------------------------------------------
+
+/// `POST /api/v1/certificates/{serial}/revoke` body.
+#[derive(Debug, Deserialize)]
+pub struct RevokeBody {
+    password: Password,
+    reason: String,
+}
+
+/// The reasons a user may give for its own certificate.
+const OWN_REASONS: [RevocationReason; 2] = [RevocationReason::KeyCompromise, RevocationReason::CessationOfOperation];
+/// The reasons a master may give for its general users' certificates.
+const MASTER_REASONS: [RevocationReason; 5] = [
+    RevocationReason::KeyCompromise,
+    RevocationReason::CessationOfOperation,
+    RevocationReason::AffiliationChanged,
+    RevocationReason::PrivilegeWithdrawn,
+    RevocationReason::Unspecified,
+];
+
+/// Revokes `serial` for `account` (its own certificate, or, for a master, one of its general
+/// users'), after the account's password is entered again.
+async fn revoke_certificate(
+    state: &Shared,
+    account: &Account,
+    serial: &str,
+    password: Password,
+    reason: &str,
+) -> Result<CertRecord, ApiError> {
+    let serial: Serial =
+        serial.parse().map_err(|e: pki::Error| ApiError::bad_request("invalid_serial", e.to_string()))?;
+    let reason: RevocationReason =
+        reason.parse().map_err(|e: pki::Error| ApiError::bad_request("invalid_reason", e.to_string()))?;
+    let record = state.registry.get(&serial).map_err(registry_error)?.ok_or_else(ApiError::not_found)?;
+    let allowed: &[RevocationReason] = if record.account == account.login_id {
+        &OWN_REASONS
+    } else if account.role == Role::Master
+        && state
+            .accounts
+            .get(&record.account)
+            .map_err(account_error)?
+            .is_some_and(|user| user.role == Role::General && user.master == account.login_id)
+    {
+        &MASTER_REASONS
+    } else {
+        // Someone else's certificate: as if it did not exist.
+        return Err(ApiError::not_found());
+    };
+    if !allowed.contains(&reason) {
+        let names: Vec<&str> = allowed.iter().map(|r| r.name()).collect();
+        return Err(ApiError::bad_request(
+            "reason_not_allowed",
+            format!("reason {reason} is not allowed here; use one of {}", names.join(", ")),
+        ));
+    }
+    // Confirm with the password (wrong ones count towards the lockout).
+    let (accounts, login_id) = (state.clone(), account.login_id.clone());
+    if let Err(e) = blocking(move || accounts.accounts.authenticate(&login_id, &password)).await? {
+        crate::enroll::audit_auth_failure(state, &account.login_id, "revocation", &e).await;
+        return Err(account_error(e));
+    }
+    let registry = state.registry.clone();
+    let now = OffsetDateTime::now_utc();
+    let revoked = blocking(move || registry.revoke(&serial, now, reason)).await?.map_err(|e| match e {
+        pki::registry::RegistryError::WrongState { status, .. } => {
+            ApiError::new(StatusCode::CONFLICT, "not_revocable", format!("certificate {serial} is {status}"))
+        }
+        other => registry_error(other),
+    })?;
+    state.revoked(&[serial]);
+    tracing::info!(by = %account.login_id, %serial, reason = reason.name(), "certificate revoked from the web");
+    crate::enroll::audit(
+        state,
+        "certificate.revoked",
+        serde_json::json!({ "by": account.login_id, "serial": serial, "account": revoked.account, "reason": reason.name() }),
+    )
+    .await;
+    Ok(revoked)
+}
+
+/// `POST /api/v1/certificates/{serial}/revoke`.
+pub async fn api_revoke(
+    State(state): State<Shared>,
+    Extension(conn): Extension<Connection>,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (_, account) = require_session(&state, &conn, &headers)?;
+    let body = json_body(body)?;
+    let record = revoke_certificate(&state, &account, &serial, body.password, &body.reason).await?;
+    Ok(Json(serde_json::json!({
+        "serial": record.serial.to_string(),
+        "status": record.status(OffsetDateTime::now_utc()).name(),
+    })))
+}
+
+/// The revocation form's fields.
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    csrf: String,
+    password: Password,
+    reason: String,
+}
+
+/// `POST /certificates/{serial}/revoke` (form on the home page).
+pub async fn revoke_form(
+    State(state): State<Shared>,
+    Extension(conn): Extension<Connection>,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+    Query(query): Query<LangQuery>,
+    form: Result<Form<RevokeForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let lang = Lang::detect(query.lang.as_deref(), &headers);
+    let t = lang.text();
+    let (session, account) = match require_session(&state, &conn, &headers) {
+        Ok(found) => found,
+        Err(e) => return error_page(lang, e.status, t.error_title, &refusal_message(lang, &e), &state),
+    };
+    let form = match form {
+        Ok(Form(form)) if html::tokens_match(&session.csrf, &form.csrf) => form,
+        _ => return error_page(lang, StatusCode::FORBIDDEN, t.error_title, "the form expired", &state),
+    };
+    match revoke_certificate(&state, &account, &serial, form.password, &form.reason).await {
+        // Revoking the certificate in use ends the session: the login page says why.
+        Ok(_) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
+        Err(e) => error_page(lang, e.status, t.error_title, &refusal_message(lang, &e), &state),
+    }
+}
+
+/// A revocation form for one certificate on the home page.
+fn revoke_widget(lang: Lang, serial: &str, csrf: &str, reasons: &[RevocationReason]) -> String {
+    let t = lang.text();
+    let options: String =
+        reasons.iter().map(|r| format!(r#"<option value="{}">{}</option>"#, r.name(), esc(t.reason(*r)))).collect();
+    format!(
+        r#"<form method="post" action="/certificates/{serial}/revoke?lang={code}" class="revoke" data-testid="revoke-{serial}">
+<input type="hidden" name="csrf" value="{csrf}">
+<label>{reason_label}<select name="reason">{options}</select></label>
+<label>{password}<input type="password" name="password" autocomplete="current-password" required maxlength="256"></label>
+<button type="submit">{revoke}</button></form>"#,
+        serial = esc(serial),
+        code = lang.code(),
+        csrf = esc(csrf),
+        reason_label = esc(t.revocation_reason),
+        password = esc(t.confirm_password),
+        revoke = esc(t.revoke),
+    )
 }

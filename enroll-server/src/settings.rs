@@ -31,6 +31,10 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// The largest request body accepted.
     pub body_limit: usize,
+    /// The CRL is signed again at least this often (and after revocations).
+    pub crl_refresh: Duration,
+    /// Expiry notices, when a webhook is configured.
+    pub notify: Option<crate::notify::NotifySettings>,
 }
 
 /// How certificates are obtained.
@@ -72,6 +76,8 @@ impl Default for ServerSettings {
             handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
+            crl_refresh: Duration::from_secs(24 * 3600),
+            notify: None,
         }
     }
 }

@@ -32,6 +32,36 @@ pub struct AppState {
     pub public_url: String,
     /// The certificate-login listener's base URL (`https://localhost:8444`).
     pub login_url: String,
+    /// The OCSP responder, when the service has a responder certificate.
+    pub ocsp: Option<Arc<crate::ocsp::OcspResponder>>,
+    /// Wakes the CRL publisher after revocations.
+    pub crl_wake: tokio::sync::Notify,
+    /// Counters for `/metrics`.
+    pub metrics: crate::publish::Metrics,
+}
+
+impl AppState {
+    /// Everything that must follow a revocation: cached OCSP answers go, a new CRL is due.
+    pub fn revoked(&self, serials: &[pki::Serial]) {
+        if serials.is_empty() {
+            return;
+        }
+        if let Some(ocsp) = &self.ocsp {
+            ocsp.forget(serials);
+        }
+        self.metrics.revoked.fetch_add(serials.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.crl_wake.notify_one();
+    }
+}
+
+impl crate::admin::AdminHooks for AppState {
+    fn revoked(&self, serials: &[pki::Serial]) {
+        AppState::revoked(self, serials);
+    }
+
+    fn issued(&self) {
+        self.metrics.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for AppState {

@@ -114,6 +114,11 @@ impl IssuerInfo {
         &self.key_id
     }
 
+    /// The CA's subject name, DER (what OCSP CertIDs hash).
+    pub fn subject_name_der(&self) -> &[u8] {
+        &self.subject
+    }
+
     pub(crate) fn subject_der(&self) -> &[u8] {
         &self.subject
     }
@@ -219,7 +224,7 @@ pub fn prepare(
         profile::end_entity_params(settings, order.profile, order.account, order.sans, &order.serial, &validity, key)?;
     let tbs = tbs::capture("certificate", || params.signed_by(key, issuer.rcgen()))?;
     let common_name = match order.profile {
-        Profile::Client => order.account.to_owned(),
+        Profile::Client | Profile::OcspResponder => order.account.to_owned(),
         Profile::Server => order.sans.first().map(ToString::to_string).unwrap_or_default(),
     };
     lint::end_entity(
@@ -298,4 +303,12 @@ impl Summary {
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
     digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// The public key of a DER certificate, under the key policy.
+pub fn public_key_of(der: &[u8]) -> Result<SubjectKey, Error> {
+    let (rest, cert) = X509Certificate::from_der(der)
+        .map_err(|e| Error::MalformedDer { what: "certificate", detail: e.to_string() })?;
+    crate::encoding::expect_no_trailing(rest, "certificate")?;
+    SubjectKey::from_parsed(cert.public_key())
 }

@@ -23,6 +23,7 @@ pub mod encoding;
 mod error;
 pub mod key;
 mod lint;
+pub mod ocsp;
 pub mod profile;
 pub mod registry;
 pub mod request;

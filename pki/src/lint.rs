@@ -26,6 +26,7 @@ const OID_CRLDP: &str = "2.5.29.31";
 const OID_AKI: &str = "2.5.29.35";
 const OID_EKU: &str = "2.5.29.37";
 const OID_AIA: &str = "1.3.6.1.5.5.7.1.1";
+const OID_OCSP_NOCHECK: &str = "1.3.6.1.5.5.7.48.1.5";
 const OID_AD_OCSP: &str = "1.3.6.1.5.5.7.48.1";
 const OID_AD_CA_ISSUERS: &str = "1.3.6.1.5.5.7.48.2";
 const OID_CN: &str = "2.5.4.3";
@@ -91,11 +92,15 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
     if want.profile == Profile::Server {
         expected.insert(OID_SAN);
     }
-    if want.settings.crl_url.is_some() {
-        expected.insert(OID_CRLDP);
-    }
-    if want.settings.ca_issuers_url.is_some() || want.settings.ocsp_url.is_some() {
-        expected.insert(OID_AIA);
+    if want.profile == Profile::OcspResponder {
+        expected.insert(OID_OCSP_NOCHECK);
+    } else {
+        if want.settings.crl_url.is_some() {
+            expected.insert(OID_CRLDP);
+        }
+        if want.settings.ca_issuers_url.is_some() || want.settings.ocsp_url.is_some() {
+            expected.insert(OID_AIA);
+        }
     }
     let mut seen = HashSet::new();
     for ext in tbs.extensions() {
@@ -104,6 +109,11 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
             return Err(fail("extensions", format!("unexpected extension {oid}")));
         };
         ensure(seen.insert(name), "extensions", || format!("duplicate extension {oid}"))?;
+        if name == OID_OCSP_NOCHECK {
+            // id-pkix-ocsp-nocheck ::= NULL, not critical (RFC 6960 §4.2.2.2.1).
+            ensure(ext.value == [0x05, 0x00] && !ext.critical, "ocsp-nocheck", || format!("{:02x?}", ext.value))?;
+            continue;
+        }
         match ext.parsed_extension() {
             ParsedExtension::BasicConstraints(bc) => {
                 ensure(ext.critical, "basic-constraints", || "not critical".into())?;
@@ -114,18 +124,16 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                 ensure(ku.flags == 1, "key-usage", || format!("{ku}"))?;
             }
             ParsedExtension::ExtendedKeyUsage(eku) => {
-                let only_client = eku.client_auth && !eku.server_auth;
-                let only_server = eku.server_auth && !eku.client_auth;
+                let only_client = eku.client_auth && !eku.server_auth && !eku.ocsp_signing;
+                let only_server = eku.server_auth && !eku.client_auth && !eku.ocsp_signing;
+                let only_ocsp = eku.ocsp_signing && !eku.client_auth && !eku.server_auth;
                 let right = match want.profile {
                     Profile::Client => only_client,
                     Profile::Server => only_server,
+                    Profile::OcspResponder => only_ocsp,
                 };
-                let others = eku.any
-                    || eku.code_signing
-                    || eku.email_protection
-                    || eku.time_stamping
-                    || eku.ocsp_signing
-                    || !eku.other.is_empty();
+                let others =
+                    eku.any || eku.code_signing || eku.email_protection || eku.time_stamping || !eku.other.is_empty();
                 ensure(right && !others && !ext.critical, "extended-key-usage", || format!("{eku:?}"))?;
             }
             ParsedExtension::SubjectKeyIdentifier(ski) => {

@@ -29,6 +29,11 @@ pub enum Profile {
     Client,
     /// TLS server: EKU serverAuth and the DNS names and IP addresses the operator gives.
     Server,
+    /// A delegated OCSP responder (RFC 6960 §4.2.2.2): EKU OCSPSigning and id-pkix-ocsp-nocheck,
+    /// no CRL distribution point or AIA (its status is not checked). Issued to the service's
+    /// responder key only; not offered on the command line.
+    #[serde(rename = "ocsp-responder")]
+    OcspResponder,
 }
 
 impl Profile {
@@ -37,6 +42,7 @@ impl Profile {
         match self {
             Self::Client => "client",
             Self::Server => "server",
+            Self::OcspResponder => "ocsp-responder",
         }
     }
 }
@@ -204,6 +210,15 @@ pub(crate) fn end_entity_params(
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             params.subject_alt_names = sans.iter().map(rcgen_san).collect::<Result<_, _>>()?;
         }
+        Profile::OcspResponder => {
+            if !sans.is_empty() {
+                return Err(Error::SanNotAllowed { profile: "ocsp-responder" });
+            }
+            params.distinguished_name = end_entity_subject(settings, account);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+            params.custom_extensions.push(CustomExtension::from_oid_content(OID_OCSP_NOCHECK, vec![0x05, 0x00]));
+            return Ok(params);
+        }
     }
     if let Some(url) = &settings.crl_url {
         params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.clone()] }];
@@ -280,6 +295,7 @@ pub fn issuing_ca_params(
 }
 
 const OID_AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+const OID_OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
 const OID_AD_OCSP: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1];
 const OID_AD_CA_ISSUERS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 2];
 

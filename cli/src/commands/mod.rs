@@ -134,6 +134,7 @@ fn admin(
                 registry: registry.as_deref().map(|r| r as &dyn pki::registry::Registry),
                 issuer: issuer.as_ref().map(|i| i as &dyn enroll_server::backend::Issuer),
                 audit: &sink,
+                hooks: &enroll_server::admin::NoHooks,
             };
             admin::execute(&ctx, request)
         }

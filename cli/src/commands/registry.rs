@@ -21,7 +21,8 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
         other => return Err(unexpected(other)),
     };
     println!("Revoked {} (account {:?}, reason {reason}).", record.serial, record.account);
-    println!("Run `inkan crl` to publish a CRL that lists it.");
+    println!("A running `inkan serve` publishes a CRL listing it within seconds (and OCSP answers revoked at once);");
+    println!("without one, run `inkan crl`.");
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use ca::sled_store::Durability;
 
 use super::{AuditSink, open_accounts, open_registry, require_ca};
 use crate::args::{DataDirArg, InitArgs, ServeArgs};
-use crate::backend::{CaService, Signer, ensure_server_certificate, signer_socket};
+use crate::backend::{CaService, Signer, ensure_ocsp_responder, ensure_server_certificate, signer_socket};
 use crate::config::Config;
 use crate::passphrase::{self, Key};
 
@@ -259,6 +259,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     wait_for_signer(&client)?;
     let ca_service = CaService::new(Signer::Remote(client), registry.clone(), &dir, &config, audit.clone())?;
     let tls = ensure_server_certificate(&dir, &config, &ca_service)?;
+    let ocsp = ensure_ocsp_responder(&dir, &ca_service)?;
 
     let mut first_master = None;
     if args.dev && accounts.list()?.is_empty() {
@@ -285,6 +286,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         sessions: Sessions::default(),
         public_url: public_url.clone(),
         login_url: login_url.clone(),
+        ocsp: Some(Arc::new(ocsp)),
+        crl_wake: tokio::sync::Notify::new(),
+        metrics: enroll_server::publish::Metrics::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let root = dir.root_cert();

@@ -1,0 +1,332 @@
+//! The plain-HTTP listener (CA certificates, CRLs, OCSP, metrics) and the background work that
+//! keeps what it serves current: the CRL is signed again shortly after revocations (bursts
+//! coalesced) and always well before its nextUpdate; cached OCSP responses are refreshed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pki::registry::Status;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+use tokio::sync::watch;
+
+use crate::state::Shared;
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Certificates issued by this service.
+    pub issued: AtomicU64,
+    /// Certificates revoked (including superseded) through this service.
+    pub revoked: AtomicU64,
+    /// CRLs signed.
+    pub crl_signed: AtomicU64,
+    /// CRL downloads: issuing CA, root.
+    pub crl_requests: [AtomicU64; 2],
+    /// OCSP answers by kind: good, revoked, unknown, malformed, unauthorized, other errors.
+    pub ocsp: [AtomicU64; 6],
+    /// Expiry notices delivered, and failed attempts.
+    pub notices_sent: AtomicU64,
+    /// Failed webhook attempts.
+    pub notices_failed: AtomicU64,
+    /// The last registry census and when it was taken.
+    census: Mutex<Option<(Instant, Census)>>,
+}
+
+/// Certificates by status (valid, pending, revoked, superseded, expired), and valid ones
+/// expiring within 30 and 7 days.
+type Census = ([u64; 5], u64, u64);
+
+const OCSP_LABELS: [&str; 6] = ["good", "revoked", "unknown", "malformed", "unauthorized", "error"];
+
+fn der_response(content_type: &'static str, der: Vec<u8>) -> Response {
+    let mut response = der.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    response
+}
+
+async fn crl_file(state: &Shared, name: &str, counter: usize) -> Response {
+    state.metrics.crl_requests[counter].fetch_add(1, Ordering::Relaxed);
+    match tokio::fs::read(state.settings.crl_dir.join(name)).await {
+        Ok(der) => der_response("application/pkix-crl", der),
+        Err(_) => (StatusCode::NOT_FOUND, "no CRL published yet\n").into_response(),
+    }
+}
+
+fn http_date(t: OffsetDateTime) -> Option<HeaderValue> {
+    // HTTP dates: "Sat, 21 Nov 2026 05:01:46 GMT".
+    let text = t.format(&Rfc2822).ok()?.replace("+0000", "GMT");
+    HeaderValue::from_str(&text).ok()
+}
+
+async fn ocsp_answer(state: Shared, request: Vec<u8>) -> Response {
+    let Some(responder) = state.ocsp.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "OCSP is not configured\n").into_response();
+    };
+    let registry = state.registry.clone();
+    let answer = match tokio::task::spawn_blocking(move || {
+        responder.respond(&request, registry.as_ref(), OffsetDateTime::now_utc())
+    })
+    .await
+    {
+        Ok(answer) => answer,
+        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response(),
+    };
+    let index = OCSP_LABELS.iter().position(|l| *l == answer.label).unwrap_or(5);
+    state.metrics.ocsp[index].fetch_add(1, Ordering::Relaxed);
+    let mut response = answer.der.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/ocsp-response"));
+    // RFC 5019 §6: caches may keep a response until its nextUpdate.
+    if let (Some(this), Some(next)) = (answer.this_update, answer.next_update) {
+        let max_age = (next - OffsetDateTime::now_utc()).whole_seconds().max(0);
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}, public, no-transform, must-revalidate")) {
+            headers.insert(header::CACHE_CONTROL, v);
+        }
+        if let Some(v) = http_date(this) {
+            headers.insert(header::LAST_MODIFIED, v);
+        }
+        if let Some(v) = http_date(next) {
+            headers.insert(header::EXPIRES, v);
+        }
+    } else {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// `POST /ocsp` with an `application/ocsp-request` body.
+async fn ocsp_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/ocsp-request") {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send an application/ocsp-request\n").into_response();
+    }
+    ocsp_answer(state, body.to_vec()).await
+}
+
+/// `GET /ocsp/{base64 of the DER request}` (RFC 5019 §5), the base64 URL-encoded.
+async fn ocsp_get(State(state): State<Shared>, Path(encoded): Path<String>) -> Response {
+    match base64_decode(&encoded) {
+        Some(der) => ocsp_answer(state, der).await,
+        None => ocsp_answer(state, Vec::new()).await,
+    }
+}
+
+/// Standard base64 (padding optional; whitespace and a trailing slash tolerated).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
+    let clean = clean.strip_suffix(b"/").unwrap_or(&clean);
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend_from_slice(&bytes[1..4]),
+            3 => out.extend_from_slice(&bytes[1..3]),
+            2 => out.push(bytes[1]),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<Shared>) -> Response {
+    let census_state = state.clone();
+    let census = tokio::task::spawn_blocking(move || census(&census_state)).await.ok().flatten();
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in rows {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    if let Some((counts, within30, within7)) = census {
+        let statuses = ["valid", "pending", "revoked", "superseded", "expired"];
+        let rows: Vec<_> = statuses.iter().zip(counts).map(|(s, n)| (format!("{{status=\"{s}\"}}"), n)).collect();
+        family("inkan_certificates", "gauge", "Certificates in the registry by status.", &rows);
+        family(
+            "inkan_certificates_expiring",
+            "gauge",
+            "Valid certificates expiring within the window.",
+            &[("{within=\"30d\"}".into(), within30), ("{within=\"7d\"}".into(), within7)],
+        );
+    }
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    family(
+        "inkan_issued_total",
+        "counter",
+        "Certificates issued through this service.",
+        &[(String::new(), load(&m.issued))],
+    );
+    family(
+        "inkan_revoked_total",
+        "counter",
+        "Certificates revoked or superseded through this service.",
+        &[(String::new(), load(&m.revoked))],
+    );
+    family("inkan_crl_signed_total", "counter", "CRLs signed and published.", &[(String::new(), load(&m.crl_signed))]);
+    family(
+        "inkan_crl_requests_total",
+        "counter",
+        "CRL downloads.",
+        &[("{crl=\"ca\"}".into(), load(&m.crl_requests[0])), ("{crl=\"root\"}".into(), load(&m.crl_requests[1]))],
+    );
+    let rows: Vec<_> =
+        OCSP_LABELS.iter().zip(&m.ocsp).map(|(l, a)| (format!("{{response=\"{l}\"}}"), load(a))).collect();
+    family("inkan_ocsp_requests_total", "counter", "OCSP answers by kind.", &rows);
+    family(
+        "inkan_notices_total",
+        "counter",
+        "Expiry notices: delivered, and failed webhook attempts.",
+        &[("{result=\"sent\"}".into(), load(&m.notices_sent)), ("{result=\"failed\"}".into(), load(&m.notices_failed))],
+    );
+    let mut response = out.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// Counts by status (valid, pending, revoked, superseded, expired) and valid certificates
+/// expiring within 30 and 7 days; recomputed at most every 15 s (it reads the registry).
+fn census(state: &Shared) -> Option<Census> {
+    let mut cached = state.metrics.census.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((at, census)) = *cached
+        && at.elapsed() < Duration::from_secs(15)
+    {
+        return Some(census);
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut counts = [0u64; 5];
+    for record in state.registry.all().ok()? {
+        let index = match record.status(now) {
+            Status::Valid => 0,
+            Status::Pending => 1,
+            Status::Revoked => 2,
+            Status::Superseded => 3,
+            Status::Expired => 4,
+        };
+        counts[index] += 1;
+    }
+    let expiring = |days| {
+        state
+            .registry
+            .expiring_between(now, now + time::Duration::days(days))
+            .ok()
+            .map(|records| records.iter().filter(|r| r.status(now) == Status::Valid).count() as u64)
+    };
+    let (d30, d7) = (expiring(30)?, expiring(7)?);
+    *cached = Some((Instant::now(), (counts, d30, d7)));
+    Some((counts, d30, d7))
+}
+
+/// The plain-HTTP listener's routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route(
+            "/ca.crt",
+            get(|State(s): State<Shared>| async move {
+                der_response("application/pkix-cert", s.issuer.ca_certificate().to_vec())
+            }),
+        )
+        .route(
+            "/root.crt",
+            get(|State(s): State<Shared>| async move {
+                der_response("application/pkix-cert", s.issuer.root_certificate().to_vec())
+            }),
+        )
+        .route("/crl/ca.crl", get(|State(s): State<Shared>| async move { crl_file(&s, "ca.crl", 0).await }))
+        .route("/crl/root.crl", get(|State(s): State<Shared>| async move { crl_file(&s, "root.crl", 1).await }))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(axum::extract::DefaultBodyLimit::max(pki::ocsp::MAX_REQUEST))
+        .with_state(state)
+}
+
+/// Signs and publishes the CRL: at start, shortly after revocations (a burst waits
+/// `COALESCE` and is covered by one CRL), and every refresh period; retries every 30 s while
+/// the signer is unreachable.
+pub async fn crl_publisher(state: Shared, mut stop: watch::Receiver<bool>) {
+    const COALESCE: Duration = Duration::from_millis(500);
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = state.crl_wake.notified() => tokio::time::sleep(COALESCE).await,
+            _ = tokio::time::sleep_until(next) => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        }
+        let issuer = state.issuer.clone();
+        match tokio::task::spawn_blocking(move || issuer.sign_crl()).await {
+            Ok(Ok(der)) => {
+                state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(bytes = der.len(), "CRL signed and published");
+                next = tokio::time::Instant::now() + state.settings.crl_refresh;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "signing the CRL failed; trying again in 30 s");
+                next = tokio::time::Instant::now() + Duration::from_secs(30);
+            }
+            Err(e) => tracing::error!(error = %e, "CRL task"),
+        }
+    }
+}
+
+/// Refreshes cached OCSP responses past half their life, every ten minutes.
+pub async fn ocsp_refresher(state: Shared, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        }
+        if let Some(responder) = state.ocsp.clone() {
+            let registry = state.registry.clone();
+            let refreshed =
+                tokio::task::spawn_blocking(move || responder.refresh(registry.as_ref(), OffsetDateTime::now_utc()))
+                    .await
+                    .unwrap_or(0);
+            if refreshed > 0 {
+                tracing::info!(refreshed, "OCSP responses refreshed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("TWFu"), Some(b"Man".to_vec()));
+        assert_eq!(base64_decode("TWE="), Some(b"Ma".to_vec()));
+        assert_eq!(base64_decode("TQ"), Some(b"M".to_vec()));
+        assert_eq!(base64_decode("T"), None);
+        assert_eq!(base64_decode("T!=="), None);
+        assert_eq!(base64_decode("_-8"), Some(vec![0xff, 0xef]));
+    }
+}

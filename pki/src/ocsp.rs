@@ -1,0 +1,329 @@
+//! OCSP (RFC 6960), in the lightweight profile of RFC 5019: one certificate per request, no
+//! nonce, responses signed by a delegated responder and valid long enough to be cached.
+//!
+//! [`parse_request`] reads a request strictly; [`prepare_response`] builds the to-be-signed
+//! `ResponseData` for one certificate; [`PreparedResponse::assemble`] wraps it with the
+//! responder's signature and certificate into an `OCSPResponse`. [`error_response`] makes the
+//! unsigned error answers.
+
+use aws_lc_rs::digest;
+use time::OffsetDateTime;
+use yasna::models::{GeneralizedTime, ObjectIdentifier};
+use yasna::{ASN1Error, ASN1ErrorKind, Tag};
+
+use crate::certificate::IssuerInfo;
+use crate::key::{SignatureAlgorithm, SubjectKey};
+use crate::{Error, RevocationReason};
+
+/// The largest request accepted.
+pub const MAX_REQUEST: usize = 4096;
+
+const OID_SHA1: &[u64] = &[1, 3, 14, 3, 2, 26];
+const OID_SHA256: &[u64] = &[2, 16, 840, 1, 101, 3, 4, 2, 1];
+const OID_BASIC: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 1];
+
+/// The hash a request's CertID uses for the issuer's name and key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertIdHash {
+    /// SHA-1, what most clients send (`openssl ocsp` by default).
+    Sha1,
+    /// SHA-256.
+    Sha256,
+}
+
+impl CertIdHash {
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        let alg = match self {
+            Self::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+            Self::Sha256 => &digest::SHA256,
+        };
+        digest::digest(alg, data).as_ref().to_vec()
+    }
+}
+
+/// The certificate a request asks about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertId {
+    /// The hash of the issuer fields.
+    pub hash: CertIdHash,
+    /// Hash of the issuer's name (DER).
+    pub issuer_name_hash: Vec<u8>,
+    /// Hash of the issuer's public key (the BIT STRING's value).
+    pub issuer_key_hash: Vec<u8>,
+    /// The serial number's content octets, as sent.
+    pub serial: Vec<u8>,
+    /// The CertID's DER, echoed in the response.
+    der: Vec<u8>,
+}
+
+impl CertId {
+    /// Whether it names `issuer` (name and key hashes both match).
+    pub fn is_issued_by(&self, issuer: &IssuerInfo) -> bool {
+        self.issuer_name_hash == self.hash.digest(issuer.subject_der())
+            && self.issuer_key_hash == self.hash.digest(issuer.public_key().key_bits())
+    }
+}
+
+fn malformed(detail: impl Into<String>) -> Error {
+    Error::MalformedDer { what: "OCSP request", detail: detail.into() }
+}
+
+/// Parses a DER `OCSPRequest` for exactly one certificate. Extensions (a nonce) are read and
+/// ignored, as RFC 5019 allows; a request signature is ignored.
+pub fn parse_request(der: &[u8]) -> Result<CertId, Error> {
+    if der.is_empty() {
+        return Err(Error::Empty { what: "OCSP request" });
+    }
+    if der.len() > MAX_REQUEST {
+        return Err(Error::TooLarge { what: "OCSP request", size: der.len(), limit: MAX_REQUEST });
+    }
+    let ids = yasna::parse_der(der, |r| {
+        r.read_sequence(|r| {
+            let ids = r.next().read_sequence(|r| {
+                r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_u8()))?;
+                r.read_optional(|r| r.read_tagged(Tag::context(1), |r| r.read_der()))?;
+                let mut ids = Vec::new();
+                r.next().read_sequence_of(|r| {
+                    r.read_sequence(|r| {
+                        ids.push(r.next().read_der()?);
+                        r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_der()))?;
+                        Ok(())
+                    })
+                })?;
+                r.read_optional(|r| r.read_tagged(Tag::context(2), |r| r.read_der()))?;
+                Ok(ids)
+            })?;
+            r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_der()))?;
+            Ok(ids)
+        })
+    })
+    .map_err(|e| malformed(format!("{e}")))?;
+    let [id] = ids.as_slice() else {
+        return Err(malformed(format!("{} certificates asked about; one per request is served", ids.len())));
+    };
+    let (hash, name_hash, key_hash, serial) = yasna::parse_der(id, |r| {
+        r.read_sequence(|r| {
+            let hash = r.next().read_sequence(|r| {
+                let oid = r.next().read_oid()?;
+                r.read_optional(|r| r.read_null())?;
+                Ok(oid)
+            })?;
+            let name_hash = r.next().read_bytes()?;
+            let key_hash = r.next().read_bytes()?;
+            let (serial, positive) = r.next().read_bigint_bytes()?;
+            if !positive {
+                return Err(ASN1Error::new(ASN1ErrorKind::Invalid));
+            }
+            Ok((hash, name_hash, key_hash, serial))
+        })
+    })
+    .map_err(|e| malformed(format!("CertID: {e}")))?;
+    let hash = if hash == ObjectIdentifier::from_slice(OID_SHA1) {
+        CertIdHash::Sha1
+    } else if hash == ObjectIdentifier::from_slice(OID_SHA256) {
+        CertIdHash::Sha256
+    } else {
+        return Err(malformed(format!("CertID hash {hash} is not served; use SHA-1 or SHA-256")));
+    };
+    Ok(CertId { hash, issuer_name_hash: name_hash, issuer_key_hash: key_hash, serial, der: id.clone() })
+}
+
+/// A DER `OCSPRequest` for one certificate: `serial` from the issuer with `issuer_name`
+/// (DER) and `issuer_key` (subjectPublicKey bits), hashed with `hash`.
+pub fn request_for(hash: CertIdHash, issuer_name: &[u8], issuer_key: &[u8], serial: &crate::Serial) -> Vec<u8> {
+    let oid = match hash {
+        CertIdHash::Sha1 => OID_SHA1,
+        CertIdHash::Sha256 => OID_SHA256,
+    };
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_sequence(|w| {
+                w.next().write_sequence_of(|w| {
+                    w.next().write_sequence(|w| {
+                        w.next().write_sequence(|w| {
+                            w.next().write_sequence(|w| {
+                                w.next().write_oid(&ObjectIdentifier::from_slice(oid));
+                                w.next().write_null();
+                            });
+                            w.next().write_bytes(&hash.digest(issuer_name));
+                            w.next().write_bytes(&hash.digest(issuer_key));
+                            w.next().write_bigint_bytes(serial.as_bytes(), true);
+                        });
+                    });
+                });
+            });
+        });
+    })
+}
+
+/// What the responder says about a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertStatus {
+    /// Issued by this CA and not revoked.
+    Good,
+    /// Revoked at this time, for this reason (none for unspecified).
+    Revoked {
+        /// When.
+        at: OffsetDateTime,
+        /// Why, if a reason was given.
+        reason: Option<RevocationReason>,
+    },
+    /// Not a certificate this CA knows.
+    Unknown,
+}
+
+/// The delegated responder: its certificate, its public key, its signing algorithm.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    certificate: Vec<u8>,
+    key_hash: Vec<u8>,
+    algorithm: SignatureAlgorithm,
+}
+
+impl Responder {
+    /// A responder from its certificate (DER) and the key type that signs for it.
+    pub fn new(certificate_der: &[u8]) -> Result<Self, Error> {
+        let summary = crate::certificate::Summary::from_der(certificate_der)?;
+        let key =
+            summary.key.ok_or(Error::InvalidIssuer { detail: "the responder key type is not supported".into() })?;
+        let spki = crate::certificate::public_key_of(certificate_der)?;
+        Ok(Self {
+            certificate: certificate_der.to_vec(),
+            key_hash: digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, spki.key_bits()).as_ref().to_vec(),
+            algorithm: SignatureAlgorithm::for_key(key),
+        })
+    }
+}
+
+/// A `ResponseData` ready to be signed by the responder; consumed by [`Self::assemble`].
+#[derive(Debug)]
+#[must_use = "a prepared response does nothing until it is signed"]
+pub struct PreparedResponse {
+    tbs: Vec<u8>,
+    algorithm: SignatureAlgorithm,
+    certificate: Vec<u8>,
+}
+
+fn generalized(t: OffsetDateTime) -> GeneralizedTime {
+    // RFC 5019 §2.2.4: UTC, with seconds, without fractions.
+    GeneralizedTime::from_datetime(t.replace_nanosecond(0).unwrap_or(t))
+}
+
+/// Builds the `ResponseData` for `id` with `status`, valid from `this_update` to
+/// `next_update`, produced at `produced_at`; the responder is named by its key hash.
+pub fn prepare_response(
+    responder: &Responder,
+    id: &CertId,
+    status: CertStatus,
+    produced_at: OffsetDateTime,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+) -> Result<PreparedResponse, Error> {
+    if next_update <= this_update {
+        return Err(Error::InvalidValidity { reason: "nextUpdate must be after thisUpdate".into() });
+    }
+    let tbs = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            // version v1 is the DEFAULT: omitted. responderID byKey [2].
+            w.next().write_tagged(Tag::context(2), |w| w.write_bytes(&responder.key_hash));
+            w.next().write_generalized_time(&generalized(produced_at));
+            w.next().write_sequence(|w| {
+                w.next().write_sequence(|w| {
+                    w.next().write_der(&id.der);
+                    match status {
+                        CertStatus::Good => w.next().write_tagged_implicit(Tag::context(0), |w| w.write_null()),
+                        CertStatus::Revoked { at, reason } => {
+                            w.next().write_tagged_implicit(Tag::context(1), |w| {
+                                w.write_sequence(|w| {
+                                    w.next().write_generalized_time(&generalized(at));
+                                    if let Some(reason) = reason {
+                                        w.next()
+                                            .write_tagged(Tag::context(0), |w| w.write_enum(i64::from(reason.code())));
+                                    }
+                                });
+                            });
+                        }
+                        CertStatus::Unknown => w.next().write_tagged_implicit(Tag::context(2), |w| w.write_null()),
+                    }
+                    w.next().write_generalized_time(&generalized(this_update));
+                    w.next().write_tagged(Tag::context(0), |w| w.write_generalized_time(&generalized(next_update)));
+                });
+            });
+        });
+    });
+    Ok(PreparedResponse { tbs, algorithm: responder.algorithm, certificate: responder.certificate.clone() })
+}
+
+impl PreparedResponse {
+    /// The bytes the responder key signs.
+    pub fn tbs_der(&self) -> &[u8] {
+        &self.tbs
+    }
+
+    /// The algorithm the signature must be made with.
+    pub fn algorithm(&self) -> SignatureAlgorithm {
+        self.algorithm
+    }
+
+    /// The `OCSPResponse` (successful, basic), carrying the responder certificate.
+    pub fn assemble(self, signature: &[u8]) -> Vec<u8> {
+        let basic = yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_der(&self.tbs);
+                w.next().write_der(self.algorithm.algorithm_identifier());
+                w.next().write_bitvec_bytes(signature, signature.len() * 8);
+                w.next().write_tagged(Tag::context(0), |w| w.write_sequence(|w| w.next().write_der(&self.certificate)));
+            });
+        });
+        yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_enum(0);
+                w.next().write_tagged(Tag::context(0), |w| {
+                    w.write_sequence(|w| {
+                        w.next().write_oid(&ObjectIdentifier::from_slice(OID_BASIC));
+                        w.next().write_bytes(&basic);
+                    });
+                });
+            });
+        })
+    }
+}
+
+/// The unsigned answers an OCSP responder gives when it cannot answer a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorStatus {
+    /// The request did not parse.
+    MalformedRequest = 1,
+    /// The responder failed.
+    InternalError = 2,
+    /// Try again later.
+    TryLater = 3,
+    /// The certificate is not from a CA this responder answers for.
+    Unauthorized = 6,
+}
+
+/// An `OCSPResponse` with only a status.
+pub fn error_response(status: ErrorStatus) -> Vec<u8> {
+    yasna::construct_der(|w| w.write_sequence(|w| w.next().write_enum(status as i64)))
+}
+
+impl SubjectKey {
+    /// The subjectPublicKey bit string's bytes (what key hashes are computed over).
+    pub fn key_bits(&self) -> &[u8] {
+        rcgen::PublicKeyData::der_bytes(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(parse_request(&[]), Err(Error::Empty { .. })));
+        assert!(matches!(parse_request(&[0x30; 5000]), Err(Error::TooLarge { .. })));
+        assert!(parse_request(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
+        assert_eq!(error_response(ErrorStatus::MalformedRequest), [0x30, 0x03, 0x0a, 0x01, 0x01]);
+        assert_eq!(error_response(ErrorStatus::Unauthorized), [0x30, 0x03, 0x0a, 0x01, 0x06]);
+    }
+}
