@@ -208,8 +208,13 @@ pub async fn notifier(state: Shared, settings: NotifySettings, mut stop: watch::
             .await
             .unwrap_or_default();
             for notice in found {
-                // A nearer threshold replaces a notice still waiting for a farther one.
-                pending.insert(notice.serial, (notice, 0, now));
+                // A notice already waiting keeps its backoff; a nearer threshold replaces it.
+                match pending.get(&notice.serial) {
+                    Some((waiting, _, _)) if waiting.threshold <= notice.threshold => {}
+                    _ => {
+                        pending.insert(notice.serial, (notice, 0, now));
+                    }
+                }
             }
             next_scan = now + settings.scan_interval;
         }

@@ -448,3 +448,346 @@ impl Drop for Daemon {
         }
     }
 }
+
+// ---- pkilint --------------------------------------------------------------------------------
+
+/// Where pkilint's commands are: `$INKAN_PKILINT_BIN`, else the repository's `.venv/bin` (the
+/// same lookup as `pkilint_bin` in `tests/src/lib.rs`, which this package cannot depend on).
+pub fn pkilint_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var_os("INKAN_PKILINT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin"));
+    let path = dir.join(tool);
+    assert!(
+        path.exists(),
+        "{} not found: pkilint is installed by the README's test command (python3 -m venv .venv && .venv/bin/pip install pkilint)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `TOOL lint -s WARNING ARGS` and asserts pkilint succeeded and reported nothing.
+#[track_caller]
+pub fn assert_lint_clean(tool: &str, args: &[&str]) {
+    let bin = pkilint_bin(tool);
+    let out = run(s(&bin), ["lint", "-s", "WARNING"].iter().chain(args), &[], None);
+    assert!(out.status.success() && out.text().trim().is_empty(), "{tool} {args:?} reported:\n{}", out.text());
+}
+
+// ---- accounts and configuration -------------------------------------------------------------
+
+/// The password every test gives account `login_id`.
+pub fn user_password(login_id: &str) -> String {
+    format!("{login_id}.Pw-9f3Kq2")
+}
+
+/// The text in `haystack` between `start` and the next `end`.
+#[track_caller]
+pub fn between(haystack: &str, start: &str, end: &str) -> String {
+    let rest = haystack.split_once(start).unwrap_or_else(|| panic!("no {start:?} in\n{haystack}")).1;
+    rest.split_once(end).unwrap_or_else(|| panic!("no {end:?} after {start:?}")).0.to_owned()
+}
+
+impl TestCa {
+    /// Replaces `from` (which must be there) with `to` in DATA/inkan.toml, before `serve`
+    /// reads it.
+    #[track_caller]
+    pub fn configure(&self, edits: &[(&str, &str)]) {
+        let path = self.file("inkan.toml");
+        let mut text = std::fs::read_to_string(&path).expect("reading inkan.toml");
+        for (from, to) in edits {
+            assert!(text.contains(from), "inkan.toml has no {from:?}:\n{text}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&path, text).expect("writing inkan.toml");
+    }
+
+    /// `inkan user add` with [`user_password`] (through the admin socket when a service runs).
+    #[track_caller]
+    pub fn add_user(&self, login_id: &str, role: &str, master: Option<&str>) {
+        let mut args = vec!["user", "add", "--login-id", login_id, "--role", role];
+        if let Some(master) = master {
+            args.extend(["--master", master]);
+        }
+        let password = user_password(login_id);
+        self.inkan_env(args, &[("INKAN_USER_PASSWORD", Some(&password))]).ok();
+    }
+
+    /// Issues a client certificate for `account` valid `days` days with the CA library, straight
+    /// into the registry DATA/db (no service may be running), from the CSR `csr`; writes it to
+    /// WORK/NAME.crt and returns that path and its serial.
+    pub fn issue_with_library(&self, csr: &Path, account: &str, days: u32, name: &str) -> (PathBuf, String) {
+        let dir = ca::layout::DataDir::new(&self.data);
+        let (signer, der) =
+            ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &ca::Passphrase::new(CA_PASS.into()))
+                .expect("loading the CA key");
+        let store = std::sync::Arc::new(ca::SledStore::open(&dir.db()).expect("opening the registry"));
+        let settings = pki::ProfileSettings {
+            organization: "inkan".into(),
+            crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
+            ca_issuers_url: Some("http://127.0.0.1:8080/ca.crt".into()),
+            ocsp_url: Some("http://127.0.0.1:8080/ocsp".into()),
+            default_days: 365,
+            max_days: 825,
+        };
+        let authority = ca::CertificateAuthority::new(&der, Box::new(signer), store, settings).expect("the CA library");
+        let csr = std::fs::read(csr).expect("reading the CSR");
+        let request = ca::IssueRequest {
+            csr: &csr,
+            account,
+            profile: pki::Profile::Client,
+            sans: &[],
+            days: Some(days),
+            request_id: None,
+        };
+        let issued = authority.issue(&request).expect("issuing with the library");
+        let path = self.work().join(format!("{name}.crt"));
+        std::fs::write(&path, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).expect("writing the certificate");
+        (path, issued.record.serial.to_string())
+    }
+}
+
+// ---- the enrollment service -----------------------------------------------------------------
+
+/// One answer, as curl saw it.
+#[derive(Debug)]
+pub struct Reply {
+    /// The request, for failure messages.
+    pub what: String,
+    /// The HTTP status; 0 when there was none.
+    pub status: u16,
+    /// The response headers as received (every response, for redirects).
+    pub headers: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body, lossily decoded.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.text()))
+    }
+
+    /// Asserts the status, and returns the reply.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{}: expected {status}, got {}\n{}", self.what, self.status, self.text());
+        self
+    }
+
+    /// Asserts `{"error":{"code":CODE,"message":...}}` with `status`.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Self {
+        self.expect(status);
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{}: {body}", self.what);
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}: no message: {body}", self.what);
+        self
+    }
+
+    /// The value of header `name` in the last response, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let last = self.headers.rsplit("\r\n\r\n").find(|block| !block.trim().is_empty()).unwrap_or_default();
+        last.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim().to_owned())
+    }
+}
+
+/// The port after `prefix` in `line`, and the text after the port.
+pub fn port_after<'a>(line: &'a str, prefix: &str) -> Option<(u16, &'a str)> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    Some((rest[..digits].parse().ok()?, &rest[digits..]))
+}
+
+/// A certificate obtained through the enrollment API: WORK/NAME.key, .crt, .chain.pem.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// The private key (PEM).
+    pub key: PathBuf,
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// The issuing CA and root certificates (PEM).
+    pub chain: PathBuf,
+    /// Its serial, uppercase hex.
+    pub serial: String,
+    /// The API's answer.
+    pub issued: Value,
+}
+
+impl Enrolled {
+    /// curl arguments presenting this certificate, with a cookie jar of its own.
+    pub fn client_args(&self) -> Vec<String> {
+        let jar = self.cert.with_extension("jar");
+        ["--cert", s(&self.cert), "--key", s(&self.key), "-b", s(&jar), "-c", s(&jar)].map(String::from).to_vec()
+    }
+}
+
+/// A running `inkan serve` on port 0 everywhere (the CA passphrase in a file, no INKAN_*
+/// variable of the test's). Dropping it kills the process; [`Service::stop`] stops it with
+/// SIGTERM and checks it exits 0.
+pub struct Service {
+    /// The process.
+    pub serve: Daemon,
+    /// The public HTTPS port.
+    pub public: u16,
+    /// The certificate-login HTTPS port.
+    pub login: u16,
+    /// The plain-HTTP port.
+    pub http: u16,
+    root: PathBuf,
+    work: PathBuf,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl Service {
+    /// How long `serve` may take to print its addresses.
+    pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Starts `inkan serve` on `ca`'s data directory with `env`; returns once the addresses
+    /// are printed.
+    pub fn start(ca: &TestCa, env: &[(&str, &str)]) -> Self {
+        let pass_file = ca.ca_pass_file();
+        let mut command = Command::new(inkan_bin());
+        command
+            .args(["serve", "--data-dir", s(&ca.data), "--ca-passphrase-file", s(&pass_file)])
+            .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .env_remove("INKAN_DATA_DIR")
+            .env_remove("INKAN_ROOT_PASSPHRASE")
+            .env_remove("INKAN_CA_PASSPHRASE")
+            .env_remove("INKAN_LOG")
+            .envs(env.iter().copied());
+        let mut serve = Daemon::spawn(command);
+        serve.wait_line(Self::READY_WITHIN, |line| line.contains("CA certificates and CRLs:"));
+        let (mut public, mut login, mut http) = (0, 0, 0);
+        for line in serve.printed() {
+            if let Some((port, rest)) = port_after(line, "https://localhost:") {
+                if rest.starts_with("/cert/acquire") {
+                    public = port;
+                } else if rest.trim() == "/" {
+                    login = port;
+                }
+            }
+            if let Some((port, rest)) = port_after(line, "http://127.0.0.1:")
+                && rest.starts_with("/root.crt")
+            {
+                http = port;
+            }
+        }
+        assert!(public != 0 && login != 0 && http != 0, "ports not printed: {:?}", serve.printed());
+        Self {
+            serve,
+            public,
+            login,
+            http,
+            root: ca.root_crt(),
+            work: ca.work().to_owned(),
+            calls: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// SIGTERM; asserts exit status 0 within 15 s; returns the log.
+    #[track_caller]
+    pub fn stop(mut self) -> String {
+        self.serve.stop(std::time::Duration::from_secs(15))
+    }
+
+    /// A URL on the public listener.
+    pub fn public_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.public)
+    }
+
+    /// A URL on the certificate-login listener.
+    pub fn login_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.login)
+    }
+
+    /// A URL on the plain-HTTP listener.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// curl `url` with `args`, trusting the test CA's root.
+    pub fn curl<S: AsRef<str>>(&self, url: &str, args: &[S]) -> Reply {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let body = self.work.join(format!("curl-{n}.body"));
+        let headers = self.work.join(format!("curl-{n}.headers"));
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let out = run(
+            "curl",
+            ["-sS", "--max-time", "30", "--cacert", s(&self.root), "-o", s(&body), "-D", s(&headers)]
+                .into_iter()
+                .chain(["-w", "%{http_code}"])
+                .chain(args.iter().copied())
+                .chain([url]),
+            &[],
+            None,
+        );
+        Reply {
+            what: format!("curl {} {url}", args.join(" ")),
+            status: out.stdout.trim().parse().unwrap_or(0),
+            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+            body: std::fs::read(&body).unwrap_or_default(),
+        }
+    }
+
+    /// POST `body` as `content_type` to `url`, with `extra` curl arguments.
+    pub fn post<S: AsRef<str>>(&self, url: &str, content_type: &str, body: &[u8], extra: &[S]) -> Reply {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let file = self.work.join(format!("request-{n}.body"));
+        std::fs::write(&file, body).expect("writing the request body");
+        let mut args = vec!["-H".to_owned(), format!("Content-Type: {content_type}"), "--data-binary".to_owned()];
+        args.push(format!("@{}", s(&file)));
+        args.extend(extra.iter().map(|a| a.as_ref().to_owned()));
+        self.curl(url, &args)
+    }
+
+    /// POST JSON to `url`, with `extra` curl arguments.
+    pub fn post_json<S: AsRef<str>>(&self, url: &str, body: &Value, extra: &[S]) -> Reply {
+        self.post(url, "application/json", body.to_string().as_bytes(), extra)
+    }
+
+    /// `POST /api/v1/enrollments` (取得前処理) with `login_id`'s password.
+    pub fn enroll(&self, login_id: &str) -> Reply {
+        let credentials = serde_json::json!({ "login_id": login_id, "password": user_password(login_id) });
+        self.post_json::<&str>(&self.public_url("/api/v1/enrollments"), &credentials, &[])
+    }
+
+    /// The whole acquisition for `login_id` through the API, with a new P-256 key
+    /// WORK/NAME.key made by openssl.
+    #[track_caller]
+    pub fn acquire(&self, login_id: &str, name: &str) -> Enrolled {
+        let csr = p256_csr(&self.work, name);
+        let reply = self.enroll(login_id);
+        reply.expect(201);
+        let ticket = reply.json()["ticket"].as_str().expect("ticket").to_owned();
+        let url = self.public_url(&format!("/api/v1/enrollments/{ticket}/csr"));
+        let csr_pem = std::fs::read_to_string(&csr).expect("reading the CSR");
+        let reply = self.post_json::<&str>(&url, &serde_json::json!({ "csr_pem": csr_pem }), &[]);
+        reply.expect(201);
+        let issued = reply.json();
+        let cert = self.work.join(format!("{name}.crt"));
+        let chain = self.work.join(format!("{name}.chain.pem"));
+        std::fs::write(&cert, issued["certificate_pem"].as_str().expect("certificate_pem")).expect("writing");
+        std::fs::write(&chain, issued["chain_pem"].as_str().expect("chain_pem")).expect("writing");
+        let serial = issued["serial"].as_str().expect("serial").to_owned();
+        Enrolled { key: self.work.join(format!("{name}.key")), cert, chain, serial, issued }
+    }
+
+    /// `GET /metrics`, as text.
+    #[track_caller]
+    pub fn metrics(&self) -> String {
+        let none: &[&str] = &[];
+        let reply = self.curl(&self.http_url("/metrics"), none);
+        reply.expect(200);
+        reply.text()
+    }
+}
