@@ -9,7 +9,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::Error;
 use crate::signer::Signer;
-use pki::registry::{CertRecord, Registry, RegistryError, State};
+use pki::registry::{CertRecord, RegistryError, State};
+
+use crate::ledger::Ledger;
 
 /// What to issue. The CA trusts none of it: the CSR is validated again here.
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +42,11 @@ pub struct Issued {
     pub replayed: bool,
 }
 
-/// The issuing CA: its certificate, its key, its registry and its profile settings.
+/// The issuing CA: its certificate, its key, its ledger and its profile settings.
 pub struct CertificateAuthority {
     issuer: IssuerInfo,
     signer: Box<dyn Signer>,
-    store: Arc<dyn Registry>,
+    store: Arc<dyn Ledger>,
     settings: ProfileSettings,
 }
 
@@ -58,12 +60,12 @@ impl std::fmt::Debug for CertificateAuthority {
 const SERIAL_ATTEMPTS: usize = 8;
 
 impl CertificateAuthority {
-    /// A CA from its certificate (DER), a signer holding the matching key, a registry and
-    /// settings. Refuses a key that does not match the certificate.
+    /// A CA from its certificate (DER), a signer holding the matching key, the ledger it
+    /// records issuances in, and settings. Refuses a key that does not match the certificate.
     pub fn new(
         certificate_der: &[u8],
         signer: Box<dyn Signer>,
-        store: Arc<dyn Registry>,
+        store: Arc<dyn Ledger>,
         settings: ProfileSettings,
     ) -> Result<Self, Error> {
         let issuer = IssuerInfo::from_der(certificate_der)?;
@@ -76,11 +78,6 @@ impl CertificateAuthority {
     /// The CA certificate and its properties.
     pub fn issuer(&self) -> &IssuerInfo {
         &self.issuer
-    }
-
-    /// The registry.
-    pub fn store(&self) -> &Arc<dyn Registry> {
-        &self.store
     }
 
     /// The profile settings.
@@ -152,13 +149,6 @@ impl CertificateAuthority {
             return Ok(Issued { der, record, replayed: false });
         }
         Err(Error::SerialExhausted)
-    }
-
-    /// Signs a CRL of the revoked, unexpired certificates in the registry, valid for
-    /// `validity` from `now`.
-    pub fn sign_crl(&self, now: OffsetDateTime, validity: Duration) -> Result<Vec<u8>, Error> {
-        let entries = self.store.revoked_unexpired(now)?;
-        self.sign_crl_for(&entries, now, validity)
     }
 
     /// Signs a CRL listing `entries`, valid for `validity` from `now`. The CRL number is

@@ -4,6 +4,8 @@
 //! - [`authority`]: [`CertificateAuthority`], which issues in the order of ARCHITECTURE.md
 //!   (validate → prepare and lint → record pending → sign → record certificate → return) and
 //!   signs CRLs with a persisted, monotonic number.
+//! - [`ledger`]: where the CA records issuances before and after signing ([`ledger::LogLedger`]
+//!   in the signer process).
 //! - [`sled_store`]: the registry (`pki::registry::Registry`) on sled, durable before
 //!   acknowledging, with indices by
 //!   serial, account, key and notAfter.
@@ -19,6 +21,7 @@ pub mod ceremony;
 mod durable;
 mod error;
 pub mod layout;
+pub mod ledger;
 pub mod remote;
 mod secret;
 pub mod server_key;

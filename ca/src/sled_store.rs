@@ -93,7 +93,7 @@ fn revocation_entry(record: &CertRecord, at: OffsetDateTime, reason: RevocationR
     entry
 }
 
-fn encode(record: &CertRecord) -> Result<Vec<u8>, RegistryError> {
+pub(crate) fn encode_record(record: &CertRecord) -> Result<Vec<u8>, RegistryError> {
     let mut v = Vec::with_capacity(FIXED + record.account.len());
     v.push(RECORD_V1);
     v.extend_from_slice(record.serial.as_bytes());
@@ -118,7 +118,7 @@ fn encode(record: &CertRecord) -> Result<Vec<u8>, RegistryError> {
     Ok(v)
 }
 
-fn decode(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryError> {
+pub(crate) fn decode_record(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryError> {
     let corrupt = |detail: &str| RegistryError::Corrupt { key: format!("{k:02x?}"), detail: detail.into() };
     if v.len() < FIXED || v[0] != RECORD_V1 {
         return Err(corrupt("not a version 1 record"));
@@ -215,7 +215,7 @@ impl SledStore {
                     key: format!("{k:02x?}"),
                     detail: "index entry without record".into(),
                 })?;
-                decode(&ck, &v)
+                decode_record(&ck, &v)
             })
             .collect()
     }
@@ -227,7 +227,7 @@ impl SledStore {
     fn read_record(&self, serial: &Serial) -> Result<CertRecord, RegistryError> {
         let ck = key(b'c', &[serial.as_bytes()]);
         let v = self.db.get(&ck).map_err(backend)?.ok_or(RegistryError::NotFound(*serial))?;
-        decode(&ck, &v)
+        decode_record(&ck, &v)
     }
 }
 
@@ -236,7 +236,7 @@ impl Registry for SledStore {
         let serial = record.serial.as_bytes();
         let ck = key(b'c', &[serial]);
         let mut batch = sled::Batch::default();
-        batch.insert(ck.as_slice(), encode(record)?);
+        batch.insert(ck.as_slice(), encode_record(record)?);
         if let Some(id) = request_id {
             batch.insert(key(b'q', &[id]), &serial[..]);
         }
@@ -263,7 +263,7 @@ impl Registry for SledStore {
             }
             record.state = State::Issued;
             let mut batch = sled::Batch::default();
-            batch.insert(key(b'c', &[serial.as_bytes()]), encode(&record)?);
+            batch.insert(key(b'c', &[serial.as_bytes()]), encode_record(&record)?);
             batch.insert(key(b'd', &[serial.as_bytes()]), der);
             batch.insert(valid_key(&record), &[]);
             self.db.apply_batch(batch).map_err(backend)?;
@@ -292,7 +292,7 @@ impl Registry for SledStore {
         let ck = key(b'c', &[serial]);
         let dk = key(b'd', &[serial]);
         let mut batch = sled::Batch::default();
-        batch.insert(ck.as_slice(), encode(record)?);
+        batch.insert(ck.as_slice(), encode_record(record)?);
         batch.insert(dk.as_slice(), der);
         batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
         batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
@@ -321,7 +321,7 @@ impl Registry for SledStore {
                     }
                     batch.remove(valid_key(&old));
                     old.state = State::Revoked { at, reason: RevocationReason::Superseded };
-                    batch.insert(key(b'c', &[old.serial.as_bytes()]), encode(&old)?);
+                    batch.insert(key(b'c', &[old.serial.as_bytes()]), encode_record(&old)?);
                     batch.insert(
                         key(b'r', &[old.serial.as_bytes()]),
                         revocation_entry(&old, at, RevocationReason::Superseded),
@@ -337,7 +337,7 @@ impl Registry for SledStore {
 
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
         let ck = key(b'c', &[serial.as_bytes()]);
-        self.db.get(&ck).map_err(backend)?.map(|v| decode(&ck, &v)).transpose()
+        self.db.get(&ck).map_err(backend)?.map(|v| decode_record(&ck, &v)).transpose()
     }
 
     fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, RegistryError> {
@@ -349,7 +349,7 @@ impl Registry for SledStore {
             .scan_prefix([b'c'])
             .map(|item| {
                 let (k, v) = item.map_err(backend)?;
-                decode(&k, &v)
+                decode_record(&k, &v)
             })
             .collect()
     }
@@ -381,7 +381,7 @@ impl Registry for SledStore {
                     key: format!("{k:02x?}"),
                     detail: "expiry index entry without record".into(),
                 })?;
-                decode(&ck, &v)
+                decode_record(&ck, &v)
             })
             .collect()
     }
@@ -401,7 +401,7 @@ impl Registry for SledStore {
             }
             record.state = State::Revoked { at, reason };
             let mut batch = sled::Batch::default();
-            batch.insert(key(b'c', &[serial.as_bytes()]), encode(&record)?);
+            batch.insert(key(b'c', &[serial.as_bytes()]), encode_record(&record)?);
             batch.insert(key(b'r', &[serial.as_bytes()]), revocation_entry(&record, at, reason));
             batch.remove(valid_key(&record));
             self.db.apply_batch(batch).map_err(backend)?;

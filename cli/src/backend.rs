@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ca::audit::AuditLog;
 use ca::layout::{self, DataDir};
+use ca::ledger::LogLedger;
 use ca::remote::{RemoteError, SignerClient};
 use ca::sled_store::Durability;
 use ca::{CertRecord, CertificateAuthority, IssueRequest, Passphrase, Registry, SledStore, State};
@@ -27,9 +28,9 @@ pub enum Signer {
     Remote(SignerClient),
 }
 
-/// The signer's ledger directory in a data directory.
-pub fn ledger_dir(dir: &DataDir) -> std::path::PathBuf {
-    dir.path().join("signer").join("ledger")
+/// The signer's ledger file in a data directory.
+pub fn ledger_path(dir: &DataDir) -> std::path::PathBuf {
+    dir.path().join("signer").join("ledger.log")
 }
 
 /// The signer's default socket in a data directory.
@@ -45,10 +46,9 @@ pub fn local_authority(
     durability: Durability,
 ) -> anyhow::Result<CertificateAuthority> {
     let (signer, der) = ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), passphrase)?;
-    let ledger_path = ledger_dir(dir);
-    layout::create_private_dir(&ledger_path)?;
-    let ledger = SledStore::open_with(&ledger_path, durability)
-        .map_err(|e| super::commands::in_use(e.to_string(), &ledger_path))?;
+    let path = ledger_path(dir);
+    let ledger = LogLedger::open_with(&path, durability == Durability::Flush)
+        .map_err(|e| super::commands::in_use(e.to_string(), &path))?;
     Ok(CertificateAuthority::new(&der, Box::new(signer), Arc::new(ledger), config.profile_settings())?)
 }
 

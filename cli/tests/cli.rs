@@ -94,9 +94,9 @@ fn second_init_refuses_and_changes_nothing() {
     let ca = TestCa::init(&[]);
     let before = snapshot(&ca.data);
     // The five files, root/crl-number, the registry (db/conf, db/db), the signer's ledger
-    // (signer/ledger/conf, signer/ledger/db), the audit log and the enrollment service's TLS
-    // certificate, key and names (server/*).
-    assert_eq!(before.len(), 14, "{:?}", before.keys());
+    // (signer/ledger.log), the audit log and the enrollment service's TLS certificate, key and
+    // tag (server/*).
+    assert_eq!(before.len(), 13, "{:?}", before.keys());
     ca.inkan(["init"]).refused("already exists");
     ca.inkan(["init", "--key-type", "ed25519", "--org", "Other"]).refused("already exists");
     assert_eq!(snapshot(&ca.data), before, "a refused init changed a file");

@@ -212,10 +212,11 @@ fn crl_number(crl: &Path) -> u64 {
     number.parse().unwrap_or_else(|_| u64::from_str_radix(number.trim_start_matches("0x"), 16).expect("a number"))
 }
 
-/// The ledger's records (the signer must be stopped: sled allows one process).
+/// The ledger's records (the signer must be stopped: the ledger file is locked while in use).
 fn ledger(data: &Path) -> Vec<ca::CertRecord> {
-    let store = ca::SledStore::open(&data.join("signer").join("ledger")).expect("opening the signer's ledger");
-    store.all().expect("reading the ledger")
+    let ledger =
+        ca::ledger::LogLedger::open(&data.join("signer").join("ledger.log")).expect("opening the signer's ledger");
+    ledger.records()
 }
 
 // ---- the service ----------------------------------------------------------------------------

@@ -93,6 +93,8 @@ pub struct TestCa {
     pub dir: tempfile::TempDir,
     pub data: DataDir,
     pub ca: CertificateAuthority,
+    /// The registry the CA records in (the sled registry serves as its ledger here).
+    pub registry: Arc<SledStore>,
     /// PEM files for openssl.
     pub root_pem: PathBuf,
     pub ca_pem: PathBuf,
@@ -129,9 +131,9 @@ impl TestCa {
         let ca_pass = Passphrase::new("test issuing passphrase".into());
         ceremony::init(&data, &options, &root_passphrase(), &ca_pass, time::OffsetDateTime::now_utc()).unwrap();
         let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).unwrap();
-        let store = Arc::new(SledStore::open(&data.db()).unwrap());
-        let ca = CertificateAuthority::new(&der, Box::new(signer), store, settings()).unwrap();
-        Self { root_pem: data.root_cert(), ca_pem: data.ca_cert(), dir, data, ca }
+        let registry = Arc::new(SledStore::open(&data.db()).unwrap());
+        let ca = CertificateAuthority::new(&der, Box::new(signer), registry.clone(), settings()).unwrap();
+        Self { root_pem: data.root_cert(), ca_pem: data.ca_cert(), dir, data, ca, registry }
     }
 
     /// Issues from a CSR file and writes the certificate as PEM next to it.
@@ -144,6 +146,12 @@ impl TestCa {
         let out = csr.with_extension(format!("{}.crt", profile.name()));
         std::fs::write(&out, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).unwrap();
         (issued, out)
+    }
+
+    /// Signs a CRL of the registry's revoked certificates.
+    pub fn crl(&self, now: time::OffsetDateTime, validity: time::Duration) -> Vec<u8> {
+        let entries = ca::Registry::revoked_unexpired(self.registry.as_ref(), now).unwrap();
+        self.ca.sign_crl_for(&entries, now, validity).unwrap()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

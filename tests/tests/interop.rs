@@ -74,7 +74,7 @@ fn every_ca_key_type_makes_lint_clean_chains_and_crls() {
         assert_lint_clean("lint_pkix_cert", &[s(&leaf)]);
         assert_lint_clean("lint_pkix_signer_signee_cert_chain", &[s(&ca.ca_pem), s(&leaf)]);
         let crl = ca.path("ca.crl");
-        std::fs::write(&crl, ca.ca.sign_crl(OffsetDateTime::now_utc(), Duration::days(7)).unwrap()).unwrap();
+        std::fs::write(&crl, ca.crl(OffsetDateTime::now_utc(), Duration::days(7))).unwrap();
         openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-CAfile", s(&ca.ca_pem), "-verify"]);
         assert_lint_clean("lint_crl", &["-t", "CRL", "-p", "PKIX", s(&crl)]);
     }
@@ -137,10 +137,10 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
     let other = openssl_csr(ca.dir.path(), &KEY_SPECS[3]);
     let (_, good_pem) = ca.issue_file(&other.csr, "dave", Profile::Client, &[]);
     let now = OffsetDateTime::now_utc();
-    ca.ca.store().revoke(&revoked.record.serial, now, RevocationReason::KeyCompromise).unwrap();
+    ca::Registry::revoke(ca.registry.as_ref(), &revoked.record.serial, now, RevocationReason::KeyCompromise).unwrap();
 
     let crl = ca.path("ca.crl");
-    std::fs::write(&crl, ca.ca.sign_crl(now, Duration::days(7)).unwrap()).unwrap();
+    std::fs::write(&crl, ca.crl(now, Duration::days(7))).unwrap();
     let root_crl = ca.path("root.crl");
     let root_der =
         ca::ceremony::sign_root_crl(&ca.data, &inkan_tests::root_passphrase(), now, Duration::days(30)).unwrap();
@@ -168,7 +168,7 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
 
     // CRL numbers only grow, and survive reopening the registry.
     let second = ca.path("ca2.crl");
-    std::fs::write(&second, ca.ca.sign_crl(now, Duration::days(7)).unwrap()).unwrap();
+    std::fs::write(&second, ca.crl(now, Duration::days(7))).unwrap();
     let numbers: Vec<String> = [&crl, &second]
         .iter()
         .map(|p| openssl_ok(&["crl", "-inform", "DER", "-in", s(p), "-noout", "-crlnumber"]).trim().to_owned())

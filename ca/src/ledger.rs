@@ -1,0 +1,382 @@
+//! The issuance ledger: what the CA records before and after it signs.
+//!
+//! [`Ledger`] is the narrow part of a registry the CA needs. Any [`Registry`] is one (the CLI
+//! and tests use the sled registry directly); the signer process uses [`LogLedger`], an
+//! append-only file built for this one job: each issuance appends two small records (pending,
+//! then the certificate), concurrent issuances share one `fdatasync`, and an in-memory index
+//! answers request-id lookups. A torn tail left by a crash is cut off when the file is opened.
+//!
+//! Record frame: length (u32 BE, of kind + payload), the first 8 bytes of the SHA-256 of
+//! kind + payload, kind (1 pending, 2 issued, 3 CRL number), payload.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use pki::Serial;
+use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
+
+use crate::durable::GroupCommit;
+use crate::sled_store::{decode_record, encode_record};
+
+/// What the CA needs from where it records issuances.
+pub trait Ledger: Send + Sync {
+    /// Records an issuance before signing (durably); refuses a serial already recorded.
+    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError>;
+    /// Records the signed certificate of a pending issuance (durably).
+    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError>;
+    /// The latest issuance recorded for a request id, and its certificate once signed.
+    fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError>;
+    /// Increments and returns the CRL number (the first is 1), durably.
+    fn next_crl_number(&self) -> Result<u64, RegistryError>;
+}
+
+impl<T: Registry + ?Sized> Ledger for T {
+    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
+        Registry::record_pending(self, record, request_id)
+    }
+
+    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError> {
+        Registry::record_issued(self, serial, der)
+    }
+
+    fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError> {
+        Registry::find_request(self, request_id)
+    }
+
+    fn next_crl_number(&self) -> Result<u64, RegistryError> {
+        Registry::next_crl_number(self)
+    }
+}
+
+const PENDING: u8 = 1;
+const ISSUED: u8 = 2;
+const CRL_NUMBER: u8 = 3;
+/// Frames larger than this are not ours (a corrupt length): the tail is cut there.
+const MAX_FRAME: u32 = 1 << 20;
+
+struct Entry {
+    record: CertRecord,
+    /// Where the certificate's DER is in the file, once issued.
+    der: Option<(u64, u32)>,
+}
+
+struct Index {
+    file: File,
+    /// The end of the last whole record.
+    end: u64,
+    entries: HashMap<Serial, Entry>,
+    requests: HashMap<[u8; 16], Serial>,
+    crl_number: u64,
+}
+
+/// The append-only ledger file.
+pub struct LogLedger {
+    path: PathBuf,
+    index: Mutex<Index>,
+    reader: File,
+    group: GroupCommit,
+    synced: bool,
+}
+
+impl std::fmt::Debug for LogLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLedger").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Backend(e.to_string())
+}
+
+fn checksum(kind: u8, payload: &[u8]) -> [u8; 8] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&[kind]);
+    ctx.update(payload);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&ctx.finish().as_ref()[..8]);
+    out
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
+    out.extend_from_slice(&checksum(kind, payload));
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+impl LogLedger {
+    /// Opens (or creates) the ledger at `path`, replaying it; a torn last record is cut off.
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        Self::open_with(path, true)
+    }
+
+    /// Danger, for benchmarks only: with `synced` false, appends are acknowledged before they
+    /// are on disk.
+    pub fn open_with(path: &Path, synced: bool) -> Result<Self, RegistryError> {
+        if let Some(dir) = path.parent() {
+            crate::layout::create_private_dir(dir).map_err(backend)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+        file.try_lock().map_err(|_| backend(format!("{} is in use by another process (lock)", path.display())))?;
+        let mut index = Index { file, end: 0, entries: HashMap::new(), requests: HashMap::new(), crl_number: 0 };
+        Self::replay(path, &mut index)?;
+        let reader = File::open(path).map_err(backend)?;
+        Ok(Self { path: path.to_owned(), index: Mutex::new(index), reader, group: GroupCommit::default(), synced })
+    }
+
+    fn replay(path: &Path, index: &mut Index) -> Result<(), RegistryError> {
+        let mut reader = BufReader::new(File::open(path).map_err(backend)?);
+        let mut offset = 0u64;
+        loop {
+            let mut head = [0u8; 12];
+            if reader.read_exact(&mut head).is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+            if len == 0 || len > MAX_FRAME {
+                break;
+            }
+            let mut body = vec![0u8; len as usize];
+            if reader.read_exact(&mut body).is_err() {
+                break;
+            }
+            let (kind, payload) = (body[0], &body[1..]);
+            if checksum(kind, payload) != head[4..12] {
+                break;
+            }
+            let payload_at = offset + 13;
+            match kind {
+                PENDING => {
+                    let (id, record) =
+                        payload.split_first_chunk::<17>().ok_or_else(|| backend("short pending record"))?;
+                    let record = decode_record(b"ledger", record)?;
+                    if id[0] == 1 {
+                        let mut request = [0u8; 16];
+                        request.copy_from_slice(&id[1..]);
+                        index.requests.insert(request, record.serial);
+                    }
+                    index.entries.insert(record.serial, Entry { record, der: None });
+                }
+                ISSUED => {
+                    let serial = payload.get(..16).and_then(Serial::from_bytes).ok_or_else(|| backend("bad serial"))?;
+                    if let Some(entry) = index.entries.get_mut(&serial) {
+                        entry.record.state = State::Issued;
+                        entry.der = Some((payload_at + 16, (payload.len() - 16) as u32));
+                    }
+                }
+                CRL_NUMBER => {
+                    let n = payload.try_into().map(u64::from_be_bytes).map_err(|_| backend("bad CRL number"))?;
+                    index.crl_number = index.crl_number.max(n);
+                }
+                _ => break,
+            }
+            offset += 4 + 8 + u64::from(len);
+        }
+        let actual = index.file.metadata().map_err(backend)?.len();
+        if actual != offset {
+            // A record cut off by a crash was never acknowledged: drop it.
+            tracing_free_warning(path, actual - offset);
+            index.file.set_len(offset).map_err(backend)?;
+            index.file.sync_all().map_err(backend)?;
+        }
+        index.end = offset;
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a frame under the lock; returns the offset of its payload.
+    fn append(index: &mut Index, kind: u8, payload: &[u8]) -> Result<u64, RegistryError> {
+        let bytes = frame(kind, payload);
+        index.file.write_all(&bytes).map_err(backend)?;
+        let payload_at = index.end + 13;
+        index.end += bytes.len() as u64;
+        Ok(payload_at)
+    }
+
+    fn durable(&self) -> Result<(), RegistryError> {
+        if !self.synced {
+            return Ok(());
+        }
+        let file = self.lock().file.try_clone().map_err(backend)?;
+        self.group.wait_durable(|| file.sync_data().map_err(backend))
+    }
+
+    fn read_der(&self, at: (u64, u32)) -> Result<Vec<u8>, RegistryError> {
+        let mut buf = vec![0u8; at.1 as usize];
+        self.reader.read_exact_at(&mut buf, at.0).map_err(backend)?;
+        Ok(buf)
+    }
+
+    /// How many syncs were made (benchmarks report it).
+    pub fn flush_count(&self) -> u64 {
+        self.group.flush_count()
+    }
+
+    /// Every issuance recorded, in no particular order (for checks and tests).
+    pub fn records(&self) -> Vec<CertRecord> {
+        self.lock().entries.values().map(|e| e.record.clone()).collect()
+    }
+
+    /// The certificate recorded for `serial`, once issued.
+    pub fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, RegistryError> {
+        let at = self.lock().entries.get(serial).and_then(|e| e.der);
+        at.map(|at| self.read_der(at)).transpose()
+    }
+}
+
+/// Said on stderr: the ledger has no logger of its own and a cut tail is worth knowing.
+fn tracing_free_warning(path: &Path, bytes: u64) {
+    eprintln!("ledger {}: cut off {bytes} bytes of an unfinished record (a crash while writing)", path.display());
+}
+
+impl Ledger for LogLedger {
+    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
+        let mut payload = Vec::with_capacity(17 + 128);
+        match request_id {
+            Some(id) => {
+                payload.push(1);
+                payload.extend_from_slice(id);
+            }
+            None => payload.extend_from_slice(&[0; 17]),
+        }
+        payload.extend_from_slice(&encode_record(record)?);
+        {
+            let mut index = self.lock();
+            if index.entries.contains_key(&record.serial) {
+                return Err(RegistryError::SerialTaken(record.serial));
+            }
+            Self::append(&mut index, PENDING, &payload)?;
+            index.entries.insert(record.serial, Entry { record: record.clone(), der: None });
+            if let Some(id) = request_id {
+                index.requests.insert(*id, record.serial);
+            }
+        }
+        self.durable()
+    }
+
+    fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError> {
+        let mut payload = Vec::with_capacity(16 + der.len());
+        payload.extend_from_slice(serial.as_bytes());
+        payload.extend_from_slice(der);
+        {
+            let mut index = self.lock();
+            match index.entries.get(serial) {
+                None => return Err(RegistryError::NotFound(*serial)),
+                Some(entry) if entry.record.state != State::Pending => {
+                    return Err(RegistryError::WrongState { serial: *serial, status: "issued" });
+                }
+                Some(_) => {}
+            }
+            let at = Self::append(&mut index, ISSUED, &payload)?;
+            if let Some(entry) = index.entries.get_mut(serial) {
+                entry.record.state = State::Issued;
+                entry.der = Some((at + 16, der.len() as u32));
+            }
+        }
+        self.durable()
+    }
+
+    fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError> {
+        let found = {
+            let index = self.lock();
+            index
+                .requests
+                .get(request_id)
+                .and_then(|serial| index.entries.get(serial))
+                .map(|e| (e.record.clone(), e.der))
+        };
+        match found {
+            None => Ok(None),
+            Some((record, der)) => Ok(Some((record, der.map(|at| self.read_der(at)).transpose()?))),
+        }
+    }
+
+    fn next_crl_number(&self) -> Result<u64, RegistryError> {
+        let number = {
+            let mut index = self.lock();
+            let number = index.crl_number + 1;
+            Self::append(&mut index, CRL_NUMBER, &number.to_be_bytes())?;
+            index.crl_number = number;
+            number
+        };
+        self.durable()?;
+        Ok(number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::{Duration, OffsetDateTime};
+
+    fn record(n: u8) -> CertRecord {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
+        CertRecord {
+            serial: Serial::from_random([n; 16]).expect("serial"),
+            account: format!("user{n}"),
+            profile: pki::Profile::Client,
+            key_sha256: [n; 32],
+            not_before: now,
+            not_after: now + Duration::days(30),
+            recorded_at: now,
+            state: State::Pending,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.log");
+        {
+            let ledger = LogLedger::open(&path).expect("open");
+            let a = record(1);
+            ledger.record_pending(&a, Some(&[9; 16])).expect("pending");
+            assert!(matches!(ledger.record_pending(&a, None), Err(RegistryError::SerialTaken(_))));
+            assert_eq!(
+                ledger.find_request(&[9; 16]).expect("find").map(|(r, d)| (r.state, d)),
+                Some((State::Pending, None))
+            );
+            ledger.record_issued(&a.serial, b"certificate a").expect("issued");
+            assert!(ledger.record_issued(&a.serial, b"again").is_err());
+            ledger.record_pending(&record(2), None).expect("b");
+            assert_eq!(ledger.next_crl_number().expect("1"), 1);
+            assert_eq!(ledger.next_crl_number().expect("2"), 2);
+            assert!(LogLedger::open(&path).is_err(), "one process at a time");
+        }
+        // A crash in the middle of a write leaves part of a frame at the end.
+        let whole = std::fs::metadata(&path).expect("meta").len();
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(&frame(ISSUED, b"partial")[..9]).expect("torn");
+        drop(file);
+
+        let ledger = LogLedger::open(&path).expect("reopen");
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), whole, "the torn tail is cut off");
+        let (found, der) = ledger.find_request(&[9; 16]).expect("find").expect("recorded");
+        assert_eq!((found.state, der.as_deref()), (State::Issued, Some(&b"certificate a"[..])));
+        assert_eq!(ledger.records().len(), 2);
+        assert_eq!(ledger.next_crl_number().expect("3"), 3, "CRL numbers survive reopening");
+        // A flipped byte inside the last record: the checksum cuts it too.
+        drop(ledger);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        let ledger = LogLedger::open(&path).expect("reopen after corruption");
+        assert_eq!(ledger.next_crl_number().expect("3 again"), 3, "the corrupt CRL-number record was dropped");
+    }
+}
