@@ -162,7 +162,7 @@ fn main() {
             "{:>8}  {:>10}  {:>10}  {:>13}  {:>13}",
             "issuers", "issued/s", "flushes/s", "% raw 1 thr", "% raw all"
         );
-        for threads in [1, 2, 8, 64] {
+        for threads in [1, 2, 8, 64, 256] {
             let flushes_before = flush_count();
             let started = Instant::now();
             let rate = run_for(threads, seconds, || {
