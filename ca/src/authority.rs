@@ -48,7 +48,12 @@ pub struct CertificateAuthority {
     signer: Box<dyn Signer>,
     store: Arc<dyn Ledger>,
     settings: ProfileSettings,
+    on_signed: Option<SignedHook>,
 }
+
+/// Called with each certificate just signed, while the ledger records it: the signer writes its
+/// audit line there, so the two syncs overlap instead of following each other.
+pub type SignedHook = Arc<dyn Fn(&CertRecord) + Send + Sync>;
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +77,13 @@ impl CertificateAuthority {
         if issuer.public_key() != signer.public_key() {
             return Err(Error::KeyMismatch { key: "(signer)".into(), certificate: "(issuer)".into() });
         }
-        Ok(Self { issuer, signer, store, settings })
+        Ok(Self { issuer, signer, store, settings, on_signed: None })
+    }
+
+    /// Runs `hook` for every certificate signed, alongside its durable recording.
+    pub fn with_signed_hook(mut self, hook: SignedHook) -> Self {
+        self.on_signed = Some(hook);
+        self
     }
 
     /// The CA certificate and its properties.
@@ -144,8 +155,16 @@ impl CertificateAuthority {
             }
             let signature = self.signer.sign(prepared.tbs_der())?;
             let der = prepared.assemble(&signature);
-            self.store.record_issued(&serial, &der)?;
             record.state = State::Issued;
+            match &self.on_signed {
+                Some(hook) => std::thread::scope(|s| {
+                    let noted = s.spawn(|| hook(&record));
+                    let recorded = self.store.record_issued(&serial, &der);
+                    let _ = noted.join();
+                    recorded
+                })?,
+                None => self.store.record_issued(&serial, &der)?,
+            }
             return Ok(Issued { der, record, replayed: false });
         }
         Err(Error::SerialExhausted)

@@ -176,6 +176,17 @@ impl SignerService {
         }
     }
 
+    /// The hook that audits each certificate as it is signed (`certificate.signed`).
+    pub fn signed_hook(audit: Arc<AuditLog>) -> crate::authority::SignedHook {
+        Arc::new(move |record: &pki::registry::CertRecord| {
+            let details =
+                serde_json::json!({ "serial": record.serial, "account": record.account, "profile": record.profile });
+            if let Err(e) = audit.append("certificate.signed", details) {
+                eprintln!("signer: audit log: {e}");
+            }
+        })
+    }
+
     /// Answers one request.
     pub fn handle(&self, request: Request) -> Response {
         let rejected = |message: String| Response::Error { kind: "rejected".into(), message };
@@ -194,11 +205,14 @@ impl SignerService {
                 };
                 match self.authority.issue(&request) {
                     Ok(issued) => {
-                        let event = if issued.replayed { "certificate.replayed" } else { "certificate.signed" };
-                        self.audit(
-                            event,
-                            serde_json::json!({ "serial": issued.record.serial, "account": account, "profile": profile }),
-                        );
+                        // Fresh signings are audited by the CA's signed hook (see `signed_hook`),
+                        // alongside the ledger's sync; a replay is audited here.
+                        if issued.replayed {
+                            self.audit(
+                                "certificate.replayed",
+                                serde_json::json!({ "serial": issued.record.serial, "account": account, "profile": profile }),
+                            );
+                        }
                         Response::Issued { serial: issued.record.serial, der: issued.der }
                     }
                     Err(e @ Error::RequestIdReused) => rejected(e.to_string()),

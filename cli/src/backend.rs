@@ -128,10 +128,32 @@ impl Issuer for CaService {
             recorded_at: now.replace_nanosecond(0).unwrap_or(now),
             state: State::Issued,
         };
-        let superseded = self
-            .registry
-            .record_certificate(&record, &der, order.supersede)
-            .map_err(|e| IssueError::Internal(e.to_string()))?;
+        // The audit line and the registry's record are synced side by side. The line names the
+        // certificates this one supersedes as read just before.
+        let supersedes: Vec<String> = if order.supersede {
+            let now = OffsetDateTime::now_utc();
+            self.registry
+                .valid_by_account(&order.account)
+                .map_err(|e| IssueError::Internal(e.to_string()))?
+                .iter()
+                .filter(|r| r.status(now) == ca::Status::Valid)
+                .map(|r| r.serial.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let details = serde_json::json!({
+            "serial": serial, "account": order.account, "profile": order.profile, "supersedes": supersedes,
+        });
+        let (superseded, audited) = std::thread::scope(|s| {
+            let audited = s.spawn(|| self.audit.append("certificate.issued", details));
+            let superseded = self.registry.record_certificate(&record, &der, order.supersede);
+            (superseded, audited.join())
+        });
+        if !matches!(audited, Ok(Ok(_))) {
+            tracing::error!(%serial, "audit log: writing certificate.issued failed");
+        }
+        let superseded = superseded.map_err(|e| IssueError::Internal(e.to_string()))?;
         Ok(IssuedCertificate { serial, der, not_before: summary.not_before, not_after: summary.not_after, superseded })
     }
 

@@ -200,12 +200,7 @@ async fn issue_claimed(
     tracing::info!(login_id = %login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
     state.metrics.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state.revoked(&issued.superseded);
-    audit(
-        state,
-        "enrollment.issued",
-        serde_json::json!({ "login_id": login_id, "serial": issued.serial, "superseded": issued.superseded }),
-    )
-    .await;
+    // The issuer's own audit line (certificate.issued) records this step of the enrollment.
 
     let chain = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
     let summary =

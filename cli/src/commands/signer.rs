@@ -38,6 +38,7 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     let listener = remote::bind(&socket)?;
     let pid = std::process::id();
     audit.append("signer.start", serde_json::json!({ "socket": socket, "pid": pid }))?;
+    let authority = authority.with_signed_hook(SignerService::signed_hook(audit.clone()));
     let service = Arc::new(SignerService { authority, root_der, audit: Some(audit.clone()) });
 
     // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
