@@ -508,13 +508,32 @@ pub struct MasterForm {
     password: Option<Password>,
 }
 
-async fn master_form(
+/// A form posted from the home page: it carries the session's CSRF token.
+trait SessionForm {
+    fn csrf(&self) -> &str;
+}
+
+impl SessionForm for MasterForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl SessionForm for RevokeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Handles a home-page form: session and CSRF checks, then `action`, then back to /home (or
+/// an error page saying why not).
+async fn session_form<T: SessionForm>(
     state: Shared,
     conn: Connection,
     headers: HeaderMap,
     lang: Lang,
-    form: Result<Form<MasterForm>, axum::extract::rejection::FormRejection>,
-    action: impl AsyncFnOnce(&Shared, &Account, MasterForm) -> Result<(), ApiError>,
+    form: Result<Form<T>, axum::extract::rejection::FormRejection>,
+    action: impl AsyncFnOnce(&Shared, &Account, T) -> Result<(), ApiError>,
 ) -> Response {
     let t = lang.text();
     let (session, account) = match require_session(&state, &conn, &headers) {
@@ -522,12 +541,12 @@ async fn master_form(
         Err(e) => return error_page(lang, e.status, t.error_title, &refusal_message(lang, &e), &state),
     };
     let form = match form {
-        Ok(Form(form)) if html::tokens_match(&session.csrf, &form.csrf) => form,
+        Ok(Form(form)) if html::tokens_match(&session.csrf, form.csrf()) => form,
         _ => return error_page(lang, StatusCode::FORBIDDEN, t.error_title, "the form expired", &state),
     };
     match action(&state, &account, form).await {
         Ok(()) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
-        Err(e) => error_page(lang, e.status, t.error_title, &e.message, &state),
+        Err(e) => error_page(lang, e.status, t.error_title, &refusal_message(lang, &e), &state),
     }
 }
 
@@ -540,7 +559,7 @@ pub async fn add_user_form(
     form: Result<Form<MasterForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let lang = Lang::detect(query.lang.as_deref(), &headers);
-    master_form(state, conn, headers, lang, form, async |state, master, form| {
+    session_form(state, conn, headers, lang, form, async |state, master, form: MasterForm| {
         let (Some(login_id), Some(password)) = (form.login_id, form.password) else {
             return Err(ApiError::bad_request("invalid_form", "login ID and password are required"));
         };
@@ -559,7 +578,7 @@ pub async fn unlock_user_form(
     form: Result<Form<MasterForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let lang = Lang::detect(query.lang.as_deref(), &headers);
-    master_form(state, conn, headers, lang, form, async move |state, master, _| {
+    session_form(state, conn, headers, lang, form, async move |state, master, _: MasterForm| {
         unlock_user(state, master, &login_id).await.map(drop)
     })
     .await
@@ -691,20 +710,11 @@ pub async fn revoke_form(
     form: Result<Form<RevokeForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let lang = Lang::detect(query.lang.as_deref(), &headers);
-    let t = lang.text();
-    let (session, account) = match require_session(&state, &conn, &headers) {
-        Ok(found) => found,
-        Err(e) => return error_page(lang, e.status, t.error_title, &refusal_message(lang, &e), &state),
-    };
-    let form = match form {
-        Ok(Form(form)) if html::tokens_match(&session.csrf, &form.csrf) => form,
-        _ => return error_page(lang, StatusCode::FORBIDDEN, t.error_title, "the form expired", &state),
-    };
-    match revoke_certificate(&state, &account, &serial, form.password, &form.reason).await {
-        // Revoking the certificate in use ends the session: the login page says why.
-        Ok(_) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
-        Err(e) => error_page(lang, e.status, t.error_title, &refusal_message(lang, &e), &state),
-    }
+    // Revoking the certificate in use ends the session: the login page then says why.
+    session_form(state, conn, headers, lang, form, async move |state, account, form: RevokeForm| {
+        revoke_certificate(state, account, &serial, form.password, &form.reason).await.map(drop)
+    })
+    .await
 }
 
 /// A revocation form for one certificate on the home page.
