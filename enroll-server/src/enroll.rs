@@ -419,7 +419,7 @@ fn start_page(lang: Lang, ticket: &str, t: &Ticket) -> axum::response::Html<Stri
 <noscript><p class="error">{js}</p></noscript>
 </section>
 <section id="issuing" class="progress" hidden data-testid="issuing">
-<h2>{issuing_title}</h2><p>{issuing_lead}</p><div class="spinner"></div>
+<p>{issuing_lead}</p><div class="spinner"></div>
 </section>
 <section id="installed" hidden data-testid="installed">
 <p>{installed_lead}</p>
