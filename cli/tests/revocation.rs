@@ -15,21 +15,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    Enrolled, Out, Reply, Service, TestCa, assert_lint_clean, between, genpkey, openssl, p256_csr, s, user_password,
+    Enrolled, NONE, Out, Reply, Service, TestCa, assert_lint_clean, between, genpkey, openssl, p256_csr, s,
+    user_password, write,
 };
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
-
-const NONE: &[&str] = &[];
-
-/// A CA by `inkan init` that allows many login and enrollment requests per minute.
-fn new_ca() -> TestCa {
-    let ca = TestCa::init(&[]);
-    ca.configure(&[("rate_limit_per_minute = 30", "rate_limit_per_minute = 1000")]);
-    ca
-}
 
 /// Calls `check` every 50 ms until it gives a value; panics after `within`.
 #[track_caller]
@@ -42,10 +34,6 @@ fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn write(path: &Path, contents: impl AsRef<[u8]>) {
-    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// A time as openssl prints it (`Jan  5 12:00:00 2026 GMT`).
@@ -288,15 +276,6 @@ fn read_hook(stream: &TcpStream, answered: u16) -> Option<Hook> {
 
 // ---- certificate login ----------------------------------------------------------------------
 
-fn login(service: &Service, login_id: &str, who: &Enrolled) {
-    let body = json!({ "password": user_password(login_id) });
-    service.post_json(&service.login_url("/api/v1/login"), &body, &who.client_args()).expect(200);
-}
-
-fn me(service: &Service, who: &Enrolled) -> Reply {
-    service.curl(&service.login_url("/api/v1/me"), &who.client_args())
-}
-
 /// `POST /api/v1/certificates/{serial}/revoke` as `who`.
 fn revoke_api(service: &Service, who: &Enrolled, serial: &str, password: &str, reason: &str) -> Reply {
     let url = service.login_url(&format!("/api/v1/certificates/{serial}/revoke"));
@@ -306,7 +285,7 @@ fn revoke_api(service: &Service, who: &Enrolled, serial: &str, password: &str, r
 /// The status `/api/v1/me` gives `who`'s own certificate.
 #[track_caller]
 fn own_status(service: &Service, who: &Enrolled) -> String {
-    let reply = me(service, who);
+    let reply = service.me(&who.client());
     reply.expect(200);
     let me = reply.json();
     let listed =
@@ -324,7 +303,7 @@ fn own_status(service: &Service, who: &Enrolled) -> String {
 /// certificate is lint-clean with OCSP Signing and OCSP No Check.
 #[test]
 fn ocsp_answers_good_revoked_and_unknown_and_openssl_verifies_them() {
-    let ca = new_ca();
+    let ca = TestCa::with_rate_limit(1000);
     ca.add_user("olga", "master", None);
     let work = ca.work();
     let service = Service::start(&ca, &[]);
@@ -450,7 +429,7 @@ fn ocsp_answers_good_revoked_and_unknown_and_openssl_verifies_them() {
 /// over HTTP accepts a valid leaf and rejects a revoked one.
 #[test]
 fn crls_are_published_after_revocations_and_bursts_are_coalesced() {
-    let ca = new_ca();
+    let ca = TestCa::with_rate_limit(1000);
     let work = ca.work();
     let keep = ca.issue_with_library(&p256_csr(work, "keep"), "keep", 30, "keep");
     let single = ca.issue_with_library(&p256_csr(work, "single"), "single", 30, "single");
@@ -568,7 +547,7 @@ fn crls_are_published_after_revocations_and_bursts_are_coalesced() {
 /// page's form works once.
 #[test]
 fn users_and_masters_revoke_from_the_web() {
-    let ca = new_ca();
+    let ca = TestCa::with_rate_limit(1000);
     ca.add_user("mia", "master", None);
     ca.add_user("gil", "general", Some("mia"));
     ca.add_user("gus", "general", Some("mia"));
@@ -579,7 +558,7 @@ fn users_and_masters_revoke_from_the_web() {
     let gus = service.acquire("gus", "gus");
     let max = service.acquire("max", "max");
     for (login_id, who) in [("mia", &mia), ("gil", &gil), ("gus", &gus), ("max", &max)] {
-        login(&service, login_id, who);
+        service.login_api(&who.client(), &user_password(login_id)).expect(200);
     }
 
     // gus and its own certificate: a master's reason, then a wrong password, change nothing.
@@ -595,7 +574,7 @@ fn users_and_masters_revoke_from_the_web() {
     let (status, out) = ocsp_of(&ca, &service, &gus);
     assert_eq!(status, "revoked");
     assert!(out.text().contains("Reason: keyCompromise"), "{}", out.text());
-    me(&service, &gus).expect_error(403, "certificate_revoked");
+    service.me(&gus.client()).expect_error(403, "certificate_revoked");
     let again = json!({ "password": user_password("gus") });
     service
         .post_json(&service.login_url("/api/v1/login"), &again, &gus.client_args())
@@ -614,7 +593,7 @@ fn users_and_masters_revoke_from_the_web() {
     let (status, out) = ocsp_of(&ca, &service, &gil);
     assert_eq!(status, "revoked");
     assert!(out.text().contains("Reason: affiliationChanged"), "{}", out.text());
-    me(&service, &gil).expect_error(403, "certificate_revoked");
+    service.me(&gil.client()).expect_error(403, "certificate_revoked");
     assert_eq!(own_status(&service, &mia), "valid", "the master's own certificate is untouched");
     revoke_api(&service, &mia, &gil.serial, &user_password("mia"), "keyCompromise").expect_error(409, "not_revocable");
     revoke_api(&service, &mia, &mia.serial, &user_password("mia"), "becauseISaidSo")
@@ -649,7 +628,7 @@ fn users_and_masters_revoke_from_the_web() {
 /// even across a restart.
 #[test]
 fn expiry_notices_go_once_per_threshold_and_survive_a_restart() {
-    let ca = new_ca();
+    let ca = TestCa::with_rate_limit(1000);
     ca.add_user("nora", "master", None);
     let work = ca.work();
     // (account, days of validity, the threshold of its notice)
@@ -758,7 +737,7 @@ fn expiry_notices_go_once_per_threshold_and_survive_a_restart() {
 /// once; the failures are counted in the metrics.
 #[test]
 fn expiry_notices_are_retried_with_backoff_until_delivered() {
-    let ca = new_ca();
+    let ca = TestCa::with_rate_limit(1000);
     let work = ca.work();
     let (_, serial) = ca.issue_with_library(&p256_csr(work, "late"), "late", 20, "late");
     let receiver = Receiver::start(3);
@@ -801,7 +780,7 @@ fn expiry_notices_are_retried_with_backoff_until_delivered() {
 /// downloads.
 #[test]
 fn metrics_count_certificates_and_requests() {
-    let ca = new_ca();
+    let ca = TestCa::with_rate_limit(1000);
     ca.add_user("pia", "master", None);
     let work = ca.work();
     for (account, days) in [("m5", 5), ("m20", 20), ("m60", 60)] {

@@ -11,37 +11,19 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ca::Registry;
-use common::{CA_PASS, Daemon, ROOT_PASS, TestCa, genpkey, inkan_bin, openssl, openssl_serial, p256_csr, req, run, s};
+use common::{
+    CA_PASS, Daemon, Enrolled, NONE, READY_WITHIN, ROOT_PASS, SECRETS, STOP_WITHIN, Service, TestCa, WRONG, genpkey,
+    inkan_bin, kill, openssl, openssl_serial, p256_csr, read, req, s, user_password, write,
+};
 use enroll_server::accounts::{Accounts, Password, Role};
 use enroll_server::settings::AccountSettings;
 use serde_json::{Value, json};
 
-/// How long a signer or service may take to say it is ready.
-const READY_WITHIN: Duration = Duration::from_secs(30);
-/// How long a signer or service may take to stop after SIGTERM.
-const STOP_WITHIN: Duration = Duration::from_secs(15);
 /// How long `serve` may take to have a killed child signer back.
 const RESTART_WITHIN: Duration = Duration::from_secs(15);
-/// Every account password here contains this, so logs can be searched for all of them.
-const PASSWORD_MARK: &str = "Pw-s1gn3r";
-/// A wrong password (a secret as well).
-const WRONG: &str = "typo.Wrong-4b2Qz";
-
-fn password(login_id: &str) -> String {
-    format!("{login_id}.{PASSWORD_MARK}")
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-fn write(path: &Path, contents: impl AsRef<[u8]>) {
-    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
 
 /// The DER inside the (single) PEM block of `path`.
 fn der_of_pem(path: &Path) -> Vec<u8> {
@@ -57,11 +39,6 @@ fn unhex(value: &Value) -> Vec<u8> {
     let text = value.as_str().unwrap_or_else(|| panic!("not a hex string: {value}"));
     assert!(text.len().is_multiple_of(2), "odd hex: {text}");
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit")).collect()
-}
-
-/// Sends `signal` to `pid` with kill(1).
-fn kill(signal: &str, pid: u32) {
-    run("kill", [format!("-{signal}"), pid.to_string()], &[], None).ok();
 }
 
 fn alive(pid: u32) -> bool {
@@ -219,201 +196,6 @@ fn ledger(data: &Path) -> Vec<ca::CertRecord> {
     ledger.records()
 }
 
-// ---- the service ----------------------------------------------------------------------------
-
-/// One answer, as curl saw it.
-struct Reply {
-    what: String,
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.text()))
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "{}: expected {status}, got {}\n{}", self.what, self.status, self.text());
-        self
-    }
-
-    /// Asserts `{"error":{"code":CODE,"message":...}}` with `status`; returns the message.
-    #[track_caller]
-    fn expect_error(&self, status: u16, code: &str) -> String {
-        self.expect(status);
-        let body = self.json();
-        assert_eq!(body["error"]["code"], code, "{}: {body}", self.what);
-        let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
-        assert!(!message.is_empty(), "{}: no message: {body}", self.what);
-        message
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        let last = self.headers.rsplit("\r\n\r\n").find(|block| !block.trim().is_empty()).unwrap_or_default();
-        last.lines()
-            .filter_map(|line| line.split_once(':'))
-            .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.trim().to_owned())
-    }
-}
-
-/// A running `inkan serve` on port 0 everywhere.
-struct Web {
-    serve: Daemon,
-    public: u16,
-    login: u16,
-    http: u16,
-    /// The child signer's pid, when `serve` started one.
-    signer_pid: Option<u32>,
-    root: PathBuf,
-    work: PathBuf,
-    calls: AtomicU32,
-}
-
-/// The port after `prefix` in `line`, and the text after the port.
-fn port_after<'a>(line: &'a str, prefix: &str) -> Option<(u16, &'a str)> {
-    let rest = &line[line.find(prefix)? + prefix.len()..];
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    Some((rest[..digits].parse().ok()?, &rest[digits..]))
-}
-
-impl Web {
-    /// `inkan serve --data-dir DATA EXTRA` with `env` (and no INKAN_* variable of the test's);
-    /// `ca` gives the root certificate curl trusts and the work directory.
-    fn start(data: &Path, ca: &TestCa, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(inkan_bin());
-        command
-            .args(["serve", "--data-dir", s(data)])
-            .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("INKAN_DATA_DIR")
-            .env_remove("INKAN_ROOT_PASSPHRASE")
-            .env_remove("INKAN_CA_PASSPHRASE")
-            .env_remove("INKAN_LOG")
-            .envs(env.iter().copied());
-        let mut serve = Daemon::spawn(command);
-        serve.wait_line(READY_WITHIN, |line| line.contains("CA certificates and CRLs:"));
-        let own_signer = !extra.contains(&"--signer-socket");
-        if own_signer {
-            serve.wait_line(READY_WITHIN, |line| line.contains("signer: process"));
-        }
-        let mut web = Self {
-            public: 0,
-            login: 0,
-            http: 0,
-            signer_pid: None,
-            root: ca.root_crt(),
-            work: ca.work().to_owned(),
-            calls: AtomicU32::new(0),
-            serve,
-        };
-        for line in web.serve.printed() {
-            if let Some((port, rest)) = port_after(line, "https://localhost:") {
-                if rest.starts_with("/cert/acquire") {
-                    web.public = port;
-                } else if rest.trim() == "/" {
-                    web.login = port;
-                }
-            }
-            if let Some((port, rest)) = port_after(line, "http://127.0.0.1:")
-                && rest.starts_with("/root.crt")
-            {
-                web.http = port;
-            }
-            if let Some(rest) = line.split_once("signer: process ").map(|(_, rest)| rest) {
-                web.signer_pid = rest.split_whitespace().next().and_then(|pid| pid.parse().ok());
-            }
-        }
-        let printed = web.serve.printed().to_vec();
-        assert!(web.public != 0 && web.login != 0 && web.http != 0, "ports not printed: {printed:?}");
-        assert_eq!(web.signer_pid.is_some(), own_signer, "signer line: {printed:?}");
-        web
-    }
-
-    fn public_url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.public)
-    }
-
-    fn login_url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.login)
-    }
-
-    fn http_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
-    }
-
-    fn curl(&self, url: &str, args: &[&str]) -> Reply {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let body = self.work.join(format!("curl-{n}.body"));
-        let headers = self.work.join(format!("curl-{n}.headers"));
-        let out = run(
-            "curl",
-            ["-sS", "--max-time", "30", "--cacert", s(&self.root), "-o", s(&body), "-D", s(&headers)]
-                .into_iter()
-                .chain(["-w", "%{http_code}"])
-                .chain(args.iter().copied())
-                .chain([url]),
-            &[],
-            None,
-        );
-        Reply {
-            what: format!("curl {url}"),
-            status: out.stdout.trim().parse().unwrap_or(0),
-            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
-            body: std::fs::read(&body).unwrap_or_default(),
-        }
-    }
-
-    fn post_json(&self, url: &str, body: &Value, extra: &[&str]) -> Reply {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let file = self.work.join(format!("request-{n}.json"));
-        write(&file, body.to_string());
-        let data = format!("@{}", s(&file));
-        let mut args = vec!["-H", "Content-Type: application/json", "--data-binary", &data];
-        args.extend(extra);
-        self.curl(url, &args)
-    }
-
-    /// `POST /api/v1/enrollments` (取得前処理).
-    fn enroll(&self, login_id: &str, password: &str) -> Reply {
-        self.post_json(
-            &self.public_url("/api/v1/enrollments"),
-            &json!({ "login_id": login_id, "password": password }),
-            &[],
-        )
-    }
-
-    #[track_caller]
-    fn ticket(&self, login_id: &str) -> String {
-        let reply = self.enroll(login_id, &password(login_id));
-        reply.expect(201);
-        reply.json()["ticket"].as_str().expect("ticket").to_owned()
-    }
-
-    /// `POST /api/v1/enrollments/{ticket}/csr` (発行).
-    fn send_csr(&self, ticket: &str, csr: &Path) -> Reply {
-        let url = self.public_url(&format!("/api/v1/enrollments/{ticket}/csr"));
-        self.post_json(&url, &json!({ "csr_pem": read(csr) }), &[])
-    }
-
-    /// Saves an issued certificate as WORK/NAME.crt and its chain as WORK/NAME.chain.pem.
-    fn save(&self, name: &str, issued: &Value) -> (PathBuf, PathBuf) {
-        let cert = self.work.join(format!("{name}.crt"));
-        let chain = self.work.join(format!("{name}.chain.pem"));
-        write(&cert, issued["certificate_pem"].as_str().expect("certificate_pem"));
-        write(&chain, issued["chain_pem"].as_str().expect("chain_pem"));
-        (cert, chain)
-    }
-}
-
 /// A web data directory for a service with a separate signer: a copy of DATA/inkan.toml and
 /// nothing else.
 fn web_dir(ca: &TestCa) -> PathBuf {
@@ -430,14 +212,9 @@ fn add_web_user(web: &Path, login_id: &str) {
     let settings = AccountSettings { lockout_threshold: 5, min_password_length: 8 };
     let accounts = Accounts::open(&web.join("web"), settings).expect("account store");
     let now = time::OffsetDateTime::now_utc();
-    accounts.create(login_id, Role::Master, None, &Password::new(password(login_id)), now).expect("creating a user");
-}
-
-/// `inkan user add --login-id ID --role master` on a data directory with a CA.
-fn add_user(ca: &TestCa, login_id: &str) {
-    let pw = password(login_id);
-    ca.inkan_env(["user", "add", "--login-id", login_id, "--role", "master"], &[("INKAN_USER_PASSWORD", Some(&pw))])
-        .ok();
+    accounts
+        .create(login_id, Role::Master, None, &Password::new(user_password(login_id)), now)
+        .expect("creating a user");
 }
 
 /// `openssl verify` of a client certificate under the CA of `ca`, and its subject.
@@ -632,14 +409,14 @@ fn web_process_runs_without_any_ca_key() {
     add_web_user(&web, "wendy");
     let socket = ca.work().join("signer.sock");
     let mut signer = start_signer(&ca.data, &socket);
-    let mut server = Web::start(&web, &ca, &["--signer-socket", s(&socket)], &[]);
+    let server = Service::start_with(&web, &ca, &["--signer-socket", s(&socket)], &[]);
 
     let csr = p256_csr(ca.work(), "wendy");
     let ticket = server.ticket("wendy");
-    let reply = server.send_csr(&ticket, &csr);
+    let reply = server.send_csr(&ticket, &read(&csr));
     reply.expect(201);
     let issued = reply.json();
-    let (cert, chain) = server.save("wendy", &issued);
+    let Enrolled { cert, chain, .. } = server.save("wendy", &issued);
     verify_client(&ca, &cert, "wendy");
     let cert_key = openssl(["x509", "-noout", "-pubkey", "-in", s(&cert)]).ok().stdout;
     let own_key = openssl(["pkey", "-pubout", "-in", s(&ca.work().join("wendy.key"))]).ok().stdout;
@@ -649,13 +426,13 @@ fn web_process_runs_without_any_ca_key() {
     assert_eq!(chain, vec![der_of_pem(&ca.ca_crt()), der_of_pem(&ca.root_crt())], "the chain is D's");
 
     for (path, pem) in [("/ca.crt", ca.ca_crt()), ("/root.crt", ca.root_crt())] {
-        let reply = server.curl(&server.http_url(path), &[]);
+        let reply = server.curl(&server.http_url(path), NONE);
         reply.expect(200);
         assert_eq!(reply.body, der_of_pem(&pem), "{path} is D's certificate");
     }
 
     let serial = issued["serial"].as_str().expect("serial").to_owned();
-    server.serve.stop(STOP_WITHIN);
+    server.stop();
     signer.stop(STOP_WITHIN);
 
     // The signer (data directory D) signed it and the service (W) recorded it, each in its own
@@ -690,7 +467,7 @@ fn web_process_runs_without_any_ca_key() {
 fn operator_commands_work_on_a_data_directory_without_the_ca() {
     let ca = TestCa::init(&[]);
     let web = web_dir(&ca);
-    let pw = password("olga");
+    let pw = user_password("olga");
     let add = ["user", "add", "--login-id", "olga", "--role", "master", "--data-dir", s(&web)];
     let added = common::inkan(add, &[("INKAN_USER_PASSWORD", Some(&pw))]);
     let listed = common::inkan(["list", "--json", "--data-dir", s(&web)], &[]);
@@ -713,15 +490,16 @@ fn signer_down_answers_503_then_the_same_ticket_succeeds() {
     add_web_user(&web, "sam");
     let socket = ca.work().join("signer.sock");
     let mut signer = start_signer(&ca.data, &socket);
-    let mut server = Web::start(&web, &ca, &["--signer-socket", s(&socket)], &[]);
+    let mut server = Service::start_with(&web, &ca, &["--signer-socket", s(&socket)], &[]);
     let csr = p256_csr(ca.work(), "sam");
     let ticket = server.ticket("sam");
 
     signer.signal("KILL");
     assert!(signer.wait_exit(Duration::from_secs(10)).is_some(), "the signer is dead");
     for attempt in 1..=2 {
-        let reply = server.send_csr(&ticket, &csr);
-        let message = reply.expect_error(503, "unavailable");
+        let reply = server.send_csr(&ticket, &read(&csr));
+        reply.expect_error(503, "unavailable");
+        let message = reply.message();
         assert!(message.contains("CA is unavailable"), "attempt {attempt}: {message}");
         assert!(reply.header("retry-after").is_some(), "attempt {attempt}: a Retry-After header\n{}", reply.headers);
     }
@@ -730,16 +508,16 @@ fn signer_down_answers_503_then_the_same_ticket_succeeds() {
     assert!(server.serve.running(), "the service runs on without its signer");
 
     let mut signer = start_signer(&ca.data, &socket);
-    let reply = server.send_csr(&ticket, &csr);
+    let reply = server.send_csr(&ticket, &read(&csr));
     reply.expect(201);
     let issued = reply.json();
-    let (cert, _) = server.save("sam", &issued);
+    let cert = server.save("sam", &issued).cert;
     verify_client(&ca, &cert, "sam");
     // Now it is recorded: no second certificate while this one is valid, the ticket is used.
-    server.enroll("sam", &password("sam")).expect_error(409, "certificate_valid");
-    server.send_csr(&ticket, &csr).expect_error(409, "ticket_used");
+    server.enroll("sam", &user_password("sam")).expect_error(409, "certificate_valid");
+    server.send_csr(&ticket, &read(&csr)).expect_error(409, "ticket_used");
 
-    server.serve.stop(STOP_WITHIN);
+    server.stop();
     signer.stop(STOP_WITHIN);
     let serial = issued["serial"].as_str().expect("serial");
     let registry = ca::SledStore::open(&web.join("db")).expect("the service's registry");
@@ -756,9 +534,9 @@ fn signer_down_answers_503_then_the_same_ticket_succeeds() {
 #[test]
 fn serve_restarts_its_own_signer_after_sigkill() {
     let ca = TestCa::init(&[]);
-    add_user(&ca, "kai");
+    ca.add_user("kai", "master", None);
     let pass = ca.ca_pass_file();
-    let mut server = Web::start(&ca.data, &ca, &["--ca-passphrase-file", s(&pass)], &[]);
+    let server = Service::start_with(&ca.data, &ca, &["--ca-passphrase-file", s(&pass)], &[]);
     let old = server.signer_pid.expect("serve printed its signer's pid");
     assert_eq!(parent_of(old), Some(server.serve.pid), "the signer is serve's child");
     let csr = p256_csr(ca.work(), "kai");
@@ -769,7 +547,7 @@ fn serve_restarts_its_own_signer_after_sigkill() {
     let killed = Instant::now();
     let mut statuses = Vec::new();
     let reply = loop {
-        let reply = server.send_csr(&ticket, &csr);
+        let reply = server.send_csr(&ticket, &read(&csr));
         statuses.push(reply.status);
         match reply.status {
             201 => break reply,
@@ -783,7 +561,7 @@ fn serve_restarts_its_own_signer_after_sigkill() {
     };
     eprintln!("enrollment worked again {:?} after SIGKILL ({} tries)", killed.elapsed(), statuses.len());
     assert_eq!(statuses[0], 503, "right after SIGKILL the CA is unavailable: {statuses:?}");
-    let (cert, _) = server.save("kai", &reply.json());
+    let cert = server.save("kai", &reply.json()).cert;
     verify_client(&ca, &cert, "kai");
 
     // A new signer, started by serve, announced in the audit log.
@@ -797,7 +575,7 @@ fn serve_restarts_its_own_signer_after_sigkill() {
     assert!(new != old && alive(new), "the new signer {new} runs");
     assert_eq!(parent_of(new), Some(server.serve.pid), "the new signer is serve's child");
 
-    server.serve.stop(STOP_WITHIN);
+    server.stop();
     wait_gone(new, Duration::from_secs(10));
     assert!(!ca.file("signer.sock").exists(), "the signer's socket is removed");
 }
@@ -807,27 +585,27 @@ fn serve_restarts_its_own_signer_after_sigkill() {
 #[test]
 fn audit_trail_through_the_cli() {
     let ca = TestCa::init(&[]);
-    add_user(&ca, "ada");
+    ca.add_user("ada", "master", None);
     let pass = ca.ca_pass_file();
-    let mut server = Web::start(&ca.data, &ca, &["--ca-passphrase-file", s(&pass)], &[]);
+    let server = Service::start_with(&ca.data, &ca, &["--ca-passphrase-file", s(&pass)], &[]);
     let mut tickets = Vec::new();
     server.enroll("ada", WRONG).expect_error(401, "invalid_credentials");
     let ticket = server.ticket("ada");
     tickets.push(ticket.clone());
-    let reply = server.send_csr(&ticket, &p256_csr(ca.work(), "ada"));
+    let reply = server.send_csr(&ticket, &read(&p256_csr(ca.work(), "ada")));
     reply.expect(201);
     let issued = reply.json();
     let serial = issued["serial"].as_str().expect("serial").to_owned();
-    let (cert, _) = server.save("ada", &issued);
+    let cert = server.save("ada", &issued).cert;
     let key = ca.work().join("ada.key");
     let jar = ca.work().join("ada.jar");
     let login_args = ["--cert", s(&cert), "--key", s(&key), "-b", s(&jar), "-c", s(&jar)];
     let login_url = server.login_url("/api/v1/login");
     server.post_json(&login_url, &json!({ "password": WRONG }), &login_args).expect_error(401, "invalid_credentials");
-    server.post_json(&login_url, &json!({ "password": password("ada") }), &login_args).expect(200);
+    server.post_json(&login_url, &json!({ "password": user_password("ada") }), &login_args).expect(200);
     let session = read(&jar).lines().find_map(|l| l.split_once("inkan_session\t").map(|(_, v)| v.trim().to_owned()));
     ca.inkan(["revoke", &serial, "--reason", "keyCompromise"]).ok();
-    server.serve.stop(STOP_WITHIN);
+    server.stop();
 
     let verified = ca.inkan(["audit", "verify"]).ok();
     assert!(verified.stdout.contains("chain intact"), "{}", verified.text());
@@ -867,7 +645,7 @@ fn audit_trail_through_the_cli() {
         assert_eq!(line["seq"], i + 1, "{line}");
     }
     let log = read(&audit_path(&ca.data));
-    let mut secrets = vec![CA_PASS.to_owned(), ROOT_PASS.to_owned(), PASSWORD_MARK.to_owned(), WRONG.to_owned()];
+    let mut secrets = SECRETS.map(String::from).to_vec();
     secrets.extend(tickets);
     secrets.extend(session);
     for secret in &secrets {
@@ -924,7 +702,7 @@ fn audit_trail_through_the_cli() {
     let mut follow = Daemon::spawn(command);
     let last = original[n - 1].clone();
     follow.wait_line(Duration::from_secs(10), |line| line == last);
-    add_user(&ca, "late-comer");
+    ca.add_user("late-comer", "master", None);
     let appended = follow.wait_line(Duration::from_secs(10), |line| line.contains("late-comer"));
     let appended: Value = serde_json::from_str(&appended).expect("a JSON line");
     assert_eq!((appended["event"].as_str(), appended["seq"].as_u64()), (Some("user.created"), Some(n as u64 + 1)));
@@ -939,19 +717,7 @@ fn audit_trail_through_the_cli() {
 fn serve_keeps_the_passphrase_out_of_the_signers_environment() {
     let ca = TestCa::init(&[]);
     let pass = ca.ca_pass_file();
-    let refused = run(
-        "timeout",
-        ["20", inkan_bin(), "serve", "--data-dir", s(&ca.data), "--listen", "127.0.0.1:0"].into_iter().chain([
-            "--login-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--ca-passphrase-file",
-            s(&pass),
-        ]),
-        &[("INKAN_CA_PASSPHRASE", Some(CA_PASS))],
-        None,
-    );
+    let refused = Service::run_once(&ca, &[("INKAN_CA_PASSPHRASE", Some(CA_PASS))]);
     let refused = refused.refused("--ca-passphrase-file");
     assert!(refused.stderr.contains("INKAN_CA_PASSPHRASE"), "{}", refused.stderr);
     assert!(!refused.text().contains(CA_PASS), "{}", refused.text());
@@ -960,7 +726,7 @@ fn serve_keeps_the_passphrase_out_of_the_signers_environment() {
     // Started properly, with a root passphrase and a marker in its environment that the child
     // must not inherit either.
     let env = [("INKAN_ROOT_PASSPHRASE", ROOT_PASS), ("INKAN_TEST_MARKER", "inherited-5d1e")];
-    let server = Web::start(&ca.data, &ca, &["--ca-passphrase-file", s(&pass)], &env);
+    let server = Service::start_with(&ca.data, &ca, &["--ca-passphrase-file", s(&pass)], &env);
     let child = server.signer_pid.expect("serve printed its signer's pid");
     assert_eq!(parent_of(child), Some(server.serve.pid));
     let environ = std::fs::read(format!("/proc/{child}/environ")).expect("the signer's environment");

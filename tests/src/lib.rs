@@ -47,6 +47,7 @@ pub fn pkilint_bin(tool: &str) -> PathBuf {
 }
 
 /// Runs a pkilint linter with severity WARNING and asserts it reports nothing.
+#[track_caller]
 pub fn assert_lint_clean(tool: &str, args: &[&str]) {
     let out = Command::new(pkilint_bin(tool)).arg("lint").args(["-s", "WARNING"]).args(args).output().unwrap();
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -4,17 +4,34 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// The root key's passphrase in every test CA.
 pub const ROOT_PASS: &str = "test root passphrase 1f7a";
 /// The issuing CA key's passphrase in every test CA (different from the root's).
 pub const CA_PASS: &str = "test issuing passphrase 92c4";
+/// Every account password in these tests ends with this, so a log can be searched for all.
+pub const PASSWORD_MARK: &str = "Pw-9f3Kq2";
+/// A wrong password (also a secret: it is often a typo of the right one).
+pub const WRONG: &str = "typo.Wrong-7c1Xv";
+/// What no log may contain: both passphrases and every password, right or wrong.
+pub const SECRETS: [&str; 4] = [CA_PASS, ROOT_PASS, PASSWORD_MARK, WRONG];
+/// No curl arguments.
+pub const NONE: &[&str] = &[];
+/// How long a service or a signer may take to say it is ready.
+pub const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long a service or a signer may take to stop after SIGTERM.
+pub const STOP_WITHIN: Duration = Duration::from_secs(15);
 
 /// What a finished process left behind.
 #[derive(Debug)]
@@ -159,6 +176,26 @@ pub fn s(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
 }
 
+/// The text of the file at `path`.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Writes `contents` to the file at `path`.
+pub fn write(path: &Path, contents: impl AsRef<[u8]>) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// An RFC 3339 time from a JSON string.
+pub fn parse_time(value: &Value) -> OffsetDateTime {
+    OffsetDateTime::parse(value.as_str().expect("a time string"), &Rfc3339).expect("RFC 3339")
+}
+
+/// Sends `signal` (`TERM`, `KILL`, ...) to `pid` with kill(1).
+pub fn kill(signal: &str, pid: u32) {
+    run("kill", [format!("-{signal}"), pid.to_string()], &[], None).ok();
+}
+
 /// Makes a private key with `openssl genpkey ARGS` at `dir/NAME.key`.
 pub fn genpkey(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let key = dir.join(format!("{name}.key"));
@@ -243,12 +280,7 @@ impl TestCa {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
-            .map(|a| a.as_ref().to_os_string())
-            .chain(["--data-dir".into(), self.data.clone().into_os_string()])
-            .collect();
-        inkan(args, env)
+        inkan(self.with_data_dir(args), env)
     }
 
     /// Runs `inkan ARGS --data-dir DATA` with both passphrases and `input` on standard input.
@@ -257,12 +289,19 @@ impl TestCa {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
+        run(inkan_bin(), self.with_data_dir(args), &Self::env(), Some(input))
+    }
+
+    /// `ARGS --data-dir DATA`.
+    fn with_data_dir<I, S>(&self, args: I) -> Vec<OsString>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        args.into_iter()
             .map(|a| a.as_ref().to_os_string())
             .chain(["--data-dir".into(), self.data.clone().into_os_string()])
-            .collect();
-        run(inkan_bin(), args, &Self::env(), Some(input))
+            .collect()
     }
 
     /// Issues a certificate for `account` from `csr` into `WORK/NAME.crt`; returns that path
@@ -329,6 +368,7 @@ pub struct Daemon {
     lines: std::sync::mpsc::Receiver<String>,
     printed: Vec<String>,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     exited: std::sync::mpsc::Receiver<ExitStatus>,
     exit: Option<ExitStatus>,
 }
@@ -354,7 +394,7 @@ impl Daemon {
         });
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n @ 1..) = stderr_pipe.read(&mut buf) {
                 sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(&buf[..n]);
@@ -367,7 +407,7 @@ impl Daemon {
                 let _ = exit_tx.send(status);
             }
         });
-        Self { pid, what, lines, printed: Vec::new(), stderr, exited, exit: None }
+        Self { pid, what, lines, printed: Vec::new(), stderr, stderr_reader: Some(stderr_reader), exited, exit: None }
     }
 
     /// Waits up to `within` for a line of standard output that `wanted` accepts, and returns
@@ -410,9 +450,18 @@ impl Daemon {
         String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
     }
 
+    /// All of standard error, once everything that holds it open (the process and any child
+    /// that inherited it) has closed it: call this after the process ended.
+    pub fn drain_stderr(&mut self) -> String {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        self.stderr()
+    }
+
     /// Sends `signal` (`TERM`, `KILL`, ...) with kill(1).
     pub fn signal(&self, signal: &str) {
-        run("kill", [format!("-{signal}"), self.pid.to_string()], &[], None).ok();
+        kill(signal, self.pid);
     }
 
     /// How the process ended, waiting up to `within` for it.
@@ -451,34 +500,16 @@ impl Drop for Daemon {
 
 // ---- pkilint --------------------------------------------------------------------------------
 
-/// Where pkilint's commands are: `$INKAN_PKILINT_BIN`, else the repository's `.venv/bin` (the
-/// same lookup as `pkilint_bin` in `tests/src/lib.rs`, which this package cannot depend on).
-pub fn pkilint_bin(tool: &str) -> PathBuf {
-    let dir = std::env::var_os("INKAN_PKILINT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin"));
-    let path = dir.join(tool);
-    assert!(
-        path.exists(),
-        "{} not found: pkilint is installed by the README's test command (python3 -m venv .venv && .venv/bin/pip install pkilint)",
-        path.display()
-    );
-    path
-}
-
-/// Runs `TOOL lint -s WARNING ARGS` and asserts pkilint succeeded and reported nothing.
-#[track_caller]
-pub fn assert_lint_clean(tool: &str, args: &[&str]) {
-    let bin = pkilint_bin(tool);
-    let out = run(s(&bin), ["lint", "-s", "WARNING"].iter().chain(args), &[], None);
-    assert!(out.status.success() && out.text().trim().is_empty(), "{tool} {args:?} reported:\n{}", out.text());
-}
+/// The pkilint helpers of the cross-crate tests (`inkan-tests`): pkilint is found through
+/// `$INKAN_PKILINT_BIN`, else the repository's `.venv/bin`.
+#[allow(unused_imports)] // as with dead_code above: not every test binary lints
+pub use inkan_tests::{assert_lint_clean, pkilint_bin};
 
 // ---- accounts and configuration -------------------------------------------------------------
 
 /// The password every test gives account `login_id`.
 pub fn user_password(login_id: &str) -> String {
-    format!("{login_id}.Pw-9f3Kq2")
+    format!("{login_id}.{PASSWORD_MARK}")
 }
 
 /// The text in `haystack` between `start` and the next `end`.
@@ -489,6 +520,13 @@ pub fn between(haystack: &str, start: &str, end: &str) -> String {
 }
 
 impl TestCa {
+    /// `inkan init`, allowing `rate` login and enrollment requests per minute.
+    pub fn with_rate_limit(rate: u32) -> Self {
+        let ca = Self::init(&[]);
+        ca.configure(&[("rate_limit_per_minute = 30", &format!("rate_limit_per_minute = {rate}"))]);
+        ca
+    }
+
     /// Replaces `from` (which must be there) with `to` in DATA/inkan.toml, before `serve`
     /// reads it.
     #[track_caller]
@@ -502,21 +540,35 @@ impl TestCa {
         std::fs::write(&path, text).expect("writing inkan.toml");
     }
 
-    /// `inkan user add` with [`user_password`] (through the admin socket when a service runs).
+    /// `inkan user add` with [`user_password`] (through the admin socket when a service runs);
+    /// returns what it printed.
     #[track_caller]
-    pub fn add_user(&self, login_id: &str, role: &str, master: Option<&str>) {
+    pub fn add_user(&self, login_id: &str, role: &str, master: Option<&str>) -> Out {
         let mut args = vec!["user", "add", "--login-id", login_id, "--role", role];
         if let Some(master) = master {
             args.extend(["--master", master]);
         }
         let password = user_password(login_id);
-        self.inkan_env(args, &[("INKAN_USER_PASSWORD", Some(&password))]).ok();
+        self.inkan_env(args, &[("INKAN_USER_PASSWORD", Some(&password))]).ok()
     }
 
     /// Issues a client certificate for `account` valid `days` days with the CA library, straight
     /// into the registry DATA/db (no service may be running), from the CSR `csr`; writes it to
     /// WORK/NAME.crt and returns that path and its serial.
     pub fn issue_with_library(&self, csr: &Path, account: &str, days: u32, name: &str) -> (PathBuf, String) {
+        self.issue_with_library_at(csr, account, days, name, OffsetDateTime::now_utc())
+    }
+
+    /// [`TestCa::issue_with_library`] with the CA's clock at `at` (in the past: a certificate
+    /// that has already expired).
+    pub fn issue_with_library_at(
+        &self,
+        csr: &Path,
+        account: &str,
+        days: u32,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> (PathBuf, String) {
         let dir = ca::layout::DataDir::new(&self.data);
         let (signer, der) =
             ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &ca::Passphrase::new(CA_PASS.into()))
@@ -540,7 +592,7 @@ impl TestCa {
             days: Some(days),
             request_id: None,
         };
-        let issued = authority.issue(&request).expect("issuing with the library");
+        let issued = authority.issue_at(&request, at).expect("issuing with the library");
         let path = self.work().join(format!("{name}.crt"));
         std::fs::write(&path, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).expect("writing the certificate");
         (path, issued.record.serial.to_string())
@@ -552,10 +604,14 @@ impl TestCa {
 /// One answer, as curl saw it.
 #[derive(Debug)]
 pub struct Reply {
-    /// The request, for failure messages.
+    /// The request, for failure messages (a request body file shown as `@BODY`).
     pub what: String,
-    /// The HTTP status; 0 when there was none.
+    /// The HTTP status; 0 when there was none (the connection failed).
     pub status: u16,
+    /// Whether curl exited 0.
+    pub curl_ok: bool,
+    /// What curl printed on standard error.
+    pub curl_stderr: String,
     /// The response headers as received (every response, for redirects).
     pub headers: String,
     /// The body.
@@ -577,11 +633,19 @@ impl Reply {
     /// Asserts the status, and returns the reply.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "{}: expected {status}, got {}\n{}", self.what, self.status, self.text());
+        assert_eq!(
+            self.status,
+            status,
+            "{}: expected {status}, got {} (curl: {})\n{}",
+            self.what,
+            self.status,
+            self.curl_stderr.trim(),
+            self.text()
+        );
         self
     }
 
-    /// Asserts `{"error":{"code":CODE,"message":...}}` with `status`.
+    /// Asserts an API error: `status` and `{"error":{"code":CODE,"message":...}}`.
     #[track_caller]
     pub fn expect_error(&self, status: u16, code: &str) -> &Self {
         self.expect(status);
@@ -591,13 +655,45 @@ impl Reply {
         self
     }
 
-    /// The value of header `name` in the last response, if present.
-    pub fn header(&self, name: &str) -> Option<String> {
+    /// The message of an API error (empty if there is none).
+    pub fn message(&self) -> String {
+        self.json()["error"]["message"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Asserts the TLS handshake was refused: curl failed and got no HTTP answer at all.
+    #[track_caller]
+    pub fn expect_handshake_refused(&self) {
+        assert!(
+            !self.curl_ok && self.status == 0,
+            "{}: the handshake should have been refused, got {} (curl: {})\n{}",
+            self.what,
+            self.status,
+            self.curl_stderr.trim(),
+            self.text()
+        );
+    }
+
+    /// The values of header `name` in the last response.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
         let last = self.headers.rsplit("\r\n\r\n").find(|block| !block.trim().is_empty()).unwrap_or_default();
         last.lines()
             .filter_map(|line| line.split_once(':'))
-            .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+            .filter(|(key, _)| key.trim().eq_ignore_ascii_case(name))
             .map(|(_, value)| value.trim().to_owned())
+            .collect()
+    }
+
+    /// The (first) value of header `name` in the last response, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_values(name).into_iter().next()
+    }
+
+    /// The `inkan_session` value the reply sets, if any.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.header_values("set-cookie").iter().find_map(|c| {
+            let value = c.strip_prefix("inkan_session=")?;
+            Some(value.split(';').next().unwrap_or_default().to_owned()).filter(|v| !v.is_empty())
+        })
     }
 }
 
@@ -606,6 +702,31 @@ pub fn port_after<'a>(line: &'a str, prefix: &str) -> Option<(u16, &'a str)> {
     let rest = &line[line.find(prefix)? + prefix.len()..];
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     Some((rest[..digits].parse().ok()?, &rest[digits..]))
+}
+
+/// Who talks to the certificate-login listener: curl arguments for a client certificate (or
+/// none) and a cookie jar.
+pub struct Client {
+    /// The curl arguments.
+    pub args: Vec<String>,
+}
+
+impl Client {
+    /// The PEM certificate `cert` with its key `key`, and the cookie jar `jar`.
+    pub fn pem(cert: &Path, key: &Path, jar: &Path) -> Self {
+        Self { args: ["--cert", s(cert), "--key", s(key), "-b", s(jar), "-c", s(jar)].map(String::from).to_vec() }
+    }
+
+    /// The PKCS#12 file `p12` with its password `pass`, and the cookie jar `jar`.
+    pub fn p12(p12: &Path, pass: &str, jar: &Path) -> Self {
+        let cert = format!("{}:{pass}", s(p12));
+        Self { args: ["--cert-type", "P12", "--cert", &cert, "-b", s(jar), "-c", s(jar)].map(String::from).to_vec() }
+    }
+
+    /// No certificate, only the cookie jar `jar`.
+    pub fn anonymous(jar: &Path) -> Self {
+        Self { args: ["-b", s(jar), "-c", s(jar)].map(String::from).to_vec() }
+    }
 }
 
 /// A certificate obtained through the enrollment API: WORK/NAME.key, .crt, .chain.pem.
@@ -624,16 +745,24 @@ pub struct Enrolled {
 }
 
 impl Enrolled {
+    /// A client presenting this certificate, with a cookie jar of its own.
+    pub fn client(&self) -> Client {
+        Client::pem(&self.cert, &self.key, &self.cert.with_extension("jar"))
+    }
+
     /// curl arguments presenting this certificate, with a cookie jar of its own.
     pub fn client_args(&self) -> Vec<String> {
-        let jar = self.cert.with_extension("jar");
-        ["--cert", s(&self.cert), "--key", s(&self.key), "-b", s(&jar), "-c", s(&jar)].map(String::from).to_vec()
+        self.client().args
     }
 }
 
-/// A running `inkan serve` on port 0 everywhere (the CA passphrase in a file, no INKAN_*
-/// variable of the test's). Dropping it kills the process; [`Service::stop`] stops it with
-/// SIGTERM and checks it exits 0.
+/// A running `inkan serve` on port 0 everywhere (no INKAN_* variable of the test's). Dropping
+/// it kills the process; [`Service::stop`] stops it with SIGTERM and checks it exits 0.
+///
+/// A service started with [`Service::watched`] is held to more: each ticket it hands out is 64
+/// hex digits and expires in the future, and [`Service::stop`] also checks that its log
+/// (complete, its child signer's lines included) holds none of [`SECRETS`], tickets and
+/// session IDs, and that it answered no request with a 5xx.
 pub struct Service {
     /// The process.
     pub serve: Daemon,
@@ -643,31 +772,70 @@ pub struct Service {
     pub login: u16,
     /// The plain-HTTP port.
     pub http: u16,
+    /// The child signer's pid, when `serve` started one.
+    pub signer_pid: Option<u32>,
     root: PathBuf,
     work: PathBuf,
-    calls: std::sync::atomic::AtomicU32,
+    calls: AtomicU32,
+    watched: bool,
+    /// Text that must never appear in the log (checked when watched).
+    secrets: Mutex<Vec<String>>,
+    /// Every answer: (request, status).
+    seen: Mutex<Vec<(String, u16)>>,
+}
+
+/// The value behind `mutex`, even if a panicking thread held it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Service {
-    /// How long `serve` may take to print its addresses.
-    pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Every listener on 127.0.0.1, port 0.
+    const PORT_ZERO: [&str; 6] =
+        ["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
 
-    /// Starts `inkan serve` on `ca`'s data directory with `env`; returns once the addresses
-    /// are printed.
+    /// `inkan serve` on `ca`'s data directory with its own signer (the CA passphrase in a file:
+    /// serve refuses it in its environment) and `env`; returns once the addresses are printed.
     pub fn start(ca: &TestCa, env: &[(&str, &str)]) -> Self {
         let pass_file = ca.ca_pass_file();
+        Self::start_with(&ca.data, ca, &["--ca-passphrase-file", s(&pass_file)], env)
+    }
+
+    /// `inkan serve` with the arguments [`Service::start`] gives it and the environment changes
+    /// `env`, run to its end under `timeout 20`: for a start that must be refused.
+    pub fn run_once(ca: &TestCa, env: &[(&str, Option<&str>)]) -> Out {
+        let pass_file = ca.ca_pass_file();
+        let serve = ["20", inkan_bin(), "serve", "--data-dir", s(&ca.data)];
+        let args = serve.into_iter().chain(Self::PORT_ZERO).chain(["--ca-passphrase-file", s(&pass_file)]);
+        run("timeout", args, env, None)
+    }
+
+    /// [`Service::start`], watched (see [`Service`]).
+    pub fn watched(ca: &TestCa, env: &[(&str, &str)]) -> Self {
+        Self { watched: true, ..Self::start(ca, env) }
+    }
+
+    /// `inkan serve --data-dir DATA EXTRA` with `env`; `ca` gives the root certificate curl
+    /// trusts and the work directory. Returns once the addresses are printed, and the child
+    /// signer's pid when `EXTRA` has no `--signer-socket`.
+    pub fn start_with(data: &Path, ca: &TestCa, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(inkan_bin());
         command
-            .args(["serve", "--data-dir", s(&ca.data), "--ca-passphrase-file", s(&pass_file)])
-            .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["serve", "--data-dir", s(data)])
+            .args(Self::PORT_ZERO)
+            .args(extra)
             .env_remove("INKAN_DATA_DIR")
             .env_remove("INKAN_ROOT_PASSPHRASE")
             .env_remove("INKAN_CA_PASSPHRASE")
             .env_remove("INKAN_LOG")
             .envs(env.iter().copied());
         let mut serve = Daemon::spawn(command);
-        serve.wait_line(Self::READY_WITHIN, |line| line.contains("CA certificates and CRLs:"));
-        let (mut public, mut login, mut http) = (0, 0, 0);
+        serve.wait_line(READY_WITHIN, |line| line.contains("CA certificates and CRLs:"));
+        let own_signer = !extra.contains(&"--signer-socket");
+        if own_signer {
+            serve.wait_line(READY_WITHIN, |line| line.contains("signer: process"));
+        }
+        let (mut public, mut login, mut http, mut signer_pid) = (0, 0, 0, None);
         for line in serve.printed() {
             if let Some((port, rest)) = port_after(line, "https://localhost:") {
                 if rest.starts_with("/cert/acquire") {
@@ -681,23 +849,56 @@ impl Service {
             {
                 http = port;
             }
+            if let Some((_, rest)) = line.split_once("signer: process ") {
+                signer_pid = rest.split_whitespace().next().and_then(|pid| pid.parse().ok());
+            }
         }
-        assert!(public != 0 && login != 0 && http != 0, "ports not printed: {:?}", serve.printed());
+        let printed = serve.printed();
+        assert!(public != 0 && login != 0 && http != 0, "ports not printed: {printed:?}");
+        assert_eq!(signer_pid.is_some(), own_signer, "signer line: {printed:?}");
         Self {
             serve,
             public,
             login,
             http,
+            signer_pid,
             root: ca.root_crt(),
             work: ca.work().to_owned(),
-            calls: std::sync::atomic::AtomicU32::new(0),
+            calls: AtomicU32::new(0),
+            watched: false,
+            secrets: Mutex::new(SECRETS.map(String::from).to_vec()),
+            seen: Mutex::new(Vec::new()),
         }
     }
 
-    /// SIGTERM; asserts exit status 0 within 15 s; returns the log.
+    /// Adds text the log must never contain (checked when watched).
+    pub fn secret(&self, text: &str) {
+        lock(&self.secrets).push(text.to_owned());
+    }
+
+    /// SIGTERM; asserts exit status 0 within [`STOP_WITHIN`] (and, when watched, what
+    /// [`Service`] says); returns the log.
     #[track_caller]
     pub fn stop(mut self) -> String {
-        self.serve.stop(std::time::Duration::from_secs(15))
+        let started = Instant::now();
+        let log = self.serve.stop(STOP_WITHIN);
+        if !self.watched {
+            return log;
+        }
+        let stopped_in = started.elapsed();
+        let log = self.serve.drain_stderr();
+        eprintln!("inkan serve stopped {stopped_in:?} after SIGTERM");
+        for secret in lock(&self.secrets).iter() {
+            let leaks: Vec<String> = log
+                .lines()
+                .filter(|line| line.contains(secret.as_str()))
+                .map(|line| line.replace(secret.as_str(), "[SECRET]"))
+                .collect();
+            assert!(leaks.is_empty(), "serve's log contains a secret:\n{}", leaks.join("\n"));
+        }
+        let errors: Vec<_> = lock(&self.seen).iter().filter(|(_, status)| *status >= 500).cloned().collect();
+        assert!(errors.is_empty(), "server errors: {errors:?}\n{log}");
+        log
     }
 
     /// A URL on the public listener.
@@ -717,7 +918,7 @@ impl Service {
 
     /// curl `url` with `args`, trusting the test CA's root.
     pub fn curl<S: AsRef<str>>(&self, url: &str, args: &[S]) -> Reply {
-        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let body = self.work.join(format!("curl-{n}.body"));
         let headers = self.work.join(format!("curl-{n}.headers"));
         let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
@@ -731,19 +932,24 @@ impl Service {
             &[],
             None,
         );
-        Reply {
-            what: format!("curl {} {url}", args.join(" ")),
+        let shown: Vec<&str> = args.iter().map(|a| if a.starts_with('@') { "@BODY" } else { a }).collect();
+        let reply = Reply {
+            what: format!("curl {} {url}", shown.join(" ")),
             status: out.stdout.trim().parse().unwrap_or(0),
+            curl_ok: out.status.success(),
+            curl_stderr: out.stderr,
             headers: std::fs::read_to_string(&headers).unwrap_or_default(),
             body: std::fs::read(&body).unwrap_or_default(),
-        }
+        };
+        lock(&self.seen).push((reply.what.chars().take(300).collect(), reply.status));
+        reply
     }
 
     /// POST `body` as `content_type` to `url`, with `extra` curl arguments.
     pub fn post<S: AsRef<str>>(&self, url: &str, content_type: &str, body: &[u8], extra: &[S]) -> Reply {
-        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let file = self.work.join(format!("request-{n}.body"));
-        std::fs::write(&file, body).expect("writing the request body");
+        write(&file, body);
         let mut args = vec!["-H".to_owned(), format!("Content-Type: {content_type}"), "--data-binary".to_owned()];
         args.push(format!("@{}", s(&file)));
         args.extend(extra.iter().map(|a| a.as_ref().to_owned()));
@@ -755,10 +961,72 @@ impl Service {
         self.post(url, "application/json", body.to_string().as_bytes(), extra)
     }
 
-    /// `POST /api/v1/enrollments` (取得前処理) with `login_id`'s password.
-    pub fn enroll(&self, login_id: &str) -> Reply {
-        let credentials = serde_json::json!({ "login_id": login_id, "password": user_password(login_id) });
-        self.post_json::<&str>(&self.public_url("/api/v1/enrollments"), &credentials, &[])
+    /// `POST /api/v1/enrollments` (取得前処理).
+    pub fn enroll(&self, login_id: &str, password: &str) -> Reply {
+        self.post_json(
+            &self.public_url("/api/v1/enrollments"),
+            &json!({ "login_id": login_id, "password": password }),
+            NONE,
+        )
+    }
+
+    /// A fresh enrollment ticket for `login_id` (with [`user_password`]), an account that may
+    /// have one.
+    #[track_caller]
+    pub fn ticket(&self, login_id: &str) -> String {
+        let reply = self.enroll(login_id, &user_password(login_id));
+        reply.expect(201);
+        let body = reply.json();
+        let ticket = body["ticket"].as_str().expect("ticket").to_owned();
+        if self.watched {
+            assert!(ticket.len() == 64 && ticket.bytes().all(|b| b.is_ascii_hexdigit()), "ticket {ticket:?}");
+            let expires = parse_time(&body["expires_at"]);
+            assert!(expires > OffsetDateTime::now_utc(), "the ticket expires in the future: {body}");
+        }
+        self.secret(&ticket);
+        ticket
+    }
+
+    /// `POST /api/v1/enrollments/{ticket}/csr` (発行).
+    pub fn send_csr(&self, ticket: &str, csr_pem: &str) -> Reply {
+        let url = self.public_url(&format!("/api/v1/enrollments/{ticket}/csr"));
+        self.post_json(&url, &json!({ "csr_pem": csr_pem }), NONE)
+    }
+
+    /// Sends `csr_pem` on `ticket` from `n` curl processes at once; returns their statuses.
+    pub fn race_csr(&self, ticket: &str, csr_pem: &str, n: usize) -> Vec<u16> {
+        let file = self.work.join("race.json");
+        write(&file, json!({ "csr_pem": csr_pem }).to_string());
+        let url = self.public_url(&format!("/api/v1/enrollments/{ticket}/csr"));
+        let data = format!("@{}", s(&file));
+        let racers: Vec<_> = (0..n)
+            .map(|_| {
+                Command::new("curl")
+                    .args(["-sS", "--max-time", "30", "--cacert", s(&self.root), "-o", "/dev/null"])
+                    .args(["-w", "%{http_code}", "-H", "Content-Type: application/json", "--data-binary", &data, &url])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting curl")
+            })
+            .collect();
+        let statuses: Vec<u16> = racers
+            .into_iter()
+            .map(|c| String::from_utf8_lossy(&c.wait_with_output().expect("curl").stdout).trim().parse().unwrap_or(0))
+            .collect();
+        lock(&self.seen).extend(statuses.iter().map(|st| (format!("racing CSR on {url}"), *st)));
+        statuses
+    }
+
+    /// Saves the certificate and chain of the API's answer `issued` as WORK/NAME.crt and
+    /// WORK/NAME.chain.pem (the key is WORK/NAME.key, from [`p256_csr`]).
+    pub fn save(&self, name: &str, issued: &Value) -> Enrolled {
+        let cert = self.work.join(format!("{name}.crt"));
+        let chain = self.work.join(format!("{name}.chain.pem"));
+        write(&cert, issued["certificate_pem"].as_str().expect("certificate_pem"));
+        write(&chain, issued["chain_pem"].as_str().expect("chain_pem"));
+        let serial = issued["serial"].as_str().expect("serial").to_owned();
+        Enrolled { key: self.work.join(format!("{name}.key")), cert, chain, serial, issued: issued.clone() }
     }
 
     /// The whole acquisition for `login_id` through the API, with a new P-256 key
@@ -766,27 +1034,48 @@ impl Service {
     #[track_caller]
     pub fn acquire(&self, login_id: &str, name: &str) -> Enrolled {
         let csr = p256_csr(&self.work, name);
-        let reply = self.enroll(login_id);
+        let ticket = self.ticket(login_id);
+        let reply = self.send_csr(&ticket, &read(&csr));
         reply.expect(201);
-        let ticket = reply.json()["ticket"].as_str().expect("ticket").to_owned();
-        let url = self.public_url(&format!("/api/v1/enrollments/{ticket}/csr"));
-        let csr_pem = std::fs::read_to_string(&csr).expect("reading the CSR");
-        let reply = self.post_json::<&str>(&url, &serde_json::json!({ "csr_pem": csr_pem }), &[]);
-        reply.expect(201);
-        let issued = reply.json();
-        let cert = self.work.join(format!("{name}.crt"));
-        let chain = self.work.join(format!("{name}.chain.pem"));
-        std::fs::write(&cert, issued["certificate_pem"].as_str().expect("certificate_pem")).expect("writing");
-        std::fs::write(&chain, issued["chain_pem"].as_str().expect("chain_pem")).expect("writing");
-        let serial = issued["serial"].as_str().expect("serial").to_owned();
-        Enrolled { key: self.work.join(format!("{name}.key")), cert, chain, serial, issued }
+        self.save(name, &reply.json())
+    }
+
+    /// GET `path` on the certificate-login listener as `client`.
+    pub fn login_get(&self, client: &Client, path: &str) -> Reply {
+        self.curl(&self.login_url(path), &client.args)
+    }
+
+    /// POST JSON to `path` on the certificate-login listener as `client`.
+    pub fn login_post(&self, client: &Client, path: &str, body: &Value) -> Reply {
+        self.post_json(&self.login_url(path), body, &client.args)
+    }
+
+    /// POST without a body to `path` on the certificate-login listener as `client` (a body the
+    /// handler does not read would race the server's early answer, see the bad-input test).
+    pub fn login_post_empty(&self, client: &Client, path: &str) -> Reply {
+        let mut args = vec!["-X".to_owned(), "POST".to_owned()];
+        args.extend(client.args.iter().cloned());
+        self.curl(&self.login_url(path), &args)
+    }
+
+    /// `POST /api/v1/login` as `client`; a session cookie it gets is a secret.
+    pub fn login_api(&self, client: &Client, password: &str) -> Reply {
+        let reply = self.login_post(client, "/api/v1/login", &json!({ "password": password }));
+        if let Some(id) = reply.session_cookie() {
+            self.secret(&id);
+        }
+        reply
+    }
+
+    /// `GET /api/v1/me` as `client`.
+    pub fn me(&self, client: &Client) -> Reply {
+        self.login_get(client, "/api/v1/me")
     }
 
     /// `GET /metrics`, as text.
     #[track_caller]
     pub fn metrics(&self) -> String {
-        let none: &[&str] = &[];
-        let reply = self.curl(&self.http_url("/metrics"), none);
+        let reply = self.curl(&self.http_url("/metrics"), NONE);
         reply.expect(200);
         reply.text()
     }
