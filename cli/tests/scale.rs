@@ -83,6 +83,7 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
         });
         eprintln!("issued {TOTAL} certificates in {:.1?} with {THREADS} threads", started.elapsed());
     }
+    inkan_tests::wait_until_registry_unlocked(&data.db());
 
     let all: serde_json::Value = serde_json::from_slice(&inkan(&dir, &["list", "--json"]).stdout).unwrap();
     // Everything issued here, plus the enrollment service's own certificate from `init`.

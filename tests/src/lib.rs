@@ -101,6 +101,23 @@ pub struct TestCa {
     pub ca_pem: PathBuf,
 }
 
+/// Waits until no handle in this process holds the sled registry under `db` any more.
+///
+/// Dropping the last `SledStore` does not release sled's file lock at once: its background
+/// threads let go of the file a moment later. A test that opens the registry in-process and
+/// then starts an `inkan` process on the same data dir calls this in between, or the process
+/// may find the registry "in use by another inkan process".
+pub fn wait_until_registry_unlocked(db: &Path) {
+    let file = std::fs::File::open(db.join("db")).unwrap_or_else(|e| panic!("opening {}: {e}", db.display()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // sled takes a flock; a second open file description conflicts with it even in-process.
+    while file.try_lock().is_err() {
+        assert!(std::time::Instant::now() < deadline, "{} still locked after 10 s", db.display());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    file.unlock().expect("releasing the probe lock");
+}
+
 pub fn settings() -> ProfileSettings {
     ProfileSettings {
         organization: "inkan test".into(),
@@ -161,5 +178,27 @@ impl TestCa {
 
     pub fn s(path: &Path) -> &str {
         path.to_str().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_probe_waits_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = SledStore::open(&db).unwrap();
+        let started = std::time::Instant::now();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(store);
+        });
+        wait_until_registry_unlocked(&db);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(300), "returned while the store was open");
+        holder.join().unwrap();
+        // Once free, the registry opens again.
+        SledStore::open(&db).unwrap();
     }
 }

@@ -593,6 +593,8 @@ impl TestCa {
             request_id: None,
         };
         let issued = authority.issue_at(&request, at).expect("issuing with the library");
+        drop(authority);
+        inkan_tests::wait_until_registry_unlocked(&dir.db());
         let path = self.work().join(format!("{name}.crt"));
         std::fs::write(&path, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).expect("writing the certificate");
         (path, issued.record.serial.to_string())
