@@ -78,6 +78,8 @@ pub struct LogLedger {
     path: PathBuf,
     index: Mutex<Index>,
     reader: File,
+    /// The appending file, shared for syncing without taking the index lock.
+    syncer: File,
     group: GroupCommit,
     synced: bool,
 }
@@ -133,7 +135,9 @@ impl LogLedger {
         let mut index = Index { file, end: 0, entries: HashMap::new(), requests: HashMap::new(), crl_number: 0 };
         Self::replay(path, &mut index)?;
         let reader = File::open(path).map_err(backend)?;
-        Ok(Self { path: path.to_owned(), index: Mutex::new(index), reader, group: GroupCommit::default(), synced })
+        let syncer = index.file.try_clone().map_err(backend)?;
+        let group = GroupCommit::default();
+        Ok(Self { path: path.to_owned(), index: Mutex::new(index), reader, syncer, group, synced })
     }
 
     fn replay(path: &Path, index: &mut Index) -> Result<(), RegistryError> {
@@ -212,8 +216,7 @@ impl LogLedger {
         if !self.synced {
             return Ok(());
         }
-        let file = self.lock().file.try_clone().map_err(backend)?;
-        self.group.wait_durable(|| file.sync_data().map_err(backend))
+        self.group.wait_durable(|| self.syncer.sync_data().map_err(backend))
     }
 
     fn read_der(&self, at: (u64, u32)) -> Result<Vec<u8>, RegistryError> {
