@@ -8,115 +8,24 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ca::Registry;
+use common::{Service, TestCa, kill, p256_csr, s, user_password};
 
-const ROOT_PASS: &str = "crash test root passphrase";
-const CA_PASS: &str = "crash test issuing passphrase";
-const USER_PASS: &str = "crash test user password";
 const ACCOUNTS: usize = 4;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn inkan(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_inkan"))
-        .args(args)
-        .env("INKAN_DATA_DIR", dir)
-        .env("INKAN_ROOT_PASSPHRASE", ROOT_PASS)
-        .env("INKAN_CA_PASSPHRASE", CA_PASS)
-        .env("INKAN_USER_PASSWORD", USER_PASS)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A running `inkan serve` (with its child signer).
-struct Service {
-    child: Child,
-    public: u16,
-    signer_pid: u32,
-}
-
-impl Service {
-    fn start(dir: &Path, pass_file: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_inkan"))
-            .args(["serve", "--data-dir", s(dir), "--ca-passphrase-file", s(pass_file)])
-            .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-            .env_remove("INKAN_CA_PASSPHRASE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut public, mut signer_pid) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while public.is_none() || signer_pid.is_none() {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("serve did not come up within 60 s: the stores must open cleanly after a crash");
-            if let Some(rest) = line.split("https://localhost:").nth(1)
-                && line.contains("/cert/acquire")
-            {
-                public = rest.split('/').next().and_then(|p| p.parse().ok());
-            }
-            if let Some(rest) = line.trim().strip_prefix("signer: process ") {
-                signer_pid = rest.split_whitespace().next().and_then(|p| p.parse().ok());
-            }
-        }
-        Self { child, public: public.unwrap(), signer_pid: signer_pid.unwrap() }
-    }
-
-    fn kill(pid: u32, signal: &str) {
-        let _ = Command::new("kill").args([signal, &pid.to_string()]).status();
-    }
-
-    /// SIGTERM and wait (bounded).
-    fn stop(mut self) {
-        Self::kill(self.child.id(), "-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "serve exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("serve did not stop within 20 s");
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// What a client received: account, serial, certificate PEM.
 type Received = Vec<(String, String, String)>;
 
-/// One enrollment through the API with curl: ticket, then CSR. `None` when the service or
+/// One enrollment through the API with curl: ticket, then CSR. An error when the service or
 /// the signer is down (connection errors, 5xx).
 fn enroll(port: u16, root: &Path, account: &str, csr_json: &Path) -> Result<(String, String), String> {
     let curl = |path: &str, body: &str| -> Result<String, String> {
@@ -135,7 +44,7 @@ fn enroll(port: u16, root: &Path, account: &str, csr_json: &Path) -> Result<(Str
     };
     let ticket: serde_json::Value = serde_json::from_str(&curl(
         "/api/v1/enrollments",
-        &format!(r#"{{"login_id":"{account}","password":"{USER_PASS}"}}"#),
+        &serde_json::json!({ "login_id": account, "password": user_password(account) }).to_string(),
     )?)
     .map_err(|e| e.to_string())?;
     let ticket = ticket["ticket"].as_str().ok_or("no ticket")?.to_owned();
@@ -167,34 +76,22 @@ fn kill_the_signer_or_the_service_under_load_and_lose_nothing() {
     eprintln!("crash test: {trials} trials, seed {seed} (INKAN_CRASH_SEED={seed} to repeat)");
     let mut rng = Lcg(seed);
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    ok(inkan(&dir, &["init"]));
-    let config = dir.join("inkan.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
     // Every enrollment is a reissue (the window is longer than the validity): each account
     // keeps one valid certificate and a growing line of superseded ones.
-    let text = text
-        .replace("renewal_window_days = 30", "renewal_window_days = 400")
-        .replace("rate_limit_per_minute = 30", "rate_limit_per_minute = 1000000");
-    std::fs::write(&config, text).unwrap();
-    let pass_file = tmp.path().join("ca.pass");
-    std::fs::write(&pass_file, format!("{CA_PASS}\n")).unwrap();
-    let root = dir.join("root/root.crt");
+    let ca = TestCa::with_rate_limit(1_000_000);
+    ca.configure(&[("renewal_window_days = 30", "renewal_window_days = 400")]);
+    let dir = ca.data.clone();
+    let root = ca.root_crt();
     let accounts: Vec<String> = (0..ACCOUNTS).map(|i| format!("user{i}")).collect();
     for account in &accounts {
-        ok(inkan(&dir, &["user", "add", "--login-id", account, "--role", "master"]));
+        ca.add_user(account, "master", None);
     }
     // One key and CSR per account, made once (the CA takes the subject from the account).
     let mut csr_files = HashMap::new();
     for account in &accounts {
-        let key = tmp.path().join(format!("{account}.key"));
-        let csr = tmp.path().join(format!("{account}.csr"));
-        let run = |args: &[&str]| assert!(Command::new("openssl").args(args).status().unwrap().success());
-        run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", s(&key)]);
-        run(&["req", "-new", "-key", s(&key), "-subj", "/CN=x", "-out", s(&csr)]);
+        let csr = p256_csr(ca.work(), account);
         let body = serde_json::json!({ "csr_pem": std::fs::read_to_string(&csr).unwrap() });
-        let json = tmp.path().join(format!("{account}.json"));
+        let json = ca.work().join(format!("{account}.json"));
         std::fs::write(&json, body.to_string()).unwrap();
         csr_files.insert(account.clone(), json);
     }
@@ -202,7 +99,8 @@ fn kill_the_signer_or_the_service_under_load_and_lose_nothing() {
     let mut received: Received = Vec::new();
     let mut refused_during_outage = 0usize;
     for trial in 0..trials {
-        let service = Service::start(&dir, &pass_file);
+        let service = Service::start(&ca, &[]);
+        let signer_pid = service.signer_pid.expect("serve started its own signer");
         let kill_signer_only = trial % 2 == 0;
         let running = Arc::new(AtomicBool::new(true));
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -228,11 +126,11 @@ fn kill_the_signer_or_the_service_under_load_and_lose_nothing() {
             .collect();
         std::thread::sleep(Duration::from_millis(200 + rng.below(1200)));
         if kill_signer_only {
-            Service::kill(service.signer_pid, "-KILL");
+            kill("KILL", signer_pid);
             // The service answers 503 while its supervisor restarts the signer, then recovers.
             std::thread::sleep(Duration::from_millis(1500 + rng.below(1000)));
         } else {
-            Service::kill(service.child.id(), "-KILL");
+            service.serve.signal("KILL");
             std::thread::sleep(Duration::from_millis(100));
         }
         running.store(false, Ordering::SeqCst);
@@ -254,7 +152,7 @@ fn kill_the_signer_or_the_service_under_load_and_lose_nothing() {
         }
 
         // After the restart: cut-off enrollments can be done again, for every account.
-        let service = Service::start(&dir, &pass_file);
+        let service = Service::start(&ca, &[]);
         for account in &accounts {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
