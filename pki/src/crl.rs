@@ -44,6 +44,17 @@ pub enum RevocationReason {
 }
 
 impl RevocationReason {
+    /// Every reason inkan uses.
+    pub const ALL: [Self; 7] = [
+        Self::Unspecified,
+        Self::KeyCompromise,
+        Self::CaCompromise,
+        Self::AffiliationChanged,
+        Self::Superseded,
+        Self::CessationOfOperation,
+        Self::PrivilegeWithdrawn,
+    ];
+
     /// The RFC 5280 name.
     pub fn name(self) -> &'static str {
         match self {
@@ -72,17 +83,7 @@ impl RevocationReason {
 
     /// The reason with CRLReason `code`, if inkan uses it.
     pub fn from_code(code: u8) -> Option<Self> {
-        [
-            Self::Unspecified,
-            Self::KeyCompromise,
-            Self::CaCompromise,
-            Self::AffiliationChanged,
-            Self::Superseded,
-            Self::CessationOfOperation,
-            Self::PrivilegeWithdrawn,
-        ]
-        .into_iter()
-        .find(|r| r.code() == code)
+        Self::ALL.into_iter().find(|r| r.code() == code)
     }
 
     fn rcgen(self) -> Option<rcgen::RevocationReason> {
@@ -111,18 +112,10 @@ impl FromStr for RevocationReason {
     /// The RFC 5280 name in any case, with or without hyphens (`keyCompromise`, `key-compromise`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let folded: String = s.chars().filter(|c| *c != '-' && *c != '_').collect::<String>().to_ascii_lowercase();
-        [
-            Self::Unspecified,
-            Self::KeyCompromise,
-            Self::CaCompromise,
-            Self::AffiliationChanged,
-            Self::Superseded,
-            Self::CessationOfOperation,
-            Self::PrivilegeWithdrawn,
-        ]
-        .into_iter()
-        .find(|r| r.name().to_ascii_lowercase() == folded)
-        .ok_or_else(|| Error::InvalidReason { input: s.chars().take(40).collect() })
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name().to_ascii_lowercase() == folded)
+            .ok_or_else(|| Error::InvalidReason { input: s.chars().take(40).collect() })
     }
 }
 
