@@ -91,6 +91,11 @@ impl CertificateAuthority {
         &self.issuer
     }
 
+    /// The ledger issuances are recorded in.
+    pub fn ledger(&self) -> &dyn Ledger {
+        self.store.as_ref()
+    }
+
     /// The profile settings.
     pub fn settings(&self) -> &ProfileSettings {
         &self.settings

@@ -78,6 +78,9 @@ pub enum Error {
     /// A request id sent again with another account, key or profile.
     #[error("this request id was used for another request (another account, key or profile); use a new id")]
     RequestIdReused,
+    /// The signer process could not be reached or answered with a failure.
+    #[error("signer: {0}")]
+    Signer(String),
     /// Could not draw a fresh serial after several attempts (a broken random source).
     #[error("could not draw an unused serial number")]
     SerialExhausted,

@@ -17,8 +17,17 @@ use crate::Error;
 /// DIR/db/               the registry (sled)
 /// DIR/web/              the enrollment service's accounts (sled)
 /// DIR/server/           the enrollment service's TLS certificate and key
+/// DIR/ocsp/             the OCSP responder's certificate and key (the signer's)
+/// DIR/signer/ledger.log the signer's issuance ledger
+/// DIR/audit/audit.log   the hash-chained audit trail
 /// DIR/crl/              the last CRLs signed (ca.crl, root.crl), DER
+/// DIR/signer.sock       the signer's socket          DIR/admin.sock  the web worker's (0600)
+/// DIR/serve.lock        held by a running `inkan serve`
+/// DIR/dev-secrets/      generated passphrases of `serve --dev` (0700)
 /// ```
+///
+/// The web worker of `serve` may open `db/`, `web/`, `server/`, `crl/` and `audit/` only: root/,
+/// ca/, ocsp/, signer/ and dev-secrets/ hold what it must never read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataDir {
     path: PathBuf,
@@ -94,6 +103,46 @@ impl DataDir {
     /// unattended).
     pub fn server_key(&self) -> PathBuf {
         self.path.join("server").join("server.key")
+    }
+
+    /// The OCSP responder's certificate chain (PEM), kept by the signer.
+    pub fn ocsp_cert(&self) -> PathBuf {
+        self.path.join("ocsp").join("responder.crt")
+    }
+
+    /// The OCSP responder's key (PKCS#8 PEM, 0600), kept by the signer.
+    pub fn ocsp_key(&self) -> PathBuf {
+        self.path.join("ocsp").join("responder.key")
+    }
+
+    /// The signer's issuance ledger.
+    pub fn ledger(&self) -> PathBuf {
+        self.path.join("signer").join("ledger.log")
+    }
+
+    /// The signer's default socket.
+    pub fn signer_socket(&self) -> PathBuf {
+        self.path.join("signer.sock")
+    }
+
+    /// The running service's admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.path.join("admin.sock")
+    }
+
+    /// The audit trail's directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.path.join("audit")
+    }
+
+    /// The file a running `inkan serve` holds locked.
+    pub fn serve_lock(&self) -> PathBuf {
+        self.path.join("serve.lock")
+    }
+
+    /// The generated passphrases of `serve --dev`.
+    pub fn dev_secrets(&self) -> PathBuf {
+        self.path.join("dev-secrets")
     }
 
     /// Where signed CRLs are published from.

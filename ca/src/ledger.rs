@@ -32,6 +32,8 @@ pub trait Ledger: Send + Sync {
     fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError>;
     /// Increments and returns the CRL number (the first is 1), durably.
     fn next_crl_number(&self) -> Result<u64, RegistryError>;
+    /// The issuance recorded under `serial`.
+    fn lookup(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError>;
 }
 
 impl<T: Registry + ?Sized> Ledger for T {
@@ -49,6 +51,10 @@ impl<T: Registry + ?Sized> Ledger for T {
 
     fn next_crl_number(&self) -> Result<u64, RegistryError> {
         Registry::next_crl_number(self)
+    }
+
+    fn lookup(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
+        Registry::get(self, serial)
     }
 }
 
@@ -131,7 +137,8 @@ impl LogLedger {
             .mode(0o600)
             .open(path)
             .map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
-        file.try_lock().map_err(|_| backend(format!("{} is in use by another process (lock)", path.display())))?;
+        file.try_lock()
+            .map_err(|_| backend(format!("{} is in use by another inkan process (lock)", path.display())))?;
         let mut index = Index { file, end: 0, entries: HashMap::new(), requests: HashMap::new(), crl_number: 0 };
         Self::replay(path, &mut index)?;
         let reader = File::open(path).map_err(backend)?;
@@ -319,6 +326,10 @@ impl Ledger for LogLedger {
         };
         self.durable()?;
         Ok(number)
+    }
+
+    fn lookup(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
+        Ok(self.lock().entries.get(serial).map(|e| e.record.clone()))
     }
 }
 

@@ -18,13 +18,15 @@
 pub mod audit;
 pub mod authority;
 pub mod ceremony;
+pub mod credential;
 mod durable;
 mod error;
 pub mod layout;
 pub mod ledger;
 pub mod remote;
+pub mod responder;
 mod secret;
-pub mod server_key;
+pub mod service;
 pub mod signer;
 pub mod sled_store;
 

@@ -1,5 +1,5 @@
-//! The signer process's socket: a narrow, versioned, length-prefixed protocol with three
-//! requests — issue, sign a CRL, CA info — and nothing else.
+//! The signer process's socket: a narrow, versioned, length-prefixed protocol with four
+//! requests — issue, sign a CRL, sign OCSP answers, CA info — and nothing else.
 //!
 //! A frame is a 4-byte big-endian length and that many bytes of JSON: `{"v":1,"op":...}`.
 //! The signer ([`serve`]) re-validates everything it is sent (the CA validates the CSR and
@@ -13,11 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use pki::ocsp::{CertIdHash, CertStatus};
+use pki::request::{OcspOrder, SignedOcsp};
 use pki::{Profile, RevocationReason, RevokedEntry, San, Serial};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::audit::AuditLog;
+use crate::responder::{OcspSigner, SignError};
 use crate::{CertificateAuthority, Error, IssueRequest};
 
 /// The protocol version this build speaks.
@@ -31,26 +34,104 @@ mod hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let mut out = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        }
-        s.serialize_str(&out)
+        s.serialize_str(&pki::encoding::hex(bytes))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        decode(&text).ok_or_else(|| serde::de::Error::custom("invalid hex"))
+        pki::encoding::unhex(&text).ok_or_else(|| serde::de::Error::custom("invalid hex"))
     }
+}
 
-    pub fn decode(text: &str) -> Option<Vec<u8>> {
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        let bytes = text.as_bytes();
-        if !bytes.len().is_multiple_of(2) {
-            return None;
+/// DER bytes on the wire, as hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Der(#[serde(with = "hex")] pub Vec<u8>);
+
+/// The hash of an OCSP CertID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireHash {
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+}
+
+/// The status an OCSP answer is to carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum WireStatus {
+    /// Issued and not revoked.
+    Good,
+    /// Revoked at `revoked_at` (Unix seconds), with a reason code unless unspecified.
+    Revoked {
+        /// When.
+        revoked_at: i64,
+        /// RFC 5280 reason code.
+        reason: Option<u8>,
+    },
+    /// Not known.
+    Unknown,
+}
+
+/// One OCSP answer asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OcspEntry {
+    /// The serial asked about (its magnitude, big-endian).
+    #[serde(with = "hex")]
+    pub serial: Vec<u8>,
+    /// The CertID hash.
+    pub hash: WireHash,
+    /// Its status.
+    #[serde(flatten)]
+    pub status: WireStatus,
+}
+
+impl From<&OcspOrder> for OcspEntry {
+    fn from(order: &OcspOrder) -> Self {
+        let hash = match order.hash {
+            CertIdHash::Sha1 => WireHash::Sha1,
+            CertIdHash::Sha256 => WireHash::Sha256,
+        };
+        let status = match order.status {
+            CertStatus::Good => WireStatus::Good,
+            CertStatus::Revoked { at, reason } => {
+                WireStatus::Revoked { revoked_at: at.unix_timestamp(), reason: reason.map(RevocationReason::code) }
+            }
+            CertStatus::Unknown => WireStatus::Unknown,
+        };
+        Self { serial: order.serial.clone(), hash, status }
+    }
+}
+
+impl OcspEntry {
+    /// The order it asks for, or why it is malformed.
+    pub fn order(&self) -> Result<OcspOrder, String> {
+        if self.serial.is_empty() || self.serial.len() > 32 {
+            return Err(format!("a serial of {} bytes is not one a CA issues", self.serial.len()));
         }
-        bytes.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+        let serial = pki::encoding::hex(&self.serial);
+        let hash = match self.hash {
+            WireHash::Sha1 => CertIdHash::Sha1,
+            WireHash::Sha256 => CertIdHash::Sha256,
+        };
+        let status = match self.status {
+            WireStatus::Good => CertStatus::Good,
+            WireStatus::Unknown => CertStatus::Unknown,
+            WireStatus::Revoked { revoked_at, reason } => {
+                let at = OffsetDateTime::from_unix_timestamp(revoked_at)
+                    .map_err(|_| format!("revocation time of {serial} out of range"))?;
+                let reason = reason
+                    .map(|code| {
+                        RevocationReason::from_code(code)
+                            .ok_or_else(|| format!("unknown reason code {code} for {serial}"))
+                    })
+                    .transpose()?;
+                CertStatus::Revoked { at, reason }
+            }
+        };
+        Ok(OcspOrder { serial: self.serial.clone(), hash, status })
     }
 }
 
@@ -86,6 +167,11 @@ pub enum Request {
         /// Seconds from thisUpdate to nextUpdate.
         validity_secs: i64,
     },
+    /// Sign OCSP answers, one per entry.
+    SignOcsp {
+        /// What to answer.
+        entries: Vec<OcspEntry>,
+    },
     /// The issuing CA and root certificates.
     CaInfo,
 }
@@ -107,6 +193,18 @@ pub enum Response {
         /// The CRL, DER.
         #[serde(with = "hex")]
         der: Vec<u8>,
+    },
+    /// OCSP answers, in the order asked.
+    Ocsp {
+        /// The DER `OCSPResponse`s.
+        answers: Vec<Der>,
+        /// Their thisUpdate (Unix seconds).
+        this_update: i64,
+        /// Their nextUpdate (Unix seconds).
+        next_update: i64,
+        /// The responder certificate they carry (DER).
+        #[serde(with = "hex")]
+        responder: Vec<u8>,
     },
     /// The CA certificates.
     CaInfo {
@@ -157,12 +255,15 @@ fn read_frame(stream: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
-/// The signer: the issuing CA over its ledger, the root certificate, an audit log.
+/// The signer: the issuing CA over its ledger, the root certificate, the OCSP responder, an
+/// audit log.
 pub struct SignerService {
     /// The CA.
     pub authority: CertificateAuthority,
     /// The root certificate, DER.
     pub root_der: Vec<u8>,
+    /// The delegated OCSP responder, when this signer answers OCSP.
+    pub ocsp: Option<OcspSigner>,
     /// Where signing events go.
     pub audit: Option<Arc<AuditLog>>,
 }
@@ -253,6 +354,41 @@ impl SignerService {
                         Response::Crl { der }
                     }
                     Err(e) => Response::Error { kind: "internal".into(), message: e.to_string() },
+                }
+            }
+            Request::SignOcsp { entries } => {
+                let Some(ocsp) = &self.ocsp else {
+                    return Response::Error {
+                        kind: "internal".into(),
+                        message: "this signer has no OCSP responder".into(),
+                    };
+                };
+                let orders = match entries.iter().map(OcspEntry::order).collect::<Result<Vec<_>, _>>() {
+                    Ok(orders) => orders,
+                    Err(message) => return rejected(message),
+                };
+                match ocsp.sign(&self.authority, &orders, OffsetDateTime::now_utc()) {
+                    Ok((answers, responder, made)) => {
+                        if made {
+                            let serial = pki::certificate::Summary::from_der(&responder).map(|s| s.serial).ok();
+                            self.audit("signer.ocsp_certificate_issued", serde_json::json!({ "serial": serial }));
+                        }
+                        let (this_update, next_update) = answers
+                            .first()
+                            .map(|a| (a.this_update.unix_timestamp(), a.next_update.unix_timestamp()))
+                            .unwrap_or_default();
+                        Response::Ocsp {
+                            answers: answers.into_iter().map(|a| Der(a.der)).collect(),
+                            this_update,
+                            next_update,
+                            responder,
+                        }
+                    }
+                    Err(SignError::Refused(refusal)) => rejected(refusal.to_string()),
+                    Err(SignError::Failed(e)) => {
+                        eprintln!("signer: OCSP signing failed: {e}");
+                        Response::Error { kind: "internal".into(), message: e.to_string() }
+                    }
                 }
             }
             Request::CaInfo => {
@@ -429,6 +565,31 @@ impl SignerClient {
             entries.iter().map(|e| CrlEntry(e.serial, e.revoked_at.unix_timestamp(), e.reason.code())).collect();
         match self.call(&Request::SignCrl { entries, validity_secs: validity.whole_seconds() })? {
             Response::Crl { der } => Ok(der),
+            other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Signed OCSP answers, one per order, and the responder certificate they carry.
+    pub fn sign_ocsp(&self, orders: &[OcspOrder]) -> Result<(Vec<SignedOcsp>, Vec<u8>), RemoteError> {
+        let entries = orders.iter().map(OcspEntry::from).collect();
+        match self.call(&Request::SignOcsp { entries })? {
+            Response::Ocsp { answers, this_update, next_update, responder } => {
+                let time = |t| {
+                    OffsetDateTime::from_unix_timestamp(t)
+                        .map_err(|_| RemoteError::Internal(format!("OCSP answer time {t} out of range")))
+                };
+                let (this_update, next_update) = (time(this_update)?, time(next_update)?);
+                if answers.len() != orders.len() {
+                    return Err(RemoteError::Internal(format!(
+                        "{} OCSP answers for {} orders",
+                        answers.len(),
+                        orders.len()
+                    )));
+                }
+                let answers =
+                    answers.into_iter().map(|Der(der)| SignedOcsp { der, this_update, next_update }).collect();
+                Ok((answers, responder))
+            }
             other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
         }
     }

@@ -69,6 +69,29 @@ pub enum Command {
     /// The audit trail (DATA_DIR/audit/audit.log): verify its hash chain, or read it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The web worker `serve` starts: it binds the listeners, gives up what it does not need
+    /// and serves. Not for operators: run `inkan serve`.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// `inkan worker` (started by `serve`).
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The signer's socket.
+    #[arg(long, value_name = "PATH")]
+    pub signer_socket: PathBuf,
+    #[command(flatten)]
+    pub listeners: ListenArgs,
+    /// DANGER, for benchmarks only: see `serve --danger-no-fsync`.
+    #[arg(long)]
+    pub danger_no_fsync: bool,
+    /// Create the master user "master" with a printed password when there are no accounts.
+    #[arg(long)]
+    pub dev: bool,
 }
 
 /// `inkan signer`.
@@ -120,12 +143,9 @@ pub struct AuditTailArgs {
     pub follow: bool,
 }
 
-/// `inkan serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// The data directory (default with --dev: ./inkan-data).
-    #[arg(long, env = "INKAN_DATA_DIR", value_name = "DIR", required_unless_present = "dev")]
-    pub data_dir: Option<PathBuf>,
+/// The listeners' addresses, instead of inkan.toml's.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ListenArgs {
     /// Public HTTPS address (pages, JSON API) [default from inkan.toml: 127.0.0.1:8443].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
@@ -135,6 +155,32 @@ pub struct ServeArgs {
     /// Plain HTTP address for CA certificates and CRLs [default from inkan.toml: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<std::net::SocketAddr>,
+}
+
+impl ListenArgs {
+    /// The same flags, for a child process.
+    pub fn to_args(self) -> Vec<String> {
+        let flags =
+            [("--listen", self.listen), ("--login-listen", self.login_listen), ("--http-listen", self.http_listen)];
+        flags.into_iter().filter_map(|(flag, addr)| Some([flag.to_owned(), addr?.to_string()])).flatten().collect()
+    }
+
+    /// Applies the addresses given to `server`.
+    pub fn apply(self, server: &mut crate::config::ServerSection) {
+        server.listen = self.listen.unwrap_or(server.listen);
+        server.login_listen = self.login_listen.unwrap_or(server.login_listen);
+        server.http_listen = self.http_listen.unwrap_or(server.http_listen);
+    }
+}
+
+/// `inkan serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The data directory (default with --dev: ./inkan-data).
+    #[arg(long, env = "INKAN_DATA_DIR", value_name = "DIR", required_unless_present = "dev")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub listeners: ListenArgs,
     /// Use a signer started separately (`inkan signer`) at this socket, instead of starting
     /// one; the data directory then needs no CA key at all.
     #[arg(long, value_name = "PATH")]

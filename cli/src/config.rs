@@ -38,6 +38,8 @@ pub struct ServerSection {
     pub http_listen: SocketAddr,
     pub names: Vec<String>,
     pub rate_limit_per_minute: u32,
+    /// Started as root, the web worker switches to this user once its listeners are bound.
+    pub user: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -48,6 +50,7 @@ impl Default for ServerSection {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             names: vec!["localhost".into(), "127.0.0.1".into()],
             rate_limit_per_minute: 30,
+            user: None,
         }
     }
 }
@@ -166,6 +169,11 @@ impl Config {
         if self.notify.scan_interval_secs == 0 {
             bail!("[notify] scan_interval_secs must be at least 1");
         }
+        if let Some(user) = &self.server.user
+            && (user.is_empty() || user.contains(['/', ':', '\0']))
+        {
+            bail!("[server] user {user:?} is not a user name");
+        }
         if self.accounts.lockout_threshold == 0 {
             bail!("[accounts] lockout_threshold must be at least 1");
         }
@@ -204,7 +212,7 @@ impl Config {
             login_listen: self.server.login_listen,
             http_listen: self.server.http_listen,
             crl_dir: dir.crl_dir(),
-            admin_socket: admin_socket(dir),
+            admin_socket: dir.admin_socket(),
             enrollment: EnrollmentSettings {
                 validity_days: self.enrollment.validity_days,
                 renewal_window_days: self.enrollment.renewal_window_days,
@@ -217,7 +225,7 @@ impl Config {
             session_idle_timeout: Duration::from_secs(self.accounts.session_idle_timeout_secs),
             rate_limit_per_minute: self.server.rate_limit_per_minute,
             crl_refresh: Duration::from_secs(u64::from(self.ca.crl_refresh_hours) * 3600),
-            notify: self.notify.webhook_url.clone().map(|webhook_url| enroll_server::notify::NotifySettings {
+            notify: self.notify.webhook_url.clone().map(|webhook_url| enroll_server::settings::NotifySettings {
                 webhook_url,
                 thresholds_days: self.notify.thresholds_days.clone(),
                 scan_interval: Duration::from_secs(self.notify.scan_interval_secs),
@@ -227,22 +235,12 @@ impl Config {
         }
     }
 
-    /// The names the service's certificate carries.
-    pub fn server_names(&self) -> anyhow::Result<Vec<pki::San>> {
-        self.server.names.iter().map(|n| Ok(n.parse::<pki::San>()?)).collect()
-    }
-
     /// `https://NAME:PORT` of a listener, NAME being the first server name.
     pub fn url_of(&self, addr: SocketAddr) -> String {
         let name = self.server.names.first().map(String::as_str).unwrap_or("localhost");
         let host = if name.contains(':') { format!("[{name}]") } else { name.to_owned() };
         format!("https://{host}:{}", addr.port())
     }
-}
-
-/// The admin socket of a data directory.
-pub fn admin_socket(dir: &ca::layout::DataDir) -> std::path::PathBuf {
-    dir.path().join("admin.sock")
 }
 
 /// The published URLs under the HTTP base URL.
@@ -315,6 +313,9 @@ http_listen = "127.0.0.1:8080"
 names = {names}
 # Login and enrollment requests allowed per client address per minute.
 rate_limit_per_minute = 30
+# Started as root, the web worker (the process that parses requests) switches to this user
+# once its listeners are bound; give it db/, web/, server/, crl/ and audit/.
+# user = "inkan"
 
 [enrollment]
 # Validity of certificates obtained in the browser, in days.

@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 mod args;
-mod backend;
 mod commands;
 mod config;
+mod logging;
 mod passphrase;
+mod process;
+mod sandbox;
 
 use std::process::ExitCode;
 

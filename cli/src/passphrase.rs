@@ -36,12 +36,29 @@ impl Key {
     }
 }
 
+/// The first line of a passphrase file, read without leaving copies behind: one buffer of
+/// fixed size (zeroized when dropped) and one string of exactly the line's length.
+fn first_line(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    const MAX: usize = 4096;
+    let mut buffer = zeroize::Zeroizing::new(Vec::with_capacity(MAX + 1));
+    std::fs::File::open(path)?.take(MAX as u64 + 1).read_to_end(&mut buffer)?;
+    let line = buffer.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX - 1 {
+        bail!("the first line is longer than {} bytes", MAX - 1);
+    }
+    let text = std::str::from_utf8(line).context("the passphrase is not valid UTF-8")?;
+    let mut out = String::with_capacity(text.len());
+    out.push_str(text);
+    Ok(out)
+}
+
 /// Resolves the passphrase for `key`. With `confirm` (a new key), a prompt asks twice.
 pub fn resolve(key: Key, file: Option<&Path>, confirm: bool) -> anyhow::Result<Passphrase> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
+        let first = first_line(file)
             .with_context(|| format!("reading the {} passphrase from {}", key.name(), file.display()))?;
-        let first = text.lines().next().unwrap_or_default().to_owned();
         if first.is_empty() {
             bail!("{} is empty: put the {} passphrase on its first line", file.display(), key.name());
         }

@@ -210,7 +210,8 @@ fn web_dir(ca: &TestCa) -> PathBuf {
 /// `operator_commands_work_on_a_data_directory_without_the_ca`).
 fn add_web_user(web: &Path, login_id: &str) {
     let settings = AccountSettings { lockout_threshold: 5, min_password_length: 8 };
-    let accounts = Accounts::open(&web.join("web"), settings).expect("account store");
+    let stores = enroll_server::stores::sled::SledStores::open(&web.join("web")).expect("account store");
+    let accounts = Accounts::new(stores.accounts(), settings).expect("account store");
     let now = time::OffsetDateTime::now_utc();
     accounts
         .create(login_id, Role::Master, None, &Password::new(user_password(login_id)), now)

@@ -15,11 +15,11 @@ if (form) {
 
 const start = $('start');
 if (start) {
-  const ja = start.dataset.lang === 'ja';
+  // The page's words, in its language (data attributes set by the server).
   const text = {
-    passwordsDiffer: ja ? 'パスワードが一致しません。' : 'The passwords differ.',
-    passwordShort: ja ? 'パスワードは8文字以上にしてください。' : 'Use at least 8 characters.',
-    failed: ja ? '発行できませんでした: ' : 'Not issued: ',
+    passwordsDiffer: start.dataset.textPasswordsDiffer,
+    passwordShort: start.dataset.textPasswordShort,
+    failed: start.dataset.textFailed,
   };
   const ticket = start.dataset.ticket;
   const loginId = start.dataset.loginId;

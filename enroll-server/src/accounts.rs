@@ -1,17 +1,19 @@
 //! Accounts: a contract's master user and its general users, with argon2id passwords and
-//! lockout after repeated wrong passwords. Stored in sled under `DATA_DIR/web/`.
+//! lockout after repeated wrong passwords. The rules live here; the records are kept by an
+//! [`AccountStore`] (sled under `DATA_DIR/web/` by default).
 
 use std::fmt;
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::settings::AccountSettings;
+pub use crate::stores::{Account, Role};
+use crate::stores::{AccountStore, StoreError};
 
 /// A password as typed. `Debug` prints `[redacted]`; the text is zeroized on drop.
 #[derive(Clone)]
@@ -51,61 +53,6 @@ impl Password {
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
-    }
-}
-
-/// A user's role in its contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The contract's administrator (MasterID): adds and unlocks general users.
-    Master,
-    /// A user added by the master.
-    General,
-}
-
-impl Role {
-    /// `master` or `general`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Master => "master",
-            Self::General => "general",
-        }
-    }
-}
-
-/// One account.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Account {
-    /// The login ID; also the common name of the account's certificates.
-    pub login_id: String,
-    /// Master or general.
-    pub role: Role,
-    /// The contract's master login ID (the account itself for a master).
-    pub master: String,
-    /// argon2id PHC string.
-    password_hash: String,
-    /// Wrong passwords since the last right one.
-    pub failed_attempts: u32,
-    /// Locked after too many wrong passwords.
-    pub locked: bool,
-    /// Inactive accounts cannot log in or obtain certificates.
-    pub active: bool,
-    /// When the account was created.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-impl fmt::Debug for Account {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Account")
-            .field("login_id", &self.login_id)
-            .field("role", &self.role)
-            .field("master", &self.master)
-            .field("failed_attempts", &self.failed_attempts)
-            .field("locked", &self.locked)
-            .field("active", &self.active)
-            .finish_non_exhaustive()
     }
 }
 
@@ -150,9 +97,9 @@ pub enum AccountError {
     Store(String),
 }
 
-impl AccountError {
-    fn store(e: impl fmt::Display) -> Self {
-        Self::Store(e.to_string())
+impl From<StoreError> for AccountError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.0)
     }
 }
 
@@ -163,13 +110,10 @@ pub fn check_login_id(login_id: &str) -> Result<(), AccountError> {
     if ok { Ok(()) } else { Err(AccountError::BadLoginId(login_id.chars().take(80).collect())) }
 }
 
-/// The account store, on sled.
+/// The accounts and their rules.
 pub struct Accounts {
-    tree: sled::Tree,
-    db: sled::Db,
+    store: Arc<dyn AccountStore>,
     settings: AccountSettings,
-    /// Serialises read-modify-write changes.
-    writer: Mutex<()>,
     /// A hash to verify against for unknown IDs, so they take as long as wrong passwords.
     dummy_hash: String,
 }
@@ -181,23 +125,21 @@ impl fmt::Debug for Accounts {
 }
 
 fn hash(password: &Password) -> Result<String, AccountError> {
-    Argon2::default().hash_password(password.bytes()).map(|h| h.to_string()).map_err(AccountError::store)
+    Argon2::default()
+        .hash_password(password.bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Store(e.to_string()))
+}
+
+fn verify(password: &Password, hash: &str) -> bool {
+    Argon2::default().verify_password(password.bytes(), hash).is_ok()
 }
 
 impl Accounts {
-    /// Opens (or creates) the account store in `dir`.
-    pub fn open(dir: &Path, settings: AccountSettings) -> Result<Self, AccountError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| AccountError::Store(format!("opening {}: {e}", dir.display())))?;
-        let tree = db.open_tree("accounts").map_err(AccountError::store)?;
+    /// The accounts of `store`, under `settings`.
+    pub fn new(store: Arc<dyn AccountStore>, settings: AccountSettings) -> Result<Self, AccountError> {
         let dummy_hash = hash(&Password::new("inkan dummy password for timing".into()))?;
-        Ok(Self { tree, db, settings, writer: Mutex::new(()), dummy_hash })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        Ok(Self { store, settings, dummy_hash })
     }
 
     fn check_password(&self, password: &Password) -> Result<(), AccountError> {
@@ -208,31 +150,14 @@ impl Accounts {
         Ok(())
     }
 
-    fn put(&self, account: &Account) -> Result<(), AccountError> {
-        let value = serde_json::to_vec(account).map_err(AccountError::store)?;
-        self.tree.insert(account.login_id.as_bytes(), value).map_err(AccountError::store)?;
-        self.db.flush().map_err(AccountError::store)?;
-        Ok(())
-    }
-
     /// One account.
     pub fn get(&self, login_id: &str) -> Result<Option<Account>, AccountError> {
-        self.tree
-            .get(login_id.as_bytes())
-            .map_err(AccountError::store)?
-            .map(|v| serde_json::from_slice(&v).map_err(AccountError::store))
-            .transpose()
+        Ok(self.store.get(login_id)?)
     }
 
     /// All accounts, by login ID.
     pub fn list(&self) -> Result<Vec<Account>, AccountError> {
-        self.tree
-            .iter()
-            .map(|item| {
-                let (_, v) = item.map_err(AccountError::store)?;
-                serde_json::from_slice(&v).map_err(AccountError::store)
-            })
-            .collect()
+        Ok(self.store.list()?)
     }
 
     /// Creates an account. A general user names its contract's master.
@@ -274,11 +199,9 @@ impl Accounts {
             active: true,
             created_at: now,
         };
-        let _writer = self.lock();
-        if self.tree.contains_key(login_id.as_bytes()).map_err(AccountError::store)? {
+        if !self.store.insert(&account)? {
             return Err(AccountError::Exists(login_id.to_owned()));
         }
-        self.put(&account)?;
         Ok(account)
     }
 
@@ -286,98 +209,72 @@ impl Accounts {
     /// one resets the count. Unknown IDs cost the same time as wrong passwords.
     pub fn authenticate(&self, login_id: &str, password: &Password) -> Result<Account, AccountError> {
         let Some(account) = self.get(login_id)? else {
-            let _ = Argon2::default().verify_password(password.bytes(), self.dummy_hash.as_str());
+            let _ = verify(password, &self.dummy_hash);
             return Err(AccountError::InvalidCredentials);
         };
-        let right = Argon2::default().verify_password(password.bytes(), account.password_hash.as_str()).is_ok();
-        let _writer = self.lock();
-        // Re-read under the lock: another request may have counted a failure meanwhile.
-        let mut account = self.get(login_id)?.ok_or(AccountError::InvalidCredentials)?;
-        if account.locked {
+        let right = verify(password, &account.password_hash);
+        let threshold = self.settings.lockout_threshold;
+        // The count changes atomically: concurrent wrong passwords are all counted.
+        let (mut was_locked, mut newly_locked) = (false, false);
+        let account = self
+            .store
+            .update(login_id, &mut |a| {
+                was_locked = a.locked;
+                newly_locked = false;
+                if a.locked || !a.active {
+                    return;
+                }
+                if right {
+                    a.failed_attempts = 0;
+                } else {
+                    a.failed_attempts += 1;
+                    if a.failed_attempts >= threshold {
+                        a.locked = true;
+                        newly_locked = true;
+                    }
+                }
+            })?
+            .ok_or(AccountError::InvalidCredentials)?;
+        if was_locked {
             return Err(locked(&account));
         }
         if !account.active {
             return Err(AccountError::Inactive);
         }
         if right {
-            if account.failed_attempts != 0 {
-                account.failed_attempts = 0;
-                self.put(&account)?;
-            }
             return Ok(account);
         }
-        account.failed_attempts += 1;
-        if account.failed_attempts >= self.settings.lockout_threshold {
-            account.locked = true;
+        if newly_locked {
             tracing::warn!(login_id = %account.login_id, "account locked after repeated wrong passwords");
+            return Err(match locked(&account) {
+                AccountError::Locked { unlock_by, .. } => AccountError::Locked { unlock_by, newly: true },
+                other => other,
+            });
         }
-        self.put(&account)?;
-        Err(match locked(&account) {
-            AccountError::Locked { unlock_by, .. } if account.locked => AccountError::Locked { unlock_by, newly: true },
-            _ => AccountError::InvalidCredentials,
-        })
+        Err(AccountError::InvalidCredentials)
     }
 
     /// Unlocks an account and clears its failure count.
     pub fn unlock(&self, login_id: &str) -> Result<Account, AccountError> {
-        let _writer = self.lock();
-        let mut account = self.get(login_id)?.ok_or_else(|| AccountError::NotFound(login_id.to_owned()))?;
-        account.locked = false;
-        account.failed_attempts = 0;
-        self.put(&account)?;
-        Ok(account)
+        self.store
+            .update(login_id, &mut |a| {
+                a.locked = false;
+                a.failed_attempts = 0;
+            })?
+            .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 
     /// Sets a new password (and unlocks: the operator or master chose it).
     pub fn set_password(&self, login_id: &str, password: &Password) -> Result<Account, AccountError> {
         self.check_password(password)?;
         let new_hash = hash(password)?;
-        let _writer = self.lock();
-        let mut account = self.get(login_id)?.ok_or_else(|| AccountError::NotFound(login_id.to_owned()))?;
-        account.password_hash = new_hash;
-        account.locked = false;
-        account.failed_attempts = 0;
-        self.put(&account)?;
-        Ok(account)
-    }
-}
-
-/// Which expiry notices were delivered: serial → the nearest threshold (in days) notified.
-/// Kept beside the accounts, so a restart does not send them again.
-pub struct NoticeLog {
-    tree: sled::Tree,
-    db: sled::Db,
-}
-
-impl fmt::Debug for NoticeLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoticeLog").finish_non_exhaustive()
-    }
-}
-
-impl NoticeLog {
-    /// The nearest threshold already notified for `serial`.
-    pub fn last(&self, serial: &pki::Serial) -> Result<Option<u32>, AccountError> {
-        Ok(self
-            .tree
-            .get(serial.as_bytes())
-            .map_err(AccountError::store)?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-            .map(u32::from_be_bytes))
-    }
-
-    /// Records, durably, that the notice for `threshold` days was delivered.
-    pub fn record(&self, serial: &pki::Serial, threshold: u32) -> Result<(), AccountError> {
-        self.tree.insert(serial.as_bytes(), &threshold.to_be_bytes()).map_err(AccountError::store)?;
-        self.db.flush().map_err(AccountError::store)?;
-        Ok(())
-    }
-}
-
-impl Accounts {
-    /// The log of delivered expiry notices, in the same store.
-    pub fn notice_log(&self) -> Result<NoticeLog, AccountError> {
-        Ok(NoticeLog { tree: self.db.open_tree("notices").map_err(AccountError::store)?, db: self.db.clone() })
+        self.store
+            .update(login_id, &mut |a| {
+                a.password_hash.clone_from(&new_hash);
+                a.locked = false;
+                a.failed_attempts = 0;
+            })?
+            .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 }
 
@@ -395,9 +292,12 @@ pub fn locked(account: &Account) -> AccountError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn store(dir: &Path) -> Accounts {
-        Accounts::open(dir, AccountSettings { lockout_threshold: 3, min_password_length: 8 }).expect("open")
+        let stores = crate::stores::sled::SledStores::open(dir).expect("open");
+        Accounts::new(stores.accounts(), AccountSettings { lockout_threshold: 3, min_password_length: 8 })
+            .expect("accounts")
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use pki::registry::{CertRecord, Registry, Status};
-use pki::request::IssueOrder;
+use pki::request::{IssueError, IssueOrder, Issuer};
 use pki::{Profile, RevocationReason, San, Serial};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -17,8 +17,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use crate::accounts::{Account, Accounts, Password, Role};
-use crate::backend::{Audit, IssueError, Issuer};
+use crate::ports::{Audit, Events};
+use crate::revocation;
 use crate::state::Shared;
+use crate::users::{self, Actor};
 
 /// A command.
 #[derive(Debug, Deserialize, Serialize)]
@@ -192,23 +194,6 @@ pub enum AdminReply {
     },
 }
 
-/// What the running service does after an operator command (nothing, when the CLI runs the
-/// command itself).
-pub trait AdminHooks: Send + Sync {
-    /// Certificates were revoked.
-    fn revoked(&self, serials: &[Serial]);
-    /// A certificate was issued.
-    fn issued(&self);
-}
-
-/// No service to tell.
-pub struct NoHooks;
-
-impl AdminHooks for NoHooks {
-    fn revoked(&self, _: &[Serial]) {}
-    fn issued(&self) {}
-}
-
 /// What a command may touch. Commands that need a part that is `None` fail with a message
 /// (the CLI opens only what a command needs).
 pub struct AdminContext<'a> {
@@ -220,8 +205,8 @@ pub struct AdminContext<'a> {
     pub issuer: Option<&'a dyn Issuer>,
     /// The audit trail.
     pub audit: &'a dyn Audit,
-    /// What follows a revocation or issuance.
-    pub hooks: &'a dyn AdminHooks,
+    /// What follows a revocation or issuance (the running service's [`Events`]).
+    pub events: &'a dyn Events,
 }
 
 fn need<'a, T: ?Sized>(part: Option<&'a T>, what: &str) -> Result<&'a T, String> {
@@ -242,14 +227,16 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
     Ok(match request {
         AdminRequest::UserAdd { login_id, role, master, password } => {
             let accounts = need(ctx.accounts, "account store")?;
-            let account = accounts
-                .create(&login_id, role, master.as_deref(), &password.into_password(), now)
-                .map_err(|e| text(&e))?;
-            tracing::info!(login_id = %account.login_id, role = role.name(), "account created by the operator");
-            ctx.audit.record(
-                "user.created",
-                serde_json::json!({ "by": "operator", "login_id": account.login_id, "role": role.name(), "master": account.master }),
-            );
+            let account = users::create(
+                accounts,
+                ctx.audit,
+                Actor::Operator,
+                &login_id,
+                role,
+                master.as_deref(),
+                &password.into_password(),
+            )
+            .map_err(|e| e.message)?;
             AdminReply::Account { account: account.into() }
         }
         AdminRequest::UserList => {
@@ -257,17 +244,14 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             AdminReply::Accounts { accounts: accounts.into_iter().map(Into::into).collect() }
         }
         AdminRequest::UserUnlock { login_id } => {
-            let account = need(ctx.accounts, "account store")?.unlock(&login_id).map_err(|e| text(&e))?;
-            tracing::info!(login_id = %account.login_id, "account unlocked by the operator");
-            ctx.audit.record("user.unlocked", serde_json::json!({ "by": "operator", "login_id": account.login_id }));
+            let accounts = need(ctx.accounts, "account store")?;
+            let account = users::unlock(accounts, ctx.audit, Actor::Operator, &login_id).map_err(|e| e.message)?;
             AdminReply::Account { account: account.into() }
         }
         AdminRequest::UserPasswd { login_id, password } => {
             let accounts = need(ctx.accounts, "account store")?;
-            let account = accounts.set_password(&login_id, &password.into_password()).map_err(|e| text(&e))?;
-            tracing::info!(login_id = %account.login_id, "password set by the operator");
-            ctx.audit
-                .record("user.password_set", serde_json::json!({ "by": "operator", "login_id": account.login_id }));
+            let account = users::set_password(accounts, ctx.audit, &login_id, &password.into_password())
+                .map_err(|e| e.message)?;
             AdminReply::Account { account: account.into() }
         }
         AdminRequest::List { expiring_secs, revoked, account } => {
@@ -302,26 +286,14 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
         }
         AdminRequest::Revoke { serial, reason } => {
             let registry = need(ctx.registry, "registry")?;
-            let record = registry.revoke(&serial, now, reason).map_err(|e| match e {
-                pki::registry::RegistryError::NotFound(s) => format!("no certificate with serial {s}"),
-                pki::registry::RegistryError::WrongState { serial, status } => {
-                    format!("certificate {serial} cannot be revoked: it is {status}")
-                }
-                other => other.to_string(),
-            })?;
-            tracing::info!(%serial, reason = reason.name(), account = %record.account, "certificate revoked by the operator");
-            ctx.hooks.revoked(&[serial]);
-            ctx.audit.record(
-                "certificate.revoked",
-                serde_json::json!({ "by": "operator", "serial": serial, "account": record.account, "reason": reason.name() }),
-            );
+            let record = revocation::revoke(registry, ctx.audit, ctx.events, Actor::Operator, serial, reason)
+                .map_err(|e| e.message)?;
             AdminReply::Certificates { certificates: vec![record] }
         }
         AdminRequest::Issue { csr, account, profile, sans, days } => {
             let issuer = need(ctx.issuer, "CA")?;
             let registry = need(ctx.registry, "registry")?;
-            let csr_der = pki::encoding::decode_one(&csr, "CSR", &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"])
-                .map_err(|e| format!("not issued: {e}"))?;
+            let csr_der = pki::encoding::decode_csr(&csr).map_err(|e| format!("not issued: {e}"))?;
             let mut request_id = [0u8; 16];
             aws_lc_rs::rand::fill(&mut request_id).map_err(|_| "no randomness".to_owned())?;
             let order = IssueOrder { csr_der, account, profile, sans, days, request_id, supersede: false };
@@ -334,7 +306,7 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .map_err(|e| text(&e))?
                 .ok_or_else(|| format!("issued {} but the registry does not have it", issued.serial))?;
             tracing::info!(serial = %issued.serial, account = %record.account, "certificate issued by the operator");
-            ctx.hooks.issued();
+            ctx.events.issued();
             ctx.audit
                 .record("operator.issue", serde_json::json!({ "serial": issued.serial, "account": record.account }));
             AdminReply::Issued { record, der: issued.der, ca_der: issuer.ca_certificate().to_vec() }
@@ -352,41 +324,34 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
 /// The largest request line accepted on the socket.
 const MAX_REQUEST: usize = 1 << 20;
 
-/// Serves the admin socket at `path` for `state` until `stop` turns true. The socket is
-/// created mode 0600 and removed at the end.
+/// Binds the admin socket at `path` (mode 0600), replacing one left by a crash. The service
+/// binds it before it gives up its privileges, then serves it with [`serve_socket`].
+pub fn bind_socket(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    if path.exists() {
+        // A socket left by a crash: nobody answers on it (the data directory's lock already
+        // proved no other service runs on it).
+        std::fs::remove_file(path)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves the admin socket `listener` for `state` until `stop` turns true.
 pub async fn serve_socket(
-    path: &Path,
+    listener: std::os::unix::net::UnixListener,
     state: Shared,
     mut stop: watch::Receiver<bool>,
-    bound: tokio::sync::oneshot::Sender<std::io::Result<()>>,
 ) -> std::io::Result<()> {
-    let bind = || -> std::io::Result<UnixListener> {
-        if path.exists() {
-            // A socket left by a crash: nobody answers on it (sled's lock already proved no
-            // other service runs on this data directory).
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(listener)
-    };
-    let listener = match bind() {
-        Ok(listener) => {
-            let _ = bound.send(Ok(()));
-            listener
-        }
-        Err(e) => {
-            let kind = e.kind();
-            let _ = bound.send(Err(e));
-            return Err(std::io::Error::new(kind, "admin socket not bound"));
-        }
-    };
+    let listener = UnixListener::from_std(listener)?;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -399,7 +364,6 @@ pub async fn serve_socket(
             }
         });
     }
-    let _ = std::fs::remove_file(path);
     Ok(())
 }
 
@@ -415,7 +379,7 @@ async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
                 registry: Some(state.registry.as_ref()),
                 issuer: Some(state.issuer.as_ref()),
                 audit: state.audit.as_ref(),
-                hooks: state.as_ref(),
+                events: state.as_ref(),
             };
             execute(&ctx, request)
         })

@@ -1,57 +1,211 @@
-//! The one place errors become HTTP: a stable code and a clear message for the client,
-//! details to the log only.
+//! The web crate's one error type, and the one place errors become HTTP: a stable
+//! [`ErrorCode`], the status it implies, and a clear English message for API clients. Pages say
+//! the same in the reader's language through `i18n`; internals go to the log only.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// An error answered to an API client as `{"error":{"code","message"}}`.
+use crate::accounts::AccountError;
+
+/// What went wrong, as API clients and pages see it. The names are stable: clients match on
+/// them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// An unknown login ID or a wrong password (deliberately the same).
+    InvalidCredentials,
+    /// Locked after too many wrong passwords.
+    AccountLocked,
+    /// The account is disabled.
+    AccountInactive,
+    /// A request that breaks the rules (login ID form, password length...).
+    InvalidRequest,
+    /// A form with missing or malformed fields.
+    InvalidForm,
+    /// A JSON body that does not parse or lacks fields.
+    InvalidJson,
+    /// A body over the limit.
+    BodyTooLarge,
+    /// The account holds a valid certificate outside its renewal window.
+    CertificateValid,
+    /// No such enrollment ticket.
+    TicketUnknown,
+    /// The ticket expired.
+    TicketExpired,
+    /// The ticket was already used.
+    TicketUsed,
+    /// The CA refused the CSR.
+    CsrRejected,
+    /// No client certificate on the certificate-login listener.
+    CertificateRequired,
+    /// A client certificate inkan does not know.
+    CertificateUnknown,
+    /// The client certificate is revoked.
+    CertificateRevoked,
+    /// The client certificate was replaced by a reissue.
+    CertificateSuperseded,
+    /// The client certificate has expired.
+    CertificateExpired,
+    /// No session: log in first.
+    LoginRequired,
+    /// Only a contract's master user may do this.
+    MasterOnly,
+    /// The login ID is taken.
+    Exists,
+    /// A serial that does not parse.
+    InvalidSerial,
+    /// A revocation reason that does not parse.
+    InvalidReason,
+    /// A revocation reason not allowed for this certificate.
+    ReasonNotAllowed,
+    /// The certificate cannot be revoked in its state.
+    NotRevocable,
+    /// A form without the right CSRF token.
+    Csrf,
+    /// No such resource (or one the caller may not see).
+    NotFound,
+    /// Too many requests from this address.
+    RateLimited,
+    /// The CA is not reachable; nothing was done.
+    Unavailable,
+    /// The request took too long.
+    Timeout,
+    /// The service failed; the operator's log says why.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable name (`invalid_credentials`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::AccountLocked => "account_locked",
+            Self::AccountInactive => "account_inactive",
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidForm => "invalid_form",
+            Self::InvalidJson => "invalid_json",
+            Self::BodyTooLarge => "body_too_large",
+            Self::CertificateValid => "certificate_valid",
+            Self::TicketUnknown => "ticket_unknown",
+            Self::TicketExpired => "ticket_expired",
+            Self::TicketUsed => "ticket_used",
+            Self::CsrRejected => "csr_rejected",
+            Self::CertificateRequired => "certificate_required",
+            Self::CertificateUnknown => "certificate_unknown",
+            Self::CertificateRevoked => "certificate_revoked",
+            Self::CertificateSuperseded => "certificate_superseded",
+            Self::CertificateExpired => "certificate_expired",
+            Self::LoginRequired => "login_required",
+            Self::MasterOnly => "master_only",
+            Self::Exists => "exists",
+            Self::InvalidSerial => "invalid_serial",
+            Self::InvalidReason => "invalid_reason",
+            Self::ReasonNotAllowed => "reason_not_allowed",
+            Self::NotRevocable => "not_revocable",
+            Self::Csrf => "csrf",
+            Self::NotFound => "not_found",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidRequest
+            | Self::InvalidForm
+            | Self::InvalidJson
+            | Self::InvalidSerial
+            | Self::InvalidReason
+            | Self::ReasonNotAllowed => StatusCode::BAD_REQUEST,
+            Self::InvalidCredentials | Self::CertificateRequired | Self::LoginRequired => StatusCode::UNAUTHORIZED,
+            Self::AccountLocked
+            | Self::AccountInactive
+            | Self::CertificateUnknown
+            | Self::CertificateRevoked
+            | Self::CertificateSuperseded
+            | Self::CertificateExpired
+            | Self::MasterOnly
+            | Self::Csrf => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::TicketUnknown => StatusCode::NOT_FOUND,
+            Self::CertificateValid | Self::TicketUsed | Self::Exists | Self::NotRevocable => StatusCode::CONFLICT,
+            Self::TicketExpired => StatusCode::GONE,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::CsrRejected => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered to a client: `{"error":{"code","message"}}` with the code's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// A stable machine-readable code (`invalid_credentials`, `ticket_expired`, ...).
-    pub code: &'static str,
-    /// A human-readable message, safe to show.
+pub struct WebError {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// Said in English, specific to this case, safe to show.
     pub message: String,
     /// Seconds to wait, for 429 and 503.
     pub retry_after: Option<u64>,
 }
 
-impl ApiError {
-    /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+impl WebError {
+    /// An error with `code` and an English `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after: None }
     }
 
-    /// 400 with a code and message.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// Its HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     /// 404.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+        Self::new(ErrorCode::NotFound, "no such resource")
     }
 
     /// 500: the details go to the log, the client gets a generic message.
     pub fn internal(context: &str, detail: impl std::fmt::Display) -> Self {
         tracing::error!(%context, %detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the operator has been told")
+        Self::new(ErrorCode::Internal, "internal error; the operator has been told")
     }
 
     /// 503 with a retry hint.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { retry_after: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
+        Self { retry_after: Some(5), ..Self::new(ErrorCode::Unavailable, message) }
     }
 
     /// 429.
     pub fn rate_limited(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; try again shortly")
+            ..Self::new(ErrorCode::RateLimited, "too many requests; try again shortly")
         }
+    }
+}
+
+impl From<AccountError> for WebError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::InvalidCredentials => Self::new(ErrorCode::InvalidCredentials, e.to_string()),
+            AccountError::Locked { .. } => Self::new(ErrorCode::AccountLocked, e.to_string()),
+            AccountError::Inactive => Self::new(ErrorCode::AccountInactive, e.to_string()),
+            AccountError::Exists(_) => Self::new(ErrorCode::Exists, e.to_string()),
+            AccountError::Store(detail) => Self::internal("account store", detail),
+            other => Self::new(ErrorCode::InvalidRequest, other.to_string()),
+        }
+    }
+}
+
+impl From<pki::registry::RegistryError> for WebError {
+    fn from(e: pki::registry::RegistryError) -> Self {
+        Self::internal("registry", e)
     }
 }
 
@@ -66,10 +220,10 @@ struct Inner<'a> {
     message: &'a str,
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for WebError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(Body { error: Inner { code: self.code, message: &self.message } })).into_response();
+        let body = Body { error: Inner { code: self.code.as_str(), message: &self.message } };
+        let mut response = (self.status(), Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

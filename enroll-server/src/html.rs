@@ -1,67 +1,20 @@
-//! HTML building blocks: escaping, the page layout, cookies and security headers.
+//! What every page response shares: rendering a template, cookies, CSRF token checks, the
+//! security headers, static assets. The pages themselves are askama templates under
+//! `templates/`, escaped automatically.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::i18n::Lang;
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// Renders a page template with `status`; a template that fails to render (it cannot, short
+/// of a bug) is a 500 with the reason in the log.
+pub fn render<T: askama::Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error; the operator has been told\n").into_response()
         }
     }
-    out
-}
-
-/// A whole page: title, language switch, body. Scripts are external files (the CSP allows no
-/// inline script).
-pub fn page(lang: Lang, title: &str, path: &str, body: &str, scripts: &[&str]) -> Html<String> {
-    let t = lang.text();
-    let other = match lang {
-        Lang::Ja => "en",
-        Lang::En => "ja",
-    };
-    let scripts: String =
-        scripts.iter().map(|s| format!(r#"<script type="module" src="{}"></script>"#, esc(s))).collect();
-    Html(format!(
-        r#"<!doctype html>
-<html lang="{code}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} — {app}</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/assets/style.css">
-{scripts}
-</head>
-<body>
-<header><span class="brand">{app}</span><a class="lang" href="{path}?lang={other}">{other_name}</a></header>
-<main>
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-"#,
-        code = lang.code(),
-        title = esc(title),
-        app = esc(t.app),
-        path = esc(path),
-        other_name = esc(t.other_lang),
-    ))
-}
-
-/// An error box inside a page.
-pub fn error_box(message: &str) -> String {
-    format!(r#"<p class="error" role="alert" data-testid="error">{}</p>"#, esc(message))
 }
 
 /// The value of cookie `name`, if sent.
@@ -82,6 +35,12 @@ pub fn set_cookie(name: &str, value: &str, path: &str, max_age: u64) -> HeaderVa
     let text = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict");
     // Names and values are ours (hex tokens), so this cannot fail; fall back to deleting.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+/// `response` with `cookie` set.
+pub fn with_cookie(mut response: Response, cookie: HeaderValue) -> Response {
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
 }
 
 /// Whether a submitted CSRF token equals the expected one (64 hex digits), in constant time.
@@ -126,8 +85,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escaping_and_cookies() {
-        assert_eq!(esc(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    fn cookies() {
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, HeaderValue::from_static("a=1; inkan_session=abc; b=2"));
         assert_eq!(cookie(&headers, "inkan_session").as_deref(), Some("abc"));

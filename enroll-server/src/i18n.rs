@@ -1,6 +1,10 @@
-//! The pages' words, in Japanese (the default) and English (`?lang=en` or Accept-Language).
+//! The pages' words, in Japanese (the default) and English (`?lang=en` or Accept-Language),
+//! including what each error code says to a reader. Every user-facing word is here: the
+//! templates and the page scripts (through data attributes) take theirs from [`Text`].
 
 use axum::http::HeaderMap;
+
+use crate::error::{ErrorCode, WebError};
 
 /// A page language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,10 +78,66 @@ impl Lang {
             Self::En => &EN,
         }
     }
+
+    /// The other language (the pages' language switch).
+    pub fn other(self) -> Self {
+        match self {
+            Self::Ja => Self::En,
+            Self::En => Self::Ja,
+        }
+    }
+
+    /// What a page says of `error`. English pages show the API's message; Japanese pages say
+    /// the code's meaning, with the specific English detail where it helps (dates, serials).
+    pub fn error(self, error: &WebError) -> String {
+        if self == Self::En {
+            return error.message.clone();
+        }
+        let with_detail = |base: &str| format!("{base}（{}）", error.message);
+        match error.code {
+            ErrorCode::InvalidCredentials => "ログインIDまたはログインパスワードが正しくありません。".into(),
+            ErrorCode::AccountLocked if error.message.contains("operator") => {
+                "パスワードを続けて間違えたため、ロックされています。運用担当者にロック解除を依頼してください。".into()
+            }
+            ErrorCode::AccountLocked => {
+                "パスワードを続けて間違えたため、ロックされています。管理者（マスターユーザ）にロック解除を依頼してください。".into()
+            }
+            ErrorCode::AccountInactive => "このアカウントは利用できません。".into(),
+            ErrorCode::RateLimited => "しばらく時間をおいてから、もう一度お試しください。".into(),
+            ErrorCode::CertificateValid => format!("有効な電子証明書がすでにあります。({})", error.message),
+            ErrorCode::CertificateRequired => self.text().no_certificate.into(),
+            ErrorCode::CertificateRevoked => "この電子証明書は失効しています。".into(),
+            ErrorCode::CertificateSuperseded => {
+                "この電子証明書は再取得により置き換えられました。新しい電子証明書をお使いください。".into()
+            }
+            ErrorCode::CertificateExpired => "この電子証明書は有効期限が切れています。再取得してください。".into(),
+            ErrorCode::CertificateUnknown => "この電子証明書は、この認証局が発行したものではありません。".into(),
+            ErrorCode::TicketUnknown | ErrorCode::TicketExpired | ErrorCode::TicketUsed => {
+                "この取得手続きは使えません（期限切れまたは使用済み）。最初からやり直してください。".into()
+            }
+            ErrorCode::CsrRejected => with_detail("証明書要求を受け付けられませんでした。"),
+            ErrorCode::LoginRequired => "ログインしてください。".into(),
+            ErrorCode::MasterOnly => "この操作はマスターユーザのみ行えます。".into(),
+            ErrorCode::Exists => "このログインIDはすでに使われています。".into(),
+            ErrorCode::InvalidRequest | ErrorCode::InvalidForm | ErrorCode::InvalidJson => {
+                with_detail("入力内容に誤りがあります。")
+            }
+            ErrorCode::BodyTooLarge => "送信された内容が大きすぎます。".into(),
+            ErrorCode::InvalidSerial => "シリアル番号が正しくありません。".into(),
+            ErrorCode::InvalidReason | ErrorCode::ReasonNotAllowed => "この失効理由は選べません。".into(),
+            ErrorCode::NotRevocable => "この電子証明書は失効できません。".into(),
+            ErrorCode::Csrf => "画面の有効期限が切れました。もう一度やり直してください。".into(),
+            ErrorCode::NotFound => "見つかりません。".into(),
+            ErrorCode::Unavailable => "認証局に接続できません。しばらくしてからもう一度お試しください。".into(),
+            ErrorCode::Timeout => "処理に時間がかかりすぎました。もう一度お試しください。".into(),
+            ErrorCode::Internal => "システムエラーが発生しました。時間をおいてもう一度お試しください。".into(),
+        }
+    }
 }
 
 /// Every fixed string of the pages.
 #[allow(missing_docs)]
+#[derive(Debug)]
 pub struct Text {
     pub app: &'static str,
     pub other_lang: &'static str,
@@ -144,6 +204,8 @@ pub struct Text {
     pub js_required: &'static str,
     pub passwords_differ: &'static str,
     pub password_too_short: &'static str,
+    pub issue_failed: &'static str,
+    pub wrong_password: &'static str,
     pub error_title: &'static str,
     pub revoke_title: &'static str,
     pub revoke: &'static str,
@@ -218,6 +280,8 @@ const JA: Text = Text {
     js_required: "この画面では JavaScript を有効にしてください。",
     passwords_differ: "パスワードが一致しません。",
     password_too_short: "パスワードは8文字以上にしてください。",
+    issue_failed: "発行できませんでした: ",
+    wrong_password: "ログインパスワードが正しくありません。",
     error_title: "エラー",
     revoke_title: "電子証明書の失効",
     revoke: "失効させる",
@@ -300,6 +364,8 @@ const EN: Text = Text {
     js_required: "This page needs JavaScript.",
     passwords_differ: "The passwords differ.",
     password_too_short: "Use at least 8 characters.",
+    issue_failed: "Not issued: ",
+    wrong_password: "The password is not correct.",
     error_title: "Error",
     revoke_title: "Revoke a certificate",
     revoke: "Revoke",

@@ -18,11 +18,13 @@ use tower::ServiceExt;
 
 use crate::state::Connection;
 
-/// Binds a listener, naming the address in the error.
-pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}")))
+/// Binds a listener (before the process gives up its privileges), naming the address in the
+/// error.
+pub fn bind(addr: SocketAddr, what: &str) -> std::io::Result<std::net::TcpListener> {
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"));
+    let listener = std::net::TcpListener::bind(addr).map_err(named)?;
+    listener.set_nonblocking(true).map_err(named)?;
+    Ok(listener)
 }
 
 /// How connections of one listener are served.

@@ -18,22 +18,11 @@ use time::OffsetDateTime;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::accounts::NoticeLog;
-use crate::enroll::rfc3339;
-use crate::state::Shared;
+use pki::encoding::rfc3339;
 
-/// Where and when notices go.
-#[derive(Clone, Debug)]
-pub struct NotifySettings {
-    /// The receiver: `http://` or `https://` URL.
-    pub webhook_url: String,
-    /// Thresholds in days, e.g. 30, 14, 7, 1.
-    pub thresholds_days: Vec<u32>,
-    /// How often the registry is scanned.
-    pub scan_interval: Duration,
-    /// Extra trust anchors (PEM) for an https receiver, besides the system's.
-    pub ca_file: Option<std::path::PathBuf>,
-}
+use crate::settings::NotifySettings;
+use crate::state::Shared;
+use crate::stores::NoticeStore;
 
 /// One notice.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -54,7 +43,7 @@ pub struct Notice {
 
 /// The notices due now: for each valid certificate inside the largest threshold, the nearest
 /// threshold it has entered, unless that (or a nearer one) was already delivered.
-pub fn due(state: &Shared, log: &NoticeLog, thresholds: &[u32], now: OffsetDateTime) -> Vec<Notice> {
+pub fn due(state: &Shared, log: &dyn NoticeStore, thresholds: &[u32], now: OffsetDateTime) -> Vec<Notice> {
     let Some(&largest) = thresholds.iter().max() else { return Vec::new() };
     let Ok(records) = state.registry.expiring_between(now, now + time::Duration::days(i64::from(largest))) else {
         return Vec::new();
@@ -187,13 +176,7 @@ pub async fn notifier(state: Shared, settings: NotifySettings, mut stop: watch::
         tracing::error!(url = %settings.webhook_url, "notify: bad webhook URL; notices are off");
         return;
     };
-    let log = match state.accounts.notice_log() {
-        Ok(log) => Arc::new(log),
-        Err(e) => {
-            tracing::error!(error = %e, "notify: notice log; notices are off");
-            return;
-        }
-    };
+    let log = state.notices.clone();
     let tls = tls_config(settings.ca_file.as_deref());
     // serial → (notice, failed attempts, next attempt)
     let mut pending: HashMap<Serial, (Notice, u32, tokio::time::Instant)> = HashMap::new();
@@ -203,7 +186,7 @@ pub async fn notifier(state: Shared, settings: NotifySettings, mut stop: watch::
         if now >= next_scan {
             let (scan_state, scan_log, thresholds) = (state.clone(), log.clone(), settings.thresholds_days.clone());
             let found = tokio::task::spawn_blocking(move || {
-                due(&scan_state, &scan_log, &thresholds, OffsetDateTime::now_utc())
+                due(&scan_state, scan_log.as_ref(), &thresholds, OffsetDateTime::now_utc())
             })
             .await
             .unwrap_or_default();

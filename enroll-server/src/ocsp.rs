@@ -1,27 +1,28 @@
-//! The OCSP responder on the plain-HTTP listener (`/ocsp`, GET and POST; RFC 6960 in the
-//! RFC 5019 profile). Responses are signed by a delegated responder key the service holds
-//! (its certificate, with id-kp-OCSPSigning and ocsp-nocheck, comes from the CA through the
-//! signer), cached per certificate, refreshed before they expire, and dropped at once when the
-//! certificate is revoked — so serving a cached status does not sign.
+//! OCSP answers on the plain-HTTP listener (`/ocsp`, GET and POST; RFC 6960 in the RFC 5019
+//! profile). The web tier holds no OCSP key: the signer signs answers (`Issuer::sign_ocsp`),
+//! and this cache keeps them per certificate and CertID hash until half their life is gone.
+//! A revocation drops the certificate's answers at once and has fresh ones signed ahead of the
+//! next request; a periodic refresh signs again, in batches, the answers that are getting old.
+//! Serving a cached answer signs nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
-use pki::ocsp::{self, CertId, CertIdHash, CertStatus, ErrorStatus, Responder};
-use pki::registry::{Registry, State};
+use pki::ocsp::{self, CertIdHash, CertStatus, ErrorStatus};
+use pki::registry::{Registry, RegistryError, State};
+use pki::request::{IssueError, Issuer, OcspOrder, SignedOcsp};
 use pki::{IssuerInfo, RevocationReason, Serial};
 use time::{Duration, OffsetDateTime};
 
-/// How long a response is valid (its nextUpdate).
-pub const VALIDITY: Duration = Duration::hours(24);
-/// A cached response is signed again once less than this is left.
+/// A cached answer is signed again once less than this is left of it.
 pub const REFRESH_WHEN_LEFT: Duration = Duration::hours(12);
-/// At most this many responses are cached.
+/// At most this many answers are cached.
 const MAX_CACHED: usize = 200_000;
+/// At most this many answers are asked of the signer at once.
+const BATCH: usize = 1_000;
 
-/// A signed response and when it stops being valid.
+/// An answer and when it stops being valid.
 #[derive(Clone, Debug)]
 pub struct Answer {
     /// The DER `OCSPResponse`.
@@ -34,136 +35,188 @@ pub struct Answer {
     pub label: &'static str,
 }
 
-/// The responder: the CA it answers for, its certificate and key, the cache.
-pub struct OcspResponder {
-    issuer: IssuerInfo,
-    responder: Responder,
-    key: EcdsaKeyPair,
-    rng: SystemRandom,
-    cache: Mutex<HashMap<(bool, Serial), Answer>>,
-}
-
-impl std::fmt::Debug for OcspResponder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OcspResponder").field("issuer", &self.issuer).finish_non_exhaustive()
-    }
-}
-
-/// Why the responder could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("OCSP responder: {0}")]
-pub struct ResponderError(String);
-
-impl OcspResponder {
-    /// A responder for the issuing CA `ca_der`, with its certificate and P-256 key (PKCS#8).
-    pub fn new(ca_der: &[u8], responder_der: &[u8], key_pkcs8: &[u8]) -> Result<Self, ResponderError> {
-        let issuer = IssuerInfo::from_der(ca_der).map_err(|e| ResponderError(e.to_string()))?;
-        let responder = Responder::new(responder_der).map_err(|e| ResponderError(e.to_string()))?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key_pkcs8)
-            .map_err(|e| ResponderError(format!("responder key: {e}")))?;
-        Ok(Self { issuer, responder, key, rng: SystemRandom::new(), cache: Mutex::new(HashMap::new()) })
+impl Answer {
+    fn error(status: ErrorStatus, label: &'static str) -> Self {
+        Self { der: ocsp::error_response(status), this_update: None, next_update: None, label }
     }
 
-    fn sign(&self, id: &CertId, status: CertStatus, now: OffsetDateTime) -> Option<Answer> {
-        let prepared = ocsp::prepare_response(&self.responder, id, status, now, now, now + VALIDITY).ok()?;
-        let signature = self.key.sign(&self.rng, prepared.tbs_der()).ok()?;
+    fn signed(signed: SignedOcsp, status: CertStatus) -> Self {
         let label = match status {
             CertStatus::Good => "good",
             CertStatus::Revoked { .. } => "revoked",
             CertStatus::Unknown => "unknown",
         };
-        Some(Answer {
-            der: prepared.assemble(signature.as_ref()),
-            this_update: Some(now),
-            next_update: Some(now + VALIDITY),
-            label,
-        })
+        Self { der: signed.der, this_update: Some(signed.this_update), next_update: Some(signed.next_update), label }
+    }
+}
+
+/// (SHA-1 CertID, serial).
+type Key = (bool, Serial);
+
+/// The cache of signed answers for one issuing CA.
+pub struct OcspCache {
+    issuer: IssuerInfo,
+    cache: Mutex<HashMap<Key, Answer>>,
+    signed: AtomicU64,
+}
+
+impl std::fmt::Debug for OcspCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OcspCache").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+/// What the registry says of `serial`, as an OCSP status.
+fn status_of(registry: &dyn Registry, serial: &Serial) -> Result<CertStatus, RegistryError> {
+    Ok(match registry.get(serial)? {
+        Some(record) => match record.state {
+            State::Issued => CertStatus::Good,
+            State::Revoked { at, reason } => {
+                CertStatus::Revoked { at, reason: (reason != RevocationReason::Unspecified).then_some(reason) }
+            }
+            State::Pending => CertStatus::Unknown,
+        },
+        None => CertStatus::Unknown,
+    })
+}
+
+fn hash_of(sha1: bool) -> CertIdHash {
+    if sha1 { CertIdHash::Sha1 } else { CertIdHash::Sha256 }
+}
+
+impl OcspCache {
+    /// A cache for answers about certificates of the issuing CA `ca_der`.
+    pub fn new(ca_der: &[u8]) -> Result<Self, pki::Error> {
+        Ok(Self { issuer: IssuerInfo::from_der(ca_der)?, cache: Mutex::new(HashMap::new()), signed: AtomicU64::new(0) })
     }
 
-    fn error(status: ErrorStatus, label: &'static str) -> Answer {
-        Answer { der: ocsp::error_response(status), this_update: None, next_update: None, label }
+    /// How many answers the signer signed for this cache.
+    pub fn signed_count(&self) -> u64 {
+        self.signed.load(Ordering::Relaxed)
     }
 
-    /// Answers one DER request from the live registry, from the cache when it is fresh.
-    pub fn respond(&self, request: &[u8], registry: &dyn Registry, now: OffsetDateTime) -> Answer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Answer>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, key: Key, answer: Answer) {
+        let mut cache = self.lock();
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, a| a.label != "unknown");
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, answer);
+    }
+
+    /// Has the signer sign `keys` with their current registry status, in batches, and caches
+    /// the answers; returns how many were signed.
+    fn sign_keys(&self, keys: &[Key], registry: &dyn Registry, issuer: &dyn Issuer) -> Result<usize, IssueError> {
+        let mut done = 0;
+        for chunk in keys.chunks(BATCH) {
+            let mut orders = Vec::with_capacity(chunk.len());
+            let mut asked = Vec::with_capacity(chunk.len());
+            for key @ (sha1, serial) in chunk {
+                match status_of(registry, serial) {
+                    Ok(status) => {
+                        orders.push(OcspOrder { serial: serial.as_bytes().to_vec(), hash: hash_of(*sha1), status });
+                        asked.push(*key);
+                    }
+                    Err(e) => tracing::error!(error = %e, "OCSP: registry"),
+                }
+            }
+            if orders.is_empty() {
+                continue;
+            }
+            let signed = issuer.sign_ocsp(&orders)?;
+            self.signed.fetch_add(signed.len() as u64, Ordering::Relaxed);
+            for ((key, order), answer) in asked.into_iter().zip(&orders).zip(signed) {
+                self.insert(key, Answer::signed(answer, order.status));
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Answers one DER request: from the cache when fresh, else signed by the signer now from
+    /// the live registry status.
+    pub fn respond(&self, request: &[u8], registry: &dyn Registry, issuer: &dyn Issuer, now: OffsetDateTime) -> Answer {
         let id = match ocsp::parse_request(request) {
             Ok(id) => id,
-            Err(_) => return Self::error(ErrorStatus::MalformedRequest, "malformed"),
+            Err(_) => return Answer::error(ErrorStatus::MalformedRequest, "malformed"),
         };
         if !id.is_issued_by(&self.issuer) {
-            return Self::error(ErrorStatus::Unauthorized, "unauthorized");
+            return Answer::error(ErrorStatus::Unauthorized, "unauthorized");
         }
-        // The CertID is echoed in the response, so SHA-1 and SHA-256 requests are cached apart.
-        let serial = Serial::from_bytes(&id.serial);
-        let key = serial.map(|s| (id.hash == CertIdHash::Sha1, s));
-        if let Some(key) = &key {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(answer) = cache.get(key)
-                && answer.next_update.is_some_and(|next| next - now > REFRESH_WHEN_LEFT)
-            {
-                return answer.clone();
-            }
-        }
-        let status = match serial.map(|s| registry.get(&s)) {
-            Some(Ok(Some(record))) => match record.state {
-                State::Issued => CertStatus::Good,
-                State::Revoked { at, reason } => {
-                    CertStatus::Revoked { at, reason: (reason != RevocationReason::Unspecified).then_some(reason) }
+        let Some(serial) = Serial::from_bytes(&id.serial) else {
+            // Not a serial of inkan's form: no certificate of this CA. Signed, not cached.
+            let order = OcspOrder { serial: id.serial.clone(), hash: id.hash, status: CertStatus::Unknown };
+            return match issuer.sign_ocsp(std::slice::from_ref(&order)) {
+                Ok(mut signed) if signed.len() == 1 => {
+                    self.signed.fetch_add(1, Ordering::Relaxed);
+                    signed.pop().map_or_else(
+                        || Answer::error(ErrorStatus::TryLater, "error"),
+                        |a| Answer::signed(a, CertStatus::Unknown),
+                    )
                 }
-                State::Pending => CertStatus::Unknown,
+                Ok(_) | Err(_) => Answer::error(ErrorStatus::TryLater, "error"),
+            };
+        };
+        let key = (id.hash == CertIdHash::Sha1, serial);
+        if let Some(answer) = self.lock().get(&key)
+            && answer.next_update.is_some_and(|next| next - now > REFRESH_WHEN_LEFT)
+        {
+            return answer.clone();
+        }
+        match self.sign_keys(&[key], registry, issuer) {
+            Ok(1) => match self.lock().get(&key) {
+                Some(answer) => answer.clone(),
+                None => Answer::error(ErrorStatus::TryLater, "error"),
             },
-            Some(Ok(None)) | None => CertStatus::Unknown,
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "OCSP: registry");
-                return Self::error(ErrorStatus::TryLater, "try_later");
+            Ok(_) => Answer::error(ErrorStatus::TryLater, "error"),
+            Err(e) => {
+                tracing::warn!(error = %e, %serial, "OCSP: the signer did not sign");
+                Answer::error(ErrorStatus::TryLater, "error")
             }
-        };
-        let Some(answer) = self.sign(&id, status, now) else {
-            return Self::error(ErrorStatus::InternalError, "internal");
-        };
-        if let Some(key) = key {
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.len() >= MAX_CACHED {
-                cache.retain(|_, a| a.label != "unknown");
-                if cache.len() >= MAX_CACHED {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, answer.clone());
         }
-        answer
     }
 
-    /// Drops the cached responses of `serials` (they were just revoked).
+    /// Drops the cached answers of `serials` (just revoked): the next request gets a fresh one.
     pub fn forget(&self, serials: &[Serial]) {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.lock();
         for serial in serials {
             cache.remove(&(true, *serial));
             cache.remove(&(false, *serial));
         }
     }
 
-    /// Signs again the cached responses that are past half their life (run periodically), so
+    /// Signs fresh answers for `serials` ahead of requests (after a revocation), for SHA-1
+    /// CertIDs (what most clients send). Returns how many.
+    pub fn presign(
+        &self,
+        serials: &[Serial],
+        registry: &dyn Registry,
+        issuer: &dyn Issuer,
+    ) -> Result<usize, IssueError> {
+        let keys: Vec<Key> = serials.iter().map(|s| (true, *s)).collect();
+        self.sign_keys(&keys, registry, issuer)
+    }
+
+    /// Signs again the cached answers that are past half their life (run periodically), so
     /// requests keep finding fresh ones. Returns how many were refreshed.
-    pub fn refresh(&self, registry: &dyn Registry, now: OffsetDateTime) -> usize {
-        let stale: Vec<(bool, Serial)> = {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            cache
-                .iter()
-                .filter(|(_, a)| a.next_update.is_some_and(|next| next - now <= REFRESH_WHEN_LEFT))
-                .map(|(k, _)| *k)
-                .collect()
-        };
-        let mut done = 0;
-        for (sha1, serial) in stale {
-            let name = self.issuer.subject_name_der();
-            let key = self.issuer.public_key().key_bits();
-            let hash = if sha1 { CertIdHash::Sha1 } else { CertIdHash::Sha256 };
-            let request = ocsp::request_for(hash, name, key, &serial);
-            self.forget(&[serial]);
-            let _ = self.respond(&request, registry, now);
-            done += 1;
-        }
-        done
+    pub fn refresh(
+        &self,
+        registry: &dyn Registry,
+        issuer: &dyn Issuer,
+        now: OffsetDateTime,
+    ) -> Result<usize, IssueError> {
+        let stale: Vec<Key> = self
+            .lock()
+            .iter()
+            .filter(|(_, a)| a.next_update.is_some_and(|next| next - now <= REFRESH_WHEN_LEFT))
+            .map(|(k, _)| *k)
+            .collect();
+        self.sign_keys(&stale, registry, issuer)
     }
 }

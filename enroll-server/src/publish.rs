@@ -2,49 +2,21 @@
 //! keeps what it serves current: the CRL is signed again shortly after revocations (bursts
 //! coalesced) and always well before its nextUpdate; cached OCSP responses are refreshed.
 
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use pki::registry::Status;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 use tokio::sync::watch;
 
+use crate::metrics::{Census, OCSP_LABELS};
 use crate::state::Shared;
-
-/// Counters exported at `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Certificates issued by this service.
-    pub issued: AtomicU64,
-    /// Certificates revoked (including superseded) through this service.
-    pub revoked: AtomicU64,
-    /// CRLs signed.
-    pub crl_signed: AtomicU64,
-    /// CRL downloads: issuing CA, root.
-    pub crl_requests: [AtomicU64; 2],
-    /// OCSP answers by kind: good, revoked, unknown, malformed, unauthorized, other errors.
-    pub ocsp: [AtomicU64; 6],
-    /// Expiry notices delivered, and failed attempts.
-    pub notices_sent: AtomicU64,
-    /// Failed webhook attempts.
-    pub notices_failed: AtomicU64,
-    /// The last registry census and when it was taken.
-    census: Mutex<Option<(Instant, Census)>>,
-}
-
-/// Certificates by status (valid, pending, revoked, superseded, expired), and valid ones
-/// expiring within 30 and 7 days.
-type Census = ([u64; 5], u64, u64);
-
-const OCSP_LABELS: [&str; 6] = ["good", "revoked", "unknown", "malformed", "unauthorized", "error"];
 
 fn der_response(content_type: &'static str, der: Vec<u8>) -> Response {
     let mut response = der.into_response();
@@ -68,12 +40,10 @@ fn http_date(t: OffsetDateTime) -> Option<HeaderValue> {
 }
 
 async fn ocsp_answer(state: Shared, request: Vec<u8>) -> Response {
-    let Some(responder) = state.ocsp.clone() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "OCSP is not configured\n").into_response();
-    };
-    let registry = state.registry.clone();
+    let answering = state.clone();
     let answer = match tokio::task::spawn_blocking(move || {
-        responder.respond(&request, registry.as_ref(), OffsetDateTime::now_utc())
+        let state = answering;
+        state.ocsp.respond(&request, state.registry.as_ref(), state.issuer.as_ref(), OffsetDateTime::now_utc())
     })
     .await
     {
@@ -104,7 +74,7 @@ async fn ocsp_answer(state: Shared, request: Vec<u8>) -> Response {
 }
 
 /// `POST /ocsp` with an `application/ocsp-request` body.
-async fn ocsp_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn ocsp_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("application/ocsp-request") {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send an application/ocsp-request\n").into_response();
@@ -113,46 +83,15 @@ async fn ocsp_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
 }
 
 /// `GET /ocsp/{base64 of the DER request}` (RFC 5019 §5), the base64 URL-encoded.
-async fn ocsp_get(State(state): State<Shared>, Path(encoded): Path<String>) -> Response {
-    match base64_decode(&encoded) {
+pub async fn ocsp_get(State(state): State<Shared>, Path(encoded): Path<String>) -> Response {
+    match pki::encoding::base64_decode(&encoded) {
         Some(der) => ocsp_answer(state, der).await,
         None => ocsp_answer(state, Vec::new()).await,
     }
 }
 
-/// Standard base64 (padding optional; whitespace and a trailing slash tolerated).
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
-    let clean = clean.strip_suffix(b"/").unwrap_or(&clean);
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= value(*c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        match chunk.len() {
-            4 => out.extend_from_slice(&bytes[1..4]),
-            3 => out.extend_from_slice(&bytes[1..3]),
-            2 => out.push(bytes[1]),
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(State(state): State<Shared>) -> Response {
+pub async fn metrics(State(state): State<Shared>) -> Response {
     let census_state = state.clone();
     let census = tokio::task::spawn_blocking(move || census(&census_state)).await.ok().flatten();
     let m = &state.metrics;
@@ -197,6 +136,12 @@ async fn metrics(State(state): State<Shared>) -> Response {
     let rows: Vec<_> =
         OCSP_LABELS.iter().zip(&m.ocsp).map(|(l, a)| (format!("{{response=\"{l}\"}}"), load(a))).collect();
     family("inkan_ocsp_requests_total", "counter", "OCSP answers by kind.", &rows);
+    family(
+        "inkan_ocsp_signed_total",
+        "counter",
+        "OCSP answers the signer signed for this service (the rest were served from the cache).",
+        &[(String::new(), state.ocsp.signed_count())],
+    );
     family(
         "inkan_notices_total",
         "counter",
@@ -243,29 +188,29 @@ fn census(state: &Shared) -> Option<Census> {
     Some((counts, d30, d7))
 }
 
-/// The plain-HTTP listener's routes.
-pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route(
-            "/ca.crt",
-            get(|State(s): State<Shared>| async move {
-                der_response("application/pkix-cert", s.issuer.ca_certificate().to_vec())
-            }),
-        )
-        .route(
-            "/root.crt",
-            get(|State(s): State<Shared>| async move {
-                der_response("application/pkix-cert", s.issuer.root_certificate().to_vec())
-            }),
-        )
-        .route("/crl/ca.crl", get(|State(s): State<Shared>| async move { crl_file(&s, "ca.crl", 0).await }))
-        .route("/crl/root.crl", get(|State(s): State<Shared>| async move { crl_file(&s, "root.crl", 1).await }))
-        .route("/ocsp", post(ocsp_post))
-        .route("/ocsp/{*request}", get(ocsp_get))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .layer(axum::extract::DefaultBodyLimit::max(pki::ocsp::MAX_REQUEST))
-        .with_state(state)
+/// `GET /ca.crt`: the issuing CA certificate (DER).
+pub async fn ca_certificate(State(state): State<Shared>) -> Response {
+    der_response("application/pkix-cert", state.issuer.ca_certificate().to_vec())
+}
+
+/// `GET /root.crt`: the root certificate (DER).
+pub async fn root_certificate(State(state): State<Shared>) -> Response {
+    der_response("application/pkix-cert", state.issuer.root_certificate().to_vec())
+}
+
+/// `GET /crl/ca.crl`: the issuing CA's CRL.
+pub async fn ca_crl(State(state): State<Shared>) -> Response {
+    crl_file(&state, "ca.crl", 0).await
+}
+
+/// `GET /crl/root.crl`: the root's CRL.
+pub async fn root_crl(State(state): State<Shared>) -> Response {
+    crl_file(&state, "root.crl", 1).await
+}
+
+/// Anything else on the plain-HTTP listener.
+pub async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
 /// Signs and publishes the CRL: at start, shortly after revocations (a burst waits
@@ -296,37 +241,45 @@ pub async fn crl_publisher(state: Shared, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Refreshes cached OCSP responses past half their life, every ten minutes.
+/// Keeps the OCSP cache ahead of requests: signs fresh answers for revoked certificates as soon
+/// as they are revoked, and every ten minutes signs again the answers past half their life.
 pub async fn ocsp_refresher(state: Shared, mut stop: watch::Receiver<bool>) {
+    let mut next_refresh = tokio::time::Instant::now() + Duration::from_secs(600);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = state.ocsp_wake.notified() => {}
+            _ = tokio::time::sleep_until(next_refresh) => {}
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
-        if let Some(responder) = state.ocsp.clone() {
-            let registry = state.registry.clone();
-            let refreshed =
-                tokio::task::spawn_blocking(move || responder.refresh(registry.as_ref(), OffsetDateTime::now_utc()))
-                    .await
-                    .unwrap_or(0);
-            if refreshed > 0 {
-                tracing::info!(refreshed, "OCSP responses refreshed");
-            }
+        let revoked = state.take_revoked();
+        let refresh = tokio::time::Instant::now() >= next_refresh;
+        if refresh {
+            next_refresh = tokio::time::Instant::now() + Duration::from_secs(600);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64() {
-        assert_eq!(base64_decode("TWFu"), Some(b"Man".to_vec()));
-        assert_eq!(base64_decode("TWE="), Some(b"Ma".to_vec()));
-        assert_eq!(base64_decode("TQ"), Some(b"M".to_vec()));
-        assert_eq!(base64_decode("T"), None);
-        assert_eq!(base64_decode("T!=="), None);
-        assert_eq!(base64_decode("_-8"), Some(vec![0xff, 0xef]));
+        let working = state.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let state = working;
+            let (registry, issuer) = (state.registry.as_ref(), state.issuer.as_ref());
+            let presigned = if revoked.is_empty() { Ok(0) } else { state.ocsp.presign(&revoked, registry, issuer) };
+            let refreshed =
+                if refresh { state.ocsp.refresh(registry, issuer, OffsetDateTime::now_utc()) } else { Ok(0) };
+            (presigned, refreshed)
+        })
+        .await;
+        match done {
+            Ok((presigned, refreshed)) => {
+                match presigned {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(answers = n, "OCSP answers for revoked certificates signed"),
+                    Err(e) => tracing::warn!(error = %e, "OCSP answers for revoked certificates: not signed now"),
+                }
+                match refreshed {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(refreshed = n, "OCSP answers refreshed"),
+                    Err(e) => tracing::warn!(error = %e, "refreshing OCSP answers failed; trying again later"),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "OCSP task"),
+        }
     }
 }

@@ -34,7 +34,20 @@ pub struct ServerSettings {
     /// The CRL is signed again at least this often (and after revocations).
     pub crl_refresh: Duration,
     /// Expiry notices, when a webhook is configured.
-    pub notify: Option<crate::notify::NotifySettings>,
+    pub notify: Option<NotifySettings>,
+}
+
+/// Where and when expiry notices go.
+#[derive(Clone, Debug)]
+pub struct NotifySettings {
+    /// The receiver: `http://` or `https://` URL.
+    pub webhook_url: String,
+    /// Thresholds in days, e.g. 30, 14, 7, 1.
+    pub thresholds_days: Vec<u32>,
+    /// How often the registry is scanned.
+    pub scan_interval: Duration,
+    /// Extra trust anchors (PEM) for an https receiver, besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How certificates are obtained.

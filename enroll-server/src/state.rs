@@ -1,21 +1,31 @@
-//! The shared state of all listeners, in one `Arc`.
+//! The shared state of all listeners, in one `Arc`: settings, stores, the CA port, the audit
+//! trail and the in-memory parts (tickets, sessions, limits, the OCSP cache, counters). It
+//! imports the leaf modules only; features import it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use pki::Serial;
 use pki::registry::Registry;
+use pki::request::Issuer;
 
-use crate::accounts::Accounts;
-use crate::backend::{Audit, Issuer};
+use crate::accounts::{AccountError, Accounts};
+use crate::error::WebError;
+use crate::metrics::Metrics;
+use crate::ocsp::OcspCache;
+use crate::ports::{Audit, Events};
 use crate::settings::ServerSettings;
+use crate::stores::NoticeStore;
 use crate::tokens::{RateLimiter, Sessions, Tickets};
 
 /// Everything a handler may need.
 pub struct AppState {
     /// Settings.
     pub settings: ServerSettings,
-    /// Accounts (sled, `DATA_DIR/web`).
+    /// Accounts.
     pub accounts: Accounts,
+    /// Which expiry notices were delivered.
+    pub notices: Arc<dyn NoticeStore>,
     /// The certificate registry.
     pub registry: Arc<dyn Registry>,
     /// The CA.
@@ -32,31 +42,99 @@ pub struct AppState {
     pub public_url: String,
     /// The certificate-login listener's base URL (`https://localhost:8444`).
     pub login_url: String,
-    /// The OCSP responder, when the service has a responder certificate.
-    pub ocsp: Option<Arc<crate::ocsp::OcspResponder>>,
+    /// Signed OCSP answers.
+    pub ocsp: OcspCache,
     /// Wakes the CRL publisher after revocations.
     pub crl_wake: tokio::sync::Notify,
+    /// Wakes the OCSP refresher to sign answers for [`AppState::take_revoked`] ahead of requests.
+    pub ocsp_wake: tokio::sync::Notify,
+    /// Revoked serials whose fresh OCSP answers are still to be signed.
+    revoked_queue: Mutex<Vec<Serial>>,
     /// Counters for `/metrics`.
-    pub metrics: crate::publish::Metrics,
+    pub metrics: Metrics,
+}
+
+/// The parts of an [`AppState`] that are not made here.
+pub struct Parts {
+    /// Settings.
+    pub settings: ServerSettings,
+    /// Accounts.
+    pub accounts: Accounts,
+    /// Which expiry notices were delivered.
+    pub notices: Arc<dyn NoticeStore>,
+    /// The certificate registry.
+    pub registry: Arc<dyn Registry>,
+    /// The CA.
+    pub issuer: Arc<dyn Issuer>,
+    /// The audit trail.
+    pub audit: Arc<dyn Audit>,
+    /// The public listener's base URL.
+    pub public_url: String,
+    /// The certificate-login listener's base URL.
+    pub login_url: String,
 }
 
 impl AppState {
-    /// Everything that must follow a revocation: cached OCSP answers go, a new CRL is due.
-    pub fn revoked(&self, serials: &[pki::Serial]) {
-        if serials.is_empty() {
-            return;
+    /// The state of a service made of `parts`.
+    pub fn new(parts: Parts) -> Result<Self, pki::Error> {
+        let ocsp = OcspCache::new(parts.issuer.ca_certificate())?;
+        Ok(Self {
+            limiter: RateLimiter::new(parts.settings.rate_limit_per_minute),
+            settings: parts.settings,
+            accounts: parts.accounts,
+            notices: parts.notices,
+            registry: parts.registry,
+            issuer: parts.issuer,
+            audit: parts.audit,
+            tickets: Tickets::default(),
+            sessions: Sessions::default(),
+            public_url: parts.public_url,
+            login_url: parts.login_url,
+            ocsp,
+            crl_wake: tokio::sync::Notify::new(),
+            ocsp_wake: tokio::sync::Notify::new(),
+            revoked_queue: Mutex::new(Vec::new()),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The revoked serials whose OCSP answers are to be signed ahead of requests.
+    pub fn take_revoked(&self) -> Vec<Serial> {
+        std::mem::take(&mut *self.revoked_queue.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Appends to the audit trail (durable) off the async threads.
+    pub async fn audit(self: &Arc<Self>, event: &'static str, details: serde_json::Value) {
+        let state = self.clone();
+        let _ = tokio::task::spawn_blocking(move || state.audit.record(event, details)).await;
+    }
+
+    /// Audits a failed password check, and the lockout it may have caused.
+    pub async fn audit_auth_failure(self: &Arc<Self>, login_id: &str, via: &str, e: &AccountError) {
+        let code = WebError::from(e.clone()).code.as_str();
+        self.audit("login.failure", serde_json::json!({ "login_id": login_id, "via": via, "code": code })).await;
+        if let AccountError::Locked { newly: true, .. } = e {
+            self.audit("account.locked", serde_json::json!({ "login_id": login_id })).await;
         }
-        if let Some(ocsp) = &self.ocsp {
-            ocsp.forget(serials);
-        }
-        self.metrics.revoked.fetch_add(serials.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.crl_wake.notify_one();
+    }
+
+    /// Counts one request from `remote` against its per-minute limit.
+    pub fn rate_limit(&self, remote: SocketAddr) -> Result<(), WebError> {
+        self.limiter.check(remote.ip()).map_err(WebError::rate_limited)
     }
 }
 
-impl crate::admin::AdminHooks for AppState {
-    fn revoked(&self, serials: &[pki::Serial]) {
-        AppState::revoked(self, serials);
+impl Events for AppState {
+    /// Cached OCSP answers go (and fresh ones are signed ahead of requests), a new CRL is due.
+    fn revoked(&self, serials: &[Serial]) {
+        if serials.is_empty() {
+            return;
+        }
+        self.ocsp.forget(serials);
+        self.revoked_queue.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(serials);
+        self.ocsp_wake.notify_one();
+        self.metrics.revoked.fetch_add(serials.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.crl_wake.notify_one();
     }
 
     fn issued(&self) {
@@ -72,6 +150,11 @@ impl std::fmt::Debug for AppState {
 
 /// The state as handlers receive it.
 pub type Shared = Arc<AppState>;
+
+/// Runs blocking work (password hashing, durable writes, signing) off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, WebError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| WebError::internal("blocking task", e))
+}
 
 /// What the listener knows about the connection a request came on.
 #[derive(Clone, Debug)]

@@ -4,11 +4,10 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
 use crate::Error;
-use crate::encoding::{decode_one, expect_no_trailing};
+use crate::encoding::{decode_csr, expect_no_trailing};
 use crate::key::SubjectKey;
 
 const WHAT: &str = "CSR";
-const LABELS: &[&str] = &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
 
 /// A CSR whose signature verified with its own key, and whose key passed the key policy.
 ///
@@ -32,7 +31,7 @@ impl ValidatedCsr {
 /// PKCS#10 request, a version other than v1, keys outside the policy, signature algorithms
 /// not accepted for the key, and signatures that do not verify.
 pub fn validate(input: &[u8]) -> Result<ValidatedCsr, Error> {
-    let der = decode_one(input, WHAT, LABELS)?;
+    let der = decode_csr(input)?;
     let (rest, csr) = X509CertificationRequest::from_der(&der)
         .map_err(|e| Error::MalformedDer { what: WHAT, detail: e.to_string() })?;
     expect_no_trailing(rest, WHAT)?;

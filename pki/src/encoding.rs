@@ -1,5 +1,8 @@
-//! Reading PEM or DER input strictly, and writing PEM and PKCS#7 (certs-only) output.
+//! Reading PEM or DER input strictly, and writing PEM and PKCS#7 (certs-only) output; the
+//! one hex, base64 and RFC 3339 helper of the workspace.
 
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use yasna::Tag;
 
 use crate::Error;
@@ -49,6 +52,73 @@ pub fn decode_one(input: &[u8], what: &'static str, labels: &[&'static str]) -> 
         Some(end) => Err(Error::TrailingData { what, extra: trimmed.len() - end }),
         None => Err(Error::MalformedPem { what, detail: "missing END line".into() }),
     }
+}
+
+/// The PEM labels a CSR may carry (`NEW CERTIFICATE REQUEST` is what old tools write).
+pub const CSR_LABELS: &[&str] = &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
+
+/// The DER of one CSR given as DER or PEM (see [`decode_one`]).
+pub fn decode_csr(input: &[u8]) -> Result<Vec<u8>, Error> {
+    decode_one(input, "CSR", CSR_LABELS)
+}
+
+/// Lowercase hex of `bytes`, two digits a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// The bytes of hex text (either case); `None` for an odd length or a non-hex digit.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes.chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
+}
+
+/// Decodes base64 leniently, as OCSP GET requests arrive (RFC 5019 §5): the standard and the
+/// URL-safe alphabets, padding optional, whitespace and a trailing slash ignored. `None` for
+/// anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        }))
+    };
+    let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
+    let clean = clean.strip_suffix(b"/").unwrap_or(&clean);
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend_from_slice(&bytes[1..4]),
+            3 => out.extend_from_slice(&bytes[1..3]),
+            2 => out.push(bytes[1]),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A time as RFC 3339 (`2026-11-21T05:01:46Z`), the form listings, JSON and pages use.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// The byte offset just past the first `-----END ...-----` line, if there is one.
@@ -148,6 +218,22 @@ mod tests {
         assert!(matches!(decode_one(bad64.as_bytes(), "CSR", LABELS), Err(Error::MalformedPem { .. })));
         let cut = "-----BEGIN CERTIFICATE REQUEST-----\nAQID\n";
         assert!(matches!(decode_one(cut.as_bytes(), "CSR", LABELS), Err(Error::MalformedPem { .. })));
+    }
+
+    #[test]
+    fn hex_base64_and_times() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(unhex("00AB7f"), Some(vec![0x00, 0xab, 0x7f]));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(base64_decode("TWFu"), Some(b"Man".to_vec()));
+        assert_eq!(base64_decode("TWE="), Some(b"Ma".to_vec()));
+        assert_eq!(base64_decode("TQ"), Some(b"M".to_vec()));
+        assert_eq!(base64_decode("T"), None);
+        assert_eq!(base64_decode("T!=="), None);
+        assert_eq!(base64_decode("-_8/"), base64_decode("+/8/"));
+        let t = OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("time");
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
     }
 
     #[test]

@@ -128,9 +128,9 @@ pub fn parse_request(der: &[u8]) -> Result<CertId, Error> {
     Ok(CertId { hash, issuer_name_hash: name_hash, issuer_key_hash: key_hash, serial, der: id.clone() })
 }
 
-/// A DER `OCSPRequest` for one certificate: `serial` from the issuer with `issuer_name`
-/// (DER) and `issuer_key` (subjectPublicKey bits), hashed with `hash`.
-pub fn request_for(hash: CertIdHash, issuer_name: &[u8], issuer_key: &[u8], serial: &crate::Serial) -> Vec<u8> {
+/// The DER `CertID` of `serial` from the issuer with `issuer_name` (DER) and `issuer_key`
+/// (subjectPublicKey bits), hashed with `hash`.
+fn cert_id_der(hash: CertIdHash, issuer_name: &[u8], issuer_key: &[u8], serial: &[u8]) -> Vec<u8> {
     let oid = match hash {
         CertIdHash::Sha1 => OID_SHA1,
         CertIdHash::Sha256 => OID_SHA256,
@@ -138,18 +138,40 @@ pub fn request_for(hash: CertIdHash, issuer_name: &[u8], issuer_key: &[u8], seri
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
             w.next().write_sequence(|w| {
+                w.next().write_oid(&ObjectIdentifier::from_slice(oid));
+                w.next().write_null();
+            });
+            w.next().write_bytes(&hash.digest(issuer_name));
+            w.next().write_bytes(&hash.digest(issuer_key));
+            w.next().write_bigint_bytes(serial, true);
+        });
+    })
+}
+
+impl CertId {
+    /// The CertID of the serial `serial` (its magnitude, big-endian) issued by `issuer`, hashed
+    /// with `hash`: what a responder answers about when it signs apart from the request.
+    pub fn for_serial(issuer: &IssuerInfo, hash: CertIdHash, serial: &[u8]) -> Self {
+        let (name, key) = (issuer.subject_der(), issuer.public_key().key_bits());
+        Self {
+            hash,
+            issuer_name_hash: hash.digest(name),
+            issuer_key_hash: hash.digest(key),
+            serial: serial.to_vec(),
+            der: cert_id_der(hash, name, key, serial),
+        }
+    }
+}
+
+/// A DER `OCSPRequest` for one certificate: `serial` from the issuer with `issuer_name`
+/// (DER) and `issuer_key` (subjectPublicKey bits), hashed with `hash`.
+pub fn request_for(hash: CertIdHash, issuer_name: &[u8], issuer_key: &[u8], serial: &crate::Serial) -> Vec<u8> {
+    let id = cert_id_der(hash, issuer_name, issuer_key, serial.as_bytes());
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_sequence(|w| {
                 w.next().write_sequence_of(|w| {
-                    w.next().write_sequence(|w| {
-                        w.next().write_sequence(|w| {
-                            w.next().write_sequence(|w| {
-                                w.next().write_oid(&ObjectIdentifier::from_slice(oid));
-                                w.next().write_null();
-                            });
-                            w.next().write_bytes(&hash.digest(issuer_name));
-                            w.next().write_bytes(&hash.digest(issuer_key));
-                            w.next().write_bigint_bytes(serial.as_bytes(), true);
-                        });
-                    });
+                    w.next().write_sequence(|w| w.next().write_der(&id));
                 });
             });
         });
@@ -325,5 +347,25 @@ mod tests {
         assert!(parse_request(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
         assert_eq!(error_response(ErrorStatus::MalformedRequest), [0x30, 0x03, 0x0a, 0x01, 0x01]);
         assert_eq!(error_response(ErrorStatus::Unauthorized), [0x30, 0x03, 0x0a, 0x01, 0x06]);
+    }
+
+    #[test]
+    fn a_cert_id_made_ahead_is_the_one_a_request_carries() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "OCSP test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![1; 20]);
+        let ca = params.self_signed(&key).expect("CA");
+        let issuer = IssuerInfo::from_der(ca.der()).expect("issuer");
+        let serial = crate::Serial::from_random([7; 16]).expect("serial");
+        for hash in [CertIdHash::Sha1, CertIdHash::Sha256] {
+            let made = CertId::for_serial(&issuer, hash, serial.as_bytes());
+            let request = request_for(hash, issuer.subject_name_der(), issuer.public_key().key_bits(), &serial);
+            let parsed = parse_request(&request).expect("parses");
+            assert_eq!(made, parsed);
+            assert!(parsed.is_issued_by(&issuer));
+        }
     }
 }

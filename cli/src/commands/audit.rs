@@ -9,7 +9,7 @@ use ca::layout::DataDir;
 use crate::args::{AuditArgs, AuditTailArgs};
 
 fn log_path(dir: &DataDir) -> std::path::PathBuf {
-    dir.path().join("audit").join("audit.log")
+    dir.audit_dir().join("audit.log")
 }
 
 pub fn verify(args: &AuditArgs) -> anyhow::Result<()> {
@@ -18,7 +18,7 @@ pub fn verify(args: &AuditArgs) -> anyhow::Result<()> {
         Verdict::Intact { lines } => {
             let last = audit::read(&path, Some(1))?.pop().unwrap_or_default();
             let head = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, last.as_bytes());
-            let head: String = head.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            let head = pki::encoding::hex(head.as_ref());
             println!("{}: {lines} lines, chain intact", path.display());
             // Cutting lines off the end leaves a shorter valid chain: keep this elsewhere and
             // compare it next time.

@@ -7,8 +7,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::{Needs, admin, unexpected};
 use crate::args::{CrlArgs, RootSignCrlArgs};
-use crate::backend::publish_crl;
 use crate::passphrase::{self, Key};
+use ca::service::publish_crl;
 
 pub fn ca_crl(args: &CrlArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir.data_dir);

@@ -51,30 +51,27 @@ pub fn create(
     let report =
         ceremony::init(dir, &options, root_pass, ca_pass, time::OffsetDateTime::now_utc()).context("inkan init")?;
     let config = config::Config::load(&dir.config())?;
-    let registry = std::sync::Arc::new(super::open_store(dir)?);
+    let registry: std::sync::Arc<dyn ca::Registry> = std::sync::Arc::new(super::open_store(dir)?);
     let audit = std::sync::Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
     audit.append(
         "ca.initialised",
         serde_json::json!({ "organization": args.org, "key_type": args.key_type, "root": Summary::from_der(&report.root_der)?.sha256_fingerprint, "issuing": Summary::from_der(&report.ca_der)?.sha256_fingerprint }),
     )?;
-    let signer = crate::backend::Signer::Local(Box::new(crate::backend::local_authority(
-        dir,
-        &config,
-        ca_pass,
-        ca::sled_store::Durability::Flush,
-    )?));
-    let ca_service = crate::backend::CaService::new(signer, registry, dir, &config, audit)?;
-    crate::backend::ensure_server_certificate(dir, &config, &ca_service)?;
+    let authority =
+        ca::service::local_authority(dir, config.profile_settings(), ca_pass, ca::sled_store::Durability::Flush)?;
+    let link = ca::service::SignerLink::Local(Box::new(authority));
+    let ca_service = ca::service::CaService::new(link, registry, dir, config.crl_validity(), audit)?;
+    ca_service.server_credential(&config.server.names)?;
 
     let root = Summary::from_der(&report.root_der)?;
     let ca = Summary::from_der(&report.ca_der)?;
     println!("Created a CA in {}", dir.path().display());
     println!("  root CA     {}  (offline: keep root/root.key and its passphrase apart)", root.subject);
     println!("              SHA-256 {}", root.sha256_fingerprint);
-    println!("              valid until {}", super::rfc3339(root.not_after));
+    println!("              valid until {}", pki::encoding::rfc3339(root.not_after));
     println!("  issuing CA  {}", ca.subject);
     println!("              SHA-256 {}", ca.sha256_fingerprint);
-    println!("              valid until {}", super::rfc3339(ca.not_after));
+    println!("              valid until {}", pki::encoding::rfc3339(ca.not_after));
     println!(
         "  files       {}, {}, {}, {}",
         dir.root_cert().display(),

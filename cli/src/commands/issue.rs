@@ -33,7 +33,7 @@ pub fn run(args: &IssueArgs) -> anyhow::Result<()> {
         record.serial,
         record.account,
         record.profile,
-        super::rfc3339(record.not_after)
+        pki::encoding::rfc3339(record.not_after)
     );
     Ok(())
 }

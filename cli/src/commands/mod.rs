@@ -12,6 +12,7 @@ mod registry;
 mod serve;
 mod signer;
 mod user;
+mod worker;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,12 +20,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use ca::SledStore;
 use ca::layout::DataDir;
+use ca::service::{CaService, SignerLink, local_authority};
 use enroll_server::accounts::Accounts;
 use enroll_server::admin::{self, AdminContext, AdminReply, AdminRequest};
+use enroll_server::ports::NoEvents;
+use enroll_server::stores::sled::SledStores;
 
 use crate::args::{AuditCommand, CaPassphraseArg, Command, RootCommand, UserCommand};
-use crate::backend::{CaService, Signer, local_authority};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::passphrase::{self, Key};
 
 /// Runs one command.
@@ -43,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::User(UserCommand::Unlock(args)) => user::unlock(&args),
         Command::User(UserCommand::Passwd(args)) => user::passwd(&args),
         Command::Signer(args) => signer::run(&args),
+        Command::Worker(args) => worker::run(&args),
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(&args),
         Command::Audit(AuditCommand::Tail(args)) => audit::tail(&args),
     }
@@ -84,10 +88,14 @@ fn require_ca(dir: &DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the account store with the configured rules.
-fn open_accounts(dir: &DataDir, config: &Config) -> anyhow::Result<Accounts> {
-    let settings = config.server_settings(dir).accounts;
-    Accounts::open(&dir.web(), settings).map_err(|e| in_use(e.to_string(), &dir.web()))
+/// Opens the web stores (accounts, notices) of a data directory.
+fn open_web_stores(dir: &DataDir) -> anyhow::Result<SledStores> {
+    SledStores::open(&dir.web()).map_err(|e| in_use(e.to_string(), &dir.web()))
+}
+
+/// The accounts of `stores` with the configured rules.
+fn accounts(stores: &SledStores, dir: &DataDir, config: &Config) -> anyhow::Result<Accounts> {
+    Ok(Accounts::new(stores.accounts(), config.server_settings(dir).accounts)?)
 }
 
 /// Runs an operator request: through the running service if there is one, else locally.
@@ -97,7 +105,7 @@ fn admin(
     needs: Needs,
     pass: Option<&CaPassphraseArg>,
 ) -> anyhow::Result<AdminReply> {
-    let socket = config::admin_socket(dir);
+    let socket = dir.admin_socket();
     let reply = match admin::call(&socket, &request).with_context(|| format!("talking to {}", socket.display()))? {
         Some(reply) => reply,
         None => {
@@ -112,19 +120,22 @@ fn admin(
             } else {
                 None
             };
-            let accounts = if needs.accounts { Some(open_accounts(dir, &config)?) } else { None };
+            let accounts = if needs.accounts {
+                let stores = open_web_stores(dir)?;
+                Some(accounts(&stores, dir, &config)?)
+            } else {
+                None
+            };
             let audit = Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
             let issuer = match (&registry, needs.issuer) {
                 (Some(registry), true) => {
                     let file = pass.and_then(|p| p.ca_passphrase_file.as_deref());
                     let passphrase = passphrase::resolve(Key::Ca, file, false)?;
-                    let signer = Signer::Local(Box::new(local_authority(
-                        dir,
-                        &config,
-                        &passphrase,
-                        ca::sled_store::Durability::Flush,
-                    )?));
-                    Some(CaService::new(signer, registry.clone(), dir, &config, audit.clone())?)
+                    let authority =
+                        local_authority(dir, config.profile_settings(), &passphrase, ca::sled_store::Durability::Flush)
+                            .map_err(|e| in_use(e.to_string(), &dir.ledger()))?;
+                    let link = SignerLink::Local(Box::new(authority));
+                    Some(CaService::new(link, registry.clone(), dir, config.crl_validity(), audit.clone())?)
                 }
                 _ => None,
             };
@@ -132,9 +143,9 @@ fn admin(
             let ctx = AdminContext {
                 accounts: accounts.as_ref(),
                 registry: registry.as_deref().map(|r| r as &dyn pki::registry::Registry),
-                issuer: issuer.as_ref().map(|i| i as &dyn enroll_server::backend::Issuer),
+                issuer: issuer.as_ref().map(|i| i as &dyn pki::request::Issuer),
                 audit: &sink,
-                hooks: &enroll_server::admin::NoHooks,
+                events: &NoEvents,
             };
             admin::execute(&ctx, request)
         }
@@ -154,11 +165,6 @@ fn write_output(path: Option<&Path>, contents: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// A time as RFC 3339 (`2026-11-21T05:01:46Z`), the form listings and JSON use.
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
 fn unexpected(reply: AdminReply) -> anyhow::Error {
     anyhow::anyhow!("unexpected reply from the service: {reply:?}")
 }
@@ -166,7 +172,7 @@ fn unexpected(reply: AdminReply) -> anyhow::Error {
 /// The audit trail as the service's `Audit` trait: a write failure is logged, not fatal.
 pub struct AuditSink(pub Arc<ca::audit::AuditLog>);
 
-impl enroll_server::backend::Audit for AuditSink {
+impl enroll_server::ports::Audit for AuditSink {
     fn record(&self, event: &str, details: serde_json::Value) {
         if let Err(e) = self.0.append(event, details) {
             tracing::error!(error = %e, event, "audit log write failed");

@@ -8,7 +8,9 @@ use pki::{RevocationReason, Serial};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-use super::{Needs, admin, rfc3339, unexpected};
+use pki::encoding::rfc3339;
+
+use super::{Needs, admin, unexpected};
 use crate::args::{ListArgs, RevokeArgs, ShowArgs};
 
 pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
@@ -57,7 +59,7 @@ impl<'a> Listed<'a> {
             not_after: rfc3339(r.not_after),
             revoked_at,
             revocation_reason,
-            key_sha256: r.key_sha256.iter().map(|b| format!("{b:02x}")).collect(),
+            key_sha256: pki::encoding::hex(&r.key_sha256),
         }
     }
 }

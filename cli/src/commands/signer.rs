@@ -8,10 +8,11 @@ use ca::Passphrase;
 use ca::audit::AuditLog;
 use ca::layout::{self, DataDir};
 use ca::remote::{self, SignerService};
+use ca::responder::OcspSigner;
+use ca::service::local_authority;
 use ca::sled_store::Durability;
 
 use crate::args::SignerArgs;
-use crate::backend::{local_authority, signer_socket};
 use crate::config::Config;
 use crate::passphrase::{self, Key};
 
@@ -29,17 +30,19 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
         passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), false)?
     };
     let durability = if args.danger_no_fsync { Durability::Unsafe } else { Durability::Flush };
-    let authority = local_authority(&dir, &config, &passphrase, durability)?;
+    let authority = local_authority(&dir, config.profile_settings(), &passphrase, durability)
+        .map_err(|e| super::in_use(e.to_string(), &dir.ledger()))?;
     drop(passphrase);
     let root_der = layout::read_certificate(&dir.root_cert())?;
     let audit = AuditLog::new(dir.path(), "signer");
     let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
-    let socket = args.socket.clone().unwrap_or_else(|| signer_socket(&dir));
+    let socket = args.socket.clone().unwrap_or_else(|| dir.signer_socket());
     let listener = remote::bind(&socket)?;
     let pid = std::process::id();
     audit.append("signer.start", serde_json::json!({ "socket": socket, "pid": pid }))?;
     let authority = authority.with_signed_hook(SignerService::signed_hook(audit.clone()));
-    let service = Arc::new(SignerService { authority, root_der, audit: Some(audit.clone()) });
+    let ocsp = Some(OcspSigner::new(&dir));
+    let service = Arc::new(SignerService { authority, root_der, ocsp, audit: Some(audit.clone()) });
 
     // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
     let stop = Arc::new(AtomicBool::new(false));

@@ -4,7 +4,9 @@ use ca::layout::DataDir;
 use enroll_server::accounts::Role;
 use enroll_server::admin::{AccountView, AdminReply, AdminRequest, SecretString};
 
-use super::{Needs, admin, rfc3339, unexpected};
+use pki::encoding::rfc3339;
+
+use super::{Needs, admin, unexpected};
 use crate::args::{UserAddArgs, UserIdArgs, UserListArgs};
 use crate::passphrase;
 

@@ -552,9 +552,9 @@ impl TestCa {
         self.inkan_env(args, &[("INKAN_USER_PASSWORD", Some(&password))]).ok()
     }
 
-    /// Issues a client certificate for `account` valid `days` days with the CA library, straight
-    /// into the registry DATA/db (no service may be running), from the CSR `csr`; writes it to
-    /// WORK/NAME.crt and returns that path and its serial.
+    /// Issues a client certificate for `account` valid `days` days with the CA library, through
+    /// the signer's ledger into the registry DATA/db (no service may be running), from the CSR
+    /// `csr`; writes it to WORK/NAME.crt and returns that path and its serial.
     pub fn issue_with_library(&self, csr: &Path, account: &str, days: u32, name: &str) -> (PathBuf, String) {
         self.issue_with_library_at(csr, account, days, name, OffsetDateTime::now_utc())
     }
@@ -573,7 +573,9 @@ impl TestCa {
         let (signer, der) =
             ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &ca::Passphrase::new(CA_PASS.into()))
                 .expect("loading the CA key");
-        let store = std::sync::Arc::new(ca::SledStore::open(&dir.db()).expect("opening the registry"));
+        // As the signer does: recorded in its ledger before and after signing, then in the
+        // registry.
+        let ledger = std::sync::Arc::new(ca::ledger::LogLedger::open(&dir.ledger()).expect("opening the ledger"));
         let settings = pki::ProfileSettings {
             organization: "inkan".into(),
             crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
@@ -582,7 +584,8 @@ impl TestCa {
             default_days: 365,
             max_days: 825,
         };
-        let authority = ca::CertificateAuthority::new(&der, Box::new(signer), store, settings).expect("the CA library");
+        let authority =
+            ca::CertificateAuthority::new(&der, Box::new(signer), ledger, settings).expect("the CA library");
         let csr = std::fs::read(csr).expect("reading the CSR");
         let request = ca::IssueRequest {
             csr: &csr,
@@ -594,6 +597,9 @@ impl TestCa {
         };
         let issued = authority.issue_at(&request, at).expect("issuing with the library");
         drop(authority);
+        let store = ca::SledStore::open(&dir.db()).expect("opening the registry");
+        ca::Registry::record_certificate(&store, &issued.record, &issued.der, false).expect("recording it");
+        drop(store);
         inkan_tests::wait_until_registry_unlocked(&dir.db());
         let path = self.work().join(format!("{name}.crt"));
         std::fs::write(&path, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).expect("writing the certificate");
@@ -776,6 +782,8 @@ pub struct Service {
     pub http: u16,
     /// The child signer's pid, when `serve` started one.
     pub signer_pid: Option<u32>,
+    /// The web worker's pid.
+    pub worker_pid: Option<u32>,
     root: PathBuf,
     work: PathBuf,
     calls: AtomicU32,
@@ -784,6 +792,12 @@ pub struct Service {
     secrets: Mutex<Vec<String>>,
     /// Every answer: (request, status).
     seen: Mutex<Vec<(String, u16)>>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
 }
 
 /// The value behind `mutex`, even if a panicking thread held it.
@@ -814,7 +828,9 @@ impl Service {
 
     /// [`Service::start`], watched (see [`Service`]).
     pub fn watched(ca: &TestCa, env: &[(&str, &str)]) -> Self {
-        Self { watched: true, ..Self::start(ca, env) }
+        let mut service = Self::start(ca, env);
+        service.watched = true;
+        service
     }
 
     /// `inkan serve --data-dir DATA EXTRA` with `env`; `ca` gives the root certificate curl
@@ -831,13 +847,17 @@ impl Service {
             .env_remove("INKAN_CA_PASSPHRASE")
             .env_remove("INKAN_LOG")
             .envs(env.iter().copied());
+        // A process group of its own: the supervisor, its signer and its web worker can be
+        // killed at the same instant, as a crash of the machine would.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut serve = Daemon::spawn(command);
         serve.wait_line(READY_WITHIN, |line| line.contains("CA certificates and CRLs:"));
         let own_signer = !extra.contains(&"--signer-socket");
         if own_signer {
             serve.wait_line(READY_WITHIN, |line| line.contains("signer: process"));
         }
-        let (mut public, mut login, mut http, mut signer_pid) = (0, 0, 0, None);
+        serve.wait_line(READY_WITHIN, |line| line.contains("web worker: process"));
+        let (mut public, mut login, mut http, mut signer_pid, mut worker_pid) = (0, 0, 0, None, None);
         for line in serve.printed() {
             if let Some((port, rest)) = port_after(line, "https://localhost:") {
                 if rest.starts_with("/cert/acquire") {
@@ -854,22 +874,41 @@ impl Service {
             if let Some((_, rest)) = line.split_once("signer: process ") {
                 signer_pid = rest.split_whitespace().next().and_then(|pid| pid.parse().ok());
             }
+            if let Some((_, rest)) = line.split_once("web worker: process ") {
+                worker_pid = rest.split_whitespace().next().and_then(|pid| pid.parse().ok());
+            }
         }
         let printed = serve.printed();
         assert!(public != 0 && login != 0 && http != 0, "ports not printed: {printed:?}");
         assert_eq!(signer_pid.is_some(), own_signer, "signer line: {printed:?}");
+        assert!(worker_pid.is_some(), "web worker line: {printed:?}");
         Self {
             serve,
             public,
             login,
             http,
             signer_pid,
+            worker_pid,
             root: ca.root_crt(),
             work: ca.work().to_owned(),
             calls: AtomicU32::new(0),
             watched: false,
             secrets: Mutex::new(SECRETS.map(String::from).to_vec()),
             seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// SIGKILL to every process of the service at the same instant (its process group).
+    pub fn kill_all(&mut self) {
+        // The group outlives its leader while a member lives: send it whether or not `serve`
+        // itself still runs.
+        let group = format!("-{}", self.serve.pid);
+        run("kill", ["-KILL", "--", &group], &[], None);
+        let _ = self.serve.wait_exit(Duration::from_secs(10));
+        // Until every member is gone (and its sockets with it).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while run("kill", ["-0", "--", &group], &[], None).status.success() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

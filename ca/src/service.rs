@@ -1,0 +1,308 @@
+//! The CA side of the enrollment service: [`CaService`] implements the web tier's port,
+//! `pki::request::Issuer`. It sends each order to a signer — the `inkan signer` process on its
+//! socket (what `serve` uses) or the CA loaded in this process (offline CLI commands) — then
+//! records what comes back in the registry and the audit trail; it signs and publishes CRLs,
+//! asks for OCSP answers, and keeps the service's own TLS certificate current.
+//!
+//! Issuance order (docs/ARCHITECTURE.md): the signer validates, records pending, signs and
+//! records the certificate in its ledger; only then does the registry record it and the answer
+//! go back. A crash in between leaves a certificate the ledger knows and no client has.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pki::registry::{CertRecord, Registry, State, Status};
+use pki::request::{IssueError, IssueOrder, IssuedCertificate, Issuer, OcspOrder, SignedOcsp};
+use pki::{Profile, ProfileSettings, San, Serial};
+use time::{Duration, OffsetDateTime};
+
+use crate::audit::AuditLog;
+use crate::credential::{self, Credential, CredentialFiles, OCSP_ACCOUNT, SERVER_ACCOUNT};
+use crate::layout::{self, DataDir};
+use crate::ledger::LogLedger;
+use crate::remote::{RemoteError, SignerClient};
+use crate::responder::{OcspSigner, SignError};
+use crate::sled_store::Durability;
+use crate::{CertificateAuthority, Error, IssueRequest, Passphrase};
+
+/// Where certificates get signed.
+pub enum SignerLink {
+    /// The CA key loaded here, over its ledger (offline CLI commands).
+    Local(Box<CertificateAuthority>),
+    /// A signer process.
+    Remote(SignerClient),
+}
+
+/// Loads the issuing CA of `dir` in this process, over the signer's ledger.
+pub fn local_authority(
+    dir: &DataDir,
+    settings: ProfileSettings,
+    passphrase: &Passphrase,
+    durability: Durability,
+) -> Result<CertificateAuthority, Error> {
+    let (signer, der) = crate::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), passphrase)?;
+    let ledger = LogLedger::open_with(&dir.ledger(), durability == Durability::Flush)?;
+    CertificateAuthority::new(&der, Box::new(signer), Arc::new(ledger), settings)
+}
+
+/// Keeps the latest CRL under DATA_DIR/crl/, where the HTTP listener serves it from.
+pub fn publish_crl(dir: &DataDir, name: &str, der: &[u8]) -> Result<(), Error> {
+    layout::create_private_dir(&dir.crl_dir())?;
+    layout::replace(&dir.crl_dir().join(name), der, 0o644)
+}
+
+/// The CA as the service and the operator commands use it.
+pub struct CaService {
+    link: SignerLink,
+    registry: Arc<dyn Registry>,
+    ca_der: Vec<u8>,
+    root_der: Vec<u8>,
+    dir: DataDir,
+    crl_validity: Duration,
+    audit: Arc<AuditLog>,
+    /// Signs OCSP answers when the CA is loaded here.
+    local_ocsp: OcspSigner,
+    /// The OCSP responder certificate last seen in the registry.
+    responder: Mutex<Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for CaService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaService").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn remote_error(e: RemoteError) -> IssueError {
+    match e {
+        RemoteError::Unavailable { .. } => IssueError::Unavailable(e.to_string()),
+        RemoteError::Rejected(message) => IssueError::Rejected(message),
+        other => IssueError::Internal(other.to_string()),
+    }
+}
+
+fn ca_error(e: Error) -> IssueError {
+    match e {
+        Error::Pki(pki::Error::Lint { .. } | pki::Error::Encoding { .. }) => IssueError::Internal(e.to_string()),
+        Error::Pki(e) => IssueError::Rejected(e.to_string()),
+        e @ Error::RequestIdReused => IssueError::Rejected(e.to_string()),
+        other => IssueError::Internal(other.to_string()),
+    }
+}
+
+/// The record of a certificate signed elsewhere, read from its DER.
+fn record_of(der: &[u8], serial: Serial, account: &str, profile: Profile) -> Result<CertRecord, IssueError> {
+    let summary = pki::certificate::Summary::from_der(der).map_err(|e| IssueError::Internal(e.to_string()))?;
+    let now = OffsetDateTime::now_utc();
+    Ok(CertRecord {
+        serial,
+        account: account.to_owned(),
+        profile,
+        key_sha256: summary.key_sha256,
+        not_before: summary.not_before,
+        not_after: summary.not_after,
+        recorded_at: now.replace_nanosecond(0).unwrap_or(now),
+        state: State::Issued,
+    })
+}
+
+impl CaService {
+    /// A service over `link`, recording into `registry` and `audit`, publishing CRLs valid for
+    /// `crl_validity` under `dir`.
+    pub fn new(
+        link: SignerLink,
+        registry: Arc<dyn Registry>,
+        dir: &DataDir,
+        crl_validity: Duration,
+        audit: Arc<AuditLog>,
+    ) -> Result<Self, Error> {
+        let (ca_der, root_der) = match &link {
+            SignerLink::Local(authority) => {
+                (authority.issuer().certificate_der().to_vec(), layout::read_certificate(&dir.root_cert())?)
+            }
+            SignerLink::Remote(client) => {
+                client.ca_info().map_err(|e| Error::Signer(format!("asking for the CA certificates: {e}")))?
+            }
+        };
+        Ok(Self {
+            link,
+            registry,
+            ca_der,
+            root_der,
+            dir: dir.clone(),
+            crl_validity,
+            audit,
+            local_ocsp: OcspSigner::new(dir),
+            responder: Mutex::new(None),
+        })
+    }
+
+    /// The registry it records into.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    fn sign(&self, order: &IssueOrder) -> Result<(Serial, Vec<u8>), IssueError> {
+        match &self.link {
+            SignerLink::Local(authority) => {
+                let request = IssueRequest {
+                    csr: &order.csr_der,
+                    account: &order.account,
+                    profile: order.profile,
+                    sans: &order.sans,
+                    days: order.days,
+                    request_id: Some(order.request_id),
+                };
+                let issued = authority.issue(&request).map_err(ca_error)?;
+                Ok((issued.record.serial, issued.der))
+            }
+            SignerLink::Remote(client) => client
+                .issue(order.request_id, &order.csr_der, &order.account, order.profile, &order.sans, order.days)
+                .map_err(remote_error),
+        }
+    }
+
+    /// Records the OCSP responder certificate `der` (signed by the signer for itself) in the
+    /// registry the first time it is seen, so listings and the CRL know it.
+    fn adopt_responder(&self, der: &[u8]) {
+        let mut seen = self.responder.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.as_deref() == Some(der) {
+            return;
+        }
+        let adopt = || -> Result<Option<Serial>, IssueError> {
+            let summary = pki::certificate::Summary::from_der(der).map_err(|e| IssueError::Internal(e.to_string()))?;
+            let serial: Serial = summary.serial.parse().map_err(|e: pki::Error| IssueError::Internal(e.to_string()))?;
+            if self.registry.get(&serial).map_err(|e| IssueError::Internal(e.to_string()))?.is_some() {
+                return Ok(None);
+            }
+            let record = record_of(der, serial, OCSP_ACCOUNT, Profile::OcspResponder)?;
+            self.registry.record_certificate(&record, der, true).map_err(|e| IssueError::Internal(e.to_string()))?;
+            Ok(Some(serial))
+        };
+        match adopt() {
+            Ok(Some(serial)) => {
+                let _ = self.audit.append("service.ocsp_certificate_recorded", serde_json::json!({ "serial": serial }));
+                *seen = Some(der.to_vec());
+            }
+            Ok(None) => *seen = Some(der.to_vec()),
+            Err(e) => eprintln!("recording the OCSP responder certificate: {e}"),
+        }
+    }
+
+    /// Has the signer make its OCSP responder certificate if it has none (or one close to
+    /// expiry), and records it in the registry: a service announces it from the start.
+    pub fn ensure_ocsp_responder(&self) -> Result<(), IssueError> {
+        self.sign_ocsp(&[]).map(drop)
+    }
+
+    /// The service's TLS certificate chain and key for `names`: issued through the signer and
+    /// recorded when missing, expiring within 30 days, or made for other names.
+    pub fn server_credential(&self, names: &[String]) -> Result<Credential, Error> {
+        let sans = names.iter().map(|n| n.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
+        let files = CredentialFiles {
+            cert: self.dir.server_cert(),
+            key: self.dir.server_key(),
+            tag: names.join("\n") + "\n",
+            renew_within: Duration::days(30),
+        };
+        let mut issued_serial = None;
+        let (credential, made) = credential::ensure(&files, &self.ca_der, OffsetDateTime::now_utc(), |csr_der| {
+            let mut request_id = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut request_id).map_err(|_| Error::SerialExhausted)?;
+            let order = IssueOrder {
+                csr_der,
+                account: SERVER_ACCOUNT.into(),
+                profile: Profile::Server,
+                sans,
+                days: Some(365),
+                request_id,
+                supersede: true,
+            };
+            let issued =
+                self.issue(&order).map_err(|e| Error::Signer(format!("issuing the service's certificate: {e}")))?;
+            issued_serial = Some((issued.serial, issued.superseded));
+            Ok(issued.der)
+        })?;
+        if let (true, Some((serial, superseded))) = (made, issued_serial) {
+            self.audit.append(
+                "service.certificate_issued",
+                serde_json::json!({ "serial": serial, "account": SERVER_ACCOUNT, "superseded": superseded }),
+            )?;
+        }
+        Ok(credential)
+    }
+}
+
+impl Issuer for CaService {
+    fn issue(&self, order: &IssueOrder) -> Result<IssuedCertificate, IssueError> {
+        let (serial, der) = self.sign(order)?;
+        let record = record_of(&der, serial, &order.account, order.profile)?;
+        // The audit line and the registry's record are synced side by side. The line names the
+        // certificates this one supersedes as read just before.
+        let supersedes: Vec<String> = if order.supersede {
+            let now = OffsetDateTime::now_utc();
+            self.registry
+                .valid_by_account(&order.account)
+                .map_err(|e| IssueError::Internal(e.to_string()))?
+                .iter()
+                .filter(|r| r.status(now) == Status::Valid)
+                .map(|r| r.serial.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let details = serde_json::json!({
+            "serial": serial, "account": order.account, "profile": order.profile, "supersedes": supersedes,
+        });
+        let (superseded, audited) = std::thread::scope(|s| {
+            let audited = s.spawn(|| self.audit.append("certificate.issued", details));
+            let superseded = self.registry.record_certificate(&record, &der, order.supersede);
+            (superseded, audited.join())
+        });
+        if !matches!(audited, Ok(Ok(_))) {
+            eprintln!("audit log: writing certificate.issued for {serial} failed");
+        }
+        let superseded = superseded.map_err(|e| IssueError::Internal(e.to_string()))?;
+        Ok(IssuedCertificate { serial, der, not_before: record.not_before, not_after: record.not_after, superseded })
+    }
+
+    fn sign_crl(&self) -> Result<Vec<u8>, IssueError> {
+        let now = OffsetDateTime::now_utc();
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let entries = self.registry.revoked_unexpired(now).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let der = match &self.link {
+            SignerLink::Local(authority) => authority
+                .sign_crl_for(&entries, now, self.crl_validity)
+                .map_err(|e| IssueError::Internal(e.to_string()))?,
+            SignerLink::Remote(client) => client.sign_crl(&entries, self.crl_validity).map_err(|e| match e {
+                RemoteError::Unavailable { .. } => IssueError::Unavailable(e.to_string()),
+                other => IssueError::Internal(other.to_string()),
+            })?,
+        };
+        publish_crl(&self.dir, "ca.crl", &der).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let _ = self.audit.append("crl.published", serde_json::json!({ "entries": entries.len() }));
+        Ok(der)
+    }
+
+    fn sign_ocsp(&self, orders: &[OcspOrder]) -> Result<Vec<SignedOcsp>, IssueError> {
+        let (answers, responder) = match &self.link {
+            SignerLink::Local(authority) => {
+                let (answers, responder, _) =
+                    self.local_ocsp.sign(authority, orders, OffsetDateTime::now_utc()).map_err(|e| match e {
+                        SignError::Refused(refusal) => IssueError::Rejected(refusal.to_string()),
+                        SignError::Failed(e) => IssueError::Internal(e.to_string()),
+                    })?;
+                (answers, responder)
+            }
+            SignerLink::Remote(client) => client.sign_ocsp(orders).map_err(remote_error)?,
+        };
+        self.adopt_responder(&responder);
+        Ok(answers)
+    }
+
+    fn ca_certificate(&self) -> &[u8] {
+        &self.ca_der
+    }
+
+    fn root_certificate(&self) -> &[u8] {
+        &self.root_der
+    }
+}

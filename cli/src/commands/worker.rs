@@ -1,0 +1,177 @@
+//! `inkan worker`: the web worker `serve` starts. It binds the listeners and the admin socket,
+//! gives up what it does not need (core dumps, root, every file but its own), and only then
+//! opens its stores, reaches the signer and serves. It never sees the CA passphrase: it gets no
+//! environment but `INKAN_LOG`, and its standard input is a pipe on which nothing is written.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ca::layout::{self, DataDir};
+use ca::remote::SignerClient;
+use ca::service::{CaService, SignerLink};
+use ca::sled_store::Durability;
+use enroll_server::accounts::{Accounts, Password, Role};
+use enroll_server::serve::{Bound, Listeners};
+use enroll_server::state::{AppState, Parts};
+use enroll_server::stores::sled::SledStores;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use super::{AuditSink, in_use, open_registry};
+use crate::args::WorkerArgs;
+use crate::config::Config;
+use crate::sandbox::{self, Restricted};
+
+/// The line that tells the supervisor the worker serves (it is not shown).
+pub const READY: &str = "inkan-worker-ready";
+
+pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
+    crate::logging::init();
+    sandbox::no_core_dumps();
+    let dir = DataDir::new(&args.data_dir);
+    let mut config = Config::load(&dir.config())?;
+    args.listeners.apply(&mut config.server);
+    let settings = config.server_settings(&dir);
+    let writable = sandbox::worker_dirs(&dir);
+    for path in &writable {
+        layout::create_private_dir(path)?;
+    }
+
+    // Bound while privileged (ports below 1024); then privileges go, before any other thread
+    // starts or any outside input is read.
+    let listeners = Listeners::bind(&settings)?;
+    if let Some(user) = &config.server.user {
+        sandbox::switch_user(user)?;
+    }
+    let readable: Vec<_> = config.notify.ca_file.iter().cloned().collect();
+    match sandbox::restrict_files(&writable, &readable, dir.path())? {
+        Restricted::Fully => tracing::debug!("file access restricted to the web worker's own directories"),
+        Restricted::Partly => tracing::warn!("this kernel enforces part of the web worker's file restrictions"),
+        Restricted::Not => {
+            tracing::warn!("Landlock is not available: the web worker is not kept out of the CA's files");
+        }
+    }
+
+    let durability = if args.danger_no_fsync { Durability::Unsafe } else { Durability::Flush };
+    let registry: Arc<dyn ca::Registry> = Arc::new(open_registry(&dir, durability)?);
+    let stores = SledStores::open(&dir.web()).map_err(|e| in_use(e.to_string(), &dir.web()))?;
+    let accounts = Accounts::new(stores.accounts(), settings.accounts.clone())?;
+    let audit = ca::audit::AuditLog::new(dir.path(), "service");
+    let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
+
+    let client = SignerClient::new(&args.signer_socket);
+    wait_for_signer(&client)?;
+    let ca_service =
+        CaService::new(SignerLink::Remote(client), registry.clone(), &dir, config.crl_validity(), audit.clone())?;
+    let credential = ca_service.server_credential(&config.server.names)?;
+    if let Err(e) = ca_service.ensure_ocsp_responder() {
+        tracing::warn!(error = %e, "the signer has no OCSP responder yet; OCSP answers wait for it");
+    }
+    let tls = enroll_server::tls::TlsMaterial {
+        chain: credential.chain.iter().cloned().map(CertificateDer::from).collect(),
+        key: PrivatePkcs8KeyDer::from(credential.key.to_vec()),
+        client_ca: CertificateDer::from(pki::request::Issuer::ca_certificate(&ca_service).to_vec()),
+    };
+    drop(credential);
+
+    let first_master = if args.dev { dev_master(&accounts, &audit)? } else { None };
+    let public_url = config.url_of(listeners.bound.public);
+    let login_url = config.url_of(listeners.bound.login);
+    let state = Arc::new(AppState::new(Parts {
+        settings,
+        accounts,
+        notices: stores.notices(),
+        registry,
+        issuer: Arc::new(ca_service),
+        audit: Arc::new(AuditSink(audit.clone())),
+        public_url: public_url.clone(),
+        login_url: login_url.clone(),
+    })?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    audit.append("service.worker_start", serde_json::json!({ "pid": std::process::id() }))?;
+    let stop = async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        crate::process::on_stdin_closed(move || {
+            let _ = tx.send(());
+        });
+        tokio::select! {
+            _ = crate::process::stop_signal(true) => {}
+            _ = rx => tracing::info!("the supervisor is gone: stopping"),
+        }
+    };
+    let root = dir.root_cert();
+    runtime.block_on(enroll_server::serve::run(state, listeners, &tls, stop, move |bound| {
+        announce(&dir, &root, bound, &public_url, &login_url, first_master.as_ref());
+    }))?;
+    audit.append("service.worker_stop", serde_json::json!({ "pid": std::process::id() }))?;
+    Ok(())
+}
+
+/// `serve --dev` on an empty account store: the master user "master" with a new password.
+fn dev_master(accounts: &Accounts, audit: &ca::audit::AuditLog) -> anyhow::Result<Option<Password>> {
+    if !accounts.list()?.is_empty() {
+        return Ok(None);
+    }
+    let password = Password::generate();
+    accounts.create("master", Role::Master, None, &password, time::OffsetDateTime::now_utc())?;
+    audit.append("user.created", serde_json::json!({ "by": "serve --dev", "login_id": "master", "role": "master" }))?;
+    Ok(Some(password))
+}
+
+/// Prints where the service is, then [`READY`] for the supervisor.
+fn announce(
+    dir: &DataDir,
+    root: &std::path::Path,
+    bound: Bound,
+    public_url: &str,
+    login_url: &str,
+    first_master: Option<&Password>,
+) {
+    // Port 0 in the settings means "any": print the ports actually bound.
+    let public_url = with_port(public_url, bound.public.port());
+    let login_url = with_port(login_url, bound.login.port());
+    let http_url = format!("http://{}", bound.http);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "inkan is serving (data directory {})", dir.path().display());
+    let _ = writeln!(out, "  obtain a certificate (電子証明書取得): {public_url}/cert/acquire");
+    let _ = writeln!(out, "  certificate login (電子証明書ログイン): {login_url}/");
+    let _ = writeln!(out, "  CA certificates and CRLs:            {http_url}/root.crt, {http_url}/crl/ca.crl");
+    if root.exists() {
+        let _ = writeln!(out, "  trust the root CA in your browser:   {}", root.display());
+    } else {
+        let _ = writeln!(out, "  trust the root CA in your browser:   {http_url}/root.crt");
+    }
+    if let Some(password) = first_master {
+        let _ = writeln!(out, "  master user: login ID \"master\", one-time password {}", password.reveal());
+        let _ = writeln!(out, "  (shown once; change it with `inkan user passwd --login-id master`)");
+    }
+    let _ = writeln!(out, "{READY}");
+    let _ = out.flush();
+}
+
+fn with_port(url: &str, port: u16) -> String {
+    match url.rsplit_once(':') {
+        Some((head, _)) => format!("{head}:{port}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Waits (up to a minute) for the signer to answer.
+fn wait_for_signer(client: &SignerClient) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut told = false;
+    loop {
+        match client.ca_info() {
+            Ok(_) => return Ok(()),
+            Err(ca::remote::RemoteError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                if !told {
+                    eprintln!("waiting for the signer at {} ...", client.path().display());
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => anyhow::bail!("the signer at {}: {e}", client.path().display()),
+        }
+    }
+}

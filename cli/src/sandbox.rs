@@ -1,0 +1,118 @@
+//! What a process of `serve` gives up: core dumps and ptrace by other users (all of them),
+//! memory that can be swapped out (the supervisor's passphrase), root (the web worker, when
+//! `[server] user` names another user) and files outside its own (the web worker, with
+//! Landlock). Each step that the system cannot do is said once in the log, and the process goes
+//! on: a missing Landlock is a warning, not a refusal to serve.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ca::layout::DataDir;
+use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, path_beneath_rules};
+
+/// Makes this process non-dumpable: no core file, and /proc/PID/mem, environ and ptrace only
+/// for root.
+pub fn no_core_dumps() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "prctl(PR_SET_DUMPABLE, 0) failed: this process can be dumped");
+    }
+}
+
+/// Keeps the pages holding `bytes` in memory (never swapped out), while the guard lives.
+pub fn lock_in_memory(bytes: &[u8]) -> Option<region::LockGuard> {
+    if bytes.is_empty() {
+        return None;
+    }
+    match region::lock(bytes.as_ptr(), bytes.len()) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            tracing::warn!(error = %e, "mlock is not allowed here: the passphrase may be swapped out");
+            None
+        }
+    }
+}
+
+/// When running as root, switches to `user` (its group, no supplementary groups). Afterwards
+/// the process is made non-dumpable again (a credential change resets that).
+pub fn switch_user(user: &str) -> anyhow::Result<()> {
+    use nix::unistd::{Gid, Uid, User, getuid, setgid, setgroups, setuid};
+    if !getuid().is_root() {
+        tracing::warn!(user, "[server] user is set but the service was not started as root: not switching");
+        return Ok(());
+    }
+    let Some(found) = User::from_name(user).with_context(|| format!("looking up user {user:?}"))? else {
+        bail!("[server] user {user:?}: no such user");
+    };
+    if found.uid == Uid::from_raw(0) {
+        return Ok(());
+    }
+    setgroups(&[found.gid]).context("setgroups")?;
+    setgid(Gid::from_raw(found.gid.as_raw())).context("setgid")?;
+    setuid(found.uid).context("setuid")?;
+    no_core_dumps();
+    tracing::info!(user, uid = found.uid.as_raw(), "the web worker runs as {user}");
+    Ok(())
+}
+
+/// The directories of the data directory the web worker writes.
+pub fn worker_dirs(dir: &DataDir) -> Vec<PathBuf> {
+    vec![dir.db(), dir.web(), dir.path().join("server"), dir.crl_dir(), dir.audit_dir()]
+}
+
+/// System paths the web worker reads: TLS roots and name resolution (expiry notices), time
+/// zones, shared libraries (NSS modules load late).
+const SYSTEM_READ: &[&str] = &[
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/usr/share/ca-certificates",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/host.conf",
+    "/etc/localtime",
+    "/usr/share/zoneinfo",
+    "/usr/lib",
+    "/lib",
+    "/lib64",
+];
+
+/// How far the file restriction went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restricted {
+    /// Every rule is enforced.
+    Fully,
+    /// The kernel enforces some of the rules.
+    Partly,
+    /// The kernel has no Landlock: nothing is restricted.
+    Not,
+}
+
+/// Restricts this thread, and every thread it starts afterwards, to `writable` (read, write,
+/// create, remove) and `readable` (read only) and the system paths above; everything else under
+/// the file system, the CA's keys, ledger and passphrases among it, cannot be opened. Call it
+/// before any other thread starts.
+pub fn restrict_files(writable: &[PathBuf], readable: &[PathBuf], data_dir: &Path) -> anyhow::Result<Restricted> {
+    let abi = ABI::V5;
+    let data_dir = std::fs::canonicalize(data_dir).with_context(|| format!("resolving {}", data_dir.display()))?;
+    // A system path that holds the data directory would open all of it: leave such a path out.
+    let system: Vec<PathBuf> = SYSTEM_READ
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists() && !data_dir.starts_with(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
+        .collect();
+    let existing = |paths: &[PathBuf]| -> Vec<PathBuf> { paths.iter().filter(|p| p.exists()).cloned().collect() };
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))?
+        .create()?
+        .add_rules(path_beneath_rules(existing(writable), AccessFs::from_all(abi)))?
+        .add_rules(path_beneath_rules(existing(readable), AccessFs::from_read(abi)))?
+        .add_rules(path_beneath_rules(system, AccessFs::from_read(abi)))?
+        .restrict_self()
+        .context("restricting file access (Landlock)")?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Restricted::Fully,
+        RulesetStatus::PartiallyEnforced => Restricted::Partly,
+        _ => Restricted::Not,
+    })
+}

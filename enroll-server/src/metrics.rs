@@ -1,0 +1,35 @@
+//! Counters exported at `/metrics` (Prometheus text format, rendered by `publish`).
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+/// Certificates by status (valid, pending, revoked, superseded, expired), and valid ones
+/// expiring within 30 and 7 days.
+pub type Census = ([u64; 5], u64, u64);
+
+/// The OCSP answer kinds counted, in the order of [`Metrics::ocsp`].
+pub const OCSP_LABELS: [&str; 6] = ["good", "revoked", "unknown", "malformed", "unauthorized", "error"];
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Certificates issued by this service.
+    pub issued: AtomicU64,
+    /// Certificates revoked (including superseded) through this service.
+    pub revoked: AtomicU64,
+    /// CRLs signed.
+    pub crl_signed: AtomicU64,
+    /// CRL downloads: issuing CA, root.
+    pub crl_requests: [AtomicU64; 2],
+    /// OCSP answers by kind: good, revoked, unknown, malformed, unauthorized, other errors.
+    pub ocsp: [AtomicU64; 6],
+    /// OCSP answers the signer signed for this service (the rest came from the cache).
+    pub ocsp_signed: AtomicU64,
+    /// Expiry notices delivered.
+    pub notices_sent: AtomicU64,
+    /// Failed webhook attempts.
+    pub notices_failed: AtomicU64,
+    /// The last registry census and when it was taken.
+    pub census: Mutex<Option<(Instant, Census)>>,
+}

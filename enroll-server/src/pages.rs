@@ -1,0 +1,179 @@
+//! The pages: one askama template (under `templates/`) and one struct per page, holding only
+//! what the page shows. Escaping is automatic; a field a template uses and the struct lacks
+//! fails to compile. The words come from `i18n`.
+
+use askama::Template;
+
+use crate::i18n::{Lang, Text};
+
+/// What every page has: language, words, title, its path (for the language switch), scripts.
+#[derive(Debug)]
+pub struct Frame {
+    /// The page's language.
+    pub lang: Lang,
+    /// Its words.
+    pub t: &'static Text,
+    /// The heading and title.
+    pub title: &'static str,
+    /// The page's path, for the link to the other language.
+    pub path: &'static str,
+    /// Module scripts (the CSP allows no inline script).
+    pub scripts: &'static [&'static str],
+}
+
+impl Frame {
+    /// A frame in `lang` titled `title` at `path`.
+    pub fn new(lang: Lang, title: &'static str, path: &'static str) -> Self {
+        Self { lang, t: lang.text(), title, path, scripts: &[] }
+    }
+
+    /// The same, with the acquisition script.
+    pub fn with_acquire_script(self) -> Self {
+        Self { scripts: &["/assets/acquire.js"], ..self }
+    }
+}
+
+/// 電子証明書取得 / 再取得: login ID and password.
+#[derive(Debug, Template)]
+#[template(path = "acquire.html")]
+pub struct AcquirePage {
+    /// Frame.
+    pub frame: Frame,
+    /// The lead paragraph.
+    pub lead: &'static str,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// The form's CSRF token.
+    pub csrf: String,
+    /// `acquire` or `reacquire`.
+    pub mode: &'static str,
+    /// The login ID typed before.
+    pub login_id: String,
+}
+
+/// 取得開始 → 発行処理中 → install: the browser makes the key and the CSR.
+#[derive(Debug, Template)]
+#[template(path = "start.html")]
+pub struct StartPage {
+    /// Frame.
+    pub frame: Frame,
+    /// The enrollment ticket.
+    pub ticket: String,
+    /// The account.
+    pub login_id: String,
+    /// When the ticket expires, RFC 3339.
+    pub expires: String,
+}
+
+/// 電子証明書ログイン: the certificate was accepted; the password is asked.
+#[derive(Debug, Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    /// Frame.
+    pub frame: Frame,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// The certificate's account.
+    pub account: String,
+    /// Its serial.
+    pub serial: String,
+    /// The form's CSRF token.
+    pub csrf: String,
+}
+
+/// A refusal, with a way back to the acquisition page.
+#[derive(Debug, Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    /// Frame.
+    pub frame: Frame,
+    /// What went wrong, in the page's language.
+    pub message: String,
+    /// The public listener's base URL.
+    pub public_url: String,
+}
+
+/// One certificate on the home page.
+#[derive(Debug)]
+pub struct CertRow {
+    /// Serial.
+    pub serial: String,
+    /// notAfter, RFC 3339.
+    pub not_after: String,
+    /// Days left, or `-` when not valid.
+    pub days: String,
+    /// Its status in words.
+    pub status: &'static str,
+}
+
+/// A revocation reason in a form.
+#[derive(Debug)]
+pub struct ReasonOption {
+    /// The RFC 5280 name sent.
+    pub value: &'static str,
+    /// In words.
+    pub label: &'static str,
+}
+
+/// A master's general user on the home page.
+#[derive(Debug)]
+pub struct UserRow {
+    /// Login ID.
+    pub login_id: String,
+    /// Locked after wrong passwords.
+    pub locked: bool,
+    /// Its valid certificates.
+    pub certificates: Vec<String>,
+}
+
+/// ご利用状況: the account, its certificates, revocation, a master's users.
+#[derive(Debug, Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    /// Frame.
+    pub frame: Frame,
+    /// The account.
+    pub login_id: String,
+    /// Its role's name.
+    pub role: &'static str,
+    /// Days left of the certificate in use, when it is due for renewal.
+    pub renewal_days: Option<i64>,
+    /// The public listener's base URL (for 再取得).
+    pub public_url: String,
+    /// The account's certificates, newest first.
+    pub certificates: Vec<CertRow>,
+    /// Its valid certificates, which it may revoke.
+    pub revocable: Vec<String>,
+    /// The reasons an account may give for its own certificates.
+    pub own_reasons: Vec<ReasonOption>,
+    /// The reasons a master may give for its users' certificates.
+    pub master_reasons: Vec<ReasonOption>,
+    /// Whether the account is a master (shows its users).
+    pub is_master: bool,
+    /// A master's general users.
+    pub users: Vec<UserRow>,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_users_typed() {
+        let page = AcquirePage {
+            frame: Frame::new(Lang::En, "Obtain", "/cert/acquire"),
+            lead: "lead",
+            error: Some("<b>bad</b> & \"worse\"".into()),
+            csrf: "c".repeat(64),
+            mode: "acquire",
+            login_id: "\"><script>alert(1)</script>".into(),
+        };
+        let html = page.render().expect("renders");
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&#60;b&#62;bad&#60;/b&#62; &#38; &#34;worse&#34;"), "{html}");
+        assert!(html.contains("value=\"&#34;&#62;&#60;script&#62;"), "{html}");
+        assert!(html.contains("<html lang=\"en\">") && html.contains("href=\"/cert/acquire?lang=ja\""), "{html}");
+    }
+}

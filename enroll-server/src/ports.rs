@@ -1,0 +1,33 @@
+//! What the service needs from outside itself, as traits: the audit trail ([`Audit`]) and what
+//! must follow a revocation or an issuance in a running service ([`Events`]). The CA is
+//! `pki::request::Issuer` and the registry `pki::registry::Registry`; the web tier never holds
+//! a CA key.
+
+use pki::Serial;
+
+/// Where security events go: the audit trail. `record` returns once the event is durable; a
+/// failure to write is logged, never shown to the client. Details carry identifiers only,
+/// never passwords, tickets or keys.
+pub trait Audit: Send + Sync {
+    /// Appends one event.
+    fn record(&self, event: &str, details: serde_json::Value);
+}
+
+/// What a running service does after a change made through any path (web, API, admin socket):
+/// fresh OCSP answers, a new CRL, counters. Without a service (CLI commands on the stores) there
+/// is nothing to do: [`NoEvents`].
+pub trait Events: Send + Sync {
+    /// Certificates were revoked (or superseded).
+    fn revoked(&self, serials: &[Serial]);
+    /// A certificate was issued.
+    fn issued(&self);
+}
+
+/// No service to tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl Events for NoEvents {
+    fn revoked(&self, _: &[Serial]) {}
+    fn issued(&self) {}
+}

@@ -1,0 +1,157 @@
+//! Revocation: a user revokes its own certificate, a master those of its general users (both
+//! confirming with their password), the operator any (admin socket or CLI). One implementation
+//! ([`revoke`]) records it, tells the running service and writes the audit line.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::response::{Json, Response};
+use pki::registry::{CertRecord, Registry, RegistryError};
+use pki::{RevocationReason, Serial};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::accounts::{Account, Password, Role};
+use crate::error::{ErrorCode, WebError};
+use crate::extract::{JsonBody, SignedIn};
+use crate::forms::{SessionForm, session_form};
+use crate::i18n::Lang;
+use crate::ports::{Audit, Events};
+use crate::state::{Shared, blocking};
+use crate::users::Actor;
+
+/// The reasons a user may give for its own certificate.
+pub const OWN_REASONS: [RevocationReason; 2] =
+    [RevocationReason::KeyCompromise, RevocationReason::CessationOfOperation];
+/// The reasons a master may give for its general users' certificates.
+pub const MASTER_REASONS: [RevocationReason; 5] = [
+    RevocationReason::KeyCompromise,
+    RevocationReason::CessationOfOperation,
+    RevocationReason::AffiliationChanged,
+    RevocationReason::PrivilegeWithdrawn,
+    RevocationReason::Unspecified,
+];
+
+/// Revokes `serial` for `reason`, tells `events` and audits it. Whoever calls has checked that
+/// `by` may.
+pub fn revoke(
+    registry: &dyn Registry,
+    audit: &dyn Audit,
+    events: &dyn Events,
+    by: Actor<'_>,
+    serial: Serial,
+    reason: RevocationReason,
+) -> Result<CertRecord, WebError> {
+    let record = registry.revoke(&serial, OffsetDateTime::now_utc(), reason).map_err(|e| match e {
+        RegistryError::NotFound(_) => {
+            WebError::new(ErrorCode::NotFound, format!("no certificate with serial {serial}"))
+        }
+        RegistryError::WrongState { status, .. } => {
+            WebError::new(ErrorCode::NotRevocable, format!("certificate {serial} cannot be revoked: it is {status}"))
+        }
+        other => other.into(),
+    })?;
+    events.revoked(&[serial]);
+    tracing::info!(by = by.name(), %serial, reason = reason.name(), account = %record.account, "certificate revoked");
+    audit.record(
+        "certificate.revoked",
+        serde_json::json!({ "by": by.name(), "serial": serial, "account": record.account, "reason": reason.name() }),
+    );
+    Ok(record)
+}
+
+/// Revokes `serial` for `account` (its own certificate, or, for a master, one of its general
+/// users'), after the account's password is entered again.
+async fn revoke_from_web(
+    state: &Shared,
+    account: &Account,
+    serial: &str,
+    password: Password,
+    reason: &str,
+) -> Result<CertRecord, WebError> {
+    let serial: Serial =
+        serial.parse().map_err(|e: pki::Error| WebError::new(ErrorCode::InvalidSerial, e.to_string()))?;
+    let reason: RevocationReason =
+        reason.parse().map_err(|e: pki::Error| WebError::new(ErrorCode::InvalidReason, e.to_string()))?;
+    let record = state.registry.get(&serial)?.ok_or_else(WebError::not_found)?;
+    let allowed: &[RevocationReason] = if record.account == account.login_id {
+        &OWN_REASONS
+    } else if account.role == Role::Master
+        && state
+            .accounts
+            .get(&record.account)?
+            .is_some_and(|user| user.role == Role::General && user.master == account.login_id)
+    {
+        &MASTER_REASONS
+    } else {
+        // Someone else's certificate: as if it did not exist.
+        return Err(WebError::not_found());
+    };
+    if !allowed.contains(&reason) {
+        let names: Vec<&str> = allowed.iter().map(|r| r.name()).collect();
+        return Err(WebError::new(
+            ErrorCode::ReasonNotAllowed,
+            format!("reason {reason} is not allowed here; use one of {}", names.join(", ")),
+        ));
+    }
+    // Confirm with the password (wrong ones count towards the lockout).
+    let (accounts, login_id) = (state.clone(), account.login_id.clone());
+    if let Err(e) = blocking(move || accounts.accounts.authenticate(&login_id, &password)).await? {
+        state.audit_auth_failure(&account.login_id, "revocation", &e).await;
+        return Err(e.into());
+    }
+    let (state, account) = (state.clone(), account.clone());
+    blocking(move || {
+        revoke(state.registry.as_ref(), state.audit.as_ref(), state.as_ref(), Actor::User(&account), serial, reason)
+    })
+    .await?
+}
+
+/// `POST /api/v1/certificates/{serial}/revoke` body.
+#[derive(Debug, Deserialize)]
+pub struct RevokeBody {
+    password: Password,
+    reason: String,
+}
+
+/// `POST /api/v1/certificates/{serial}/revoke`.
+pub async fn api_revoke(
+    State(state): State<Shared>,
+    signed_in: SignedIn,
+    Path(serial): Path<String>,
+    JsonBody(body): JsonBody<RevokeBody>,
+) -> Result<Json<serde_json::Value>, WebError> {
+    let record = revoke_from_web(&state, &signed_in.account, &serial, body.password, &body.reason).await?;
+    Ok(Json(serde_json::json!({
+        "serial": record.serial.to_string(),
+        "status": record.status(OffsetDateTime::now_utc()).name(),
+    })))
+}
+
+/// The revocation form's fields.
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    csrf: String,
+    password: Password,
+    reason: String,
+}
+
+impl SessionForm for RevokeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /certificates/{serial}/revoke` (form on the home page). Revoking the certificate in
+/// use ends the session: the login page then says why.
+pub async fn revoke_form(
+    State(state): State<Shared>,
+    signed_in: Result<SignedIn, WebError>,
+    lang: Lang,
+    Path(serial): Path<String>,
+    form: Result<Form<RevokeForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    session_form(&state, signed_in, lang, form, async move |state, signed_in, form: RevokeForm| {
+        revoke_from_web(state, &signed_in.account, &serial, form.password, &form.reason).await.map(drop)
+    })
+    .await
+}

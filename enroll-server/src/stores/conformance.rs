@@ -1,0 +1,82 @@
+//! The suite every store implementation must pass, run by each implementation's tests with a
+//! function that opens the store (called again to check that changes survive reopening; each
+//! store is dropped before the next is opened). It panics on the first failure.
+
+use std::sync::Arc;
+
+use pki::Serial;
+use time::OffsetDateTime;
+
+use super::{Account, AccountStore, NoticeStore, Role};
+
+fn account(login_id: &str, role: Role) -> Account {
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    Account {
+        login_id: login_id.to_owned(),
+        role,
+        master: if role == Role::Master { login_id.to_owned() } else { "conf-master".to_owned() },
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_owned(),
+        failed_attempts: 0,
+        locked: false,
+        active: true,
+        created_at: now,
+    }
+}
+
+/// Accounts: insert once, read back, list in login-ID order, atomic updates under 8 concurrent
+/// writers, and everything still there after reopening.
+pub fn accounts(open: &dyn Fn() -> Arc<dyn AccountStore>) {
+    {
+        let store = open();
+        let master = account("conf-master", Role::Master);
+        assert!(store.insert(&master).expect("insert"), "a new login ID is inserted");
+        assert!(!store.insert(&account("conf-master", Role::General)).expect("insert"), "a taken ID is refused");
+        assert_eq!(store.get("conf-master").expect("get"), Some(master.clone()), "the first insert stays");
+        assert_eq!(store.get("conf-nobody").expect("get"), None);
+        for id in ["conf-c", "conf-a", "conf-b"] {
+            assert!(store.insert(&account(id, Role::General)).expect("insert"));
+        }
+        let ids: Vec<String> = store.list().expect("list").into_iter().map(|a| a.login_id).collect();
+        assert_eq!(ids, ["conf-a", "conf-b", "conf-c", "conf-master"], "listed by login ID");
+
+        let locked = store.update("conf-a", &mut |a| a.locked = true).expect("update").expect("exists");
+        assert!(locked.locked, "update returns the account as stored");
+        assert_eq!(store.update("conf-nobody", &mut |a| a.locked = true).expect("update"), None);
+        let same = store.update("conf-a", &mut |_| {}).expect("update").expect("exists");
+        assert_eq!(same, locked, "an update that changes nothing keeps the account");
+
+        // Read-modify-write from 8 threads at once loses no increment.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        store.update("conf-b", &mut |a| a.failed_attempts += 1).expect("update");
+                    }
+                });
+            }
+        });
+        assert_eq!(store.get("conf-b").expect("get").expect("exists").failed_attempts, 200);
+    }
+    let store = open();
+    assert!(store.get("conf-a").expect("get").expect("kept").locked, "changes survive reopening");
+    assert_eq!(store.get("conf-b").expect("get").expect("kept").failed_attempts, 200);
+    assert_eq!(store.list().expect("list").len(), 4);
+}
+
+/// Notices: nothing recorded, then the latest threshold recorded per certificate, after
+/// reopening too.
+pub fn notices(open: &dyn Fn() -> Arc<dyn NoticeStore>) {
+    let one = Serial::from_random([1; 16]).unwrap_or_else(|| unreachable!("a valid serial"));
+    let two = Serial::from_random([2; 16]).unwrap_or_else(|| unreachable!("a valid serial"));
+    {
+        let store = open();
+        assert_eq!(store.last(&one).expect("last"), None);
+        store.record(&one, 30).expect("record");
+        store.record(&one, 7).expect("record");
+        store.record(&two, 14).expect("record");
+        assert_eq!(store.last(&one).expect("last"), Some(7));
+    }
+    let store = open();
+    assert_eq!(store.last(&one).expect("last"), Some(7), "kept across reopening");
+    assert_eq!(store.last(&two).expect("last"), Some(14));
+}

@@ -1,0 +1,110 @@
+//! The service's own stores, each behind a trait: the accounts and the log of delivered expiry
+//! notices (the certificate registry is `pki::registry::Registry`). [`sled`] is the embedded
+//! implementation; [`conformance`] is the suite any implementation must pass.
+//!
+//! Every change is durable before the call returns, and [`AccountStore::update`] is atomic: a
+//! read-modify-write that concurrent writers (in this process or, for a shared database, in
+//! another) cannot interleave with.
+
+pub mod conformance;
+pub mod sled;
+
+use std::fmt;
+
+use pki::Serial;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A user's role in its contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The contract's administrator (MasterID): adds and unlocks general users.
+    Master,
+    /// A user added by the master.
+    General,
+}
+
+impl Role {
+    /// `master` or `general`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Master => "master",
+            Self::General => "general",
+        }
+    }
+}
+
+/// One account as stored.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    /// The login ID; also the common name of the account's certificates.
+    pub login_id: String,
+    /// Master or general.
+    pub role: Role,
+    /// The contract's master login ID (the account itself for a master).
+    pub master: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Wrong passwords since the last right one.
+    pub failed_attempts: u32,
+    /// Locked after too many wrong passwords.
+    pub locked: bool,
+    /// Inactive accounts cannot log in or obtain certificates.
+    pub active: bool,
+    /// When the account was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("login_id", &self.login_id)
+            .field("role", &self.role)
+            .field("master", &self.master)
+            .field("failed_attempts", &self.failed_attempts)
+            .field("locked", &self.locked)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    /// Wraps any error.
+    pub fn from_display(e: impl fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The accounts.
+pub trait AccountStore: Send + Sync {
+    /// One account.
+    fn get(&self, login_id: &str) -> Result<Option<Account>, StoreError>;
+
+    /// All accounts, by login ID.
+    fn list(&self) -> Result<Vec<Account>, StoreError>;
+
+    /// Adds `account`; `false` (and nothing changed) when its login ID is taken.
+    fn insert(&self, account: &Account) -> Result<bool, StoreError>;
+
+    /// Applies `change` to the account atomically and durably, and returns it as stored;
+    /// `None` when there is no such account. `change` may run more than once (when another
+    /// writer got there first), so it must depend on the account alone.
+    fn update(&self, login_id: &str, change: &mut dyn FnMut(&mut Account)) -> Result<Option<Account>, StoreError>;
+}
+
+/// Which expiry notices were delivered: per certificate, the nearest threshold (in days)
+/// notified.
+pub trait NoticeStore: Send + Sync {
+    /// The nearest threshold already notified for `serial`.
+    fn last(&self, serial: &Serial) -> Result<Option<u32>, StoreError>;
+
+    /// Records, durably, that the notice for `threshold` days was delivered.
+    fn record(&self, serial: &Serial, threshold: u32) -> Result<(), StoreError>;
+}

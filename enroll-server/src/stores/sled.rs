@@ -1,0 +1,126 @@
+//! The stores on sled, in one database directory (`DATA_DIR/web`): tree `accounts` (login ID →
+//! JSON) and tree `notices` (serial → threshold, big-endian). sled allows one process per
+//! directory, which is why operator commands reach a running service through its admin socket.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pki::Serial;
+
+use super::{Account, AccountStore, NoticeStore, StoreError};
+
+/// Both stores of one sled directory.
+#[derive(Clone)]
+pub struct SledStores {
+    db: sled::Db,
+    accounts: sled::Tree,
+    notices: sled::Tree,
+}
+
+impl std::fmt::Debug for SledStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStores").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::from_display(e)
+}
+
+impl SledStores {
+    /// Opens (or creates) the stores in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db =
+            sled::Config::new().path(dir).open().map_err(|e| StoreError(format!("opening {}: {e}", dir.display())))?;
+        let accounts = db.open_tree("accounts").map_err(err)?;
+        let notices = db.open_tree("notices").map_err(err)?;
+        Ok(Self { db, accounts, notices })
+    }
+
+    /// The account store.
+    pub fn accounts(&self) -> Arc<dyn AccountStore> {
+        Arc::new(self.clone())
+    }
+
+    /// The notice store.
+    pub fn notices(&self) -> Arc<dyn NoticeStore> {
+        Arc::new(self.clone())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(err)
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Account, StoreError> {
+    serde_json::from_slice(bytes).map_err(err)
+}
+
+impl AccountStore for SledStores {
+    fn get(&self, login_id: &str) -> Result<Option<Account>, StoreError> {
+        self.accounts.get(login_id.as_bytes()).map_err(err)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn list(&self) -> Result<Vec<Account>, StoreError> {
+        self.accounts.iter().map(|item| decode(&item.map_err(err)?.1)).collect()
+    }
+
+    fn insert(&self, account: &Account) -> Result<bool, StoreError> {
+        let value = serde_json::to_vec(account).map_err(err)?;
+        let swapped =
+            self.accounts.compare_and_swap(account.login_id.as_bytes(), None::<&[u8]>, Some(value)).map_err(err)?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    fn update(&self, login_id: &str, change: &mut dyn FnMut(&mut Account)) -> Result<Option<Account>, StoreError> {
+        loop {
+            let Some(old) = self.accounts.get(login_id.as_bytes()).map_err(err)? else { return Ok(None) };
+            let mut account = decode(&old)?;
+            change(&mut account);
+            let new = serde_json::to_vec(&account).map_err(err)?;
+            if new == old.as_ref() {
+                return Ok(Some(account));
+            }
+            match self.accounts.compare_and_swap(login_id.as_bytes(), Some(old), Some(new)).map_err(err)? {
+                Ok(()) => {
+                    self.flush()?;
+                    return Ok(Some(account));
+                }
+                Err(_) => continue, // another writer changed it first: apply the change again
+            }
+        }
+    }
+}
+
+impl NoticeStore for SledStores {
+    fn last(&self, serial: &Serial) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .notices
+            .get(serial.as_bytes())
+            .map_err(err)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes))
+    }
+
+    fn record(&self, serial: &Serial, threshold: u32) -> Result<(), StoreError> {
+        self.notices.insert(serial.as_bytes(), &threshold.to_be_bytes()).map_err(err)?;
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sled_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || SledStores::open(dir.path()).expect("open");
+        super::super::conformance::accounts(&|| open().accounts());
+        super::super::conformance::notices(&|| open().notices());
+    }
+}

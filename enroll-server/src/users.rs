@@ -1,0 +1,192 @@
+//! A contract's users: the master adds general users and unlocks them; the operator (through
+//! the admin socket or the CLI) adds any user, unlocks any, sets passwords. One implementation
+//! of each action serves both paths and writes the one audit line.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::accounts::{Account, Accounts, Password, Role};
+use crate::error::{ErrorCode, WebError};
+use crate::extract::{JsonBody, SignedIn};
+use crate::forms::{SessionForm, session_form};
+use crate::i18n::Lang;
+use crate::ports::Audit;
+use crate::state::{Shared, blocking};
+
+/// Who acts.
+#[derive(Clone, Copy, Debug)]
+pub enum Actor<'a> {
+    /// The operator, through the CLI.
+    Operator,
+    /// A logged-in user.
+    User(&'a Account),
+}
+
+impl Actor<'_> {
+    /// The name the audit trail gives it.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Operator => "operator",
+            Self::User(account) => &account.login_id,
+        }
+    }
+}
+
+/// Creates an account: the operator any; a master only general users of its own contract.
+pub fn create(
+    accounts: &Accounts,
+    audit: &dyn Audit,
+    by: Actor<'_>,
+    login_id: &str,
+    role: Role,
+    master: Option<&str>,
+    password: &Password,
+) -> Result<Account, WebError> {
+    let master = match by {
+        Actor::Operator => master,
+        Actor::User(user) if user.role == Role::Master && role == Role::General => Some(user.login_id.as_str()),
+        Actor::User(_) => return Err(master_only()),
+    };
+    let account = accounts.create(login_id, role, master, password, OffsetDateTime::now_utc())?;
+    tracing::info!(by = by.name(), login_id = %account.login_id, role = role.name(), "account created");
+    audit.record(
+        "user.created",
+        serde_json::json!({ "by": by.name(), "login_id": account.login_id, "role": role.name(), "master": account.master }),
+    );
+    Ok(account)
+}
+
+/// Unlocks an account locked after wrong passwords: the operator any; a master its general
+/// users (others are as if they did not exist).
+pub fn unlock(accounts: &Accounts, audit: &dyn Audit, by: Actor<'_>, login_id: &str) -> Result<Account, WebError> {
+    if let Actor::User(master) = by {
+        if master.role != Role::Master {
+            return Err(master_only());
+        }
+        match accounts.get(login_id)? {
+            Some(user) if user.master == master.login_id && user.role == Role::General => {}
+            _ => return Err(WebError::not_found()),
+        }
+    }
+    let account = accounts.unlock(login_id)?;
+    tracing::info!(by = by.name(), login_id = %account.login_id, "account unlocked");
+    audit.record("user.unlocked", serde_json::json!({ "by": by.name(), "login_id": account.login_id }));
+    Ok(account)
+}
+
+/// Sets an account's password (and unlocks it): the operator only.
+pub fn set_password(
+    accounts: &Accounts,
+    audit: &dyn Audit,
+    login_id: &str,
+    password: &Password,
+) -> Result<Account, WebError> {
+    let account = accounts.set_password(login_id, password)?;
+    tracing::info!(login_id = %account.login_id, "password set by the operator");
+    audit.record("user.password_set", serde_json::json!({ "by": "operator", "login_id": account.login_id }));
+    Ok(account)
+}
+
+fn master_only() -> WebError {
+    WebError::new(ErrorCode::MasterOnly, "only the contract's master user can do this")
+}
+
+/// A new general user, from the API or the home page.
+#[derive(Debug, Deserialize)]
+pub struct NewUser {
+    login_id: String,
+    password: Password,
+}
+
+async fn add_general_user(state: &Shared, master: &Account, user: NewUser) -> Result<Account, WebError> {
+    if master.role != Role::Master {
+        return Err(master_only());
+    }
+    let (state, master) = (state.clone(), master.clone());
+    blocking(move || {
+        create(
+            &state.accounts,
+            state.audit.as_ref(),
+            Actor::User(&master),
+            &user.login_id,
+            Role::General,
+            None,
+            &user.password,
+        )
+    })
+    .await?
+}
+
+async fn unlock_general_user(state: &Shared, master: &Account, login_id: String) -> Result<Account, WebError> {
+    let (state, master) = (state.clone(), master.clone());
+    blocking(move || unlock(&state.accounts, state.audit.as_ref(), Actor::User(&master), &login_id)).await?
+}
+
+/// `POST /api/v1/users` (master): a general user.
+pub async fn api_add_user(
+    State(state): State<Shared>,
+    signed_in: SignedIn,
+    JsonBody(user): JsonBody<NewUser>,
+) -> Result<Response, WebError> {
+    let created = add_general_user(&state, &signed_in.account, user).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "login_id": created.login_id, "master": created.master })))
+        .into_response())
+}
+
+/// `POST /api/v1/users/{login_id}/unlock` (master).
+pub async fn api_unlock_user(
+    State(state): State<Shared>,
+    signed_in: SignedIn,
+    Path(login_id): Path<String>,
+) -> Result<Json<serde_json::Value>, WebError> {
+    let user = unlock_general_user(&state, &signed_in.account, login_id).await?;
+    Ok(Json(serde_json::json!({ "login_id": user.login_id, "locked": user.locked })))
+}
+
+/// Fields of the master's forms.
+#[derive(Debug, Deserialize)]
+pub struct MasterForm {
+    csrf: String,
+    login_id: Option<String>,
+    password: Option<Password>,
+}
+
+impl SessionForm for MasterForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /users` (master): add a general user.
+pub async fn add_user_form(
+    State(state): State<Shared>,
+    signed_in: Result<SignedIn, WebError>,
+    lang: Lang,
+    form: Result<Form<MasterForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    session_form(&state, signed_in, lang, form, async |state, signed_in, form: MasterForm| {
+        let (Some(login_id), Some(password)) = (form.login_id, form.password) else {
+            return Err(WebError::new(ErrorCode::InvalidForm, "login ID and password are required"));
+        };
+        add_general_user(state, &signed_in.account, NewUser { login_id, password }).await.map(drop)
+    })
+    .await
+}
+
+/// `POST /users/{login_id}/unlock` (master).
+pub async fn unlock_user_form(
+    State(state): State<Shared>,
+    signed_in: Result<SignedIn, WebError>,
+    lang: Lang,
+    Path(login_id): Path<String>,
+    form: Result<Form<MasterForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    session_form(&state, signed_in, lang, form, async move |state, signed_in, _: MasterForm| {
+        unlock_general_user(state, &signed_in.account, login_id).await.map(drop)
+    })
+    .await
+}
