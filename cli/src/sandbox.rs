@@ -116,3 +116,49 @@ pub fn restrict_files(writable: &[PathBuf], readable: &[PathBuf], data_dir: &Pat
         _ => Restricted::Not,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Landlock restricts the calling thread and the threads it starts: a thread restricted as
+    /// the web worker is can use its own directories and the system's, and cannot open the CA's
+    /// key, the signer's ledger or files outside.
+    #[test]
+    fn a_restricted_thread_cannot_open_the_ca_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path().join("data"));
+        for path in worker_dirs(&dir).iter().chain([&dir.ca_dir(), &dir.root_dir(), &dir.ledger()]) {
+            std::fs::create_dir_all(path).expect("mkdir");
+        }
+        std::fs::write(dir.ca_key(), "key").expect("write");
+        std::fs::write(dir.ledger().join("entry"), "ledger").expect("write");
+        std::fs::write(dir.db().join("conf"), "db").expect("write");
+        std::fs::write(tmp.path().join("elsewhere"), "x").expect("write");
+        let writable = worker_dirs(&dir);
+        let (data, tmp_path) = (dir.clone(), tmp.path().to_owned());
+        let outcome = std::thread::spawn(move || {
+            let status = restrict_files(&writable, &[], data.path()).expect("restricting");
+            let opens = |path: &Path| std::fs::File::open(path).is_ok();
+            (
+                status,
+                opens(&data.ca_key()),
+                opens(&data.ledger().join("entry")),
+                opens(&tmp_path.join("elsewhere")),
+                opens(&data.db().join("conf")),
+                std::fs::write(data.crl_dir().join("ca.crl"), "crl").is_ok(),
+                std::fs::write(data.path().join("planted"), "x").is_ok(),
+                opens(Path::new("/etc/ssl/certs")) || !Path::new("/etc/ssl/certs").exists(),
+            )
+        })
+        .join()
+        .expect("the restricted thread");
+        let (status, ca_key, ledger, elsewhere, db, crl, planted, system) = outcome;
+        assert_ne!(status, Restricted::Not, "this kernel has no Landlock: the web worker would run unrestricted");
+        assert!(!ca_key && !ledger && !elsewhere, "opened a file outside the worker's own: {outcome:?}");
+        assert!(db && crl && system, "could not use its own directories: {outcome:?}");
+        assert!(!planted, "created a file at the top of the data directory");
+        // This thread was not restricted: only the one that asked is.
+        assert!(std::fs::File::open(dir.ca_key()).is_ok());
+    }
+}

@@ -12,50 +12,17 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ca::Registry;
-use common::{Service, TestCa, kill, p256_csr, s, user_password};
+use common::{Service, TestCa, enroll_with_curl as enroll, kill, p256_csr};
 
 const ACCOUNTS: usize = 4;
 
 /// What a client received: account, serial, certificate PEM.
 type Received = Vec<(String, String, String)>;
-
-/// One enrollment through the API with curl: ticket, then CSR. An error when the service or
-/// the signer is down (connection errors, 5xx).
-fn enroll(port: u16, root: &Path, account: &str, csr_json: &Path) -> Result<(String, String), String> {
-    let curl = |path: &str, body: &str| -> Result<String, String> {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "15", "--cacert", s(root), "-H", "content-type: application/json"])
-            .args(["--data-binary", body, "-w", "\n%{http_code}"])
-            .arg(format!("https://localhost:{port}{path}"))
-            .output()
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
-        match code {
-            "201" => Ok(body.to_owned()),
-            _ => Err(format!("{path}: HTTP {code} {body} {}", String::from_utf8_lossy(&out.stderr))),
-        }
-    };
-    let ticket: serde_json::Value = serde_json::from_str(&curl(
-        "/api/v1/enrollments",
-        &serde_json::json!({ "login_id": account, "password": user_password(account) }).to_string(),
-    )?)
-    .map_err(|e| e.to_string())?;
-    let ticket = ticket["ticket"].as_str().ok_or("no ticket")?.to_owned();
-    let issued: serde_json::Value =
-        serde_json::from_str(&curl(&format!("/api/v1/enrollments/{ticket}/csr"), &format!("@{}", s(csr_json)))?)
-            .map_err(|e| e.to_string())?;
-    Ok((
-        issued["serial"].as_str().ok_or("no serial")?.to_owned(),
-        issued["certificate_pem"].as_str().unwrap_or("").to_owned(),
-    ))
-}
 
 /// A tiny deterministic generator for the kill moments (seeded, printed, reproducible).
 struct Lcg(u64);

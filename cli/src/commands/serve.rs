@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,7 +19,7 @@ use enroll_server::accounts::Password;
 
 use super::require_ca;
 use super::worker::READY;
-use crate::args::{DataDirArg, InitArgs, ServeArgs};
+use crate::args::{DataDirArg, InitArgs, ListenArgs, ServeArgs};
 use crate::config::Config;
 use crate::passphrase::{self, Key};
 use crate::process::{Stop, Supervised};
@@ -96,17 +96,21 @@ fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase, no_fsync:
     // Keep our end open: the signer exits when it closes.
     child.stdin = Some(stdin);
     let stdout = child.stdout.take().context("signer stdout")?;
-    wait_ready(child, stdout, "signer", |line| line.starts_with("signer ready"), false)
+    wait_ready(child, stdout, "signer", |line| line.starts_with("signer ready"), false).map(|(child, _)| child)
 }
 
 /// What the web worker is told: everything but the passphrase.
 struct WorkerSpec {
     dir: DataDir,
     socket: PathBuf,
+    /// The listeners' addresses: after the first start, the ones it bound (a port 0 asked for
+    /// became a real one, which a restarted worker must take again).
+    listeners: Mutex<ListenArgs>,
     args: Vec<String>,
 }
 
 fn spawn_worker(spec: &WorkerSpec) -> anyhow::Result<Child> {
+    let listeners = *spec.listeners.lock().unwrap_or_else(PoisonError::into_inner);
     let exe = std::env::current_exe().context("finding the inkan executable")?;
     let mut command = Command::new(exe);
     command
@@ -115,6 +119,7 @@ fn spawn_worker(spec: &WorkerSpec) -> anyhow::Result<Child> {
         .arg(spec.dir.path())
         .arg("--signer-socket")
         .arg(&spec.socket)
+        .args(listeners.to_args())
         .args(&spec.args)
         .env_clear()
         .stdin(Stdio::piped())
@@ -125,23 +130,30 @@ fn spawn_worker(spec: &WorkerSpec) -> anyhow::Result<Child> {
     }
     let mut child = command.spawn().context("starting the web worker")?;
     let stdout = child.stdout.take().context("web worker stdout")?;
-    wait_ready(child, stdout, "web worker", |line| line == READY, true)
+    let (child, ready) = wait_ready(child, stdout, "web worker", |line| line.starts_with(READY), true)?;
+    let bound = |name: &str| -> Option<std::net::SocketAddr> {
+        ready.split_whitespace().find_map(|field| field.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    *spec.listeners.lock().unwrap_or_else(PoisonError::into_inner) =
+        ListenArgs { listen: bound("public"), login_listen: bound("login"), http_listen: bound("http") };
+    Ok(child)
 }
 
 /// Reads the child's standard output until `ready` accepts a line (up to a minute), passing the
-/// other lines on to ours when `relay`; keeps relaying afterwards.
+/// other lines on to ours when `relay`; keeps relaying afterwards. Returns the child and that
+/// line.
 fn wait_ready(
     mut child: Child,
     stdout: std::process::ChildStdout,
     what: &str,
     ready: impl Fn(&str) -> bool + Send + 'static,
     relay: bool,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<(Child, String)> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if ready(&line) {
-                let _ = tx.send(());
+                let _ = tx.send(line);
             } else if relay {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
@@ -150,7 +162,7 @@ fn wait_ready(
         }
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => Ok(child),
+        Ok(line) => Ok((child, line)),
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
@@ -199,14 +211,19 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let mut worker_args = args.listeners.to_args();
+    let mut worker_args = Vec::new();
     if args.danger_no_fsync {
         worker_args.push("--danger-no-fsync".into());
     }
     if args.dev {
         worker_args.push("--dev".into());
     }
-    let spec = WorkerSpec { dir: dir.clone(), socket: socket.clone(), args: worker_args };
+    let spec = WorkerSpec {
+        dir: dir.clone(),
+        socket: socket.clone(),
+        listeners: Mutex::new(args.listeners),
+        args: worker_args,
+    };
     let worker = match Supervised::start("web worker", Box::new(move || spawn_worker(&spec))) {
         Ok(worker) => worker,
         Err(e) => {

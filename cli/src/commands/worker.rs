@@ -23,7 +23,8 @@ use crate::args::WorkerArgs;
 use crate::config::Config;
 use crate::sandbox::{self, Restricted};
 
-/// The line that tells the supervisor the worker serves (it is not shown).
+/// The line that tells the supervisor the worker serves, and on which addresses (it is not
+/// shown): `inkan-worker-ready public=ADDR login=ADDR http=ADDR`.
 pub const READY: &str = "inkan-worker-ready";
 
 pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
@@ -146,7 +147,7 @@ fn announce(
         let _ = writeln!(out, "  master user: login ID \"master\", one-time password {}", password.reveal());
         let _ = writeln!(out, "  (shown once; change it with `inkan user passwd --login-id master`)");
     }
-    let _ = writeln!(out, "{READY}");
+    let _ = writeln!(out, "{READY} public={} login={} http={}", bound.public, bound.login, bound.http);
     let _ = out.flush();
 }
 
