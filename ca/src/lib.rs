@@ -10,7 +10,16 @@
 //!   acknowledging, with indices by
 //!   serial, account, key and notAfter.
 //! - [`ceremony`]: creating the offline root and the issuing CA; the root's CRL.
+//! - [`remote`]: the signer process's protocol (issue, sign a CRL, sign OCSP answers, CA info)
+//!   and its client; [`responder`]: the OCSP responder key the signer keeps.
+//! - [`service`]: [`service::CaService`], the `pki::request::Issuer` the web tier holds: it
+//!   sends orders to the signer and records what comes back; [`credential`]: the service's own
+//!   keys and certificates.
+//! - [`audit`]: the hash-chained audit trail.
 //! - [`layout`]: the data directory's files.
+//!
+//! The design overview (processes, trust boundaries, issuance order) is `docs/ARCHITECTURE.md`
+//! in the repository.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

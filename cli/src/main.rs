@@ -1,4 +1,6 @@
-//! `inkan`: flags → typed settings → library calls. Nothing else happens here.
+//! `inkan`: flags → typed settings → library calls. `serve` is a supervisor over two children
+//! of the same binary (`inkan signer`, `inkan worker`); see `docs/ARCHITECTURE.md` in the
+//! repository for the process model.
 
 #![forbid(unsafe_code)]
 

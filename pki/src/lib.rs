@@ -11,7 +11,9 @@
 //! 3. The caller records the issuance, has the CA key sign [`PreparedCertificate::tbs_der`],
 //!    and [`PreparedCertificate::assemble`] consumes the prepared value into the certificate.
 //!
-//! CRLs follow the same prepare → sign → assemble path ([`crl::prepare_crl`]).
+//! CRLs and OCSP answers follow the same prepare → sign → assemble path ([`crl::prepare_crl`],
+//! [`ocsp::prepare_response`]). [`request`] is the port through which the web tier asks the CA
+//! for all three. The design overview is `docs/ARCHITECTURE.md` in the repository.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
