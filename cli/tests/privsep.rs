@@ -203,3 +203,27 @@ fn a_web_worker_killed_under_load_is_back_within_seconds_and_nothing_is_lost() {
     }
     eprintln!("{} certificates received, all in the registry with the same bytes", received.len());
 }
+
+/// The supervisor killed alone: its signer and web worker see their pipe close and stop, and
+/// the data directory is free for the next `serve`.
+#[test]
+fn killing_the_supervisor_stops_both_children() {
+    let ca = TestCa::init(&[]);
+    let mut server = Service::start(&ca, &[]);
+    let children = [server.signer_pid.expect("a signer"), server.worker_pid.expect("a web worker")];
+    server.serve.signal("KILL");
+    let killed = Instant::now();
+    // Gone, or a zombie waiting for its new parent to reap it.
+    let running =
+        |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "));
+    for pid in children {
+        while running(pid) {
+            assert!(killed.elapsed() < Duration::from_secs(15), "process {pid} still runs after its supervisor died");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    eprintln!("both children stopped {:?} after SIGKILL of the supervisor", killed.elapsed());
+    server.kill_all();
+    let again = Service::start(&ca, &[]);
+    again.stop();
+}
