@@ -88,7 +88,9 @@ mod tests {
             t.join().expect("thread");
         }
         let flushes = group.flush_count();
-        assert!(flushes < 16 * 20, "{flushes} flushes for 320 writes: no grouping");
+        // Grouping means many writes per flush: with 16 writers, at most a quarter as many
+        // flushes as writes (typically about one per round of the 16).
+        assert!(flushes * 4 <= 16 * 20, "{flushes} flushes for 320 writes: not grouped");
         assert!(flushes >= 20, "at least one flush per round of a single writer");
     }
 

@@ -38,6 +38,19 @@ fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T
 
 /// A time as openssl prints it (`Jan  5 12:00:00 2026 GMT`).
 #[track_caller]
+/// The number of CRLs signed once it has stopped moving: the same in two reads a coalescing
+/// period (0.5 s) and more apart, so no CRL is still being made.
+fn crl_count_settled(service: &Service) -> u64 {
+    let mut last = metric(&service.metrics(), "inkan_crl_signed_total");
+    wait_for(Duration::from_secs(10), "the CRL count to settle", || {
+        std::thread::sleep(Duration::from_millis(700));
+        let now = metric(&service.metrics(), "inkan_crl_signed_total");
+        let settled = now == last;
+        last = now;
+        settled.then_some(now)
+    })
+}
+
 fn openssl_time(text: &str) -> OffsetDateTime {
     let format = format_description!("[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT");
     PrimitiveDateTime::parse(text.trim(), format).unwrap_or_else(|e| panic!("{text:?}: {e}")).assume_utc()
@@ -306,7 +319,7 @@ fn ocsp_answers_good_revoked_and_unknown_and_openssl_verifies_them() {
     let ca = TestCa::with_rate_limit(1000);
     ca.add_user("olga", "master", None);
     let work = ca.work();
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     let olga = service.acquire("olga", "olga");
 
     // Good, verified under the chain the API handed out; the SHA-256 CertID too.
@@ -440,7 +453,7 @@ fn crls_are_published_after_revocations_and_bursts_are_coalesced() {
         .collect();
     assert!(!ca.file("crl/ca.crl").exists(), "init publishes no CRL: the first one is the service's");
     let started = Instant::now();
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     let crl = work.join("ca.crl");
 
     // No `inkan crl`: the service publishes one as it starts.
@@ -463,8 +476,7 @@ fn crls_are_published_after_revocations_and_bursts_are_coalesced() {
     let second = crl_number(&crl);
     assert!(second > first, "CRL number {second} after {first}");
     assert!(crl_text(&crl).contains("Key Compromise"));
-    std::thread::sleep(Duration::from_millis(800)); // let any CRL still coalescing be signed
-    let signed_before = metric(&service.metrics(), "inkan_crl_signed_total");
+    let signed_before = crl_count_settled(&service);
 
     // Ten revocations at once.
     let children: Vec<_> = burst
@@ -492,8 +504,7 @@ fn crls_are_published_after_revocations_and_bursts_are_coalesced() {
         burst.iter().all(|(_, serial)| lists(&text, serial)).then_some(())
     });
     eprintln!("burst of 10 listed after {:?}", burst_done.elapsed());
-    std::thread::sleep(Duration::from_millis(1500)); // a CRL still due would be signed by now
-    let signed_after = metric(&service.metrics(), "inkan_crl_signed_total");
+    let signed_after = crl_count_settled(&service);
     let new_crls = signed_after - signed_before;
     eprintln!("10 revocations made {new_crls} CRLs");
     assert!((1..=5).contains(&new_crls), "10 revocations made {new_crls} CRLs");
@@ -552,7 +563,7 @@ fn users_and_masters_revoke_from_the_web() {
     ca.add_user("gil", "general", Some("mia"));
     ca.add_user("gus", "general", Some("mia"));
     ca.add_user("max", "master", None);
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     let mia = service.acquire("mia", "mia");
     let gil = service.acquire("gil", "gil");
     let gus = service.acquire("gus", "gus");
@@ -653,7 +664,7 @@ fn expiry_notices_go_once_per_threshold_and_survive_a_restart() {
     }
     // nora's 10-day certificate is superseded by 再取得 (no notices are configured yet).
     let (old_cert, old) = ca.issue_with_library(&p256_csr(work, "nora-old"), "nora", 10, "nora-old");
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     // OCSP answers (and caches) good for it, then superseded once it is replaced.
     let chain = work.join("chain.pem");
     write(
@@ -688,7 +699,7 @@ fn expiry_notices_go_once_per_threshold_and_survive_a_restart() {
         ("scan_interval_secs = 3600", "scan_interval_secs = 1"),
     ]);
     let started = Instant::now();
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     wait_for(Duration::from_secs(10), "four notices", || (receiver.hooks().len() >= expected.len()).then_some(()));
     eprintln!("{} notices within {:?} of starting serve", expected.len(), started.elapsed());
     std::thread::sleep(Duration::from_millis(3500)); // three more scans: nothing new may come
@@ -710,7 +721,7 @@ fn expiry_notices_go_once_per_threshold_and_survive_a_restart() {
     service.stop();
 
     // Delivered notices are not sent again by the next service.
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(receiver.hooks().len(), expected.len(), "notices sent again after a restart: {:?}", receiver.hooks());
     service.stop();
@@ -719,7 +730,7 @@ fn expiry_notices_go_once_per_threshold_and_survive_a_restart() {
     // as time passing would): exp20, notified at 30, is inside 25; exp10, notified at 14, is
     // not inside a threshold nearer than 14.
     ca.configure(&[("thresholds_days = [30, 14, 7, 1]", "thresholds_days = [30, 25, 7, 1]")]);
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     wait_for(Duration::from_secs(10), "the notice for 25 days", || {
         (receiver.hooks().len() > expected.len()).then_some(())
     });
@@ -746,7 +757,7 @@ fn expiry_notices_are_retried_with_backoff_until_delivered() {
         ("# webhook_url = \"http://127.0.0.1:9000/inkan-expiry\"", &webhook),
         ("scan_interval_secs = 3600", "scan_interval_secs = 1"),
     ]);
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     wait_for(Duration::from_secs(20), "the delivered notice", || {
         receiver.hooks().iter().any(|h| h.answered == 200).then_some(())
     });
@@ -786,7 +797,7 @@ fn metrics_count_certificates_and_requests() {
     for (account, days) in [("m5", 5), ("m20", 20), ("m60", 60)] {
         ca.issue_with_library(&p256_csr(work, account), account, days, account);
     }
-    let service = Service::start(&ca, &[]);
+    let service = Service::watched(&ca, &[]);
     let reply = service.curl(&service.http_url("/metrics"), NONE);
     reply.expect(200);
     let content_type = reply.header("content-type").unwrap_or_default();

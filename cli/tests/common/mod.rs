@@ -32,6 +32,8 @@ pub const NONE: &[&str] = &[];
 pub const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long a service or a signer may take to stop after SIGTERM.
 pub const STOP_WITHIN: Duration = Duration::from_secs(15);
+/// How long any one command a test runs (inkan, openssl, curl, pkilint...) may take.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(240);
 
 /// What a finished process left behind.
 #[derive(Debug)]
@@ -129,7 +131,20 @@ where
         let mut pipe = child.stdin.take().expect("stdin is piped");
         pipe.write_all(input).expect("writing stdin");
     }
+    // A command that hangs fails the test instead of the whole run: killed after COMMAND_LIMIT.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(COMMAND_LIMIT).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            return true;
+        }
+        false
+    });
     let output = child.wait_with_output().expect("waiting for the process");
+    let _ = done.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
+    assert!(!timed_out, "{what} did not finish within {COMMAND_LIMIT:?} and was killed");
     Out {
         status: output.status,
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
