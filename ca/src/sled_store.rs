@@ -450,84 +450,11 @@ impl Registry for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pki::registry::Status;
-    use time::Duration;
-
-    fn record(n: u8, account: &str, not_after: OffsetDateTime) -> CertRecord {
-        CertRecord {
-            serial: Serial::from_random([n; 16]).expect("serial"),
-            account: account.into(),
-            profile: pki::Profile::Client,
-            key_sha256: [n; 32],
-            not_before: not_after - Duration::days(30),
-            not_after,
-            recorded_at: not_after - Duration::days(30),
-            state: State::Pending,
-        }
-    }
 
     #[test]
-    fn lifecycle_and_indices() {
+    fn sled_passes_the_registry_conformance_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SledStore::open(dir.path()).expect("open");
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
-        let a = record(1, "alice", now + Duration::days(10));
-        let b = record(2, "bob", now + Duration::days(40));
-        store.record_pending(&a, Some(&[7; 16])).expect("a");
-        store.record_pending(&b, None).expect("b");
-        assert!(matches!(store.record_pending(&a, None), Err(RegistryError::SerialTaken(_))));
-        assert_eq!(store.find_request(&[7; 16]).expect("find").map(|(r, der)| (r.serial, der)), Some((a.serial, None)));
-        assert_eq!(store.find_request(&[8; 16]).expect("find"), None);
-        assert_eq!(store.get(&a.serial).expect("get").map(|r| r.status(now)), Some(Status::Pending));
-
-        store.record_issued(&a.serial, b"der-a").expect("issued");
-        assert!(store.record_issued(&a.serial, b"again").is_err(), "issued twice");
-        assert_eq!(store.certificate_der(&a.serial).expect("der"), Some(b"der-a".to_vec()));
-        assert_eq!(store.by_account("alice").expect("acct").len(), 1);
-        assert_eq!(store.valid_by_account("alice").expect("valid").len(), 1, "issued: in the valid index");
-        assert!(store.valid_by_account("bob").expect("valid").is_empty(), "pending: not yet");
-        assert_eq!(store.by_account("alic").expect("prefix is not a match").len(), 0);
-        assert_eq!(store.by_key(&[2; 32]).expect("key")[0].serial, b.serial);
-
-        let soon = store.expiring_between(now, now + Duration::days(30)).expect("range");
-        assert_eq!(soon.iter().map(|r| r.serial).collect::<Vec<_>>(), [a.serial]);
-
-        assert!(store.revoke(&b.serial, now, RevocationReason::KeyCompromise).is_err(), "pending");
-        let revoked = store.revoke(&a.serial, now, RevocationReason::KeyCompromise).expect("revoke");
-        assert!(store.valid_by_account("alice").expect("valid").is_empty(), "revoked: out of the valid index");
-        assert_eq!(revoked.status(now), Status::Revoked);
-        assert!(matches!(
-            store.revoke(&a.serial, now, RevocationReason::KeyCompromise),
-            Err(RegistryError::WrongState { status: "revoked", .. })
-        ));
-        let crl = store.revoked_unexpired(now).expect("crl");
-        assert_eq!(crl, [RevokedEntry { serial: a.serial, revoked_at: now, reason: RevocationReason::KeyCompromise }]);
-        assert!(store.revoked_unexpired(now + Duration::days(11)).expect("later").is_empty());
-
-        assert_eq!(store.next_crl_number().expect("1"), 1);
-        assert_eq!(store.next_crl_number().expect("2"), 2);
-        drop(store);
-        let reopened = SledStore::open(dir.path()).expect("reopen");
-        assert_eq!(reopened.next_crl_number().expect("3"), 3, "CRL number survives reopening");
-        assert_eq!(reopened.all().expect("all").len(), 2);
-
-        // A certificate recorded from a signer supersedes the account's valid ones in one write.
-        let mut c = record(3, "carol", now + Duration::days(20));
-        c.state = State::Issued;
-        assert!(reopened.record_certificate(&c, b"der-c", true).expect("c").is_empty());
-        let mut d = record(4, "carol", now + Duration::days(60));
-        d.state = State::Issued;
-        d.recorded_at = now;
-        assert_eq!(reopened.record_certificate(&d, b"der-d", true).expect("d"), [c.serial]);
-        assert_eq!(reopened.get(&c.serial).expect("get").map(|r| r.status(now)), Some(Status::Superseded));
-        assert_eq!(
-            reopened.valid_by_account("carol").expect("valid").iter().map(|r| r.serial).collect::<Vec<_>>(),
-            [d.serial]
-        );
-        assert!(
-            reopened.record_certificate(&d, b"der-d", true).expect("again").is_empty(),
-            "recording twice is a no-op"
-        );
-        assert!(reopened.record_certificate(&d, b"other", true).is_err(), "another certificate under the serial");
+        let open = || -> Box<dyn Registry> { Box::new(SledStore::open(dir.path()).expect("open")) };
+        pki::registry::conformance::registry(&open, OffsetDateTime::now_utc());
     }
 }

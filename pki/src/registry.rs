@@ -2,6 +2,8 @@
 //! [`Registry`] trait. The storage engines live elsewhere (`ca::SledStore`); this is the
 //! contract the CA, the CLI and the enrollment service share.
 
+pub mod conformance;
+
 use crate::{Profile, RevocationReason, RevokedEntry, Serial};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -1,0 +1,111 @@
+//! The suite every [`Registry`] implementation must pass, run by each implementation's tests
+//! with a function that opens the store (called again to check that changes survive reopening;
+//! each store is dropped before the next is opened). It panics on the first failure.
+
+use time::{Duration, OffsetDateTime};
+
+use super::{CertRecord, Registry, RegistryError, State, Status};
+use crate::{RevocationReason, RevokedEntry, Serial};
+
+fn record(n: u8, account: &str, not_after: OffsetDateTime) -> CertRecord {
+    CertRecord {
+        serial: Serial::from_random([n; 16]).unwrap_or_else(|| unreachable!("a nonzero first byte")),
+        account: account.into(),
+        profile: crate::Profile::Client,
+        key_sha256: [n; 32],
+        not_before: not_after - Duration::days(30),
+        not_after,
+        recorded_at: not_after - Duration::days(30),
+        state: State::Pending,
+    }
+}
+
+/// The whole suite, with `now` as the clock (the caller's; pki reads none): the issuance life
+/// cycle, the indices, revocation and the CRL's entries, the CRL number, recording certificates
+/// signed elsewhere with superseding, reopening, and concurrent reissues of one account.
+pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
+    {
+        let store = open();
+        let now = now.replace_nanosecond(0).expect("ns");
+        let a = record(1, "alice", now + Duration::days(10));
+        let b = record(2, "bob", now + Duration::days(40));
+        store.record_pending(&a, Some(&[7; 16])).expect("a");
+        store.record_pending(&b, None).expect("b");
+        assert!(matches!(store.record_pending(&a, None), Err(RegistryError::SerialTaken(_))));
+        assert_eq!(store.find_request(&[7; 16]).expect("find").map(|(r, der)| (r.serial, der)), Some((a.serial, None)));
+        assert_eq!(store.find_request(&[8; 16]).expect("find"), None);
+        assert_eq!(store.get(&a.serial).expect("get").map(|r| r.status(now)), Some(Status::Pending));
+
+        store.record_issued(&a.serial, b"der-a").expect("issued");
+        assert!(store.record_issued(&a.serial, b"again").is_err(), "issued twice");
+        assert_eq!(store.certificate_der(&a.serial).expect("der"), Some(b"der-a".to_vec()));
+        assert_eq!(store.by_account("alice").expect("acct").len(), 1);
+        assert_eq!(store.valid_by_account("alice").expect("valid").len(), 1, "issued: in the valid index");
+        assert!(store.valid_by_account("bob").expect("valid").is_empty(), "pending: not yet");
+        assert_eq!(store.by_account("alic").expect("prefix is not a match").len(), 0);
+        assert_eq!(store.by_key(&[2; 32]).expect("key")[0].serial, b.serial);
+
+        let soon = store.expiring_between(now, now + Duration::days(30)).expect("range");
+        assert_eq!(soon.iter().map(|r| r.serial).collect::<Vec<_>>(), [a.serial]);
+
+        assert!(store.revoke(&b.serial, now, RevocationReason::KeyCompromise).is_err(), "pending");
+        let revoked = store.revoke(&a.serial, now, RevocationReason::KeyCompromise).expect("revoke");
+        assert!(store.valid_by_account("alice").expect("valid").is_empty(), "revoked: out of the valid index");
+        assert_eq!(revoked.status(now), Status::Revoked);
+        assert!(matches!(
+            store.revoke(&a.serial, now, RevocationReason::KeyCompromise),
+            Err(RegistryError::WrongState { status: "revoked", .. })
+        ));
+        let crl = store.revoked_unexpired(now).expect("crl");
+        assert_eq!(crl, [RevokedEntry { serial: a.serial, revoked_at: now, reason: RevocationReason::KeyCompromise }]);
+        assert!(store.revoked_unexpired(now + Duration::days(11)).expect("later").is_empty());
+
+        assert_eq!(store.next_crl_number().expect("1"), 1);
+        assert_eq!(store.next_crl_number().expect("2"), 2);
+        drop(store);
+        let reopened = open();
+        assert_eq!(reopened.next_crl_number().expect("3"), 3, "CRL number survives reopening");
+        assert_eq!(reopened.all().expect("all").len(), 2);
+
+        // A certificate recorded from a signer supersedes the account's valid ones in one write.
+        let mut c = record(3, "carol", now + Duration::days(20));
+        c.state = State::Issued;
+        assert!(reopened.record_certificate(&c, b"der-c", true).expect("c").is_empty());
+        let mut d = record(4, "carol", now + Duration::days(60));
+        d.state = State::Issued;
+        d.recorded_at = now;
+        assert_eq!(reopened.record_certificate(&d, b"der-d", true).expect("d"), [c.serial]);
+        assert_eq!(reopened.get(&c.serial).expect("get").map(|r| r.status(now)), Some(Status::Superseded));
+        assert_eq!(
+            reopened.valid_by_account("carol").expect("valid").iter().map(|r| r.serial).collect::<Vec<_>>(),
+            [d.serial]
+        );
+        assert!(
+            reopened.record_certificate(&d, b"der-d", true).expect("again").is_empty(),
+            "recording twice is a no-op"
+        );
+        assert!(reopened.record_certificate(&d, b"other", true).is_err(), "another certificate under the serial");
+        concurrent_reissues(reopened.as_ref(), now);
+    }
+}
+
+/// Eight writers record a certificate for one account at once, each superseding the others:
+/// exactly one stays valid, and every other is superseded.
+fn concurrent_reissues(store: &dyn Registry, now: OffsetDateTime) {
+    std::thread::scope(|s| {
+        for n in 0..8u8 {
+            s.spawn(move || {
+                let mut r = record(0x40 + n, "dora", now + Duration::days(100));
+                r.state = State::Issued;
+                r.recorded_at = now;
+                store.record_certificate(&r, &[n], true).expect("recorded");
+            });
+        }
+    });
+    let all = store.by_account("dora").expect("by account");
+    assert_eq!(all.len(), 8);
+    let valid = store.valid_by_account("dora").expect("valid");
+    assert_eq!(valid.len(), 1, "exactly one of eight concurrent reissues stays valid: {valid:?}");
+    let superseded = all.iter().filter(|r| r.status(now) == Status::Superseded).count();
+    assert_eq!(superseded, 7, "the other seven are superseded");
+}
