@@ -1,7 +1,9 @@
 //! The whole acquisition pipeline in headless Chromium (issue 3): `inkan serve` runs, a
 //! master user is created with the CLI, tests/browser/acquire.mjs drives Debian's Chromium
-//! through the pages and saves the PKCS#12 made in the browser; then openssl opens it and curl
-//! logs in with it over the certificate-login port. Screenshots of each page are left in
+//! through the pages and saves the PKCS#12 made in the browser, imports it into Chromium's NSS
+//! database and logs in with it in a fresh Chromium, which presents the certificate in its own
+//! TLS handshake (issue 10: not Playwright's Node-side client certificates); then openssl opens
+//! the saved files and curl logs in with the PKCS#12 too. Screenshots of each page are left in
 //! target/screenshots/ for people to look at.
 
 #![allow(clippy::unwrap_used)]
@@ -11,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Client, STOP_WITHIN, Service, TestCa, openssl, run, s, user_password};
+use common::{Client, Service, TestCa, openssl, read, run, s, user_password};
 
 const P12_PASS: &str = "p12 パスワード 2026";
 
@@ -32,7 +34,8 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     let ca = TestCa::init(&["--org", "Browser Test Bank"]);
     ca.add_user("alice", "master", None);
     let password = user_password("alice");
-    let mut server = Service::start(&ca, &[]);
+    let server = Service::watched(&ca, &[]);
+    server.secret(P12_PASS);
     let tmp = ca.work();
 
     // Chromium trusts the test root through an NSS database in its HOME, as a user would
@@ -48,8 +51,9 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     let out = screenshots_dir();
     let node = Command::new("node")
         .arg(&script)
+        // Node is not given the test root: only Chromium talks TLS to the service.
         .env("HOME", &home)
-        .env("NODE_EXTRA_CA_CERTS", &root)
+        .env_remove("NODE_EXTRA_CA_CERTS")
         .env("PUBLIC_URL", server.public_url(""))
         .env("LOGIN_URL", server.login_url(""))
         .env("LOGIN_ID", "alice")
@@ -70,6 +74,22 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     assert!(text("homeCertificates").contains(&text("serial")), "{results}");
     assert_eq!(results["noCertificateStatus"], 401);
     assert_eq!(results["preprocessingShown"], true, "取得前処理中 is shown while the server checks");
+    assert_eq!(results["serverErrors"], serde_json::json!([]), "no 5xx answer to the browser");
+    // The certificate Chromium presented came from its NSS database, picked by the
+    // auto-selection setting for the login origin.
+    assert!(text("p12Import").contains("PKCS12 IMPORT SUCCESSFUL"), "{results}");
+    assert!(text("nssCertificates").contains("u,u,u"), "the key is in NSS: {results}");
+    assert_eq!(results["autoSelect"]["pattern"], server.login_url(""), "{results}");
+    let issuer_cn =
+        openssl(["x509", "-in", s(&ca.ca_crt()), "-noout", "-subject", "-nameopt", "multiline,utf8,-esc_msb"])
+            .ok()
+            .stdout
+            .lines()
+            .find_map(|line| {
+                line.trim().strip_prefix("commonName").map(|v| v.trim_start_matches([' ', '=']).to_owned())
+            })
+            .unwrap();
+    assert_eq!(results["autoSelect"]["filter"]["ISSUER"]["CN"], issuer_cn.as_str(), "{results}");
 
     // The CSR the page sent is a valid PKCS#10 request.
     let csr = tmp.join("browser.csr");
@@ -94,14 +114,20 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     assert_eq!(key_pub, cert_pub, "the key in the PKCS#12 belongs to its certificate");
     let chain = openssl(["pkcs12", "-in", s(&p12), "-passin", &pass, "-nokeys"]).ok().stdout;
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 3, "leaf, issuing CA and root");
-    // The certificate verifies with the CA, and the encrypted PEM key opens with the password.
+    // The certificate verifies with the CA.
     let certificate = text("certPem");
     let verify =
         openssl(["verify", "-purpose", "sslclient", "-CAfile", s(&root), "-untrusted", s(&ca.ca_crt()), &certificate])
             .ok()
             .stdout;
     assert!(verify.trim_end().ends_with("OK"), "{verify}");
-    openssl(["pkey", "-in", &text("keyPem"), "-passin", &pass, "-noout"]).ok();
+    // The key PEM is encrypted PKCS#8: the right password opens it (the certificate's key),
+    // a wrong one does not (openssl would open an unencrypted key whatever the password).
+    let key_pem = PathBuf::from(text("keyPem"));
+    assert!(read(&key_pem).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"), "{}", read(&key_pem));
+    let opened = openssl(["pkey", "-in", s(&key_pem), "-passin", &pass, "-pubout"]).ok().stdout;
+    assert_eq!(opened, cert_pub, "the PEM key belongs to the certificate");
+    openssl(["pkey", "-in", s(&key_pem), "-passin", "pass:wrong", "-noout"]).failed();
 
     // curl logs in with the PKCS#12 over the certificate-login port, plus the password.
     let client = Client::p12(&p12, P12_PASS, &tmp.join("jar"));
@@ -126,6 +152,10 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
         let png = std::fs::read(out.join(name)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{name} is not a screenshot");
     }
-    server.serve.signal("TERM");
-    server.serve.wait_exit(STOP_WITHIN);
+    // SIGTERM: exit status 0, no secret in the log, no 5xx.
+    let log = server.stop();
+    // Two certificate logins with this certificate: Chromium's first, then curl's.
+    let logins: Vec<&str> = log.lines().filter(|line| line.contains("certificate login")).collect();
+    assert_eq!(logins.len(), 2, "Chromium's and curl's certificate logins:\n{log}");
+    assert!(logins.iter().all(|line| line.contains(&text("serial"))), "{logins:?}");
 }

@@ -1,12 +1,22 @@
 // The acquisition pipeline in headless Chromium (Debian's), driven by playwright-core:
 // 電子証明書取得 → 取得前処理中 → 取得開始 → 発行処理中 → install (PKCS#12 saved) → 電子証明書ログイン
 // with the saved PKCS#12 → home. Takes a screenshot of each page. Run by cli/tests/browser.rs,
-// which starts `inkan serve` and checks the saved file with openssl and curl.
+// which starts `inkan serve` and checks the saved files with openssl and curl.
+//
+// The certificate login is Chromium's own TLS handshake, as a user's browser would do it: the
+// saved PKCS#12 is imported with pk12util into the NSS database Chromium reads
+// ($HOME/.pki/nssdb), and a fresh Chromium on a profile of its own presents it without asking,
+// through the auto-selection setting that the AutoSelectCertificateForUrls policy sets (here in
+// the profile's Preferences, so nothing outside the test's directory changes). Playwright's
+// client-certificate option (Node doing the handshake, Chromium's certificate checks off) is
+// not used, and Node is not given the test root: it could not talk TLS to the service at all.
 //
 // Environment: PUBLIC_URL, LOGIN_URL, LOGIN_ID, PASSWORD, P12_PASSWORD, OUT_DIR,
-// HOME (with an NSS database trusting the test root), NODE_EXTRA_CA_CERTS (the test root,
-// for playwright's client-certificate proxy). Prints one JSON line of results on stdout.
+// HOME (with an NSS database trusting the test root). Prints one JSON line of results on stdout.
 import { chromium } from 'playwright-core';
+import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import fs from 'node:fs';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 
@@ -21,24 +31,37 @@ const loginId = env('LOGIN_ID');
 const password = env('PASSWORD');
 const p12Password = env('P12_PASSWORD');
 const out = env('OUT_DIR');
+const home = env('HOME');
 const shot = (page, name) => page.screenshot({ path: join(out, name), fullPage: true });
 const timeout = 30_000;
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const args = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  timeout,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
+// Runs a program without a shell, bounded in time; it must succeed.
+const mustRun = (cmd, argv) => {
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', timeout });
+  if (r.error) throw r.error;
+  assert.equal(r.status, 0, `${cmd} failed (${r.status}):\n${r.stdout}${r.stderr}`);
+  return r.stdout + r.stderr;
+};
+
+// Every answer of the service with a 5xx status, from any page of any browser.
+const serverErrors = [];
+const watch = (page) => page.on('response', (r) => {
+  if (r.status() >= 500) serverErrors.push(`${r.status()} ${r.request().method()} ${r.url()}`);
 });
+
+const browser = await chromium.launch({ executablePath, headless: true, timeout, args });
 const results = {};
 try {
   // No ignoreHTTPSErrors: Chromium must trust the server through the root in $HOME/.pki/nssdb.
   const context = await browser.newContext({ acceptDownloads: true, locale: 'ja-JP', viewport: { width: 1000, height: 900 } });
   context.setDefaultTimeout(timeout);
   const page = await context.newPage();
+  watch(page);
   const consoleErrors = [];
   // Script errors count; "Failed to load resource" for the deliberate 401 above does not.
   page.on('console', (m) => {
@@ -115,15 +138,56 @@ try {
   assert.deepEqual(consoleErrors, [], 'no script errors on the acquisition pages');
   await context.close();
 
-  // 電子証明書ログイン with the PKCS#12 just saved, then the home page.
-  const withCert = await browser.newContext({
-    locale: 'ja-JP',
-    viewport: { width: 1000, height: 900 },
-    clientCertificates: [{ origin: loginUrl, pfxPath: results.p12, passphrase: p12Password }],
-  });
+  // Without a certificate the login page explains what is missing. Chromium's NSS database
+  // holds no client certificate yet, so it sends none (and has nothing to ask about).
+  const noCert = await browser.newContext({ locale: 'ja-JP', viewport: { width: 1000, height: 700 } });
+  const bare = await noCert.newPage();
+  watch(bare);
+  const response = await bare.goto(`${loginUrl}/`);
+  results.noCertificateStatus = response.status();
+  await shot(bare, '10-login-no-certificate.png');
+  await noCert.close();
+} finally {
+  await browser.close();
+}
+
+// The user installs the saved PKCS#12 into the browser: pk12util imports key and chain into
+// the NSS database Chromium reads (empty database password, the file's password).
+const nssdb = `sql:${join(home, '.pki/nssdb')}`;
+results.p12Import = mustRun('pk12util', ['-i', results.p12, '-d', nssdb, '-W', p12Password, '-K', '']);
+assert.match(results.p12Import, /PKCS12 IMPORT SUCCESSFUL/);
+results.nssCertificates = mustRun('certutil', ['-L', '-d', nssdb]);
+
+// A profile that picks the certificate for the login origin by its issuer without asking:
+// the per-profile form of the policy value
+//   AutoSelectCertificateForUrls = ['{"pattern":"https://localhost:PORT","filter":{"ISSUER":{"CN":"..."}}}']
+// (both fill Chromium's auto_select_certificate setting: a pattern, then {"filters": [...]}).
+const issuerCn = new X509Certificate(fs.readFileSync(results.certPem)).issuer
+  .split('\n').find((rdn) => rdn.startsWith('CN='))?.slice('CN='.length);
+assert.ok(issuerCn, 'the certificate has an issuer CN');
+const loginOrigin = new URL(loginUrl).origin;
+results.autoSelect = { pattern: loginOrigin, filter: { ISSUER: { CN: issuerCn } } };
+const profile = join(home, 'chromium-profile');
+fs.mkdirSync(join(profile, 'Default'), { recursive: true });
+fs.writeFileSync(join(profile, 'Default', 'Preferences'), JSON.stringify({
+  profile: { content_settings: { exceptions: { auto_select_certificate: {
+    [`${loginOrigin},*`]: { setting: { filters: [results.autoSelect.filter] } },
+  } } } },
+}));
+
+// 電子証明書ログイン: Chromium presents the certificate from NSS in its own handshake, then the
+// password; then the home page. Had it no certificate to pick, it would wait on its selection
+// dialog and the page would not load.
+const withCert = await chromium.launchPersistentContext(profile, {
+  executablePath, headless: true, timeout, args, locale: 'ja-JP', viewport: { width: 1000, height: 900 },
+});
+try {
   withCert.setDefaultTimeout(timeout);
   const login = await withCert.newPage();
-  await login.goto(`${loginUrl}/`);
+  watch(login);
+  await login.goto(`${loginUrl}/`).catch((e) => {
+    throw new Error(`Chromium did not complete the certificate login handshake (${e.message})`);
+  });
   assert.equal(await login.locator('h1').textContent(), '電子証明書ログイン');
   results.loginCertificate = await login.locator('[data-testid=login-certificate]').textContent();
   await shot(login, '08-login.png');
@@ -133,16 +197,8 @@ try {
   results.homeLoginId = await login.locator('[data-testid=home-login-id]').textContent();
   results.homeCertificates = await login.locator('[data-testid=certificates]').textContent();
   await shot(login, '09-home.png');
-  await withCert.close();
-
-  // Without a certificate the login page explains what is missing.
-  const noCert = await browser.newContext({ locale: 'ja-JP', viewport: { width: 1000, height: 700 } });
-  const bare = await noCert.newPage();
-  const response = await bare.goto(`${loginUrl}/`);
-  results.noCertificateStatus = response.status();
-  await shot(bare, '10-login-no-certificate.png');
-  await noCert.close();
 } finally {
-  await browser.close();
+  await withCert.close();
 }
+results.serverErrors = serverErrors;
 process.stdout.write(JSON.stringify(results) + '\n');
