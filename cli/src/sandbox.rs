@@ -32,25 +32,71 @@ pub fn lock_in_memory(bytes: &[u8]) -> Option<region::LockGuard> {
     }
 }
 
-/// When running as root, switches to `user` (its group, no supplementary groups). Afterwards
-/// the process is made non-dumpable again (a credential change resets that).
-pub fn switch_user(user: &str) -> anyhow::Result<()> {
-    use nix::unistd::{Gid, Uid, User, getuid, setgid, setgroups, setuid};
+/// The user and group of `[server] user`, when this process runs as root and that user is
+/// another: the web worker switches to it, the signer lets its group reach the socket.
+pub fn service_user(user: &str) -> anyhow::Result<Option<nix::unistd::User>> {
+    use nix::unistd::{User, getuid};
     if !getuid().is_root() {
-        tracing::warn!(user, "[server] user is set but the service was not started as root: not switching");
-        return Ok(());
+        tracing::warn!(user, "[server] user is set but inkan was not started as root: not switching");
+        return Ok(None);
     }
     let Some(found) = User::from_name(user).with_context(|| format!("looking up user {user:?}"))? else {
         bail!("[server] user {user:?}: no such user");
     };
-    if found.uid == Uid::from_raw(0) {
-        return Ok(());
+    Ok((!found.uid.is_root()).then_some(found))
+}
+
+/// Gives `paths` (recursively) to `user` and lets its group traverse `data_dir` (group owner,
+/// mode 0710: it can reach its directories by name, list nothing), then switches to it (its
+/// group, no supplementary groups). Afterwards the process is made non-dumpable again (a
+/// credential change resets that), and each path is checked to be reachable.
+pub fn switch_user(found: &nix::unistd::User, paths: &[PathBuf], data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    use nix::unistd::{Gid, setgid, setgroups, setuid};
+    let user = found.name.as_str();
+    for path in paths {
+        chown_tree(path, found.uid.as_raw(), found.gid.as_raw())
+            .with_context(|| format!("giving {} to {user}", path.display()))?;
     }
+    std::os::unix::fs::chown(data_dir, None, Some(found.gid.as_raw()))
+        .with_context(|| format!("chown {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o710))
+        .with_context(|| format!("chmod {}", data_dir.display()))?;
     setgroups(&[found.gid]).context("setgroups")?;
     setgid(Gid::from_raw(found.gid.as_raw())).context("setgid")?;
     setuid(found.uid).context("setuid")?;
     no_core_dumps();
+    for path in paths {
+        if let Err(e) = std::fs::read_dir(path) {
+            bail!(
+                "as {user}, {} cannot be opened ({e}): every directory above the data directory must be \
+                 searchable by {user}",
+                path.display()
+            );
+        }
+    }
     tracing::info!(user, uid = found.uid.as_raw(), "the web worker runs as {user}");
+    Ok(())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Lets the group `gid` (the web worker's) connect to the signer's socket: group owner, mode
+/// 0660.
+pub fn share_socket(socket: &Path, gid: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(socket, None, Some(gid)).with_context(|| format!("chown {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", socket.display()))?;
     Ok(())
 }
 

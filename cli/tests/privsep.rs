@@ -227,3 +227,26 @@ fn killing_the_supervisor_stops_both_children() {
     let again = Service::start(&ca, &[]);
     again.stop();
 }
+
+/// `[server] user = "nobody"` with serve started as root: the web worker runs as nobody (it was
+/// given its own directories), still reaches the signer (the socket's group), and serves.
+#[test]
+fn the_web_worker_switches_to_the_configured_user() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.configure(&[("# user = \"inkan\"", "user = \"nobody\"")]);
+    ca.add_user("uma", "master", None);
+    // The operator's part: the directories above the data directory let the user through.
+    std::fs::set_permissions(ca.work(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
+    let server = Service::watched(&ca, &[]);
+    let worker = server.worker_pid.expect("a web worker");
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).expect("status");
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    assert!(uid.split_whitespace().skip(1).all(|id| id == "65534"), "the web worker runs as {uid}");
+    let signer = server.signer_pid.expect("a signer");
+    let signer_status = std::fs::read_to_string(format!("/proc/{signer}/status")).expect("status");
+    assert!(signer_status.lines().any(|l| l.starts_with("Uid:\t0\t")), "the signer stays root");
+    let uma = server.acquire("uma", "uma");
+    server.login_api(&uma.client(), &user_password("uma")).expect(200);
+    ca.add_user("vic", "general", Some("uma"));
+    server.stop();
+}

@@ -1,6 +1,6 @@
 //! `inkan signer`: the process that holds the issuing CA key, answering on a Unix socket.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::passphrase::{self, Key};
 
 pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
+    crate::sandbox::no_core_dumps();
     let dir = DataDir::new(&args.data_dir.data_dir);
     let config = Config::load(&dir.config())?;
     let passphrase = if args.passphrase_stdin {
@@ -38,6 +39,12 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
     let socket = args.socket.clone().unwrap_or_else(|| dir.signer_socket());
     let listener = remote::bind(&socket)?;
+    // The web worker of `serve` may run as [server] user: its group reaches the socket.
+    if let Some(user) = &config.server.user
+        && let Some(found) = crate::sandbox::service_user(user)?
+    {
+        crate::sandbox::share_socket(&socket, found.gid.as_raw())?;
+    }
     let pid = std::process::id();
     audit.append("signer.start", serde_json::json!({ "socket": socket, "pid": pid }))?;
     let authority = authority.with_signed_hook(SignerService::signed_hook(audit.clone()));
@@ -55,21 +62,21 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // A child of `serve` (passphrase on stdin) ignores SIGINT: its supervisor stops it, after
+    // the web worker, by closing the pipe.
+    let supervised = args.passphrase_stdin;
     {
         let wake = wake.clone();
         std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(enroll_server::shutdown_signal());
+                runtime.block_on(crate::process::stop_signal(supervised));
                 wake("signal");
             }
         });
     }
-    if args.passphrase_stdin {
+    if supervised {
         let wake = wake.clone();
-        std::thread::spawn(move || {
-            let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
-            wake("the parent process is gone");
-        });
+        crate::process::on_stdin_closed(move || wake("the parent process is gone"));
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "signer ready on {}", socket.display())?;

@@ -42,8 +42,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     // Bound while privileged (ports below 1024); then privileges go, before any other thread
     // starts or any outside input is read.
     let listeners = Listeners::bind(&settings)?;
-    if let Some(user) = &config.server.user {
-        sandbox::switch_user(user)?;
+    if let Some(user) = &config.server.user
+        && let Some(found) = sandbox::service_user(user)?
+    {
+        sandbox::switch_user(&found, &writable, dir.path())?;
     }
     let readable: Vec<_> = config.notify.ca_file.iter().cloned().collect();
     match sandbox::restrict_files(&writable, &readable, dir.path())? {
