@@ -2,10 +2,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use ca::CaKeyType;
+use std::sync::Arc;
+
+use ca::{CaKeyType, CertificateAuthority, Passphrase, SledStore};
 use inkan_tests::{KEY_SPECS, TestCa, assert_lint_clean, openssl, openssl_csr, openssl_ok};
 use pki::{Profile, RevocationReason, San};
 use time::{Duration, OffsetDateTime};
+
+/// The issuing CA key's passphrase of [`TestCa::new`].
+const CA_PASS: &str = "test issuing passphrase";
 
 fn s(p: &std::path::Path) -> &str {
     TestCa::s(p)
@@ -166,14 +171,30 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
     assert!(!bad.status.success() && report.contains("certificate revoked"), "{report}");
     openssl_ok(&["verify", "-crl_check_all", "-purpose", "sslclient", "-CAfile", s(&bundle), s(&good_pem)]);
 
-    // CRL numbers only grow, and survive reopening the registry.
+    // CRL numbers only grow, and survive reopening the registry: the CA and its registry (its
+    // ledger here) are closed, then opened again from the files on disk, before the second CRL
+    // is signed. A number kept only in memory would start again at 1.
     let second = ca.path("ca2.crl");
-    std::fs::write(&second, ca.crl(now, Duration::days(7))).unwrap();
+    let TestCa { dir, data, ca: authority, registry, ca_pem, .. } = ca;
+    drop(authority);
+    drop(registry);
+    inkan_tests::wait_until_registry_unlocked(&data.db());
+    let registry = Arc::new(SledStore::open(&data.db()).unwrap());
+    let (signer, der) =
+        ca::ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(CA_PASS.into())).unwrap();
+    let reopened =
+        CertificateAuthority::new(&der, Box::new(signer), registry.clone(), inkan_tests::settings()).unwrap();
+    let entries = ca::Registry::revoked_unexpired(registry.as_ref(), now).unwrap();
+    let listed: Vec<String> = entries.iter().map(|e| e.serial.to_string()).collect();
+    assert_eq!(listed, [revoked.record.serial.to_string()], "the revocation survives reopening");
+    std::fs::write(&second, reopened.sign_crl_for(&entries, now, Duration::days(7)).unwrap()).unwrap();
+    openssl_ok(&["crl", "-inform", "DER", "-in", s(&second), "-noout", "-CAfile", s(&ca_pem), "-verify"]);
     let numbers: Vec<String> = [&crl, &second]
         .iter()
         .map(|p| openssl_ok(&["crl", "-inform", "DER", "-in", s(p), "-noout", "-crlnumber"]).trim().to_owned())
         .collect();
     assert_eq!(numbers, ["crlNumber=0x01", "crlNumber=0x02"]);
+    drop(dir);
 }
 
 #[test]
