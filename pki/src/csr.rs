@@ -4,7 +4,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
 use crate::Error;
-use crate::encoding::{decode_csr, expect_no_trailing};
+use crate::encoding::{check_der_lengths, decode_csr, expect_no_trailing};
 use crate::key::SubjectKey;
 
 const WHAT: &str = "CSR";
@@ -28,13 +28,14 @@ impl ValidatedCsr {
 /// Parses a CSR given as PEM or DER, applies the key policy and checks proof of possession.
 ///
 /// Refused: empty or oversized input, bad PEM, bytes after the request, DER that is not a
-/// PKCS#10 request, a version other than v1, keys outside the policy, signature algorithms
+/// PKCS#10 request or not DER (a length not in its shortest form), a version other than v1, keys outside the policy, signature algorithms
 /// not accepted for the key, and signatures that do not verify.
 pub fn validate(input: &[u8]) -> Result<ValidatedCsr, Error> {
     let der = decode_csr(input)?;
     let (rest, csr) = X509CertificationRequest::from_der(&der)
         .map_err(|e| Error::MalformedDer { what: WHAT, detail: e.to_string() })?;
     expect_no_trailing(rest, WHAT)?;
+    check_der_lengths(&der, WHAT)?;
 
     let info = &csr.certification_request_info;
     if info.version.0 != 0 {

@@ -130,6 +130,56 @@ fn end_of_first_block(text: &[u8]) -> Option<usize> {
     Some(after + close + 5)
 }
 
+/// Checks that `der` is one DER value whose every length, down through the constructed values
+/// inside it, is definite and in its shortest form (X.690 §10.1): the parsers inkan uses accept
+/// a long form where the short one fits, and a CSR re-encoded so is not DER. Primitive values
+/// (an OCTET STRING, a BIT STRING) are not looked into.
+pub fn check_der_lengths(der: &[u8], what: &'static str) -> Result<(), Error> {
+    fn value(input: &[u8], depth: usize) -> Result<usize, String> {
+        if depth > 32 {
+            return Err("nested more than 32 levels deep".into());
+        }
+        let (&tag, rest) = input.split_first().ok_or("a value ends early")?;
+        if tag & 0x1f == 0x1f {
+            return Err("a tag in the high-tag-number form".into());
+        }
+        let (&first, rest) = rest.split_first().ok_or("a length is missing")?;
+        let (len, rest) = match first {
+            0x80 => return Err("an indefinite length".into()),
+            0..=0x7f => (usize::from(first), rest),
+            _ => {
+                let n = usize::from(first & 0x7f);
+                if n > 4 || rest.len() < n {
+                    return Err("a length that does not fit".into());
+                }
+                let (bytes, rest) = rest.split_at(n);
+                if bytes[0] == 0 {
+                    return Err("a length with a leading zero byte (not the shortest form)".into());
+                }
+                let len = bytes.iter().fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+                if len < 0x80 {
+                    return Err(format!("a length of {len} in the long form (not the shortest form)"));
+                }
+                (len, rest)
+            }
+        };
+        if rest.len() < len {
+            return Err("a value longer than what follows it".into());
+        }
+        let header = input.len() - rest.len();
+        if tag & 0x20 != 0 {
+            let mut inner = &rest[..len];
+            while !inner.is_empty() {
+                let used = value(inner, depth + 1)?;
+                inner = &inner[used..];
+            }
+        }
+        Ok(header + len)
+    }
+    let used = value(der, 0).map_err(|detail| Error::MalformedDer { what, detail })?;
+    expect_no_trailing(&der[used..], what)
+}
+
 /// Refuses DER input that has bytes after the parsed object.
 pub fn expect_no_trailing(rest: &[u8], what: &'static str) -> Result<(), Error> {
     if rest.is_empty() { Ok(()) } else { Err(Error::TrailingData { what, extra: rest.len() }) }
@@ -218,6 +268,25 @@ mod tests {
         assert!(matches!(decode_one(bad64.as_bytes(), "CSR", LABELS), Err(Error::MalformedPem { .. })));
         let cut = "-----BEGIN CERTIFICATE REQUEST-----\nAQID\n";
         assert!(matches!(decode_one(cut.as_bytes(), "CSR", LABELS), Err(Error::MalformedPem { .. })));
+    }
+
+    #[test]
+    fn der_lengths_must_be_the_shortest() {
+        // SEQUENCE { INTEGER 1, OCTET STRING 0x81 0x01 (opaque) }
+        assert_eq!(check_der_lengths(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x04, 0x01, 0x81], "x"), Ok(()));
+        let long_outer = [0x30, 0x81, 0x03, 0x02, 0x01, 0x01];
+        assert!(matches!(check_der_lengths(&long_outer, "x"), Err(Error::MalformedDer { .. })));
+        let long_inner = [0x30, 0x04, 0x02, 0x81, 0x01, 0x01];
+        assert!(matches!(check_der_lengths(&long_inner, "x"), Err(Error::MalformedDer { .. })));
+        let leading_zero = [0x30, 0x82, 0x00, 0x03, 0x02, 0x01, 0x01];
+        assert!(matches!(check_der_lengths(&leading_zero, "x"), Err(Error::MalformedDer { .. })));
+        let indefinite = [0x30, 0x80, 0x02, 0x01, 0x01, 0x00, 0x00];
+        assert!(matches!(check_der_lengths(&indefinite, "x"), Err(Error::MalformedDer { .. })));
+        assert!(matches!(check_der_lengths(&[0x30, 0x05, 0x02, 0x01], "x"), Err(Error::MalformedDer { .. })));
+        assert!(matches!(check_der_lengths(&[0x30, 0x00, 0x00], "x"), Err(Error::TrailingData { .. })));
+        let mut long = vec![0x04, 0x81, 0x80];
+        long.extend([0; 0x80]);
+        assert_eq!(check_der_lengths(&long, "x"), Ok(()), "0x81 is right for 128 bytes");
     }
 
     #[test]
