@@ -17,6 +17,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // What inkan creates is the operator's alone unless a file says otherwise (certificates and
+    // CRLs are written 0644 explicitly): the stores' files 0600, their folders 0700.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = args::Cli::parse();
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -567,7 +567,9 @@ fn lockout_and_unlock_by_master_and_operator() {
         let reply = server.enroll("clerk", WRONG);
         assert_eq!(reply.status, 401, "wrong password {attempt}: {}", reply.text());
     }
-    server.enroll("clerk", WRONG).expect_error(403, "account_locked");
+    // The fifth wrong password locks the account, and is answered as any wrong password
+    // (issue 11: the lock is said only to whoever gives the right password).
+    server.enroll("clerk", WRONG).expect_error(401, "invalid_credentials");
     let locked = server.enroll("clerk", &user_password("clerk"));
     locked.expect_error(403, "account_locked");
     assert!(locked.message().contains("master"), "tells a general user whom to ask: {}", locked.message());
@@ -618,7 +620,7 @@ fn lockout_and_unlock_by_master_and_operator() {
     for _ in 1..=4 {
         server.enroll("boss", WRONG).expect_error(401, "invalid_credentials");
     }
-    server.enroll("boss", WRONG).expect_error(403, "account_locked");
+    server.enroll("boss", WRONG).expect_error(401, "invalid_credentials");
     let locked = server.enroll("boss", &user_password("boss"));
     locked.expect_error(403, "account_locked");
     assert!(locked.message().contains("operator"), "tells a master whom to ask: {}", locked.message());
@@ -764,7 +766,7 @@ fn no_secrets_in_the_log_even_at_trace_level() {
     for _ in 1..=4 {
         server.enroll("kim", WRONG).expect_error(401, "invalid_credentials");
     }
-    server.enroll("kim", WRONG).expect_error(403, "account_locked");
+    server.enroll("kim", WRONG).expect_error(401, "invalid_credentials");
     server.login_post_empty(&client, "/api/v1/users/kim/unlock").expect(200);
     // The page form carries the password too.
     let ticket = acquire_page(&server, &work.join("page.jar"), "kim");

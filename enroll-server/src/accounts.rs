@@ -63,14 +63,16 @@ pub enum AccountError {
     /// Unknown login ID or wrong password: deliberately the same.
     #[error("the login ID or password is not correct")]
     InvalidCredentials,
-    /// Locked after too many wrong passwords.
+    /// Locked after too many wrong passwords (said only to whoever gave the right one).
     #[error("the account is locked after too many wrong passwords; {unlock_by}")]
     Locked {
         /// Who can unlock it.
         unlock_by: &'static str,
-        /// Locked by this very attempt.
-        newly: bool,
     },
+    /// A wrong password that has just locked the account: answered as any wrong password, and
+    /// audited as a lock.
+    #[error("the login ID or password is not correct")]
+    WrongPasswordLocked,
     /// Disabled.
     #[error("the account is not active")]
     Inactive,
@@ -235,23 +237,22 @@ impl Accounts {
                 }
             })?
             .ok_or(AccountError::InvalidCredentials)?;
+        // Only whoever knows the password learns that the account is locked or inactive: to a
+        // wrong password every ID, existing or not, locked or not, gets the same answer.
+        if !right {
+            if newly_locked {
+                tracing::warn!(login_id = %account.login_id, "account locked after repeated wrong passwords");
+                return Err(AccountError::WrongPasswordLocked);
+            }
+            return Err(AccountError::InvalidCredentials);
+        }
         if was_locked {
             return Err(locked(&account));
         }
         if !account.active {
             return Err(AccountError::Inactive);
         }
-        if right {
-            return Ok(account);
-        }
-        if newly_locked {
-            tracing::warn!(login_id = %account.login_id, "account locked after repeated wrong passwords");
-            return Err(match locked(&account) {
-                AccountError::Locked { unlock_by, .. } => AccountError::Locked { unlock_by, newly: true },
-                other => other,
-            });
-        }
-        Err(AccountError::InvalidCredentials)
+        Ok(account)
     }
 
     /// Unlocks an account and clears its failure count.
@@ -281,7 +282,6 @@ impl Accounts {
 /// The error for a locked account, naming who can unlock it.
 pub fn locked(account: &Account) -> AccountError {
     AccountError::Locked {
-        newly: false,
         unlock_by: match account.role {
             Role::Master => "ask the operator to unlock it",
             Role::General => "ask your contract's master user to unlock it",
@@ -324,8 +324,10 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(accounts.authenticate("clerk", &wrong).map(|_| ()), Err(AccountError::InvalidCredentials));
         }
-        assert!(matches!(accounts.authenticate("clerk", &wrong), Err(AccountError::Locked { .. })));
+        assert_eq!(accounts.authenticate("clerk", &wrong).map(|_| ()), Err(AccountError::WrongPasswordLocked));
         assert!(matches!(accounts.authenticate("clerk", &pw), Err(AccountError::Locked { .. })), "locked stays locked");
+        // A wrong password to a locked account is answered as to an unknown ID (issue 11).
+        assert_eq!(accounts.authenticate("clerk", &wrong).map(|_| ()), Err(AccountError::InvalidCredentials));
         drop(accounts);
         let accounts = store(dir.path());
         assert!(accounts.get("clerk").expect("get").expect("exists").locked, "lock survives reopening");

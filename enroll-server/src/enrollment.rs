@@ -23,7 +23,7 @@ use crate::pages::{AcquirePage, Frame, StartPage};
 use crate::policy::renewal_due;
 use crate::ports::Events;
 use crate::state::{Shared, blocking};
-use crate::tokens::{Ticket, TicketError, random_token};
+use crate::tokens::{Ticket, TicketError};
 
 /// Whether `account` may obtain a certificate now: not while it holds a valid certificate
 /// that is outside the renewal window.
@@ -80,6 +80,10 @@ impl From<TicketError> for WebError {
             TicketError::Used => WebError::new(
                 ErrorCode::TicketUsed,
                 "the enrollment ticket has already been used; sign in again to get a new one",
+            ),
+            TicketError::Busy => WebError::new(
+                ErrorCode::IssuanceInProgress,
+                "a certificate is being issued for this account now; wait for it and try again",
             ),
         }
     }
@@ -249,19 +253,24 @@ fn with_csrf_cookie(status: StatusCode, page: &AcquirePage) -> Response {
     html::with_cookie(html::render(status, page), html::set_cookie(CSRF_COOKIE, &page.csrf, "/cert", 3600))
 }
 
-fn show_form(headers: &HeaderMap, lang: Lang, reacquire: bool) -> Response {
-    let csrf = html::cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 64).unwrap_or_else(random_token);
+/// The form's CSRF purpose.
+const PURPOSE: &str = "acquire";
+
+fn show_form(state: &Shared, headers: &HeaderMap, lang: Lang, reacquire: bool) -> Response {
+    let csrf = html::cookie(headers, CSRF_COOKIE)
+        .filter(|c| state.csrf.made(c, PURPOSE))
+        .unwrap_or_else(|| state.csrf.token(PURPOSE));
     with_csrf_cookie(StatusCode::OK, &form_page(lang, reacquire, &csrf, None, ""))
 }
 
 /// `GET /cert/acquire`: 電子証明書取得.
-pub async fn acquire_form(lang: Lang, headers: HeaderMap) -> Response {
-    show_form(&headers, lang, false)
+pub async fn acquire_form(state: axum::extract::State<Shared>, lang: Lang, headers: HeaderMap) -> Response {
+    show_form(&state, &headers, lang, false)
 }
 
 /// `GET /cert/reacquire`: 電子証明書再取得 (the same pipeline).
-pub async fn reacquire_form(lang: Lang, headers: HeaderMap) -> Response {
-    show_form(&headers, lang, true)
+pub async fn reacquire_form(state: axum::extract::State<Shared>, lang: Lang, headers: HeaderMap) -> Response {
+    show_form(&state, &headers, lang, true)
 }
 
 /// The acquisition form's fields.
@@ -287,13 +296,14 @@ pub async fn acquire_submit(
         Ok(Form(form)) => form,
         Err(e) => {
             let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
-            return with_csrf_cookie(status, &form_page(lang, false, &random_token(), Some(e.body_text()), ""));
+            let fresh = state.csrf.token(PURPOSE);
+            return with_csrf_cookie(status, &form_page(lang, false, &fresh, Some(e.body_text()), ""));
         }
     };
     let reacquire = form.mode == "reacquire";
-    if !html::tokens_match(&csrf, &form.csrf) {
+    if !state.csrf.check(&csrf, &form.csrf, PURPOSE) {
         let error = WebError::new(ErrorCode::Csrf, "the form expired; please try again");
-        let page = form_page(lang, reacquire, &random_token(), Some(lang.error(&error)), &form.login_id);
+        let page = form_page(lang, reacquire, &state.csrf.token(PURPOSE), Some(lang.error(&error)), &form.login_id);
         return with_csrf_cookie(StatusCode::FORBIDDEN, &page);
     }
     let login_id = form.login_id.clone();

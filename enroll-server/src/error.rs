@@ -36,6 +36,8 @@ pub enum ErrorCode {
     TicketExpired,
     /// The ticket was already used.
     TicketUsed,
+    /// Another issuance for the same account is in progress.
+    IssuanceInProgress,
     /// The CA refused the CSR.
     CsrRejected,
     /// No client certificate on the certificate-login listener.
@@ -91,6 +93,7 @@ impl ErrorCode {
             Self::TicketUnknown => "ticket_unknown",
             Self::TicketExpired => "ticket_expired",
             Self::TicketUsed => "ticket_used",
+            Self::IssuanceInProgress => "issuance_in_progress",
             Self::CsrRejected => "csr_rejected",
             Self::CertificateRequired => "certificate_required",
             Self::CertificateUnknown => "certificate_unknown",
@@ -132,7 +135,11 @@ impl ErrorCode {
             | Self::MasterOnly
             | Self::Csrf => StatusCode::FORBIDDEN,
             Self::NotFound | Self::TicketUnknown => StatusCode::NOT_FOUND,
-            Self::CertificateValid | Self::TicketUsed | Self::Exists | Self::NotRevocable => StatusCode::CONFLICT,
+            Self::CertificateValid
+            | Self::TicketUsed
+            | Self::IssuanceInProgress
+            | Self::Exists
+            | Self::NotRevocable => StatusCode::CONFLICT,
             Self::TicketExpired => StatusCode::GONE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::CsrRejected => StatusCode::UNPROCESSABLE_ENTITY,
@@ -193,7 +200,9 @@ impl WebError {
 impl From<AccountError> for WebError {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::InvalidCredentials => Self::new(ErrorCode::InvalidCredentials, e.to_string()),
+            AccountError::InvalidCredentials | AccountError::WrongPasswordLocked => {
+                Self::new(ErrorCode::InvalidCredentials, e.to_string())
+            }
             AccountError::Locked { .. } => Self::new(ErrorCode::AccountLocked, e.to_string()),
             AccountError::Inactive => Self::new(ErrorCode::AccountInactive, e.to_string()),
             AccountError::Exists(_) => Self::new(ErrorCode::Exists, e.to_string()),

@@ -115,6 +115,7 @@ impl Lang {
             ErrorCode::TicketUnknown | ErrorCode::TicketExpired | ErrorCode::TicketUsed => {
                 "この取得手続きは使えません（期限切れまたは使用済み）。最初からやり直してください。".into()
             }
+            ErrorCode::IssuanceInProgress => "この利用者の電子証明書を発行中です。完了してからもう一度お試しください。".into(),
             ErrorCode::CsrRejected => with_detail("証明書要求を受け付けられませんでした。"),
             ErrorCode::LoginRequired => "ログインしてください。".into(),
             ErrorCode::MasterOnly => "この操作はマスターユーザのみ行えます。".into(),

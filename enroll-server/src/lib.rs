@@ -12,7 +12,7 @@
 //! registry through `pki::registry::Registry`; OCSP answers are signed by the signer and cached
 //! ([`ocsp`]). Operator commands arrive on the admin socket ([`admin`]).
 //!
-//! Modules are layered, and imports point down only: leaves (`settings`, `error`, `i18n`,
+//! Modules are layered, and imports point down only: leaves (`settings`, `error`, `csrf`, `i18n`,
 //! `metrics`, `ports`, `stores`, `accounts`, `tokens`, `policy`, `ocsp`, `html`, `pages`, `tls`)
 //! → [`state`] (with `extract` and `forms` over it) → features (`enrollment`, `login`, `users`,
 //! `revocation`, `publish`, `notify`, `admin`) → [`router`] → [`serve`]. The design overview
@@ -23,6 +23,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod csrf;
 pub mod enrollment;
 pub mod error;
 pub mod extract;

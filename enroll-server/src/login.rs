@@ -22,9 +22,10 @@ use crate::pages::{CertRow, Frame, HomePage, LoginPage, ReasonOption, UserRow};
 use crate::policy::{days_left, renewal_due};
 use crate::revocation::{MASTER_REASONS, OWN_REASONS};
 use crate::state::{Shared, blocking};
-use crate::tokens::random_token;
 
 const CSRF_COOKIE: &str = "inkan_login_csrf";
+/// The login form's CSRF purpose.
+const CSRF_PURPOSE: &str = "login";
 
 /// Certificate (already checked) + password → a new session, whose ID is returned. Callers
 /// count the attempt against the rate limit first.
@@ -127,7 +128,7 @@ fn login_error(lang: Lang, e: &WebError) -> String {
 pub async fn login_form(State(state): State<Shared>, lang: Lang, cert: Result<CertLogin, WebError>) -> Response {
     match cert {
         Ok(cert) => {
-            let csrf = random_token();
+            let csrf = state.csrf.token(CSRF_PURPOSE);
             let page = html::render(StatusCode::OK, &login_page(lang, &cert, &csrf, None));
             html::with_cookie(page, html::set_cookie(CSRF_COOKIE, &csrf, "/", 3600))
         }
@@ -153,7 +154,7 @@ pub async fn login_submit(
     let t = lang.text();
     let csrf = html::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
     let form = match form {
-        Ok(Form(form)) if html::tokens_match(&csrf, &form.csrf) => form,
+        Ok(Form(form)) if state.csrf.check(&csrf, &form.csrf, CSRF_PURPOSE) => form,
         _ => {
             let e = WebError::new(ErrorCode::Csrf, "the form expired; open the login page again");
             return error_page(&state, lang, t.error_title, &e);
@@ -254,9 +255,29 @@ fn home_page(state: &Shared, lang: Lang, signed_in: &SignedIn) -> Result<HomePag
     })
 }
 
-/// `POST /logout`.
-pub async fn logout(State(state): State<Shared>, lang: Lang, headers: HeaderMap) -> Response {
-    if let Some(id) = html::cookie(&headers, SESSION_COOKIE) {
+/// The logout form's field: the session's token.
+#[derive(Debug, Deserialize)]
+pub struct LogoutFields {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /logout`: ends the session whose token the form carries (another site cannot log a
+/// user out).
+pub async fn logout(
+    State(state): State<Shared>,
+    lang: Lang,
+    headers: HeaderMap,
+    form: Result<Form<LogoutFields>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if let Some(id) = html::cookie(&headers, SESSION_COOKIE)
+        && let Some(session) = state.sessions.touch(&id, state.settings.session_idle_timeout)
+    {
+        let submitted = form.map(|Form(f)| f.csrf).unwrap_or_default();
+        if !html::tokens_match(&session.csrf, &submitted) {
+            let e = WebError::new(ErrorCode::Csrf, "the form expired; open the page again");
+            return error_page(&state, lang, lang.text().error_title, &e);
+        }
         state.sessions.remove(&id);
     }
     html::with_cookie(

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 
 use crate::error::{ErrorCode, WebError};
 use crate::state::Shared;
-use crate::{enrollment, html, login, publish, revocation, users};
+use crate::{csrf, enrollment, html, login, publish, revocation, users};
 
 const ENROLL_JS: &str = include_str!("../assets/enroll.js");
 const ACQUIRE_JS: &str = include_str!("../assets/acquire.js");
@@ -25,6 +25,7 @@ fn common_layers(router: Router<Shared>, state: &Shared) -> Router {
     router
         .fallback(|| async { WebError::not_found() })
         .layer(DefaultBodyLimit::max(state.settings.body_limit))
+        .layer(middleware::from_fn(csrf::same_origin))
         .layer(middleware::map_response(html::secure_headers))
         .layer(middleware::from_fn_with_state(state.clone(), request_timeout))
         .with_state(state.clone())

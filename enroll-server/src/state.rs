@@ -10,6 +10,7 @@ use pki::registry::Registry;
 use pki::request::Issuer;
 
 use crate::accounts::{AccountError, Accounts};
+use crate::csrf::CsrfKey;
 use crate::error::WebError;
 use crate::metrics::Metrics;
 use crate::ocsp::OcspCache;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub login_url: String,
     /// Signed OCSP answers.
     pub ocsp: OcspCache,
+    /// Signs the tokens of the forms that come before a session.
+    pub csrf: CsrfKey,
     /// Wakes the CRL publisher after revocations.
     pub crl_wake: tokio::sync::Notify,
     /// Wakes the OCSP refresher to sign answers for [`AppState::take_revoked`] ahead of requests.
@@ -91,6 +94,7 @@ impl AppState {
             public_url: parts.public_url,
             login_url: parts.login_url,
             ocsp,
+            csrf: CsrfKey::default(),
             crl_wake: tokio::sync::Notify::new(),
             ocsp_wake: tokio::sync::Notify::new(),
             revoked_queue: Mutex::new(Vec::new()),
@@ -113,7 +117,7 @@ impl AppState {
     pub async fn audit_auth_failure(self: &Arc<Self>, login_id: &str, via: &str, e: &AccountError) {
         let code = WebError::from(e.clone()).code.as_str();
         self.audit("login.failure", serde_json::json!({ "login_id": login_id, "via": via, "code": code })).await;
-        if let AccountError::Locked { newly: true, .. } = e {
+        if let AccountError::WrongPasswordLocked = e {
             self.audit("account.locked", serde_json::json!({ "login_id": login_id })).await;
         }
     }

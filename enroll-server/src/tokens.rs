@@ -57,6 +57,8 @@ pub enum TicketError {
     Expired,
     /// Already used for an issuance (or one is in progress).
     Used,
+    /// Another ticket of the same account is being issued now: one issuance at a time.
+    Busy,
 }
 
 /// The enrollment tickets.
@@ -96,16 +98,22 @@ impl Tickets {
         Ok(ticket.clone())
     }
 
-    /// Claims a pre-processed ticket for issuance; only one caller can.
+    /// Claims a pre-processed ticket for issuance; only one caller can, and only while no other
+    /// ticket of the same account is being issued.
     pub fn begin_issue(&self, token: &str) -> Result<Ticket, TicketError> {
         let mut map = lock(&self.map);
-        let ticket = map.get_mut(token).ok_or(TicketError::Unknown)?;
+        let ticket = map.get(token).ok_or(TicketError::Unknown)?;
         if ticket.state != TicketState::Preprocessed {
             return Err(TicketError::Used);
         }
         if ticket.expires <= Instant::now() {
             return Err(TicketError::Expired);
         }
+        let login_id = ticket.login_id.clone();
+        if map.values().any(|t| t.login_id == login_id && t.state == TicketState::Issuing) {
+            return Err(TicketError::Busy);
+        }
+        let ticket = map.get_mut(token).ok_or(TicketError::Unknown)?;
         ticket.state = TicketState::Issuing;
         Ok(ticket.clone())
     }
@@ -234,6 +242,19 @@ mod tests {
         assert_eq!(tickets.begin_issue("nope").map(|_| ()), Err(TicketError::Unknown));
         let (short, _) = tickets.create("bob", Duration::ZERO);
         assert_eq!(tickets.begin_issue(&short).map(|_| ()), Err(TicketError::Expired));
+    }
+
+    #[test]
+    fn one_issuance_at_a_time_per_account() {
+        let tickets = Tickets::default();
+        let (first, _) = tickets.create("carol", Duration::from_secs(60));
+        let (second, _) = tickets.create("carol", Duration::from_secs(60));
+        let (other, _) = tickets.create("dave", Duration::from_secs(60));
+        assert!(tickets.begin_issue(&first).is_ok());
+        assert_eq!(tickets.begin_issue(&second).map(|_| ()), Err(TicketError::Busy));
+        assert!(tickets.begin_issue(&other).is_ok(), "another account is not held up");
+        tickets.finish_issue(&first, None);
+        assert!(tickets.begin_issue(&second).is_ok(), "free again once the first is done");
     }
 
     #[test]
