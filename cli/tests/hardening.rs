@@ -1,0 +1,205 @@
+//! Hardening (issue 11), tried as a hostile outsider would: no account enumeration through the
+//! lock, CSRF tokens an attacker cannot choose and requests from other sites refused, one
+//! issuance in flight per account, the stores' files private.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{Client, Service, TestCa, WRONG, between, p256_csr, read, user_password};
+use serde_json::json;
+
+/// After five wrong passwords, a real (now locked) ID and an unknown ID give the same status
+/// and byte-identical bodies to a wrong password, on the API and on the page.
+#[test]
+fn a_locked_account_and_an_unknown_id_look_the_same_to_a_wrong_password() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("leah", "master", None);
+    let server = Service::watched(&ca, &[]);
+    for _ in 0..5 {
+        server.enroll("leah", WRONG).expect_error(401, "invalid_credentials");
+    }
+    let locked = server.enroll("leah", WRONG);
+    let unknown = server.enroll("nobody-at-all", WRONG);
+    assert_eq!(
+        (locked.status, &locked.body),
+        (unknown.status, &unknown.body),
+        "{} / {}",
+        locked.text(),
+        unknown.text()
+    );
+    locked.expect_error(401, "invalid_credentials");
+    // Only the right password learns of the lock.
+    server.enroll("leah", &user_password("leah")).expect_error(403, "account_locked");
+    let listed = ca.inkan(["user", "list", "--json"]).ok();
+    assert!(listed.stdout.contains("\"locked\": true"), "{}", listed.stdout);
+
+    // The page says the same for both.
+    let page = |login_id: &str| {
+        let jar = ca.work().join(format!("{login_id}.jar"));
+        let jar_args = ["-b", common::s(&jar), "-c", common::s(&jar)];
+        let form = server.curl(&server.public_url("/cert/acquire?lang=en"), &jar_args);
+        let csrf = between(&form.text(), "name=\"csrf\" value=\"", "\"");
+        let fields = format!("csrf={csrf}&mode=acquire&login_id={login_id}&password={WRONG}");
+        let reply = server.post(
+            &server.public_url("/cert/acquire?lang=en"),
+            "application/x-www-form-urlencoded",
+            fields.as_bytes(),
+            &jar_args,
+        );
+        (reply.status, between(&reply.text(), "data-testid=\"error\">", "<"))
+    };
+    assert_eq!(page("leah"), page("nobody-at-all"));
+    assert_eq!(page("leah").0, 401);
+    server.stop();
+}
+
+/// Forms: a token pair the attacker chose is refused, a request another site makes is refused
+/// whatever it carries, logout needs the session's token, JSON must say it is JSON.
+#[test]
+fn csrf_tokens_cannot_be_chosen_and_other_sites_are_refused() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("olaf", "master", None);
+    let server = Service::watched(&ca, &[]);
+    let acquire = server.public_url("/cert/acquire");
+    let form_type = "application/x-www-form-urlencoded";
+    let fields = |csrf: &str| format!("csrf={csrf}&mode=acquire&login_id=olaf&password={}", user_password("olaf"));
+
+    // A pair set equal in cookie and field, but not made by the server.
+    let chosen = "ab".repeat(32);
+    let cookie = format!("inkan_csrf={chosen}");
+    server.post(&acquire, form_type, fields(&chosen).as_bytes(), &["--http1.1", "-b", &cookie]).expect(403);
+
+    // A real pair, posted from another site: Origin, or Sec-Fetch-Site.
+    let jar = ca.work().join("olaf.jar");
+    // HTTP/1.1: curl 7.88 drops an HTTP/2 answer sent before the body is read (the refusal
+    // is; see the bad-input test).
+    let jar_args = ["--http1.1", "-b", common::s(&jar), "-c", common::s(&jar)];
+    let form = server.curl(&acquire, &jar_args);
+    let csrf = between(&form.text(), "name=\"csrf\" value=\"", "\"");
+    let from = |header: &str| {
+        let args = [&jar_args[..], &["-H", header]].concat();
+        server.post(&acquire, form_type, fields(&csrf).as_bytes(), &args)
+    };
+    from("Origin: https://evil.example").expect_error(403, "csrf");
+    from("Origin: null").expect_error(403, "csrf");
+    from("Sec-Fetch-Site: cross-site").expect_error(403, "csrf");
+    from("Sec-Fetch-Site: same-site").expect_error(403, "csrf");
+    // The same pair from the page itself works (and the API refused nothing it should not).
+    let own = format!("Origin: https://localhost:{}", server.public);
+    from(&own).expect(200);
+
+    // JSON sent as text/plain (what a cross-site form can send) is refused, nothing made.
+    let body = json!({ "login_id": "olaf", "password": user_password("olaf") }).to_string();
+    let plain = server.post(&server.public_url("/api/v1/enrollments"), "text/plain", body.as_bytes(), &["--http1.1"]);
+    plain.expect_error(400, "invalid_json");
+
+    // Logout without the session's token leaves the session alone.
+    let olaf = server.acquire("olaf", "olaf");
+    let client = olaf.client();
+    server.login_api(&client, &user_password("olaf")).expect(200);
+    let logout = server.post(&server.login_url("/logout"), form_type, b"csrf=", &client.args);
+    logout.expect(403);
+    server.me(&client).expect(200);
+    let cross = [&client.args[..], &["--http1.1".to_owned(), "-H".to_owned(), "Sec-Fetch-Site: cross-site".to_owned()]]
+        .concat();
+    server.post(&server.login_url("/api/v1/users/olaf/unlock"), form_type, b"", &cross).expect_error(403, "csrf");
+    // With it, the session ends.
+    let home = server.login_get(&client, "/home");
+    let token = between(&home.text(), "action=\"/logout?lang=ja\"><input type=\"hidden\" name=\"csrf\" value=\"", "\"");
+    server.post(&server.login_url("/logout"), form_type, format!("csrf={token}").as_bytes(), &client.args).expect(303);
+    server.me(&client).expect_error(401, "login_required");
+    server.stop();
+}
+
+/// Eight tickets of one account sent at once: one issuance at a time, the others told so; the
+/// account ends with one valid certificate.
+#[test]
+fn one_issuance_in_flight_per_account() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.configure(&[("renewal_window_days = 30", "renewal_window_days = 400")]);
+    ca.add_user("pete", "master", None);
+    let server = Service::watched(&ca, &[]);
+    let csr = read(&p256_csr(ca.work(), "pete"));
+    let tickets: Vec<String> = (0..8).map(|_| server.ticket("pete")).collect();
+    let body = ca.work().join("pete.json");
+    common::write(&body, json!({ "csr_pem": csr }).to_string());
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let runs: Vec<_> = tickets
+            .iter()
+            .map(|ticket| {
+                let (url, body) = (server.public_url(&format!("/api/v1/enrollments/{ticket}/csr")), body.clone());
+                let root = ca.root_crt();
+                s.spawn(move || {
+                    let out = std::process::Command::new("curl")
+                        .args(["-sS", "--max-time", "30", "--cacert", common::s(&root), "-w", "\n%{http_code}"])
+                        .args(["-H", "content-type: application/json", "--data-binary"])
+                        .arg(format!("@{}", common::s(&body)))
+                        .arg(url)
+                        .output()
+                        .expect("curl");
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+                    (code.trim().parse().unwrap_or(0), body.to_owned())
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().expect("curl thread")).collect()
+    });
+    let issued = answers.iter().filter(|(status, _)| *status == 201).count();
+    let busy = answers.iter().filter(|(status, body)| *status == 409 && body.contains("issuance_in_progress")).count();
+    assert!(issued >= 1, "{answers:?}");
+    assert_eq!(issued + busy, 8, "every answer is a certificate or issuance_in_progress: {answers:?}");
+    eprintln!("8 tickets at once: {issued} issued, {busy} told to wait");
+    let valid = ca.list(&["--account", "pete"]).iter().filter(|c| c["status"] == "valid").count();
+    server.stop();
+    assert_eq!(valid, 1);
+}
+
+/// Every file the stores hold is the operator's alone: files 0600, folders 0700.
+#[test]
+fn the_stores_are_private() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("quin", "master", None);
+    let server = Service::watched(&ca, &[]);
+    server.acquire("quin", "quin");
+    server.stop();
+    fn walk(path: &Path, out: &mut Vec<(String, u32)>) {
+        let mode = std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+        out.push((path.display().to_string(), mode));
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).expect("read_dir") {
+                walk(&entry.expect("entry").path(), out);
+            }
+        }
+    }
+    let mut modes = Vec::new();
+    for store in ["db", "web", "signer", "audit"] {
+        walk(&ca.file(store), &mut modes);
+    }
+    let open: Vec<_> = modes.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
+    assert!(modes.len() > 6, "{modes:?}");
+}
+
+/// The real pages still work in a browser is the browser test's part; here the page form
+/// itself, posted as a browser posts it from the page (same origin), is accepted.
+#[test]
+fn the_page_form_from_its_own_origin_is_accepted() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("rita", "master", None);
+    let server = Service::watched(&ca, &[]);
+    let jar = ca.work().join("rita.jar");
+    let anonymous = Client::anonymous(&jar);
+    let form = server.curl(&server.public_url("/cert/acquire"), &anonymous.args);
+    let csrf = between(&form.text(), "name=\"csrf\" value=\"", "\"");
+    let fields = format!("csrf={csrf}&mode=acquire&login_id=rita&password={}", user_password("rita"));
+    let mut args = anonymous.args.clone();
+    args.extend(["-H".into(), "Sec-Fetch-Site: same-origin".into()]);
+    let start =
+        server.post(&server.public_url("/cert/acquire"), "application/x-www-form-urlencoded", fields.as_bytes(), &args);
+    start.expect(200);
+    assert!(start.text().contains("data-ticket=\""), "{}", start.text());
+    server.stop();
+}
