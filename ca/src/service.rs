@@ -231,8 +231,33 @@ impl CaService {
     }
 }
 
+impl CaService {
+    /// Refuses a key reported compromised, and a key another account holds a valid
+    /// certificate for: a key belongs to one account.
+    fn check_key(&self, order: &IssueOrder) -> Result<(), IssueError> {
+        let key = pki::csr::public_key_sha256(&order.csr_der).map_err(|e| IssueError::Rejected(e.to_string()))?;
+        let internal = |e: pki::registry::RegistryError| IssueError::Internal(e.to_string());
+        if let Some(blocked) = self.registry.blocked_key(&key).map_err(internal)? {
+            return Err(IssueError::Rejected(format!(
+                "this public key was reported compromised (certificate {} revoked for keyCompromise); make a new key",
+                blocked.serial
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        let holders = self.registry.by_key(&key).map_err(internal)?;
+        if let Some(other) = holders.iter().find(|r| r.account != order.account && r.status(now) == Status::Valid) {
+            return Err(IssueError::Rejected(format!(
+                "this public key is certified for another account (certificate {}); make a new key",
+                other.serial
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Issuer for CaService {
     fn issue(&self, order: &IssueOrder) -> Result<IssuedCertificate, IssueError> {
+        self.check_key(order)?;
         let (serial, der) = self.sign(order)?;
         let record = record_of(&der, serial, &order.account, order.profile)?;
         // The audit line and the registry's record are synced side by side. The line names the

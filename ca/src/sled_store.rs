@@ -231,6 +231,18 @@ impl SledStore {
     }
 }
 
+/// A blocked key's value: the reporting serial (16), then the time (i64 BE seconds).
+fn decode_blocked(key_sha256: &[u8; 32], v: &[u8]) -> Result<pki::registry::BlockedKey, RegistryError> {
+    let corrupt = || RegistryError::Corrupt { key: "blocked key".into(), detail: "bad entry".into() };
+    let (serial, at) = v.split_first_chunk::<16>().ok_or_else(corrupt)?;
+    let at = <[u8; 8]>::try_from(at).map_err(|_| corrupt())?;
+    Ok(pki::registry::BlockedKey {
+        key_sha256: *key_sha256,
+        serial: Serial::from_bytes(serial).ok_or_else(corrupt)?,
+        at: OffsetDateTime::from_unix_timestamp(i64::from_be_bytes(at)).map_err(|_| corrupt())?,
+    })
+}
+
 impl Registry for SledStore {
     fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
         let serial = record.serial.as_bytes();
@@ -429,6 +441,22 @@ impl Registry for SledStore {
             out.push(RevokedEntry { serial, revoked_at, reason });
         }
         Ok(out)
+    }
+
+    fn block_key(&self, key_sha256: &[u8; 32], serial: &Serial, at: OffsetDateTime) -> Result<bool, RegistryError> {
+        let mut value = serial.as_bytes().to_vec();
+        value.extend_from_slice(&at.unix_timestamp().to_be_bytes());
+        let added =
+            self.db.compare_and_swap(key(b'b', &[key_sha256]), None::<&[u8]>, Some(value)).map_err(backend)?.is_ok();
+        if added {
+            self.durable()?;
+        }
+        Ok(added)
+    }
+
+    fn blocked_key(&self, key_sha256: &[u8; 32]) -> Result<Option<pki::registry::BlockedKey>, RegistryError> {
+        let found = self.db.get(key(b'b', &[key_sha256])).map_err(backend)?;
+        found.map(|v| decode_blocked(key_sha256, &v)).transpose()
     }
 
     fn next_crl_number(&self) -> Result<u64, RegistryError> {

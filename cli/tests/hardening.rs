@@ -203,3 +203,91 @@ fn the_page_form_from_its_own_origin_is_accepted() {
     assert!(start.text().contains("data-ticket=\""), "{}", start.text());
     server.stop();
 }
+
+/// A compromised key follows the key: a key certified for one account is refused for another;
+/// revoking one certificate as keyCompromise revokes every certificate with that key (OCSP and
+/// the CRL say so) and blocks the key on every path.
+#[test]
+fn a_compromised_key_is_revoked_everywhere_and_never_certified_again() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.configure(&[("renewal_window_days = 30", "renewal_window_days = 400")]);
+    let work = ca.work();
+    let shared = p256_csr(work, "shared");
+    // Two accounts with one key, as a registry from before this rule may hold them.
+    let (cert_a, serial_a) = ca.issue_with_library(&shared, "acct-a", 90, "acct-a");
+    let (cert_b, serial_b) = ca.issue_with_library(&shared, "acct-b", 90, "acct-b");
+    for account in ["acct-a", "acct-c"] {
+        ca.add_user(account, "master", None);
+    }
+    let server = Service::watched(&ca, &[]);
+    let csr_pem = read(&shared);
+
+    // The key is certified for other accounts: refused for acct-c, on the API and the CLI.
+    let ticket = server.ticket("acct-c");
+    let refused = server.send_csr(&ticket, &csr_pem);
+    refused.expect_error(422, "csr_rejected");
+    assert!(refused.message().contains("certified for another account"), "{}", refused.message());
+    let cli = ca.inkan(["issue", "--csr", common::s(&shared), "--account", "acct-c"]).refused("another account");
+    assert!(!cli.stdout.contains("BEGIN CERTIFICATE"));
+
+    // keyCompromise on acct-a's certificate: acct-b's goes too, for the same reason.
+    let revoked = ca.inkan(["revoke", &serial_a, "--reason", "keyCompromise"]).ok();
+    assert!(revoked.stdout.contains(&serial_b), "{}", revoked.stdout);
+    let statuses: Vec<String> = ["acct-a", "acct-b"]
+        .iter()
+        .flat_map(|a| ca.list(&["--account", a]))
+        .map(|c| format!("{} {} {}", c["account"], c["status"], c["revocation_reason"]))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["\"acct-a\" \"revoked\" \"keyCompromise\"", "\"acct-b\" \"revoked\" \"keyCompromise\""],
+        "{statuses:?}"
+    );
+    let chain = work.join("chain.pem");
+    common::write(&chain, read(&ca.ca_crt()) + &read(&ca.root_crt()));
+    for cert in [&cert_a, &cert_b] {
+        let out = common::openssl([
+            "ocsp",
+            "-issuer",
+            common::s(&ca.ca_crt()),
+            "-cert",
+            common::s(cert),
+            "-url",
+            &server.http_url("/ocsp"),
+            "-CAfile",
+            common::s(&chain),
+            "-resp_text",
+        ])
+        .ok();
+        assert!(out.stdout.contains(": revoked") && out.stdout.contains("Reason: keyCompromise"), "{}", out.stdout);
+    }
+    // The CRL lists both (it is signed again within seconds of a revocation).
+    let crl = work.join("ca.crl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = server.curl(&server.http_url("/crl/ca.crl"), common::NONE);
+        common::write(&crl, &reply.body);
+        let text = if reply.status == 200 {
+            common::openssl(["crl", "-inform", "DER", "-in", common::s(&crl), "-noout", "-text"]).stdout
+        } else {
+            String::new()
+        };
+        if [&serial_a, &serial_b].iter().all(|s| text.contains(s.as_str())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the CRL does not list both:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // Never again, for anyone: acct-a (no valid certificate now) on the API, acct-c on the CLI.
+    let ticket = server.ticket("acct-a");
+    let refused = server.send_csr(&ticket, &csr_pem);
+    refused.expect_error(422, "csr_rejected");
+    assert!(refused.message().contains("reported compromised"), "{}", refused.message());
+    ca.inkan(["issue", "--csr", common::s(&shared), "--account", "acct-c"]).refused("reported compromised");
+    // A new key is fine.
+    server.acquire("acct-a", "acct-a-new");
+    server.stop();
+    let audit = read(&ca.file("audit/audit.log"));
+    assert_eq!(audit.matches("\"key.blocked\"").count(), 1, "one key.blocked line");
+}

@@ -286,9 +286,9 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
         }
         AdminRequest::Revoke { serial, reason } => {
             let registry = need(ctx.registry, "registry")?;
-            let record = revocation::revoke(registry, ctx.audit, ctx.events, Actor::Operator, serial, reason)
+            let certificates = revocation::revoke(registry, ctx.audit, ctx.events, Actor::Operator, serial, reason)
                 .map_err(|e| e.message)?;
-            AdminReply::Certificates { certificates: vec![record] }
+            AdminReply::Certificates { certificates }
         }
         AdminRequest::Issue { csr, account, profile, sans, days } => {
             let issuer = need(ctx.issuer, "CA")?;

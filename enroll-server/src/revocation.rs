@@ -32,7 +32,9 @@ pub const MASTER_REASONS: [RevocationReason; 5] = [
 ];
 
 /// Revokes `serial` for `reason`, tells `events` and audits it. Whoever calls has checked that
-/// `by` may.
+/// `by` may. A compromised key follows the key, not the certificate: for keyCompromise the key
+/// is blocked for any future issuance and every other certificate certifying it is revoked too,
+/// for the same reason. Returns every certificate revoked, the one asked for first.
 pub fn revoke(
     registry: &dyn Registry,
     audit: &dyn Audit,
@@ -40,8 +42,9 @@ pub fn revoke(
     by: Actor<'_>,
     serial: Serial,
     reason: RevocationReason,
-) -> Result<CertRecord, WebError> {
-    let record = registry.revoke(&serial, OffsetDateTime::now_utc(), reason).map_err(|e| match e {
+) -> Result<Vec<CertRecord>, WebError> {
+    let now = OffsetDateTime::now_utc();
+    let record = registry.revoke(&serial, now, reason).map_err(|e| match e {
         RegistryError::NotFound(_) => {
             WebError::new(ErrorCode::NotFound, format!("no certificate with serial {serial}"))
         }
@@ -50,13 +53,36 @@ pub fn revoke(
         }
         other => other.into(),
     })?;
-    events.revoked(&[serial]);
-    tracing::info!(by = by.name(), %serial, reason = reason.name(), account = %record.account, "certificate revoked");
-    audit.record(
-        "certificate.revoked",
-        serde_json::json!({ "by": by.name(), "serial": serial, "account": record.account, "reason": reason.name() }),
-    );
-    Ok(record)
+    let mut revoked = vec![record.clone()];
+    if reason == RevocationReason::KeyCompromise {
+        // Blocked first: no issuance for the key can slip in between.
+        if registry.block_key(&record.key_sha256, &serial, now)? {
+            audit.record(
+                "key.blocked",
+                serde_json::json!({ "by": by.name(), "key_sha256": pki::encoding::hex(&record.key_sha256), "serial": serial }),
+            );
+        }
+        for other in registry.by_key(&record.key_sha256)? {
+            if other.serial == serial || other.state != pki::registry::State::Issued {
+                continue;
+            }
+            match registry.revoke(&other.serial, now, reason) {
+                Ok(r) => revoked.push(r),
+                Err(RegistryError::WrongState { .. }) => {} // revoked meanwhile
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let serials: Vec<Serial> = revoked.iter().map(|r| r.serial).collect();
+    events.revoked(&serials);
+    for r in &revoked {
+        tracing::info!(by = by.name(), serial = %r.serial, reason = reason.name(), account = %r.account, "certificate revoked");
+        audit.record(
+            "certificate.revoked",
+            serde_json::json!({ "by": by.name(), "serial": r.serial, "account": r.account, "reason": reason.name() }),
+        );
+    }
+    Ok(revoked)
 }
 
 /// Revokes `serial` for `account` (its own certificate, or, for a master, one of its general
@@ -100,10 +126,11 @@ async fn revoke_from_web(
         return Err(e.into());
     }
     let (state, account) = (state.clone(), account.clone());
-    blocking(move || {
+    let revoked = blocking(move || {
         revoke(state.registry.as_ref(), state.audit.as_ref(), state.as_ref(), Actor::User(&account), serial, reason)
     })
-    .await?
+    .await??;
+    revoked.into_iter().next().ok_or_else(|| WebError::internal("revocation", "nothing revoked"))
 }
 
 /// `POST /api/v1/certificates/{serial}/revoke` body.

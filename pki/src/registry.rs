@@ -158,6 +158,25 @@ pub trait Registry: Send + Sync {
 
     /// Increments and returns the CRL number (the first is 1), durably.
     fn next_crl_number(&self) -> Result<u64, RegistryError>;
+
+    /// Blocks a public key (by SHA-256 of its SPKI) for any future issuance: it was reported
+    /// compromised when `serial` was revoked at `at`. Returns false when it was blocked already
+    /// (the first report stays).
+    fn block_key(&self, key_sha256: &[u8; 32], serial: &Serial, at: OffsetDateTime) -> Result<bool, RegistryError>;
+
+    /// Whether a public key is blocked, and the report that blocked it.
+    fn blocked_key(&self, key_sha256: &[u8; 32]) -> Result<Option<BlockedKey>, RegistryError>;
+}
+
+/// A public key no certificate may certify again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockedKey {
+    /// SHA-256 of its SubjectPublicKeyInfo.
+    pub key_sha256: [u8; 32],
+    /// The certificate whose keyCompromise revocation blocked it.
+    pub serial: Serial,
+    /// When.
+    pub at: OffsetDateTime,
 }
 
 /// Registry failures.

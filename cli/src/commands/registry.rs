@@ -18,11 +18,19 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
     let reason: RevocationReason = args.reason.parse()?;
     let dir = DataDir::new(&args.data_dir.data_dir);
     let needs = Needs { registry: true, ..Needs::default() };
-    let record = match admin(&dir, AdminRequest::Revoke { serial, reason }, needs, None)? {
-        AdminReply::Certificates { mut certificates } if certificates.len() == 1 => certificates.remove(0),
+    let revoked = match admin(&dir, AdminRequest::Revoke { serial, reason }, needs, None)? {
+        AdminReply::Certificates { certificates } if !certificates.is_empty() => certificates,
         other => return Err(unexpected(other)),
     };
-    println!("Revoked {} (account {:?}, reason {reason}).", record.serial, record.account);
+    for record in &revoked {
+        println!("Revoked {} (account {:?}, reason {reason}).", record.serial, record.account);
+    }
+    if reason == RevocationReason::KeyCompromise {
+        println!(
+            "The key is blocked for any future certificate{}.",
+            if revoked.len() > 1 { "; every certificate with it is revoked" } else { "" }
+        );
+    }
     println!("A running `inkan serve` publishes a CRL listing it within seconds (and OCSP answers revoked at once);");
     println!("without one, run `inkan crl`.");
     Ok(())

@@ -22,7 +22,8 @@ fn record(n: u8, account: &str, not_after: OffsetDateTime) -> CertRecord {
 
 /// The whole suite, with `now` as the clock (the caller's; pki reads none): the issuance life
 /// cycle, the indices, revocation and the CRL's entries, the CRL number, recording certificates
-/// signed elsewhere with superseding, reopening, and concurrent reissues of one account.
+/// signed elsewhere with superseding, reopening, concurrent reissues of one account, and the
+/// blocked keys.
 pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
     {
         let store = open();
@@ -86,7 +87,15 @@ pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
         );
         assert!(reopened.record_certificate(&d, b"other", true).is_err(), "another certificate under the serial");
         concurrent_reissues(reopened.as_ref(), now);
+        let key = [0x77; 32];
+        assert_eq!(reopened.blocked_key(&key).expect("blocked"), None);
+        assert!(reopened.block_key(&key, &a.serial, now).expect("block"), "a first report blocks");
+        assert!(!reopened.block_key(&key, &c.serial, now + Duration::days(1)).expect("again"), "once is enough");
     }
+    let reopened = open();
+    let blocked = reopened.blocked_key(&[0x77; 32]).expect("blocked").expect("kept across reopening");
+    assert_eq!((blocked.key_sha256, blocked.at), ([0x77; 32], now.replace_nanosecond(0).unwrap_or(now)));
+    assert_eq!(reopened.blocked_key(&[0x78; 32]).expect("blocked"), None);
 }
 
 /// Eight writers record a certificate for one account at once, each superseding the others:
