@@ -1,10 +1,17 @@
 //! CRL generation for 100k and 1M revoked certificates: the whole signer path (the request
 //! with every entry framed as the service sends it, the signer's checks, building, linting
 //! and signing the CRL, the answer) — time, CRL size, and peak memory (the process's VmHWM;
-//! each size runs in a fresh child process). Prints figures; asserts nothing.
+//! each size runs in a fresh child process).
 //!
-//! `cargo bench -p ca --bench crl`
+//! A figure is printed only once `openssl crl -verify` has said OK for the CRL made, against
+//! the issuing CA certificate the benchmark made, and the CRL lists every entry; otherwise the
+//! benchmark says why and exits non-zero. Needs openssl.
+//!
+//! `cargo bench -p ca --bench crl [-- ENTRIES...]` (default 100000 1000000)
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -14,6 +21,35 @@ use ca::layout::DataDir;
 use ca::remote::{SignerClient, SignerService};
 use ca::{CaKeyType, CertificateAuthority, Passphrase, SledStore};
 use pki::{ProfileSettings, RevocationReason, RevokedEntry, Serial};
+
+/// The file system type of `dir` as `stat -f -c %T` names it, with the mount's own name when
+/// findmnt knows a different one (statfs calls ext4 "ext2/ext3").
+fn fs_type(dir: &Path) -> (String, String) {
+    let stat = Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output();
+    let magic = match stat {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    let mount = Command::new("findmnt").args(["-n", "-o", "FSTYPE", "-T"]).arg(dir).output();
+    let shown = match mount {
+        Ok(out) if out.status.success() => {
+            let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if name.is_empty() || name == magic { magic.clone() } else { format!("{magic} (mounted as {name})") }
+        }
+        _ => magic.clone(),
+    };
+    (magic, shown)
+}
+
+/// Where the benchmark's files go: `INKAN_BENCH_DIR`, else the system's temporary directory
+/// unless it is in memory (tmpfs, ramfs), else the target directory's.
+fn bench_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("INKAN_BENCH_DIR") {
+        return dir.into();
+    }
+    let tmp = std::env::temp_dir();
+    if matches!(fs_type(&tmp).0.as_str(), "tmpfs" | "ramfs") { PathBuf::from(env!("CARGO_TARGET_TMPDIR")) } else { tmp }
+}
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -25,8 +61,13 @@ fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn child(entries: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn child(entries: usize) -> Result<(), String> {
+    let root = bench_root();
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("inkan-bench-crl-")
+        .tempdir_in(&root)
+        .map_err(|e| format!("a directory in {}: {e}", root.display()))?;
     let data = DataDir::new(dir.path().join("data"));
     let options = InitOptions {
         key_type: CaKeyType::EcdsaP256,
@@ -81,37 +122,100 @@ fn child(entries: usize) {
     let started = Instant::now();
     let crl = client.sign_crl(&revoked, time::Duration::days(7)).expect("sign");
     let elapsed = started.elapsed();
+    let peak = peak_rss_mib();
+    let out = dir.path().join("ca.crl");
+    std::fs::write(&out, &crl).expect("write");
+    let verdict = verify(&out, &data.ca_cert())?;
+    let listed = count_entries(&out)?;
+    if listed != entries {
+        return Err(format!("the CRL of {entries} entries lists {listed} (openssl crl -text)"));
+    }
     println!(
         "{entries:>9} entries  {:>8.2} s  CRL {:>6.1} MiB  peak memory {:>7.0} MiB (entries alone: {:.0} MiB)",
         elapsed.as_secs_f64(),
         crl.len() as f64 / (1 << 20) as f64,
-        peak_rss_mib(),
+        peak,
         before
     );
-    let out = dir.path().join("ca.crl");
-    std::fs::write(&out, &crl).expect("write");
-    let check = std::process::Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-in", out.to_str().expect("utf8"), "-noout", "-CAfile"])
-        .arg(data.ca_cert())
-        .arg("-verify")
-        .output();
-    if let Ok(check) = check {
-        println!("           openssl crl -verify: {}", String::from_utf8_lossy(&check.stderr).trim());
-    }
+    println!("           openssl crl -verify: {verdict}");
+    Ok(())
 }
 
-fn main() {
+/// `openssl crl -verify` against the issuing CA's certificate: its verdict, which must be OK.
+fn verify(crl: &Path, ca_cert: &Path) -> Result<String, String> {
+    let check = Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-verify", "-in"])
+        .arg(crl)
+        .arg("-CAfile")
+        .arg(ca_cert)
+        .output()
+        .map_err(|e| format!("running openssl (Debian package openssl): {e}"))?;
+    let verdict = String::from_utf8_lossy(&check.stderr).trim().to_owned();
+    if !check.status.success() || verdict != "verify OK" {
+        return Err(format!(
+            "openssl crl -verify against {} did not say OK ({}): {verdict}",
+            ca_cert.display(),
+            check.status
+        ));
+    }
+    Ok(verdict)
+}
+
+/// How many revoked certificates openssl reads in the CRL.
+fn count_entries(crl: &Path) -> Result<usize, String> {
+    let mut text = Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(crl)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running openssl: {e}"))?;
+    let stdout = text.stdout.take().ok_or("openssl's output")?;
+    let listed = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.trim_start().starts_with("Serial Number:"))
+        .count();
+    let status = text.wait().map_err(|e| format!("openssl: {e}"))?;
+    if !status.success() {
+        return Err(format!("openssl crl -text failed ({status})"));
+    }
+    Ok(listed)
+}
+
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = args.iter().position(|a| a == "--child").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok())
     {
-        child(n);
-        return;
+        return match child(n) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{n} entries: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut sizes: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if sizes.is_empty() {
+        sizes = vec![100_000, 1_000_000];
+    }
+    let root = bench_root();
+    if let Err(e) = std::fs::create_dir_all(&root) {
+        eprintln!("creating {}: {e}", root.display());
+        return ExitCode::FAILURE;
     }
     println!("CRL generation through the signer protocol (ECDSA P-256 issuing CA)");
-    for entries in [100_000usize, 1_000_000] {
-        let status = std::process::Command::new(&args[0]).args(["--child", &entries.to_string()]).status();
-        if !status.is_ok_and(|s| s.success()) {
-            println!("{entries} entries: failed");
+    println!("files in {} on {}", root.display(), fs_type(&root).1);
+    for entries in sizes {
+        let status = Command::new(&args[0]).args(["--child", &entries.to_string()]).status();
+        let failed = match status {
+            Ok(status) if status.success() => None,
+            Ok(status) => Some(status.to_string()),
+            Err(e) => Some(format!("starting it: {e}")),
+        };
+        if let Some(why) = failed {
+            eprintln!("{entries} entries: failed ({why}); no figure, and none for the sizes after it");
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }

@@ -1,5 +1,6 @@
 //! In-process issuance throughput beside the raw ECDSA P-256 sign+verify rate of the same
-//! crypto library (aws-lc-rs), measured in the same run. Prints figures; asserts nothing.
+//! crypto library (aws-lc-rs), measured in the same run. Every issuance must succeed, and the
+//! durable ledger must hold exactly the issuances made through it; otherwise no figure.
 //!
 //! `cargo bench -p ca --bench issuance [-- SECONDS]` (default 3 s per measurement).
 //! The same sweep runs twice: durable, and with durability off, to show what flushing costs.
@@ -7,8 +8,15 @@
 //! Issuance here is the whole CA path: parse and verify the CSR, build and lint the TBS
 //! certificate, record it pending (durable), sign, record the certificate (durable).
 //! "durable" means flushed to disk by sled before the call returns; concurrent issuers
-//! share flushes (group commit).
+//! share flushes (group commit). Beside each rate: the stores' flushes per issuance, read from
+//! their counters (`LogLedger::flush_count`, `SledStore::flush_count`), not counted by strace.
+//!
+//! The durable figures mean something only on a disk: the files go under `INKAN_BENCH_DIR`,
+//! or the system's temporary directory, or (when that is tmpfs) the target directory, and the
+//! benchmark refuses to run on tmpfs or ramfs.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +32,41 @@ use pki::{Profile, ProfileSettings};
 /// A labelled CA and how to read its flush count.
 type Sweep<'a> = (&'a str, &'a CertificateAuthority, Box<dyn Fn() -> u64 + 'a>);
 
-fn run_for<F: Fn() + Sync>(threads: usize, seconds: f64, op: F) -> f64 {
+/// The file system type of `dir` as `stat -f -c %T` names it, with the mount's own name when
+/// findmnt knows a different one (statfs calls ext4 "ext2/ext3").
+fn fs_type(dir: &Path) -> (String, String) {
+    let stat = Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output();
+    let magic = match stat {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    let mount = Command::new("findmnt").args(["-n", "-o", "FSTYPE", "-T"]).arg(dir).output();
+    let shown = match mount {
+        Ok(out) if out.status.success() => {
+            let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if name.is_empty() || name == magic { magic.clone() } else { format!("{magic} (mounted as {name})") }
+        }
+        _ => magic.clone(),
+    };
+    (magic, shown)
+}
+
+fn in_memory(magic: &str) -> bool {
+    matches!(magic, "tmpfs" | "ramfs")
+}
+
+/// Where the benchmark's files go: `INKAN_BENCH_DIR`, else the system's temporary directory
+/// unless it is in memory, else the target directory's.
+fn bench_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("INKAN_BENCH_DIR") {
+        return dir.into();
+    }
+    let tmp = std::env::temp_dir();
+    if in_memory(&fs_type(&tmp).0) { PathBuf::from(env!("CARGO_TARGET_TMPDIR")) } else { tmp }
+}
+
+/// Runs `op` on `threads` threads for about `seconds`: how many ran, and the seconds it took.
+fn run_for<F: Fn() + Sync>(threads: usize, seconds: f64, op: F) -> (u64, f64) {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     let start = Instant::now();
@@ -40,12 +82,43 @@ fn run_for<F: Fn() + Sync>(threads: usize, seconds: f64, op: F) -> f64 {
         std::thread::sleep(Duration::from_secs_f64(seconds));
         stop.store(true, Ordering::Relaxed);
     });
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    (done.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
 }
 
-fn main() {
+/// Operations per second.
+fn rate((done, secs): (u64, f64)) -> f64 {
+    done as f64 / secs
+}
+
+fn main() -> ExitCode {
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("issuance benchmark failed, no further figures: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench() -> Result<(), String> {
     let seconds: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3.0);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+
+    // The files first: refused on tmpfs before anything is measured.
+    let root = bench_root();
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("inkan-bench-issuance-")
+        .tempdir_in(&root)
+        .map_err(|e| format!("a directory in {}: {e}", root.display()))?;
+    let (magic, fs) = fs_type(dir.path());
+    if in_memory(&magic) {
+        return Err(format!(
+            "{} is on {magic}: durable figures there would measure memory, not a disk; \
+             set INKAN_BENCH_DIR to a directory on a disk file system",
+            dir.path().display()
+        ));
+    }
 
     // Raw crypto: one ECDSA P-256 signature and one verification per operation, over a
     // message the size of a TBS certificate.
@@ -54,18 +127,17 @@ fn main() {
     let public = key.public_key().as_ref().to_vec();
     let message = vec![0x5a_u8; 450];
     let raw = |threads| {
-        run_for(threads, seconds, || {
+        rate(run_for(threads, seconds, || {
             let sig = key.sign(&rng, &message).expect("sign");
             signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &public)
                 .verify(&message, sig.as_ref())
                 .expect("verify");
-        })
+        }))
     };
     let raw_1 = raw(1);
     let raw_n = raw(cores);
 
     // The CA, in a fresh data directory, with an ECDSA P-256 key like the default.
-    let dir = tempfile::tempdir().expect("tempdir");
     let data = DataDir::new(dir.path().join("data"));
     let options = InitOptions {
         key_type: CaKeyType::EcdsaP256,
@@ -108,6 +180,7 @@ fn main() {
 
     println!("inkan in-process issuance benchmark ({seconds} s per figure, {cores} cores)");
     println!("raw aws-lc-rs ECDSA P-256 sign+verify: {raw_1:.0} ops/s (1 thread), {raw_n:.0} ops/s ({cores} threads)");
+    println!("stores in {} on {fs}", dir.path().display());
 
     // Where one issuance's time goes, single-threaded: the stages of `issue`, measured apart.
     let (durable_ca, durable_store) = authority("db-durable", Durability::Flush);
@@ -156,25 +229,44 @@ fn main() {
             Box::new(|| fast_store.flush_count()),
         ),
     ];
-    for (label, ca, flush_count) in sweeps {
+    println!(
+        "flushes: the stores' own counters (LogLedger::flush_count: one fdatasync each; SledStore::flush_count: \
+         one sled Db::flush each), not strace"
+    );
+    let mut through_ledger = 0;
+    for (i, (label, ca, flush_count)) in sweeps.into_iter().enumerate() {
         println!("{label}");
         println!(
-            "{:>8}  {:>10}  {:>10}  {:>13}  {:>13}",
-            "issuers", "issued/s", "flushes/s", "% raw 1 thr", "% raw all"
+            "{:>8}  {:>10}  {:>10}  {:>13}  {:>13}  {:>15}",
+            "issuers", "issued/s", "flushes/s", "% raw 1 thr", "% raw all", "flushes/issued"
         );
         for threads in [1, 2, 8, 64, 256] {
             let flushes_before = flush_count();
-            let started = Instant::now();
-            let rate = run_for(threads, seconds, || {
+            let (issued, secs) = run_for(threads, seconds, || {
                 ca.issue(&request).expect("issue");
             });
-            let flushes = (flush_count() - flushes_before) as f64 / started.elapsed().as_secs_f64();
+            let flushed = flush_count() - flushes_before;
+            if i == 0 {
+                through_ledger += issued;
+            }
+            let rate = issued as f64 / secs;
             println!(
-                "{threads:>8}  {rate:>10.0}  {flushes:>10.0}  {:>12.0}%  {:>12.0}%",
+                "{threads:>8}  {rate:>10.0}  {:>10.0}  {:>12.0}%  {:>12.0}%  {:>15.3}",
+                flushed as f64 / secs,
                 100.0 * rate / raw_1,
-                100.0 * rate / raw_n
+                100.0 * rate / raw_n,
+                flushed as f64 / issued.max(1) as f64
             );
         }
     }
-    println!("the durable ledger holds {} issuances", log.records().len());
+    let records = log.records();
+    let issued = records.iter().filter(|r| r.state == ca::State::Issued).count();
+    if records.len() as u64 != through_ledger || issued != records.len() {
+        return Err(format!(
+            "{through_ledger} issuances went through the durable ledger, but it holds {} records, {issued} of them issued",
+            records.len()
+        ));
+    }
+    println!("the durable ledger holds {} issuances", records.len());
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Durable issuance through the HTTPS API, beside the same run with durability off and beside
 //! cfssl (Debian's golang-cfssl, `cfssl serve` with a SQLite certificate database, signing the
-//! same CSRs with the same CA key over HTTPS). Prints figures; asserts nothing.
+//! same CSRs with the same CA key over HTTPS). Prints figures only for work that was checked:
+//! every answer must be a success, and cfssl's certificate database must hold one row per
+//! certificate it signed; otherwise it says why and exits non-zero.
 //!
 //! `cargo bench -p inkan --bench api [-- REQUESTS]` (default 600 issuances per figure).
 //!
@@ -9,12 +11,22 @@
 //! the certificate and supersedes the account's previous one, each step flushed before the
 //! answer. Tickets are made before the clock starts (each costs an argon2id password check,
 //! which is not issuance). For cfssl one issuance is `POST /api/v1/cfssl/sign`.
+//!
+//! The durable figures mean something only on a disk: the files go under `INKAN_BENCH_DIR`,
+//! or the system's temporary directory, or (when that is tmpfs) the target directory, and the
+//! benchmark refuses to run on tmpfs or ramfs. Beside each rate it prints the fsync and
+//! fdatasync calls per issuance, counted by `strace -f -c` attached to inkan's signer and web
+//! worker (or to cfssl) during a separate, untimed run at the same number of clients.
+//!
+//! Needs `cfssl` (Debian package golang-cfssl), `sqlite3`, `strace` and `openssl`.
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +41,9 @@ const ROOT_PASS: &str = "bench root passphrase";
 const CA_PASS: &str = "bench issuing passphrase";
 const USER_PASS: &str = "bench user password";
 const CONCURRENCY: [usize; 3] = [1, 8, 64];
+/// The syscalls strace counts: the two that make a file durable, and the range write-back sled
+/// uses for its buffers (reported apart: it does not flush the disk's cache or metadata).
+const SYNC_CALLS: &str = "trace=fsync,fdatasync,sync_file_range";
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -44,6 +59,44 @@ fn inkan() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_inkan"));
     c.env("INKAN_ROOT_PASSPHRASE", ROOT_PASS).env("INKAN_CA_PASSPHRASE", CA_PASS).env("INKAN_USER_PASSWORD", USER_PASS);
     c
+}
+
+/// The file system type of `dir` as `stat -f -c %T` names it, with the mount's own name when
+/// findmnt knows a different one (statfs calls ext4 "ext2/ext3").
+fn fs_type(dir: &Path) -> (String, String) {
+    let stat = Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output();
+    let magic = match stat {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    let mount = Command::new("findmnt").args(["-n", "-o", "FSTYPE", "-T"]).arg(dir).output();
+    let shown = match mount {
+        Ok(out) if out.status.success() => {
+            let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if name.is_empty() || name == magic { magic.clone() } else { format!("{magic} (mounted as {name})") }
+        }
+        _ => magic.clone(),
+    };
+    (magic, shown)
+}
+
+fn in_memory(magic: &str) -> bool {
+    matches!(magic, "tmpfs" | "ramfs")
+}
+
+/// Where the benchmark's files go: `INKAN_BENCH_DIR`, else the system's temporary directory
+/// unless it is in memory, else the target directory's.
+fn bench_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("INKAN_BENCH_DIR") {
+        return dir.into();
+    }
+    let tmp = std::env::temp_dir();
+    if in_memory(&fs_type(&tmp).0) { PathBuf::from(env!("CARGO_TARGET_TMPDIR")) } else { tmp }
+}
+
+/// Whether `program` runs at all (`args` is a harmless invocation).
+fn installed(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// A server process, killed when dropped.
@@ -63,7 +116,15 @@ impl Drop for Server {
     }
 }
 
-fn start_inkan(dir: &Path, pass_file: &Path, durable: bool) -> (Server, u16) {
+/// A running `inkan serve`: its public port and the processes that sync (signer, web worker).
+struct Inkan {
+    _server: Server,
+    port: u16,
+    signer: u32,
+    worker: u32,
+}
+
+fn start_inkan(dir: &Path, pass_file: &Path, durable: bool) -> Inkan {
     let mut cmd = inkan();
     cmd.args(["serve", "--data-dir", s(dir), "--ca-passphrase-file", s(pass_file)])
         .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
@@ -76,16 +137,107 @@ fn start_inkan(dir: &Path, pass_file: &Path, durable: bool) -> (Server, u16) {
     }
     let mut child = cmd.spawn().unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut port = None;
+    let server = Server(child);
+    let (mut port, mut signer, mut worker) = (None, None, None);
+    let pid = |line: &str, prefix: &str| -> Option<u32> {
+        line.trim_start().strip_prefix(prefix)?.split_whitespace().next()?.parse().ok()
+    };
     for line in stdout.lines().map_while(Result::ok) {
         if let Some(rest) = line.split("https://localhost:").nth(1)
             && line.contains("/cert/acquire")
         {
             port = rest.split('/').next().and_then(|p| p.parse().ok());
+        }
+        signer = signer.or_else(|| pid(&line, "signer: process "));
+        worker = worker.or_else(|| pid(&line, "web worker: process "));
+        if port.is_some() && signer.is_some() && worker.is_some() {
             break;
         }
     }
-    (Server(child), port.expect("serve reported its port"))
+    Inkan {
+        _server: server,
+        port: port.expect("serve reported its port"),
+        signer: signer.expect("serve reported its signer's process"),
+        worker: worker.expect("serve reported its web worker's process"),
+    }
+}
+
+/// Sync calls counted by strace.
+#[derive(Default)]
+struct Syncs {
+    fsync: u64,
+    fdatasync: u64,
+    sync_file_range: u64,
+}
+
+/// `strace -f -c` attached to some processes, until `finish`.
+struct Strace {
+    child: Child,
+    summary: PathBuf,
+}
+
+impl Strace {
+    /// Returns once strace says it is attached to every one of `pids`.
+    fn attach(pids: &[u32], summary: &Path) -> Result<Self, String> {
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-c", "-e", SYNC_CALLS, "-o"]).arg(summary);
+        for pid in pids {
+            cmd.arg("-p").arg(pid.to_string());
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting strace: {e}"))?;
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut waiting: HashSet<u32> = pids.iter().copied().collect();
+        let mut said = Vec::new();
+        while !waiting.is_empty() {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("strace did not attach to processes {pids:?}: {}", said.join("; ")));
+            };
+            if let Some(pid) = line
+                .strip_prefix("strace: Process ")
+                .and_then(|rest| rest.strip_suffix(" attached").or_else(|| rest.split(" attached with").next()))
+                .and_then(|pid| pid.trim().parse::<u32>().ok())
+            {
+                waiting.remove(&pid);
+            }
+            said.push(line);
+        }
+        // Keep its later messages (threads attached and detached) from filling the pipe.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        Ok(Self { child, summary: summary.to_owned() })
+    }
+
+    /// Detaches strace (SIGINT) and reads its count.
+    fn finish(mut self) -> Result<Syncs, String> {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let status = self.child.wait().map_err(|e| format!("waiting for strace: {e}"))?;
+        // strace dies of the SIGINT it was sent once it has written its summary.
+        if !(status.success() || status.code() == Some(130) || status.signal() == Some(2)) {
+            return Err(format!("strace failed ({status})"));
+        }
+        // strace writes nothing at all when it counted no call.
+        let text = std::fs::read_to_string(&self.summary).unwrap_or_default();
+        let mut syncs = Syncs::default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(name), Some(calls)) = (fields.last(), fields.get(3).and_then(|c| c.parse().ok())) else {
+                continue;
+            };
+            match *name {
+                "fsync" => syncs.fsync = calls,
+                "fdatasync" => syncs.fdatasync = calls,
+                "sync_file_range" => syncs.sync_file_range = calls,
+                _ => {}
+            }
+        }
+        Ok(syncs)
+    }
 }
 
 struct Client {
@@ -157,7 +309,7 @@ async fn load(
     clients: usize,
     jobs: Vec<(String, String)>,
     expect: u16,
-) -> Figures {
+) -> Result<Figures, String> {
     let mut per_client: Vec<Vec<(String, String)>> = vec![Vec::new(); clients];
     for (i, job) in jobs.into_iter().enumerate() {
         per_client[i % clients].push(job);
@@ -177,21 +329,52 @@ async fn load(
                 for (path, body) in jobs {
                     let t = Instant::now();
                     let (status, answer) = client.post(&path, body).await;
-                    assert_eq!(status, expect, "{path}: {}", String::from_utf8_lossy(&answer));
+                    if status != expect {
+                        return Err(format!(
+                            "{path} answered {status}, not {expect}: {}",
+                            String::from_utf8_lossy(&answer)
+                        ));
+                    }
                     latencies.push(t.elapsed());
                 }
-                latencies
+                Ok(latencies)
             })
         })
         .collect();
     let mut latencies = Vec::new();
+    let mut failure = None;
     for task in tasks {
-        latencies.extend(task.await.unwrap());
+        match task.await {
+            Ok(Ok(times)) => latencies.extend(times),
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => failure = failure.or(Some(format!("a client failed: {e}"))),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     let elapsed = started.elapsed();
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
-    Figures { rate: total as f64 / elapsed.as_secs_f64(), p50: at(0.5), p99: at(0.99) }
+    Ok(Figures { rate: total as f64 / elapsed.as_secs_f64(), p50: at(0.5), p99: at(0.99) })
+}
+
+/// `load`, with strace attached to `pids` throughout; returns the sync calls per issuance.
+async fn traced_load(
+    pids: &[u32],
+    summary: &Path,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    clients: usize,
+    jobs: Vec<(String, String)>,
+    expect: u16,
+) -> Result<(f64, f64), String> {
+    let n = jobs.len() as f64;
+    let strace = Strace::attach(pids, summary)?;
+    let loaded = load(port, tls, clients, jobs, expect).await;
+    let syncs = strace.finish()?;
+    loaded?;
+    Ok(((syncs.fsync + syncs.fdatasync) as f64 / n, syncs.sync_file_range as f64 / n))
 }
 
 fn csr_pem(dir: &Path, name: &str) -> String {
@@ -219,20 +402,112 @@ fn csr_pem(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(csr).unwrap()
 }
 
-fn print(label: &str, clients: usize, f: &Figures) {
+/// One issuance job per ticket, the tickets made now (off the clock) for the clients' accounts.
+async fn inkan_jobs(
+    port: u16,
+    tls: &Arc<rustls::ClientConfig>,
+    accounts: &[String],
+    csrs: &[String],
+    clients: usize,
+    n: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let mut ticket_client = Client::connect(port, Some(tls.clone())).await;
+    let mut jobs = Vec::with_capacity(n);
+    for i in 0..n {
+        let account = &accounts[i % clients];
+        let body = format!(r#"{{"login_id":"{account}","password":"{USER_PASS}"}}"#);
+        let (status, answer) = ticket_client.post("/api/v1/enrollments", body).await;
+        if status != 201 {
+            return Err(format!("a ticket for {account} answered {status}: {}", String::from_utf8_lossy(&answer)));
+        }
+        let ticket: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        jobs.push((
+            format!("/api/v1/enrollments/{}/csr", ticket["ticket"].as_str().unwrap()),
+            serde_json::json!({ "csr_pem": &csrs[i % clients] }).to_string(),
+        ));
+    }
+    Ok(jobs)
+}
+
+fn print(label: &str, clients: usize, f: &Figures, syncs: (f64, f64)) {
     println!(
-        "{label:<34} {clients:>3} clients  {:>8.0} issued/s   p50 {:>7.1} ms   p99 {:>7.1} ms",
+        "{label:<34} {clients:>3} clients  {:>8.0} issued/s   p50 {:>7.1} ms   p99 {:>7.1} ms   {:>5.2} fsyncs/issuance (+{:.2} sync_file_range)",
         f.rate,
         f.p50.as_secs_f64() * 1e3,
-        f.p99.as_secs_f64() * 1e3
+        f.p99.as_secs_f64() * 1e3,
+        syncs.0,
+        syncs.1,
     );
 }
 
+/// How many certificates cfssl's SQLite certificate database holds.
+fn cfssl_rows(db: &Path) -> Result<usize, String> {
+    let out = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 10000"])
+        .arg(db)
+        .arg("select count(*) from certificates")
+        .output()
+        .map_err(|e| format!("running sqlite3: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("sqlite3 on {}: {}", db.display(), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().map_err(|_| format!("sqlite3 answered {text:?} for the row count"))
+}
+
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
+    match bench().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("api benchmark failed, no further figures: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench() -> Result<(), String> {
     let requests: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(600);
-    let tmp = tempfile::tempdir().unwrap();
+    if requests == 0 {
+        return Err("REQUESTS must be at least 1".into());
+    }
+    // What the comparison and the checks need, before anything is measured.
+    let cfssl_version = match Command::new("cfssl").arg("version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => {
+            return Err("cfssl is not installed: install the Debian package golang-cfssl \
+                        (apt-get install golang-cfssl); the comparison is part of this benchmark"
+                .into());
+        }
+    };
+    for (program, args, package) in [
+        ("sqlite3", &["-version"][..], "sqlite3"),
+        ("strace", &["-V"][..], "strace"),
+        ("openssl", &["version"][..], "openssl"),
+    ] {
+        if !installed(program, args) {
+            return Err(format!("{program} is not installed: install the Debian package {package}"));
+        }
+    }
+    let cfssl_release =
+        cfssl_version.lines().find_map(|l| l.strip_prefix("Version:")).map(str::trim).unwrap_or("(unknown version)");
+    let cfssl_label = format!("cfssl {cfssl_release} (SQLite certdb)");
+
+    let root_dir = bench_root();
+    std::fs::create_dir_all(&root_dir).map_err(|e| format!("creating {}: {e}", root_dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("inkan-bench-api-")
+        .tempdir_in(&root_dir)
+        .map_err(|e| format!("a directory in {}: {e}", root_dir.display()))?;
     let work = tmp.path();
+    let (magic, fs) = fs_type(work);
+    if in_memory(&magic) {
+        return Err(format!(
+            "{} is on {magic}: durable figures there would measure memory, not a disk; \
+             set INKAN_BENCH_DIR to a directory on a disk file system",
+            work.display()
+        ));
+    }
     let dir = work.join("data");
     run(inkan().args(["init", "--data-dir", s(&dir)]));
     let config = dir.join("inkan.toml");
@@ -255,47 +530,43 @@ async fn main() {
     let tls = tls_config(&root);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("HTTPS issuance benchmark: {requests} issuances per figure, {cores} cores, client in the same machine");
+    println!("data (inkan's and cfssl's) in {} on {fs}", work.display());
+    println!("compared with `cfssl version`: {}", cfssl_version.lines().collect::<Vec<_>>().join(", "));
+    // A smaller, untimed run (strace slows every system call of the processes it watches).
+    let traced_n = |clients: usize| requests.min(100.max(2 * clients));
+    println!(
+        "fsyncs/issuance: fsync + fdatasync calls counted by `strace -f -c` attached to inkan's signer and web \
+         worker (cfssl: its process), in a separate untimed run of {}/{}/{} issuances at 1/8/64 clients",
+        traced_n(1),
+        traced_n(8),
+        traced_n(64)
+    );
+    let summary = work.join("strace.txt");
 
     let mut results = Vec::new();
     for durable in [true, false] {
         let label = if durable { "inkan (durable)" } else { "inkan (durability off)" };
-        let (server, port) = start_inkan(&dir, &pass_file, durable);
+        let server = start_inkan(&dir, &pass_file, durable);
+        let pids = [server.signer, server.worker];
         for clients in CONCURRENCY {
-            // Tickets first, off the clock: one per issuance, spread over the clients' accounts.
-            let mut ticket_jobs = Vec::new();
-            for i in 0..requests {
-                let account = &accounts[i % clients];
-                ticket_jobs.push((
-                    "/api/v1/enrollments".to_owned(),
-                    format!(r#"{{"login_id":"{account}","password":"{USER_PASS}"}}"#),
-                ));
+            let jobs = inkan_jobs(server.port, &tls, &accounts, &csrs, clients, requests).await?;
+            let figures =
+                load(server.port, Some(tls.clone()), clients, jobs, 201).await.map_err(|e| format!("{label}: {e}"))?;
+            let jobs = inkan_jobs(server.port, &tls, &accounts, &csrs, clients, traced_n(clients)).await?;
+            let syncs = traced_load(&pids, &summary, server.port, Some(tls.clone()), clients, jobs, 201)
+                .await
+                .map_err(|e| format!("{label}, counting syncs: {e}"))?;
+            if durable && syncs.0 == 0.0 {
+                return Err(format!("{label}: strace counted no fsync or fdatasync in the signer or the web worker"));
             }
-            let mut ticket_client = Client::connect(port, Some(tls.clone())).await;
-            let mut jobs = Vec::new();
-            for (i, (path, body)) in ticket_jobs.into_iter().enumerate() {
-                let (status, answer) = ticket_client.post(&path, body).await;
-                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
-                let ticket: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-                let csr = &csrs[i % clients];
-                jobs.push((
-                    format!("/api/v1/enrollments/{}/csr", ticket["ticket"].as_str().unwrap()),
-                    serde_json::json!({ "csr_pem": csr }).to_string(),
-                ));
-            }
-            let figures = load(port, Some(tls.clone()), clients, jobs, 201).await;
-            print(label, clients, &figures);
-            results.push((label, clients, figures));
+            print(label, clients, &figures, syncs);
+            results.push((label.to_owned(), clients, figures));
         }
         drop(server);
     }
 
     // cfssl: the same issuing CA key (unencrypted for it), its own SQLite certificate database,
     // the same TLS certificate as inkan's service, the same CSRs.
-    let have_cfssl = Command::new("cfssl").arg("version").output().is_ok_and(|o| o.status.success());
-    if !have_cfssl {
-        println!("cfssl not installed (Debian package golang-cfssl): no comparison figures");
-        return;
-    }
     let cf = work.join("cfssl");
     std::fs::create_dir_all(&cf).unwrap();
     let ca_key = cf.join("ca-key.pem");
@@ -331,30 +602,63 @@ async fn main() {
         .spawn()
         .unwrap();
     let server = Server(child);
+    let cfssl_pid = server.0.id();
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "cfssl did not start");
+        if Instant::now() >= deadline {
+            return Err("cfssl serve did not start listening within 20 s".into());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for clients in CONCURRENCY {
-        let jobs = (0..requests)
+    let cfssl_jobs = |clients: usize, n: usize| -> Vec<(String, String)> {
+        (0..n)
             .map(|i| {
                 let body = serde_json::json!({ "certificate_request": csrs[i % clients] }).to_string();
                 ("/api/v1/cfssl/sign".to_owned(), body)
             })
-            .collect();
-        let figures = load(port, Some(tls.clone()), clients, jobs, 200).await;
-        print("cfssl 1.2.0 (SQLite certdb)", clients, &figures);
-        results.push(("cfssl 1.2.0 (SQLite certdb)", clients, figures));
+            .collect()
+    };
+    let mut signed = 0;
+    for clients in CONCURRENCY {
+        let figures = load(port, Some(tls.clone()), clients, cfssl_jobs(clients, requests), 200)
+            .await
+            .map_err(|e| format!("{cfssl_label}: {e}"))?;
+        signed += requests;
+        let syncs = traced_load(
+            &[cfssl_pid],
+            &summary,
+            port,
+            Some(tls.clone()),
+            clients,
+            cfssl_jobs(clients, traced_n(clients)),
+            200,
+        )
+        .await
+        .map_err(|e| format!("{cfssl_label}, counting syncs: {e}"))?;
+        signed += traced_n(clients);
+        let rows = cfssl_rows(&db)?;
+        if rows != signed {
+            return Err(format!(
+                "cfssl answered {signed} signing requests with success, but its certificate database {} holds \
+                 {rows} certificates",
+                db.display()
+            ));
+        }
+        print(&cfssl_label, clients, &figures, syncs);
+        results.push((cfssl_label.clone(), clients, figures));
     }
     drop(server);
-    let recorded = run(Command::new("sqlite3").arg(&db).arg("select count(*) from certificates"));
-    println!("cfssl recorded {} certificates in its database", recorded.trim());
+    let recorded = cfssl_rows(&db)?;
+    if recorded != signed {
+        return Err(format!("cfssl signed {signed} certificates but its database holds {recorded} after it stopped"));
+    }
+    println!("cfssl recorded {recorded} certificates in its database (the {signed} it signed, timed and traced runs)");
     println!();
     for clients in CONCURRENCY {
-        let rate = |label: &str| results.iter().find(|(l, c, _)| *l == label && *c == clients).map(|(_, _, f)| f.rate);
-        if let (Some(ours), Some(theirs)) = (rate("inkan (durable)"), rate("cfssl 1.2.0 (SQLite certdb)")) {
+        let rate = |label: &str| results.iter().find(|(l, c, _)| l == label && *c == clients).map(|(_, _, f)| f.rate);
+        if let (Some(ours), Some(theirs)) = (rate("inkan (durable)"), rate(&cfssl_label)) {
             println!("{clients:>3} clients: durable inkan / cfssl = {:.2}", ours / theirs);
         }
     }
+    Ok(())
 }

@@ -1,10 +1,15 @@
 //! OCSP responses per second on the cached path: `inkan serve` (release build) answers
 //! `GET /ocsp/{request}` for one certificate while wrk (Debian's) drives it from the same
-//! machine. Prints figures; asserts nothing. `cargo bench -p inkan --bench ocsp [-- SECONDS]`
+//! machine. `cargo bench -p inkan --bench ocsp [-- SECONDS]`
+//!
+//! Prints a figure only for work that was checked: the answer, verified by `openssl ocsp`
+//! against the CA the benchmark made, must say the certificate is good (before and after the
+//! runs), and wrk must report no non-2xx answers and no socket errors. Otherwise it says why
+//! and exits non-zero. Needs wrk, curl and openssl (Debian packages of the same names).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const ROOT_PASS: &str = "bench root passphrase";
@@ -20,13 +25,163 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn main() {
-    let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10);
-    if Command::new("wrk").arg("--version").output().is_err() {
-        println!("wrk is not installed (Debian package wrk): no figures");
-        return;
+/// The file system type of `dir` as `stat -f -c %T` names it, with the mount's own name when
+/// findmnt knows a different one (statfs calls ext4 "ext2/ext3").
+fn fs_type(dir: &Path) -> (String, String) {
+    let stat = Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output();
+    let magic = match stat {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    let mount = Command::new("findmnt").args(["-n", "-o", "FSTYPE", "-T"]).arg(dir).output();
+    let shown = match mount {
+        Ok(out) if out.status.success() => {
+            let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if name.is_empty() || name == magic { magic.clone() } else { format!("{magic} (mounted as {name})") }
+        }
+        _ => magic.clone(),
+    };
+    (magic, shown)
+}
+
+/// Where the benchmark's files go: `INKAN_BENCH_DIR`, else the system's temporary directory
+/// unless it is in memory (tmpfs, ramfs), else the target directory's.
+fn bench_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("INKAN_BENCH_DIR") {
+        return dir.into();
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = std::env::temp_dir();
+    if matches!(fs_type(&tmp).0.as_str(), "tmpfs" | "ramfs") { PathBuf::from(env!("CARGO_TARGET_TMPDIR")) } else { tmp }
+}
+
+/// `inkan serve`, stopped when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where to ask, and how to check the answer.
+struct Probe {
+    url: String,
+    response: PathBuf,
+    issuer: PathBuf,
+    leaf: PathBuf,
+    root: PathBuf,
+}
+
+impl Probe {
+    /// Fetches the answer once and checks it with openssl: signed by a responder the CA
+    /// certified, about this certificate, and `good`. Returns the "Cert Status" line.
+    fn check_good(&self) -> Result<String, String> {
+        let fetched = Command::new("curl")
+            .args(["-sS", "-o", s(&self.response), "-w", "%{http_code}", &self.url])
+            .output()
+            .map_err(|e| format!("curl: {e}"))?;
+        if fetched.stdout != b"200" {
+            return Err(format!(
+                "GET /ocsp answered {} {}",
+                String::from_utf8_lossy(&fetched.stdout),
+                String::from_utf8_lossy(&fetched.stderr).trim()
+            ));
+        }
+        let out = Command::new("openssl")
+            .args(["ocsp", "-respin", s(&self.response), "-resp_text"])
+            .args(["-issuer", s(&self.issuer), "-cert", s(&self.leaf)])
+            .args(["-CAfile", s(&self.root), "-verify_other", s(&self.issuer)])
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let verified = stderr.lines().any(|l| l.trim() == "Response verify OK");
+        let leaf_line = format!("{}: ", s(&self.leaf));
+        let status = stdout.lines().find_map(|l| l.strip_prefix(&leaf_line)).map(str::trim);
+        if !out.status.success() || !verified || status != Some("good") {
+            return Err(format!(
+                "the OCSP answer for the benchmark's certificate is not a verified `good` \
+                 (openssl ocsp -respin: status {:?}, {}): {}",
+                status.unwrap_or("none"),
+                if verified { "signature verified" } else { "signature NOT verified" },
+                stderr.trim()
+            ));
+        }
+        Ok(stdout.lines().find(|l| l.contains("Cert Status")).unwrap_or("Cert Status: good").trim().to_owned())
+    }
+}
+
+/// What wrk reported, once checked.
+struct WrkRun {
+    rate: String,
+    p50: String,
+    p99: String,
+}
+
+/// Reads wrk's report; an error for any non-2xx/3xx answer or socket error, or no request at all.
+fn parse_wrk(out: &str) -> Result<WrkRun, String> {
+    let line = |start: &str| out.lines().map(str::trim).find(|l| l.starts_with(start)).map(str::to_owned);
+    let requests: u64 = out
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no request count in wrk's report:\n{out}"))?;
+    if requests == 0 {
+        return Err(format!("wrk completed no request:\n{out}"));
+    }
+    if let Some(non_2xx) = line("Non-2xx or 3xx responses:") {
+        let n: u64 = non_2xx.rsplit(':').next().and_then(|n| n.trim().parse().ok()).unwrap_or(u64::MAX);
+        if n != 0 {
+            return Err(format!("wrk: {non_2xx} (of {requests} requests)"));
+        }
+    }
+    if let Some(socket) = line("Socket errors:") {
+        // "Socket errors: connect 0, read 0, write 0, timeout 0"
+        let counts = socket.trim_start_matches("Socket errors:").split(',');
+        let total: u64 =
+            counts.map(|c| c.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)).sum();
+        if total != 0 {
+            return Err(format!("wrk: {socket} (of {requests} requests)"));
+        }
+    }
+    let rate = line("Requests/sec").ok_or_else(|| format!("no Requests/sec in wrk's report:\n{out}"))?;
+    Ok(WrkRun { rate, p50: line("50%").unwrap_or_default(), p99: line("99%").unwrap_or_default() })
+}
+
+fn main() -> ExitCode {
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ocsp benchmark failed, no further figures: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench() -> Result<(), String> {
+    let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10);
+    for (program, arg) in [("wrk", "--version"), ("curl", "--version"), ("openssl", "version")] {
+        let found = Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+        if !found {
+            return Err(format!("{program} is not installed: install the Debian package {program}"));
+        }
+    }
+    let root_dir = bench_root();
+    std::fs::create_dir_all(&root_dir).map_err(|e| format!("creating {}: {e}", root_dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("inkan-bench-ocsp-")
+        .tempdir_in(&root_dir)
+        .map_err(|e| format!("a directory in {}: {e}", root_dir.display()))?;
     let dir = tmp.path().join("data");
     run(Command::new(env!("CARGO_BIN_EXE_inkan"))
         .args(["init", "--data-dir", s(&dir)])
@@ -42,8 +197,10 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve");
+    let stdout = serve.stdout.take().expect("stdout");
+    let _serve = Server(serve);
     let mut http = None;
-    for line in BufReader::new(serve.stdout.take().expect("stdout")).lines().map_while(Result::ok) {
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         if let Some(rest) = line.split("http://").nth(1)
             && line.contains("root.crt")
         {
@@ -51,7 +208,7 @@ fn main() {
             break;
         }
     }
-    let http = http.expect("serve printed its HTTP address");
+    let http = http.ok_or("inkan serve stopped before printing its HTTP address")?;
 
     // The service's own TLS certificate is in the registry: ask about it.
     let chain = std::fs::read_to_string(dir.join("server/server.crt")).expect("server.crt");
@@ -71,49 +228,46 @@ fn main() {
     ]));
     let b64 = run(Command::new("openssl").args(["base64", "-A", "-in", s(&request)]));
     let encoded = b64.trim().replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
-    let url = format!("http://{http}/ocsp/{encoded}");
+    let probe = Probe {
+        url: format!("http://{http}/ocsp/{encoded}"),
+        response: tmp.path().join("resp.der"),
+        issuer: dir.join("ca/ca.crt"),
+        leaf,
+        root: dir.join("root/root.crt"),
+    };
 
     // Warm the cache and check the answer with openssl.
-    let response = tmp.path().join("resp.der");
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = Command::new("curl").args(["-sS", "-o", s(&response), "-w", "%{http_code}", &url]).output();
-        if ok.is_ok_and(|o| o.stdout == b"200") {
-            break;
+    let status = loop {
+        match probe.check_good() {
+            Ok(status) => break status,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
-        assert!(Instant::now() < deadline, "no OCSP answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let status = run(Command::new("openssl").args(["ocsp", "-respin", s(&response), "-resp_text", "-noverify"]));
-    let status = status.lines().find(|l| l.contains("Cert Status")).unwrap_or("?").trim().to_owned();
+    };
     println!("OCSP on the cached path: GET /ocsp/{{request}} for one certificate ({status}), {seconds} s per run");
+    println!("data directory {} on {}", dir.display(), fs_type(&dir).1);
     for connections in [1, 16, 64] {
         let threads = connections.min(2);
-        let out = run(Command::new("wrk").args([
-            "-t",
-            &threads.to_string(),
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{seconds}s"),
-            "--latency",
-            &url,
-        ]));
-        let rate = out.lines().find(|l| l.starts_with("Requests/sec")).unwrap_or("Requests/sec: ?").trim().to_owned();
-        let p50 = out.lines().find(|l| l.trim_start().starts_with("50%")).unwrap_or("").trim().to_owned();
-        let p99 = out.lines().find(|l| l.trim_start().starts_with("99%")).unwrap_or("").trim().to_owned();
-        let errors = out
-            .lines()
-            .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-            .unwrap_or("no errors")
-            .trim()
-            .to_owned();
-        println!("{connections:>3} connections: {rate:<24} latency p50 {p50:<12} p99 {p99:<12} {errors}");
+        let wrk = Command::new("wrk")
+            .args(["-t", &threads.to_string(), "-c", &connections.to_string(), "-d", &format!("{seconds}s")])
+            .args(["--latency", &probe.url])
+            .output()
+            .map_err(|e| format!("running wrk: {e}"))?;
+        let out = String::from_utf8_lossy(&wrk.stdout);
+        if !wrk.status.success() {
+            let said = String::from_utf8_lossy(&wrk.stderr);
+            return Err(format!("{connections} connections: wrk failed ({}): {out}{said}", wrk.status));
+        }
+        let figures = parse_wrk(&out).map_err(|e| format!("{connections} connections: {e}"))?;
+        let (rate, p50, p99) = (figures.rate, figures.p50, figures.p99);
+        println!("{connections:>3} connections: {rate:<24} latency p50 {p50:<12} p99 {p99:<12} no errors");
     }
+    // Still the same answer after the load.
+    probe.check_good().map_err(|e| format!("after the runs: {e}"))?;
     let metrics = run(Command::new("curl").args(["-sS", &format!("http://{http}/metrics")]));
     for line in metrics.lines().filter(|l| l.starts_with("inkan_ocsp_requests_total")) {
         println!("  {line}");
     }
-    let _ = Command::new("kill").args(["-TERM", &serve.id().to_string()]).status();
-    let _ = serve.wait();
+    Ok(())
 }
