@@ -76,6 +76,7 @@ fn child(entries: usize) -> Result<(), String> {
         ca_days: 1825,
         root_crl_url: None,
         root_cert_url: None,
+        ca_ocsp_url: None,
         config_toml: String::new(),
     };
     let ca_pass = Passphrase::new("bench issuing passphrase".into());

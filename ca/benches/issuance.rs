@@ -146,6 +146,7 @@ fn bench() -> Result<(), String> {
         ca_days: 1825,
         root_crl_url: Some("http://127.0.0.1:8080/crl/root.crl".into()),
         root_cert_url: Some("http://127.0.0.1:8080/root.crt".into()),
+        ca_ocsp_url: None,
         config_toml: String::new(),
     };
     let root_pass = Passphrase::new("bench root passphrase".into());

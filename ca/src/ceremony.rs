@@ -28,6 +28,9 @@ pub struct InitOptions {
     pub root_crl_url: Option<String>,
     /// URL of the root certificate, written into the issuing CA certificate (AIA).
     pub root_cert_url: Option<String>,
+    /// URL of the OCSP responder that answers for the issuing CA with the root's pre-signed
+    /// answer, written into the issuing CA certificate (AIA).
+    pub ca_ocsp_url: Option<String>,
     /// The commented configuration file to write beside the keys.
     pub config_toml: String,
 }
@@ -85,6 +88,7 @@ pub fn init(
         ca.public_key(),
         options.root_crl_url.as_deref(),
         options.root_cert_url.as_deref(),
+        options.ca_ocsp_url.as_deref(),
     );
     let root_issuer = rcgen::Issuer::from_params(&root_params, RcgenKey(&root));
     let ca_cert = ca_params
@@ -129,17 +133,29 @@ pub fn load_signer(key: &Path, certificate: &Path, passphrase: &Passphrase) -> R
     Ok((signer, der))
 }
 
-/// Signs the root's CRL (a ceremony: needs the root passphrase). The root has issued only the
-/// issuing CA, which is not revoked, so the CRL has no entries. The number in
+/// What the offline root publishes for relying parties: its CRL, and an OCSP answer about the
+/// issuing CA signed ahead (the root has no responder online).
+#[derive(Debug, Clone)]
+pub struct RootPublications {
+    /// The root's CRL (DER).
+    pub crl: Vec<u8>,
+    /// The root's OCSP answer for the issuing CA certificate: good (DER `OCSPResponse`).
+    pub ca_ocsp: Vec<u8>,
+}
+
+/// Signs the root's CRL and its OCSP answer about the issuing CA (a ceremony: needs the root
+/// passphrase), both valid for `validity` from `now`. The root has issued only the issuing CA,
+/// which is not revoked: the CRL has no entries and the answer is good. The CRL number in
 /// `root/crl-number` is advanced durably before signing.
-pub fn sign_root_crl(
+pub fn sign_root_publications(
     dir: &DataDir,
     root_passphrase: &Passphrase,
     now: OffsetDateTime,
     validity: Duration,
-) -> Result<Vec<u8>, Error> {
+) -> Result<RootPublications, Error> {
     let (root, der) = load_signer(&dir.root_key(), &dir.root_cert(), root_passphrase)?;
     let issuer = IssuerInfo::from_der(&der)?;
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     let next_update = now
         .checked_add(validity)
         .ok_or_else(|| pki::Error::InvalidValidity { reason: "the CRL's nextUpdate is out of range".into() })?;
@@ -157,5 +173,17 @@ pub fn sign_root_crl(
     let order = CrlOrder { number, this_update: now, next_update, entries: &[] };
     let prepared = crl::prepare_crl(&issuer, &order)?;
     let signature = root.sign(prepared.tbs_der())?;
-    Ok(prepared.assemble(&signature))
+    let crl = prepared.assemble(&signature);
+
+    // The issuing CA's status, signed by the root itself (RFC 6960 §4.2.2.2: the CA that issued
+    // the certificate may answer for it).
+    let ca_der = layout::read_certificate(&dir.ca_cert())?;
+    let ca_serial = pki::certificate::Summary::from_der(&ca_der)?;
+    let serial = pki::encoding::unhex(&ca_serial.serial)
+        .ok_or_else(|| pki::Error::InvalidIssuer { detail: "the issuing CA's serial".into() })?;
+    let responder = pki::ocsp::Responder::new(&der)?;
+    let id = pki::ocsp::CertId::for_serial(&issuer, pki::ocsp::CertIdHash::Sha1, &serial);
+    let prepared = pki::ocsp::prepare_response(&responder, &id, pki::ocsp::CertStatus::Good, now, now, next_update)?;
+    let signature = root.sign(prepared.tbs_der())?;
+    Ok(RootPublications { crl, ca_ocsp: prepared.assemble(&signature) })
 }

@@ -20,7 +20,8 @@ use crate::Error;
 /// DIR/ocsp/             the OCSP responder's certificate and key (the signer's)
 /// DIR/signer/ledger.log the signer's issuance ledger
 /// DIR/audit/audit.log   the hash-chained audit trail
-/// DIR/crl/              the last CRLs signed (ca.crl, root.crl), DER
+/// DIR/crl/              the last CRLs signed (ca.crl, root.crl), DER, and the root's OCSP
+///                       answer about the issuing CA (ca-ocsp.der)
 /// DIR/signer.sock       the signer's socket          DIR/admin.sock  the web worker's (0600)
 /// DIR/serve.lock        held by a running `inkan serve`
 /// DIR/dev-secrets/      generated passphrases of `serve --dev` (0700)
@@ -143,6 +144,11 @@ impl DataDir {
     /// The generated passphrases of `serve --dev`.
     pub fn dev_secrets(&self) -> PathBuf {
         self.path.join("dev-secrets")
+    }
+
+    /// The root's pre-signed OCSP answer about the issuing CA, served by the responder.
+    pub fn ca_ocsp(&self) -> PathBuf {
+        self.crl_dir().join("ca-ocsp.der")
     }
 
     /// Where signed CRLs are published from.

@@ -53,6 +53,9 @@ pub enum Command {
     /// Ceremonies with the offline root key.
     #[command(subcommand)]
     Root(RootCommand),
+    /// The CA's state: certificates, and what relying parties need that must be signed again.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Run the enrollment service: public HTTPS, certificate-login HTTPS and plain HTTP.
     ///
     /// Stops gracefully on SIGINT or SIGTERM. With --dev, a first run in ./inkan-data creates
@@ -270,6 +273,10 @@ pub struct InitArgs {
     /// Validity of the issuing CA certificate, in days.
     #[arg(long, default_value_t = 3652, value_name = "DAYS")]
     pub ca_days: u32,
+    /// Days until the first root CRL and root OCSP answer expire (sign new ones with `inkan
+    /// root sign-crl` before then).
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    pub root_crl_days: u32,
     /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
     #[arg(long, value_name = "FILE")]
     pub root_passphrase_file: Option<PathBuf>,
@@ -369,8 +376,27 @@ pub struct CrlArgs {
 /// `inkan root ...`.
 #[derive(Debug, Subcommand)]
 pub enum RootCommand {
-    /// Sign the root's CRL: a ceremony that needs the root passphrase.
+    /// Sign the root's CRL and its OCSP answer about the issuing CA: a ceremony that needs the
+    /// root passphrase. Both go to DATA_DIR/crl/, where the service publishes them.
     SignCrl(RootSignCrlArgs),
+}
+
+/// `inkan ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// The root and issuing CA certificates, the CRLs and the root's OCSP answer: how long each
+    /// is valid, with a warning for what expires within 30 days (exit status 2 then).
+    Status(CaStatusArgs),
+}
+
+/// `inkan ca status`.
+#[derive(Debug, Args)]
+pub struct CaStatusArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `inkan root sign-crl`.
@@ -378,11 +404,13 @@ pub enum RootCommand {
 pub struct RootSignCrlArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
-    /// Write the CRL (DER) to FILE; it is also kept as DATA_DIR/crl/root.crl.
+    /// Also write the CRL (DER) to FILE; it is kept as DATA_DIR/crl/root.crl, and the OCSP
+    /// answer about the issuing CA as DATA_DIR/crl/ca-ocsp.der.
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
-    /// Days until the CRL's nextUpdate: sign the next one before then.
-    #[arg(long, default_value_t = 180, value_name = "DAYS")]
+    pub out: Option<PathBuf>,
+    /// Days until the CRL's and the answer's nextUpdate: sign the next ones before then
+    /// (`inkan ca status` warns 30 days ahead).
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
     pub days: u32,
     /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
     #[arg(long, value_name = "FILE")]

@@ -94,9 +94,10 @@ fn second_init_refuses_and_changes_nothing() {
     let ca = TestCa::init(&[]);
     let before = snapshot(&ca.data);
     // The five files, root/crl-number, the registry (db/conf, db/db), the signer's ledger
-    // (signer/ledger.log), the audit log and the enrollment service's TLS certificate, key and
-    // tag (server/*).
-    assert_eq!(before.len(), 13, "{:?}", before.keys());
+    // (signer/ledger.log), the audit log, the enrollment service's TLS certificate, key and
+    // tag (server/*), and the root's first CRL and OCSP answer about the issuing CA (crl/*,
+    // issue 11: relying parties can check the chain from the start).
+    assert_eq!(before.len(), 15, "{:?}", before.keys());
     ca.inkan(["init"]).refused("already exists");
     ca.inkan(["init", "--key-type", "ed25519", "--org", "Other"]).refused("already exists");
     assert_eq!(snapshot(&ca.data), before, "a refused init changed a file");
@@ -427,11 +428,13 @@ fn revoke_and_crl_are_what_openssl_checks() {
     ca.inkan(["crl", "--out", s(&crl2)]).ok();
     assert_eq!(crl_number(&crl2), 2);
 
+    // init signed the root's first CRL (number 1): the ceremonies continue from there.
     let root_crl = w.join("root.crl");
-    ca.inkan(["root", "sign-crl", "--out", s(&root_crl)]).ok();
-    assert_eq!(crl_number(&root_crl), 1);
+    assert_eq!(crl_number(&ca.file("crl/root.crl")), 1);
     ca.inkan(["root", "sign-crl", "--out", s(&root_crl)]).ok();
     assert_eq!(crl_number(&root_crl), 2);
+    ca.inkan(["root", "sign-crl", "--out", s(&root_crl)]).ok();
+    assert_eq!(crl_number(&root_crl), 3);
     assert_eq!(
         std::fs::read(&root_crl).expect("read"),
         std::fs::read(ca.file("crl/root.crl")).expect("published copy")

@@ -43,6 +43,7 @@ fn backdated_ca(days_ago: i64) -> TestCa {
         ca_days: 3652,
         root_crl_url: Some("http://127.0.0.1:8080/crl/root.crl".into()),
         root_cert_url: Some("http://127.0.0.1:8080/root.crt".into()),
+        ca_ocsp_url: None,
         config_toml: read(&proto.join("inkan.toml")),
     };
     let then = OffsetDateTime::now_utc() - time::Duration::days(days_ago);

@@ -13,7 +13,8 @@
 //! ([`ocsp`]). Operator commands arrive on the admin socket ([`admin`]).
 //!
 //! Modules are layered, and imports point down only: leaves (`settings`, `error`, `csrf`, `i18n`,
-//! `metrics`, `ports`, `stores`, `accounts`, `tokens`, `policy`, `ocsp`, `html`, `pages`, `tls`)
+//! `metrics`, `ports`, `publications`, `stores`, `accounts`, `tokens`, `policy`, `ocsp`, `html`,
+//! `pages`, `tls`)
 //! → [`state`] (with `extract` and `forms` over it) → features (`enrollment`, `login`, `users`,
 //! `revocation`, `publish`, `notify`, `admin`) → [`router`] → [`serve`]. The design overview
 //! is `docs/ARCHITECTURE.md` in the repository.
@@ -38,6 +39,7 @@ pub mod ocsp;
 pub mod pages;
 pub mod policy;
 pub mod ports;
+pub mod publications;
 pub mod publish;
 pub mod revocation;
 pub mod router;

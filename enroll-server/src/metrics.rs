@@ -32,4 +32,6 @@ pub struct Metrics {
     pub notices_failed: AtomicU64,
     /// The last registry census and when it was taken.
     pub census: Mutex<Option<(Instant, Census)>>,
+    /// When the root's publications were last looked at for the log's warning.
+    pub publications_warned: Mutex<Option<Instant>>,
 }

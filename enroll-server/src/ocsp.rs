@@ -53,11 +53,44 @@ impl Answer {
 /// (SHA-1 CertID, serial).
 type Key = (bool, Serial);
 
-/// The cache of signed answers for one issuing CA.
+/// The cache of signed answers for one issuing CA, and the root's answer about that CA.
 pub struct OcspCache {
     issuer: IssuerInfo,
     cache: Mutex<HashMap<Key, Answer>>,
     signed: AtomicU64,
+    root: RootAnswer,
+}
+
+/// The root's pre-signed answer about the issuing CA (`inkan root sign-crl` writes it): read
+/// from its file, again whenever the file changes.
+struct RootAnswer {
+    root: Option<IssuerInfo>,
+    ca_serial: Vec<u8>,
+    file: std::path::PathBuf,
+    loaded: Mutex<Option<(std::time::SystemTime, Answer)>>,
+}
+
+impl RootAnswer {
+    fn answer(&self) -> Option<Answer> {
+        let modified = std::fs::metadata(&self.file).and_then(|m| m.modified()).ok()?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, answer)) = loaded.as_ref()
+            && *at == modified
+        {
+            return Some(answer.clone());
+        }
+        let der = std::fs::read(&self.file).ok()?;
+        let (this, next) = match ocsp::response_validity(&der) {
+            Ok(times) => times,
+            Err(e) => {
+                tracing::error!(error = %e, file = %self.file.display(), "the root's OCSP answer is unreadable");
+                return None;
+            }
+        };
+        let answer = Answer { der, this_update: Some(this), next_update: next, label: "good" };
+        *loaded = Some((modified, answer.clone()));
+        Some(answer)
+    }
 }
 
 impl std::fmt::Debug for OcspCache {
@@ -85,9 +118,22 @@ fn hash_of(sha1: bool) -> CertIdHash {
 }
 
 impl OcspCache {
-    /// A cache for answers about certificates of the issuing CA `ca_der`.
-    pub fn new(ca_der: &[u8]) -> Result<Self, pki::Error> {
-        Ok(Self { issuer: IssuerInfo::from_der(ca_der)?, cache: Mutex::new(HashMap::new()), signed: AtomicU64::new(0) })
+    /// A cache for answers about certificates of the issuing CA `ca_der`, which also serves
+    /// the root's (`root_der`) pre-signed answer about that CA from `root_answer`.
+    pub fn new(ca_der: &[u8], root_der: &[u8], root_answer: &std::path::Path) -> Result<Self, pki::Error> {
+        let ca_serial = pki::certificate::Summary::from_der(ca_der)?.serial;
+        let root = RootAnswer {
+            root: IssuerInfo::from_der(root_der).ok(),
+            ca_serial: pki::encoding::unhex(&ca_serial).unwrap_or_default(),
+            file: root_answer.to_owned(),
+            loaded: Mutex::new(None),
+        };
+        Ok(Self {
+            issuer: IssuerInfo::from_der(ca_der)?,
+            cache: Mutex::new(HashMap::new()),
+            signed: AtomicU64::new(0),
+            root,
+        })
     }
 
     /// How many answers the signer signed for this cache.
@@ -147,7 +193,14 @@ impl OcspCache {
             Err(_) => return Answer::error(ErrorStatus::MalformedRequest, "malformed"),
         };
         if !id.is_issued_by(&self.issuer) {
-            return Answer::error(ErrorStatus::Unauthorized, "unauthorized");
+            // The issuing CA itself, asked of the root (with SHA-1, as the answer was signed).
+            let about_ca = self.root.root.as_ref().is_some_and(|root| id.is_issued_by(root))
+                && id.serial == self.root.ca_serial
+                && id.hash == CertIdHash::Sha1;
+            return match about_ca.then(|| self.root.answer()).flatten() {
+                Some(answer) => answer,
+                None => Answer::error(ErrorStatus::Unauthorized, "unauthorized"),
+            };
         }
         let Some(serial) = Serial::from_bytes(&id.serial) else {
             // Not a serial of inkan's form: no certificate of this CA. Signed, not cached.

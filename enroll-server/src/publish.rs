@@ -142,6 +142,20 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "OCSP answers the signer signed for this service (the rest were served from the cache).",
         &[(String::new(), state.ocsp.signed_count())],
     );
+    let now = OffsetDateTime::now_utc();
+    let left: Vec<(String, u64)> = crate::publications::read(&state.settings.crl_dir)
+        .iter()
+        .filter_map(|p| {
+            let next = p.next_update.as_ref().ok()?;
+            Some((format!("{{what=\"{}\"}}", p.key), u64::try_from((*next - now).whole_seconds()).unwrap_or(0)))
+        })
+        .collect();
+    family(
+        "inkan_publication_seconds_left",
+        "gauge",
+        "Seconds until a publication runs out (root_crl and ca_ocsp are signed offline: inkan root sign-crl).",
+        &left,
+    );
     family(
         "inkan_notices_total",
         "counter",
@@ -231,6 +245,7 @@ pub async fn crl_publisher(state: Shared, mut stop: watch::Receiver<bool>) {
                 state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bytes = der.len(), "CRL signed and published");
                 next = tokio::time::Instant::now() + state.settings.crl_refresh;
+                warn_of_root_publications(&state);
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "signing the CRL failed; trying again in 30 s");
@@ -239,6 +254,22 @@ pub async fn crl_publisher(state: Shared, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::error!(error = %e, "CRL task"),
         }
     }
+}
+
+/// Says in the log, at most once a day, which of the root's publications is missing or runs out
+/// within 30 days (the operator signs them offline).
+fn warn_of_root_publications(state: &Shared) {
+    let mut last = state.metrics.publications_warned.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.is_some_and(|at| at.elapsed() < Duration::from_secs(24 * 3600)) {
+        return;
+    }
+    let now = OffsetDateTime::now_utc();
+    for publication in crate::publications::read(&state.settings.crl_dir).iter().filter(|p| p.offline) {
+        if let Some(problem) = publication.problem(now) {
+            tracing::warn!("{problem}");
+        }
+    }
+    *last = Some(Instant::now());
 }
 
 /// Keeps the OCSP cache ahead of requests: signs fresh answers for revoked certificates as soon

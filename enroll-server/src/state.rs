@@ -80,7 +80,8 @@ pub struct Parts {
 impl AppState {
     /// The state of a service made of `parts`.
     pub fn new(parts: Parts) -> Result<Self, pki::Error> {
-        let ocsp = OcspCache::new(parts.issuer.ca_certificate())?;
+        let root_answer = parts.settings.crl_dir.join("ca-ocsp.der");
+        let ocsp = OcspCache::new(parts.issuer.ca_certificate(), parts.issuer.root_certificate(), &root_answer)?;
         Ok(Self {
             limiter: RateLimiter::new(parts.settings.rate_limit_per_minute),
             settings: parts.settings,

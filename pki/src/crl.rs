@@ -168,6 +168,15 @@ impl PreparedCrl {
     }
 }
 
+/// The thisUpdate and nextUpdate of a DER CRL: when it must be signed again.
+pub fn validity(der: &[u8]) -> Result<(OffsetDateTime, Option<OffsetDateTime>), Error> {
+    use x509_parser::prelude::FromDer;
+    let (rest, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+        .map_err(|e| Error::MalformedDer { what: "CRL", detail: e.to_string() })?;
+    crate::encoding::expect_no_trailing(rest, "CRL")?;
+    Ok((crl.last_update().to_datetime(), crl.next_update().map(|t| t.to_datetime())))
+}
+
 /// Builds and checks a v2 CRL with the authority key identifier and CRL number extensions.
 pub fn prepare_crl(issuer: &IssuerInfo, order: &CrlOrder<'_>) -> Result<PreparedCrl, Error> {
     let second = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);

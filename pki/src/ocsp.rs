@@ -311,6 +311,59 @@ impl PreparedResponse {
     }
 }
 
+/// The thisUpdate and nextUpdate of a successful `OCSPResponse` (of its first answer): when a
+/// pre-signed answer, such as the root's about the issuing CA, must be signed again.
+pub fn response_validity(der: &[u8]) -> Result<(OffsetDateTime, Option<OffsetDateTime>), Error> {
+    let bad = |detail: &str| Error::MalformedDer { what: "OCSP response", detail: detail.into() };
+    let basic = yasna::parse_der(der, |r| {
+        r.read_sequence(|r| {
+            if r.next().read_enum()? != 0 {
+                return Err(ASN1Error::new(ASN1ErrorKind::Invalid));
+            }
+            r.next().read_tagged(Tag::context(0), |r| {
+                r.read_sequence(|r| {
+                    if r.next().read_oid()? != ObjectIdentifier::from_slice(OID_BASIC) {
+                        return Err(ASN1Error::new(ASN1ErrorKind::Invalid));
+                    }
+                    r.next().read_bytes()
+                })
+            })
+        })
+    })
+    .map_err(|e| bad(&format!("not a successful basic response: {e}")))?;
+    let mut times = Vec::new();
+    yasna::parse_der(&basic, |r| {
+        r.read_sequence(|r| {
+            r.next().read_sequence(|r| {
+                r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_der()))?;
+                r.next().read_der()?; // responderID
+                r.next().read_generalized_time()?; // producedAt
+                r.next().read_sequence_of(|r| {
+                    let time = r.read_sequence(|r| {
+                        r.next().read_der()?; // certID
+                        r.next().read_der()?; // certStatus
+                        let this = r.next().read_generalized_time()?;
+                        let next =
+                            r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_generalized_time()))?;
+                        r.read_optional(|r| r.read_tagged(Tag::context(1), |r| r.read_der()))?;
+                        Ok((*this.datetime(), next.map(|n| *n.datetime())))
+                    })?;
+                    times.push(time);
+                    Ok(())
+                })?;
+                r.read_optional(|r| r.read_tagged(Tag::context(1), |r| r.read_der()))?;
+                Ok(())
+            })?;
+            r.next().read_der()?; // signatureAlgorithm
+            r.next().read_der()?; // signature
+            r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_der()))?;
+            Ok(())
+        })
+    })
+    .map_err(|e| bad(&format!("not a BasicOCSPResponse: {e}")))?;
+    times.first().copied().ok_or_else(|| bad("no answer in it"))
+}
+
 /// The unsigned answers an OCSP responder gives when it cannot answer a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorStatus {
@@ -347,6 +400,26 @@ mod tests {
         assert!(parse_request(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
         assert_eq!(error_response(ErrorStatus::MalformedRequest), [0x30, 0x03, 0x0a, 0x01, 0x01]);
         assert_eq!(error_response(ErrorStatus::Unauthorized), [0x30, 0x03, 0x0a, 0x01, 0x06]);
+    }
+
+    #[test]
+    fn the_validity_of_a_signed_answer_is_read_back() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![1; 20]);
+        let ca = params.self_signed(&key).expect("CA");
+        let issuer = IssuerInfo::from_der(ca.der()).expect("issuer");
+        let responder = Responder::new(ca.der()).expect("responder");
+        let id = CertId::for_serial(&issuer, CertIdHash::Sha1, &[0x42]);
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let next = now + time::Duration::days(365);
+        let prepared = prepare_response(&responder, &id, CertStatus::Good, now, now, next).expect("prepared");
+        let der = prepared.assemble(&[0x30, 0x00]);
+        assert_eq!(response_validity(&der).expect("validity"), (now, Some(next)));
+        assert!(response_validity(&error_response(ErrorStatus::TryLater)).is_err());
+        assert!(response_validity(b"garbage").is_err());
     }
 
     #[test]

@@ -275,6 +275,7 @@ pub fn issuing_ca_params(
     key: &crate::SubjectKey,
     root_crl_url: Option<&str>,
     root_cert_url: Option<&str>,
+    ocsp_url: Option<&str>,
 ) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = ca_subject(organization, "Issuing CA");
@@ -288,7 +289,7 @@ pub fn issuing_ca_params(
     if let Some(url) = root_crl_url {
         params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.to_owned()] }];
     }
-    if let Some(aia) = authority_info_access(None, root_cert_url) {
+    if let Some(aia) = authority_info_access(ocsp_url, root_cert_url) {
         params.custom_extensions.push(aia);
     }
     params

@@ -144,6 +144,7 @@ impl TestCa {
             ca_days: 1825,
             root_crl_url: Some(format!("{BASE}/crl/root.crl")),
             root_cert_url: Some(format!("{BASE}/root.crt")),
+            ca_ocsp_url: None,
             config_toml: "# test\n".into(),
         };
         let ca_pass = Passphrase::new("test issuing passphrase".into());

@@ -147,9 +147,29 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
     let crl = ca.path("ca.crl");
     std::fs::write(&crl, ca.crl(now, Duration::days(7))).unwrap();
     let root_crl = ca.path("root.crl");
-    let root_der =
-        ca::ceremony::sign_root_crl(&ca.data, &inkan_tests::root_passphrase(), now, Duration::days(30)).unwrap();
-    std::fs::write(&root_crl, root_der).unwrap();
+    let published =
+        ca::ceremony::sign_root_publications(&ca.data, &inkan_tests::root_passphrase(), now, Duration::days(30))
+            .unwrap();
+    std::fs::write(&root_crl, &published.crl).unwrap();
+    // The root's pre-signed OCSP answer about the issuing CA: good, verified under the root.
+    let ca_ocsp = ca.path("ca-ocsp.der");
+    std::fs::write(&ca_ocsp, &published.ca_ocsp).unwrap();
+    let out = inkan_tests::openssl(&[
+        "ocsp",
+        "-respin",
+        s(&ca_ocsp),
+        "-issuer",
+        s(&ca.root_pem),
+        "-cert",
+        s(&ca.ca_pem),
+        "-CAfile",
+        s(&ca.root_pem),
+        "-resp_text",
+    ]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("Response verify OK"), "{text}");
+    assert!(text.contains(&format!("{}: good", s(&ca.ca_pem))), "{text}");
+    assert_lint_clean("lint_ocsp_response", &[s(&ca_ocsp)]);
 
     let text = openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-text"]);
     assert!(text.contains(&revoked.record.serial.to_string()) && text.contains("Key Compromise"), "{text}");

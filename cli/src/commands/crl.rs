@@ -1,5 +1,6 @@
 //! `inkan crl` and `inkan root sign-crl`.
 
+use ca::ceremony::RootPublications;
 use ca::layout::DataDir;
 use enroll_server::admin::{AdminReply, AdminRequest};
 use pki::encoding::pem_encode;
@@ -42,10 +43,23 @@ pub fn root_crl(args: &RootSignCrlArgs) -> anyhow::Result<()> {
         );
     }
     let passphrase = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), false)?;
-    let validity = Duration::days(i64::from(args.days));
-    let der = ca::ceremony::sign_root_crl(&dir, &passphrase, OffsetDateTime::now_utc(), validity)?;
-    publish_crl(&dir, "root.crl", &der)?;
-    super::write_output(Some(&args.out), &der)?;
-    eprintln!("Signed the root CRL into {}; sign the next one within {} days.", args.out.display(), args.days);
+    let published = publish_root(&dir, &passphrase, args.days)?;
+    if let Some(out) = &args.out {
+        super::write_output(Some(out), &published.crl)?;
+    }
+    eprintln!(
+        "Signed the root CRL and the root's OCSP answer about the issuing CA into {}; sign the next ones within {} days.",
+        dir.crl_dir().display(),
+        args.days
+    );
     Ok(())
+}
+
+/// The root ceremony's publications, signed and put where the service serves them.
+pub fn publish_root(dir: &DataDir, passphrase: &ca::Passphrase, days: u32) -> anyhow::Result<RootPublications> {
+    let validity = Duration::days(i64::from(days));
+    let published = ca::ceremony::sign_root_publications(dir, passphrase, OffsetDateTime::now_utc(), validity)?;
+    publish_crl(dir, "root.crl", &published.crl)?;
+    publish_crl(dir, "ca-ocsp.der", &published.ca_ocsp)?;
+    Ok(published)
 }

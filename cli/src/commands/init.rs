@@ -13,6 +13,9 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir.data_dir);
     let key_type: ca::CaKeyType = args.key_type.parse().map_err(anyhow::Error::msg)?;
     config::check_base_url(&args.base_url)?;
+    if !(1..=3660).contains(&args.root_crl_days) {
+        anyhow::bail!("--root-crl-days must be between 1 and 3660");
+    }
     for name in &args.server_names {
         name.parse::<pki::San>().map_err(|e| anyhow::anyhow!("--server-name: {e}"))?;
     }
@@ -45,6 +48,7 @@ pub fn create(
         ca_days: args.ca_days,
         root_crl_url: Some(urls.root_crl),
         root_cert_url: Some(urls.root_cert),
+        ca_ocsp_url: Some(urls.ocsp),
         config_toml: config::default_toml(&args.org, &args.base_url, &args.server_names),
     };
     eprintln!("Creating the root and issuing CA keys ({}) ...", args.key_type);
@@ -62,6 +66,9 @@ pub fn create(
     let link = ca::service::SignerLink::Local(Box::new(authority));
     let ca_service = ca::service::CaService::new(link, registry, dir, config.crl_validity(), audit)?;
     ca_service.server_credential(&config.server.names)?;
+    // What relying parties check the chain with from the start: the root's CRL and its OCSP
+    // answer about the issuing CA.
+    super::crl::publish_root(dir, root_pass, args.root_crl_days)?;
 
     let root = Summary::from_der(&report.root_der)?;
     let ca = Summary::from_der(&report.ca_der)?;
@@ -80,6 +87,12 @@ pub fn create(
         dir.ca_key().display()
     );
     println!("  service TLS {} for {}", dir.server_cert().display(), args.server_names.join(", "));
+    println!(
+        "  root CRL    {} and {}, valid {} days",
+        dir.crl_dir().join("root.crl").display(),
+        dir.ca_ocsp().display(),
+        args.root_crl_days
+    );
     println!("  config      {}", dir.config().display());
     println!("Next: inkan issue --data-dir {} --csr FILE --account ID, or inkan serve", dir.path().display());
     Ok(())

@@ -11,6 +11,7 @@ mod issue;
 mod registry;
 mod serve;
 mod signer;
+mod status;
 mod user;
 mod worker;
 
@@ -26,7 +27,7 @@ use enroll_server::admin::{self, AdminContext, AdminReply, AdminRequest};
 use enroll_server::ports::NoEvents;
 use enroll_server::stores::sled::SledStores;
 
-use crate::args::{AuditCommand, CaPassphraseArg, Command, RootCommand, UserCommand};
+use crate::args::{AuditCommand, CaCommand, CaPassphraseArg, Command, RootCommand, UserCommand};
 use crate::config::Config;
 use crate::passphrase::{self, Key};
 
@@ -40,6 +41,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Show(args) => registry::show(&args),
         Command::Crl(args) => crl::ca_crl(&args),
         Command::Root(RootCommand::SignCrl(args)) => crl::root_crl(&args),
+        Command::Ca(CaCommand::Status(args)) => status::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::User(UserCommand::Add(args)) => user::add(&args),
         Command::User(UserCommand::List(args)) => user::list(&args),

@@ -50,6 +50,7 @@ fn dev_setup(dir: &DataDir) -> anyhow::Result<PathBuf> {
         server_names: vec!["localhost".into(), "127.0.0.1".into()],
         root_days: 7305,
         ca_days: 3652,
+        root_crl_days: 365,
         root_passphrase_file: None,
         ca_passphrase: crate::args::CaPassphraseArg { ca_passphrase_file: None },
     };

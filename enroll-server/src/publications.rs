@@ -1,0 +1,92 @@
+//! What relying parties fetch that must be signed again before it runs out: the root's CRL and
+//! its OCSP answer about the issuing CA (signed offline, by `inkan root sign-crl`), and the
+//! issuing CA's CRL (signed by the service). The metrics, the log and `inkan ca status` read
+//! them from the CRL directory.
+
+use std::path::{Path, PathBuf};
+
+use time::{Duration, OffsetDateTime};
+
+/// A warning starts this long before a publication runs out.
+pub const WARN_WITHIN: Duration = Duration::days(30);
+
+/// One published file and when it runs out.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// Its name in metrics (`root_crl`, `ca_ocsp`, `ca_crl`).
+    pub key: &'static str,
+    /// In words.
+    pub what: &'static str,
+    /// The file.
+    pub file: PathBuf,
+    /// Its nextUpdate, or why it is not known (missing, unreadable).
+    pub next_update: Result<OffsetDateTime, String>,
+    /// Signed offline: the operator must sign the next one (`inkan root sign-crl`).
+    pub offline: bool,
+}
+
+impl Publication {
+    /// What is wrong with it at `now`, if anything: missing (but for the service's own CRL,
+    /// made at its first start), unreadable, expired, or, for what is signed offline, expiring
+    /// within [`WARN_WITHIN`].
+    pub fn problem(&self, now: OffsetDateTime) -> Option<String> {
+        let renew = if self.offline { "sign the next one with `inkan root sign-crl`" } else { "the service signs it" };
+        match &self.next_update {
+            // Before the service first ran: it signs one as it starts.
+            Err(e) if !self.offline && e == "missing" => None,
+            Err(e) => Some(format!("the {} ({}) is not usable: {e}; {renew}", self.what, self.file.display())),
+            Ok(next) if *next <= now => {
+                Some(format!("the {} expired at {}; {renew}", self.what, pki::encoding::rfc3339(*next)))
+            }
+            // The service signs its CRL again daily: only the offline ones need warning ahead.
+            Ok(next) if self.offline && *next - now <= WARN_WITHIN => Some(format!(
+                "the {} expires at {} ({} days left); {renew}",
+                self.what,
+                pki::encoding::rfc3339(*next),
+                (*next - now).whole_days()
+            )),
+            Ok(_) => None,
+        }
+    }
+}
+
+fn next_update(
+    file: &Path,
+    read: impl Fn(&[u8]) -> Result<(OffsetDateTime, Option<OffsetDateTime>), pki::Error>,
+) -> Result<OffsetDateTime, String> {
+    let der = std::fs::read(file)
+        .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { "missing".into() } else { e.to_string() })?;
+    read(&der).map_err(|e| e.to_string())?.1.ok_or_else(|| "it has no nextUpdate".into())
+}
+
+/// The publications under `crl_dir`.
+pub fn read(crl_dir: &Path) -> Vec<Publication> {
+    let crl = |der: &[u8]| pki::crl::validity(der);
+    let ocsp = |der: &[u8]| pki::ocsp::response_validity(der);
+    let root_crl = crl_dir.join("root.crl");
+    let ca_ocsp = crl_dir.join("ca-ocsp.der");
+    let ca_crl = crl_dir.join("ca.crl");
+    vec![
+        Publication {
+            key: "root_crl",
+            what: "root CRL",
+            next_update: next_update(&root_crl, crl),
+            file: root_crl,
+            offline: true,
+        },
+        Publication {
+            key: "ca_ocsp",
+            what: "root's OCSP answer about the issuing CA",
+            next_update: next_update(&ca_ocsp, ocsp),
+            file: ca_ocsp,
+            offline: true,
+        },
+        Publication {
+            key: "ca_crl",
+            what: "issuing CA's CRL",
+            next_update: next_update(&ca_crl, crl),
+            file: ca_crl,
+            offline: false,
+        },
+    ]
+}
