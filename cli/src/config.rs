@@ -40,6 +40,10 @@ pub struct ServerSection {
     pub rate_limit_per_minute: u32,
     /// Started as root, the web worker switches to this user once its listeners are bound.
     pub user: Option<String>,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub first_request_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -51,6 +55,10 @@ impl Default for ServerSection {
             names: vec!["localhost".into(), "127.0.0.1".into()],
             rate_limit_per_minute: 30,
             user: None,
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            first_request_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -174,6 +182,17 @@ impl Config {
         {
             bail!("[server] user {user:?} is not a user name");
         }
+        if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
+            bail!("[server] max_connections and max_connections_per_address must be at least 1");
+        }
+        if self.server.max_connections_per_address > self.server.max_connections {
+            bail!("[server] max_connections_per_address cannot be more than max_connections");
+        }
+        if !(1..=3600).contains(&self.server.first_request_timeout_secs)
+            || !(1..=3600).contains(&self.server.idle_timeout_secs)
+        {
+            bail!("[server] first_request_timeout_secs and idle_timeout_secs must be between 1 and 3600");
+        }
         if self.accounts.lockout_threshold == 0 {
             bail!("[accounts] lockout_threshold must be at least 1");
         }
@@ -231,6 +250,12 @@ impl Config {
                 scan_interval: Duration::from_secs(self.notify.scan_interval_secs),
                 ca_file: self.notify.ca_file.clone(),
             }),
+            connections: enroll_server::settings::ConnectionLimits {
+                total: self.server.max_connections,
+                per_address: self.server.max_connections_per_address,
+                first_request: Duration::from_secs(self.server.first_request_timeout_secs),
+                idle: Duration::from_secs(self.server.idle_timeout_secs),
+            },
             ..ServerSettings::default()
         }
     }
@@ -316,6 +341,13 @@ rate_limit_per_minute = 30
 # Started as root, the web worker (the process that parses requests) switches to this user
 # once its listeners are bound; give it db/, web/, server/, crl/ and audit/.
 # user = "inkan"
+# Connections each listener holds at most, in all and from one address (over the cap a new
+# connection is closed at once), and how long a connection may move no byte: before its first
+# request, and between requests.
+max_connections = 4096
+max_connections_per_address = 256
+first_request_timeout_secs = 10
+idle_timeout_secs = 60
 
 [enrollment]
 # Validity of certificates obtained in the browser, in days.

@@ -9,23 +9,32 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Resolves when this process is asked to stop: SIGTERM, or SIGINT unless `supervised`. A
-/// supervised child (the signer and the web worker under `serve`) ignores SIGINT: Ctrl-C in a
-/// terminal reaches the whole process group, and the supervisor stops its children in order
-/// (the web worker first, so that requests in flight still reach the signer).
-pub async fn stop_signal(supervised: bool) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    let Ok(mut interrupt) = signal(SignalKind::interrupt()) else {
-        term.recv().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = interrupt.recv() => if !supervised { return },
+/// The signals that stop this process: SIGTERM, and SIGINT unless `supervised`. A supervised
+/// child (the signer and the web worker under `serve`) ignores SIGINT: Ctrl-C in a terminal
+/// reaches the whole process group, and the supervisor stops its children in order (the web
+/// worker first, so that requests in flight still reach the signer). Registered when made (in
+/// a runtime's context), so that a signal arriving before [`StopSignals::wait`] is not lost
+/// and does not kill the process by its default action.
+pub struct StopSignals {
+    supervised: bool,
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Registers the handlers now; call it inside a tokio runtime's context.
+    pub fn register(supervised: bool) -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { supervised, term: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
+    }
+
+    /// Resolves when the process is asked to stop.
+    pub async fn wait(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.interrupt.recv() => if !self.supervised { return },
+            }
         }
     }
 }

@@ -18,6 +18,22 @@ pub fn no_core_dumps() {
     }
 }
 
+/// Raises this process's soft limit on open files to the hard one, and returns it: the web
+/// worker's connection caps must fit under it.
+pub fn raise_open_files() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
 /// Keeps the pages holding `bytes` in memory (never swapped out), while the guard lives.
 pub fn lock_in_memory(bytes: &[u8]) -> Option<region::LockGuard> {
     if bytes.is_empty() {

@@ -50,5 +50,3 @@ pub mod stores;
 pub mod tls;
 pub mod tokens;
 pub mod users;
-
-pub use listen::shutdown_signal;

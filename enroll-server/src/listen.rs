@@ -1,21 +1,30 @@
-//! Accept loops: TLS handshakes with a timeout, hyper connections with header-read timeouts,
-//! and a graceful stop that lets requests in flight finish.
+//! Accept loops that hold up to connection floods: a cap on connections per source address and
+//! in total per listener (over the cap a connection is closed at once), a deadline for the TLS
+//! handshake, another for the first bytes of the first request, an idle timeout between
+//! requests (HTTP/1.1 keep-alive and HTTP/2 alike), accept that backs off when descriptors run
+//! out, and a graceful stop that lets requests in flight finish.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::metrics::ListenerStats;
+use crate::settings::ConnectionLimits;
 use crate::state::Connection;
 
 /// Binds a listener (before the process gives up its privileges), naming the address in the
@@ -23,6 +32,10 @@ use crate::state::Connection;
 pub fn bind(addr: SocketAddr, what: &str) -> std::io::Result<std::net::TcpListener> {
     let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"));
     let listener = std::net::TcpListener::bind(addr).map_err(named)?;
+    // A longer queue than std's 128: under a burst of connections the accept loop (which closes
+    // what is over the caps at once) drains it, and a client's SYN is not dropped meanwhile.
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXCONN)
+        .map_err(|e| named(std::io::Error::from(e)))?;
     listener.set_nonblocking(true).map_err(named)?;
     Ok(listener)
 }
@@ -36,12 +49,124 @@ pub struct ListenerConfig {
     pub handshake_timeout: Duration,
     /// Header read timeout.
     pub header_timeout: Duration,
+    /// Caps and deadlines.
+    pub limits: ConnectionLimits,
+    /// Counters for `/metrics`.
+    pub stats: Arc<ListenerStats>,
 }
 
-async fn serve_io<I>(io: I, router: Router, conn: Connection, config: &ListenerConfig, watcher: Watcher)
+/// Who holds how many connections now.
+struct Gate {
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection: released when dropped.
+struct Admitted {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+    stats: Arc<ListenerStats>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut map = self.gate.by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    /// Admits a connection from `ip`, or says which cap refuses it.
+    fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        limits: &ConnectionLimits,
+        stats: &Arc<ListenerStats>,
+    ) -> Result<Admitted, &'static str> {
+        let mut map = self.by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        if stats.open.load(Ordering::Relaxed) >= limits.total {
+            return Err("total");
+        }
+        let held = map.entry(ip).or_insert(0);
+        if *held >= limits.per_address {
+            if *held == 0 {
+                map.remove(&ip);
+            }
+            return Err("per_address");
+        }
+        *held += 1;
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted { gate: self.clone(), ip, stats: stats.clone() })
+    }
+}
+
+/// An IO stream that notes when it last moved bytes either way.
+struct Watched<I> {
+    inner: I,
+    epoch: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<I> Watched<I> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last.store(ms + 1, Ordering::Relaxed);
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves once the connection has moved no byte for its deadline: `first` until the first
+/// byte moves, then `idle`. (`last` holds milliseconds since `epoch` plus one; 0 is never.)
+async fn idle(epoch: Instant, last: Arc<AtomicU64>, first: Duration, idle: Duration) {
+    loop {
+        let moved = last.load(Ordering::Relaxed);
+        let (since, limit) = if moved == 0 { (0, first) } else { (moved - 1, idle) };
+        tokio::time::sleep_until((epoch + Duration::from_millis(since) + limit).into()).await;
+        if last.load(Ordering::Relaxed) == moved {
+            return;
+        }
+    }
+}
+
+async fn serve_io<I>(io: I, router: Router, conn: Connection, config: &ListenerConfig, watcher: Watcher, epoch: Instant)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let last = Arc::new(AtomicU64::new(0));
+    let io = Watched { inner: io, epoch, last: last.clone() };
     let service = router.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(conn.clone());
         request
@@ -50,8 +175,15 @@ where
     builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
     builder.http2().timer(TokioTimer::new());
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)).into_owned();
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    let limits = &config.limits;
+    tokio::select! {
+        served = watcher.watch(connection) => if let Err(e) = served {
+            tracing::debug!(error = %e, "connection ended with an error");
+        },
+        () = idle(epoch, last, limits.first_request, limits.idle) => {
+            config.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("closing an idle connection");
+        }
     }
 }
 
@@ -59,26 +191,45 @@ where
 /// connections in flight.
 pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
+    let gate = Arc::new(Gate { by_address: Mutex::new(HashMap::new()) });
+    let mut backoff = Duration::from_millis(10);
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    backoff = Duration::from_millis(10);
+                    pair
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tracing::warn!(error = %e, "accept failed; waiting {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             },
             _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => break,
         };
+        let admitted = match gate.admit(remote.ip(), &config.limits, &config.stats) {
+            Ok(admitted) => admitted,
+            Err(cap) => {
+                // Closed at once: a flood costs a descriptor for an instant, not for its life.
+                let counter = if cap == "total" { &config.stats.refused_total } else { &config.stats.refused_address };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%remote, cap, "connection refused: over the cap");
+                drop(tcp);
+                continue;
+            }
+        };
         let (router, config, watcher) = (router.clone(), config.clone(), graceful.watcher());
         tokio::spawn(async move {
+            let _admitted = admitted;
+            let epoch = Instant::now();
             let _ = tcp.set_nodelay(true);
             match &config.tls {
                 None => {
                     let conn = Connection { remote, client_certificate: None };
-                    serve_io(tcp, router, conn, &config, watcher).await;
+                    serve_io(tcp, router, conn, &config, watcher, epoch).await;
                 }
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(tcp)).await {
@@ -88,6 +239,7 @@ pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig
                             return;
                         }
                         Err(_) => {
+                            config.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(%remote, "TLS handshake timed out");
                             return;
                         }
@@ -95,7 +247,7 @@ pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig
                     let client_certificate =
                         tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.to_vec()));
                     let conn = Connection { remote, client_certificate };
-                    serve_io(tls, router, conn, &config, watcher).await;
+                    serve_io(tls, router, conn, &config, watcher, Instant::now()).await;
                 }
             }
         });
@@ -103,21 +255,5 @@ pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 10 s; closing them");
-    }
-}
-
-/// Resolves when SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
     }
 }

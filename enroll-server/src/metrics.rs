@@ -1,7 +1,7 @@
 //! Counters exported at `/metrics` (Prometheus text format, rendered by `publish`).
 
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Certificates by status (valid, pending, revoked, superseded, expired), and valid ones
@@ -11,9 +11,27 @@ pub type Census = ([u64; 5], u64, u64);
 /// The OCSP answer kinds counted, in the order of [`Metrics::ocsp`].
 pub const OCSP_LABELS: [&str; 6] = ["good", "revoked", "unknown", "malformed", "unauthorized", "error"];
 
+/// One listener's connections.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Open now.
+    pub open: AtomicUsize,
+    /// Refused because the listener held its total cap.
+    pub refused_total: AtomicU64,
+    /// Refused because the address held its cap.
+    pub refused_address: AtomicU64,
+    /// Closed for moving no byte within their deadline (handshake, first request, idle).
+    pub idle_closed: AtomicU64,
+}
+
+/// The listeners' names in metrics, in the order of [`Metrics::listeners`].
+pub const LISTENERS: [&str; 3] = ["public", "login", "http"];
+
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// The public, certificate-login and plain-HTTP listeners.
+    pub listeners: [Arc<ListenerStats>; 3],
     /// Certificates issued by this service.
     pub issued: AtomicU64,
     /// Certificates revoked (including superseded) through this service.

@@ -156,6 +156,56 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "Seconds until a publication runs out (root_crl and ca_ocsp are signed offline: inkan root sign-crl).",
         &left,
     );
+    let limits = state.settings.connections;
+    let listeners = crate::metrics::LISTENERS.iter().zip(&m.listeners);
+    let rows = |f: &dyn Fn(&crate::metrics::ListenerStats) -> u64| -> Vec<(String, u64)> {
+        crate::metrics::LISTENERS
+            .iter()
+            .zip(&m.listeners)
+            .map(|(name, stats)| (format!("{{listener=\"{name}\"}}"), f(stats)))
+            .collect()
+    };
+    family(
+        "inkan_connections_open",
+        "gauge",
+        "Connections open now.",
+        &rows(&|s| s.open.load(Ordering::Relaxed) as u64),
+    );
+    let caps: Vec<(String, u64)> = listeners
+        .flat_map(|(name, _)| {
+            [
+                (format!("{{listener=\"{name}\",scope=\"total\"}}"), limits.total as u64),
+                (format!("{{listener=\"{name}\",scope=\"per_address\"}}"), limits.per_address as u64),
+            ]
+        })
+        .collect();
+    family("inkan_connections_limit", "gauge", "Connections a listener holds at most, in all and per address.", &caps);
+    let refused: Vec<(String, u64)> = crate::metrics::LISTENERS
+        .iter()
+        .zip(&m.listeners)
+        .flat_map(|(name, s)| {
+            [
+                (format!("{{listener=\"{name}\",cap=\"total\"}}"), load(&s.refused_total)),
+                (format!("{{listener=\"{name}\",cap=\"per_address\"}}"), load(&s.refused_address)),
+            ]
+        })
+        .collect();
+    family("inkan_connections_refused_total", "counter", "Connections closed at accept, over a cap.", &refused);
+    family(
+        "inkan_connections_timed_out_total",
+        "counter",
+        "Connections closed for moving no byte within their deadline (handshake, first request, idle).",
+        &rows(&|s| load(&s.idle_closed)),
+    );
+    family(
+        "inkan_connection_deadline_seconds",
+        "gauge",
+        "Deadlines: to the first request, and between requests.",
+        &[
+            ("{deadline=\"first_request\"}".into(), limits.first_request.as_secs()),
+            ("{deadline=\"idle\"}".into(), limits.idle.as_secs()),
+        ],
+    );
     family(
         "inkan_notices_total",
         "counter",

@@ -88,20 +88,22 @@ pub async fn run(
     let tokio_listener = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l).map_err(ServeError::Bind);
     let (public, login, http) =
         (tokio_listener(listeners.public)?, tokio_listener(listeners.login)?, tokio_listener(listeners.http)?);
-    let config = |tls: Option<TlsAcceptor>| ListenerConfig {
+    let config = |tls: Option<TlsAcceptor>, stats: usize| ListenerConfig {
         tls,
-        handshake_timeout: settings.handshake_timeout,
+        handshake_timeout: settings.connections.first_request,
         header_timeout: settings.request_timeout,
+        limits: settings.connections,
+        stats: state.metrics.listeners[stats].clone(),
     };
-    let public_config = config(Some(TlsAcceptor::from(tls::public_config(tls)?)));
-    let login_config = config(Some(TlsAcceptor::from(tls::login_config(tls)?)));
+    let public_config = config(Some(TlsAcceptor::from(tls::public_config(tls)?)), 0);
+    let login_config = config(Some(TlsAcceptor::from(tls::login_config(tls)?)), 1);
     let (stop_tx, stop) = watch::channel(false);
 
     let admin = tokio::spawn(admin::serve_socket(listeners.admin, state.clone(), stop.clone()));
     let mut tasks = vec![
         tokio::spawn(listen::serve(public, public_router(state.clone()), public_config, stop.clone())),
         tokio::spawn(listen::serve(login, login_router(state.clone()), login_config, stop.clone())),
-        tokio::spawn(listen::serve(http, publish_router(state.clone()), config(None), stop.clone())),
+        tokio::spawn(listen::serve(http, publish_router(state.clone()), config(None, 2), stop.clone())),
         tokio::spawn(publish::crl_publisher(state.clone(), stop.clone())),
         tokio::spawn(publish::ocsp_refresher(state.clone(), stop.clone())),
     ];

@@ -25,8 +25,6 @@ pub struct ServerSettings {
     pub session_idle_timeout: Duration,
     /// Login and enrollment requests allowed per client address per minute.
     pub rate_limit_per_minute: u32,
-    /// TLS handshakes must finish within this.
-    pub handshake_timeout: Duration,
     /// Requests (headers, body and handling) must finish within this.
     pub request_timeout: Duration,
     /// The largest request body accepted.
@@ -35,6 +33,28 @@ pub struct ServerSettings {
     pub crl_refresh: Duration,
     /// Expiry notices, when a webhook is configured.
     pub notify: Option<NotifySettings>,
+    /// Connection caps and deadlines, per listener.
+    pub connections: ConnectionLimits,
+}
+
+/// What one listener lets a client hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once, in all.
+    pub total: usize,
+    /// Connections open at once from one address.
+    pub per_address: usize,
+    /// From accept to the end of the TLS handshake, and from there (or from accept) to the
+    /// first byte of the first request.
+    pub first_request: Duration,
+    /// Between requests, or any time no byte moves.
+    pub idle: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self { total: 4096, per_address: 256, first_request: Duration::from_secs(10), idle: Duration::from_secs(60) }
+    }
 }
 
 /// Where and when expiry notices go.
@@ -86,11 +106,11 @@ impl Default for ServerSettings {
             accounts: AccountSettings { lockout_threshold: 5, min_password_length: 8 },
             session_idle_timeout: Duration::from_secs(900),
             rate_limit_per_minute: 30,
-            handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
             crl_refresh: Duration::from_secs(24 * 3600),
             notify: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }

@@ -175,6 +175,12 @@ fn wait_ready(
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     crate::logging::init();
     sandbox::no_core_dumps();
+    // Signals first: a SIGTERM during the start is then answered like any other.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let mut signals = {
+        let _context = runtime.enter();
+        crate::process::StopSignals::register(false).context("installing the signal handlers")?
+    };
     let dir = DataDir::new(args.data_dir.clone().unwrap_or_else(|| PathBuf::from("inkan-data")));
     let _lock = lock_data_dir(&dir)?;
     let ca_pass_file =
@@ -253,8 +259,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         serde_json::json!({ "pid": std::process::id(), "signer_pid": signer_pid, "worker_pid": worker_pid }),
     )?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(crate::process::stop_signal(false));
+    runtime.block_on(signals.wait());
     eprintln!("inkan: stopping the web worker (requests in flight finish), then the signer");
     worker.stop(Stop::Terminate, Duration::from_secs(20));
     // The web worker may not remove its socket (it cannot touch the data directory itself).

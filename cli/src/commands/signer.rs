@@ -67,11 +67,14 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     let supervised = args.passphrase_stdin;
     {
         let wake = wake.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let mut signals = {
+            let _context = runtime.enter();
+            crate::process::StopSignals::register(supervised)?
+        };
         std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(crate::process::stop_signal(supervised));
-                wake("signal");
-            }
+            runtime.block_on(signals.wait());
+            wake("signal");
         });
     }
     if supervised {

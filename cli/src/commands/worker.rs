@@ -33,7 +33,20 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir);
     let mut config = Config::load(&dir.config())?;
     args.listeners.apply(&mut config.server);
-    let settings = config.server_settings(&dir);
+    let mut settings = config.server_settings(&dir);
+    // Three listeners at their caps, the stores, the signer's connections and the admin socket
+    // must fit under the open-files limit; the admin socket keeps a margin of its own.
+    let files = sandbox::raise_open_files();
+    let fits = usize::try_from(files.saturating_sub(512) / 3).unwrap_or(usize::MAX).max(16);
+    if settings.connections.total > fits {
+        tracing::warn!(
+            configured = settings.connections.total,
+            open_files = files,
+            "[server] max_connections does not fit the open-files limit: {fits} per listener"
+        );
+        settings.connections.total = fits;
+        settings.connections.per_address = settings.connections.per_address.min(fits);
+    }
     let writable = sandbox::worker_dirs(&dir);
     for path in &writable {
         layout::create_private_dir(path)?;
@@ -93,13 +106,17 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     })?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     audit.append("service.worker_start", serde_json::json!({ "pid": std::process::id() }))?;
-    let stop = async {
+    let mut signals = {
+        let _context = runtime.enter();
+        crate::process::StopSignals::register(true).context("installing the signal handlers")?
+    };
+    let stop = async move {
         let (tx, rx) = tokio::sync::oneshot::channel();
         crate::process::on_stdin_closed(move || {
             let _ = tx.send(());
         });
         tokio::select! {
-            _ = crate::process::stop_signal(true) => {}
+            _ = signals.wait() => {}
             _ = rx => tracing::info!("the supervisor is gone: stopping"),
         }
     };
