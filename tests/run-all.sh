@@ -3,7 +3,8 @@
 #
 #   Debian packages: openssl, curl, util-linux (setsid), libnss3-tools (certutil, pk12util),
 #     nodejs + npm, chromium and a Japanese font (the browser test's screenshots), strace
-#     (the durability test counts the service's fsync calls), nginx-light (the relying party)
+#     (the durability test counts the service's fsync calls), nginx-light (the relying party),
+#     afl++ (the fuzz targets, with cargo-afl from crates.io)
 #   pkilint: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
 #   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light)
+packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,6 +40,11 @@ if [ ! -d tests/node_modules/playwright-core ]; then
   (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+if ! cargo afl --version >/dev/null 2>&1; then
+  echo "== installing cargo-afl"
+  cargo install --quiet --locked cargo-afl
+fi
+
 echo "== cargo fmt"
 cargo fmt --all --check
 echo "== cargo clippy"
@@ -53,4 +59,7 @@ else
 fi
 echo "== node --test (browser module)"
 node --test enroll-server/assets/test/
+# A short pass over every fuzz target (INKAN_FUZZ_SECS=3600 for a long one).
+echo "== fuzz (${INKAN_FUZZ_SECS:-10} s per target)"
+./tests/fuzz/run.sh "${INKAN_FUZZ_SECS:-10}"
 echo "== all tests passed"

@@ -398,26 +398,30 @@ impl SignerService {
     }
 }
 
+/// The answer to one frame's bytes: a request of this version is handled, anything else gets
+/// an error answer (nothing a sender writes makes the signer fail).
+pub fn answer(service: &SignerService, frame: &[u8]) -> Response {
+    match serde_json::from_slice::<Envelope<Request>>(frame) {
+        Ok(Envelope { v: VERSION, body }) => service.handle(body),
+        Ok(Envelope { v, .. }) => Response::Error {
+            kind: "version".into(),
+            message: format!("protocol version {v} is not spoken here; this signer speaks {VERSION}"),
+        },
+        Err(e) => match serde_json::from_slice::<serde_json::Value>(frame).ok().and_then(|v| v.get("v")?.as_u64()) {
+            Some(v) if v != u64::from(VERSION) => Response::Error {
+                kind: "version".into(),
+                message: format!("protocol version {v} is not spoken here; this signer speaks {VERSION}"),
+            },
+            _ => Response::Error { kind: "rejected".into(), message: format!("malformed request: {e}") },
+        },
+    }
+}
+
 fn serve_connection(service: &SignerService, mut stream: UnixStream) -> std::io::Result<()> {
     // An idle connection is closed after a while; the client reconnects.
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     while let Some(frame) = read_frame(&mut stream)? {
-        let response = match serde_json::from_slice::<Envelope<Request>>(&frame) {
-            Ok(Envelope { v: VERSION, body }) => service.handle(body),
-            Ok(Envelope { v, .. }) => Response::Error {
-                kind: "version".into(),
-                message: format!("protocol version {v} is not spoken here; this signer speaks {VERSION}"),
-            },
-            Err(e) => match serde_json::from_slice::<serde_json::Value>(&frame).ok().and_then(|v| v.get("v")?.as_u64())
-            {
-                Some(v) if v != u64::from(VERSION) => Response::Error {
-                    kind: "version".into(),
-                    message: format!("protocol version {v} is not spoken here; this signer speaks {VERSION}"),
-                },
-                _ => Response::Error { kind: "rejected".into(), message: format!("malformed request: {e}") },
-            },
-        };
-        write_frame(&mut stream, response)?;
+        write_frame(&mut stream, answer(service, &frame))?;
     }
     Ok(())
 }
