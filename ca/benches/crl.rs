@@ -101,7 +101,8 @@ fn child(entries: usize) -> Result<(), String> {
     let authority = CertificateAuthority::new(&der, Box::new(signer), ledger, settings).expect("ca");
     let socket = dir.path().join("signer.sock");
     let listener = ca::remote::bind(&socket).expect("bind");
-    let service = Arc::new(SignerService { authority, root_der: Vec::new(), ocsp: None, audit: None });
+    let service =
+        Arc::new(SignerService { authority, root_der: Vec::new(), server_names: Vec::new(), ocsp: None, audit: None });
     std::thread::spawn(move || ca::remote::serve(listener, service, Arc::new(AtomicBool::new(false))));
 
     let now = time::OffsetDateTime::now_utc() - time::Duration::hours(1);

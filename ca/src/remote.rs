@@ -256,12 +256,15 @@ fn read_frame(stream: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 /// The signer: the issuing CA over its ledger, the root certificate, the OCSP responder, an
-/// audit log.
+/// audit log, and what it certifies for servers.
 pub struct SignerService {
     /// The CA.
     pub authority: CertificateAuthority,
     /// The root certificate, DER.
     pub root_der: Vec<u8>,
+    /// The names a server certificate may carry (`[ca] server_names` in inkan.toml, by default
+    /// the service's own names): the signer certifies no other, whoever asks.
+    pub server_names: Vec<San>,
     /// The delegated OCSP responder, when this signer answers OCSP.
     pub ocsp: Option<OcspSigner>,
     /// Where signing events go.
@@ -296,6 +299,25 @@ impl SignerService {
                 let Ok(request_id) = <[u8; 16]>::try_from(request_id.as_slice()) else {
                     return rejected("request_id must be 16 bytes".into());
                 };
+                // What the signer certifies is its own decision, not the sender's: the OCSP
+                // responder's certificate it makes for itself only, server names only inside
+                // its policy.
+                match profile {
+                    Profile::OcspResponder => {
+                        return rejected(
+                            "the OCSP responder's certificate is the signer's own; it is not issued on request".into(),
+                        );
+                    }
+                    Profile::Server => {
+                        if let Some(outside) = sans.iter().find(|san| !san.allowed_by(&self.server_names)) {
+                            return rejected(format!(
+                                "{outside} is not a name this CA certifies for servers; allowed: {} ([ca] server_names)",
+                                self.server_names.iter().map(San::to_string).collect::<Vec<_>>().join(", ")
+                            ));
+                        }
+                    }
+                    Profile::Client => {}
+                }
                 let request = IssueRequest {
                     csr: &csr,
                     account: &account,

@@ -285,7 +285,10 @@ impl Issuer for CaService {
         if !matches!(audited, Ok(Ok(_))) {
             eprintln!("audit log: writing certificate.issued for {serial} failed");
         }
-        let superseded = superseded.map_err(|e| IssueError::Internal(e.to_string()))?;
+        let superseded = superseded.map_err(|e| match e {
+            pki::registry::RegistryError::KeyBlocked => IssueError::Rejected(e.to_string()),
+            other => IssueError::Internal(other.to_string()),
+        })?;
         Ok(IssuedCertificate { serial, der, not_before: record.not_before, not_after: record.not_after, superseded })
     }
 

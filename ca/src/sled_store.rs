@@ -324,6 +324,9 @@ impl Registry for SledStore {
             if self.db.contains_key(&ck).map_err(backend)? {
                 return Err(RegistryError::SerialTaken(record.serial));
             }
+            if self.db.contains_key(key(b'b', &[&record.key_sha256])).map_err(backend)? {
+                return Err(RegistryError::KeyBlocked);
+            }
             if supersede_others {
                 let at = record.recorded_at;
                 let prefix = key(b'v', &[record.account.as_bytes(), &[0]]);

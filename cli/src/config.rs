@@ -103,6 +103,10 @@ pub struct CaSection {
     pub crl_validity_hours: u32,
     #[serde(default = "default_crl_refresh_hours")]
     pub crl_refresh_hours: u32,
+    /// The names the signer certifies for servers (`*.D` for any name under D); by default the
+    /// service's own, `[server] names`.
+    #[serde(default)]
+    pub server_names: Option<Vec<String>>,
 }
 
 fn default_crl_refresh_hours() -> u32 {
@@ -150,6 +154,7 @@ impl Config {
         if !(1..=8784).contains(&self.ca.crl_validity_hours) {
             bail!("[ca] crl_validity_hours must be between 1 and 8784 (a year)");
         }
+        self.server_policy()?;
         if self.server.names.is_empty() {
             bail!("[server] names must list at least one DNS name or IP address");
         }
@@ -260,6 +265,12 @@ impl Config {
         }
     }
 
+    /// The names the signer certifies for servers: `[ca] server_names`, else `[server] names`.
+    pub fn server_policy(&self) -> anyhow::Result<Vec<pki::San>> {
+        let names = self.ca.server_names.as_ref().unwrap_or(&self.server.names);
+        names.iter().map(|n| n.parse::<pki::San>().with_context(|| format!("[ca] server_names: {n:?}"))).collect()
+    }
+
     /// `https://NAME:PORT` of a listener, NAME being the first server name.
     pub fn url_of(&self, addr: SocketAddr) -> String {
         let name = self.server.names.first().map(String::as_str).unwrap_or("localhost");
@@ -321,6 +332,10 @@ max_days = 825
 crl_validity_hours = 168
 # `inkan serve` signs a new CRL after revocations and at least this often, in hours.
 crl_refresh_hours = 24
+# The names the signer certifies for servers, whoever asks (`*.example.com` for any name under
+# example.com); by default the service's own, [server] names. Offline `inkan issue` (no
+# service running) certifies the names it is given.
+# server_names = ["localhost", "127.0.0.1", "*.example.com"]
 
 [publish]
 # Base URL of the plain-HTTP listener that serves the CRLs and CA certificates

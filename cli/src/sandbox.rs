@@ -96,9 +96,21 @@ pub fn switch_user(found: &nix::unistd::User, paths: &[PathBuf], data_dir: &Path
     Ok(())
 }
 
+/// Gives a tree to `uid`/`gid` without following a link in it: the worker that wrote the tree
+/// last time could have planted a symbolic link (to /etc/shadow, say) or a hard link for root
+/// to give away. Symbolic links are left as they are (lchown does not follow them) and files with
+/// other names elsewhere (more than one hard link) are refused.
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    if meta.is_file() && meta.nlink() > 1 {
+        return Err(std::io::Error::other(format!("{} has other names (hard links): refused", path.display())));
+    }
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if meta.is_dir() {
         for entry in std::fs::read_dir(path)? {
             chown_tree(&entry?.path(), uid, gid)?;
         }
@@ -124,7 +136,7 @@ pub fn worker_dirs(dir: &DataDir) -> Vec<PathBuf> {
 /// System paths the web worker reads: TLS roots and name resolution (expiry notices), time
 /// zones, shared libraries (NSS modules load late).
 const SYSTEM_READ: &[&str] = &[
-    "/etc/ssl",
+    "/etc/ssl/certs",
     "/etc/ca-certificates",
     "/usr/share/ca-certificates",
     "/etc/resolv.conf",
@@ -164,10 +176,20 @@ pub fn restrict_files(writable: &[PathBuf], readable: &[PathBuf], data_dir: &Pat
         .filter(|p| p.exists() && !data_dir.starts_with(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect();
     let existing = |paths: &[PathBuf]| -> Vec<PathBuf> { paths.iter().filter(|p| p.exists()).cloned().collect() };
+    // Its own directories: files and folders to read, write, make and remove; no symbolic
+    // links, devices, sockets, fifos, renames across folders or execution.
+    let own = AccessFs::ReadFile
+        | AccessFs::ReadDir
+        | AccessFs::WriteFile
+        | AccessFs::RemoveFile
+        | AccessFs::RemoveDir
+        | AccessFs::MakeDir
+        | AccessFs::MakeReg
+        | AccessFs::Truncate;
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))?
         .create()?
-        .add_rules(path_beneath_rules(existing(writable), AccessFs::from_all(abi)))?
+        .add_rules(path_beneath_rules(existing(writable), own))?
         .add_rules(path_beneath_rules(existing(readable), AccessFs::from_read(abi)))?
         .add_rules(path_beneath_rules(system, AccessFs::from_read(abi)))?
         .restrict_self()
@@ -190,11 +212,12 @@ mod tests {
     fn a_restricted_thread_cannot_open_the_ca_files() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path().join("data"));
-        for path in worker_dirs(&dir).iter().chain([&dir.ca_dir(), &dir.root_dir(), &dir.ledger()]) {
+        let signer_dir = dir.ledger().parent().expect("the ledger's folder").to_owned();
+        for path in worker_dirs(&dir).iter().chain([&dir.ca_dir(), &dir.root_dir(), &signer_dir]) {
             std::fs::create_dir_all(path).expect("mkdir");
         }
         std::fs::write(dir.ca_key(), "key").expect("write");
-        std::fs::write(dir.ledger().join("entry"), "ledger").expect("write");
+        std::fs::write(dir.ledger(), "ledger").expect("write");
         std::fs::write(dir.db().join("conf"), "db").expect("write");
         std::fs::write(tmp.path().join("elsewhere"), "x").expect("write");
         let writable = worker_dirs(&dir);
@@ -205,7 +228,7 @@ mod tests {
             (
                 status,
                 opens(&data.ca_key()),
-                opens(&data.ledger().join("entry")),
+                opens(&data.ledger()) || std::os::unix::fs::symlink(data.ca_key(), data.db().join("key")).is_ok(),
                 opens(&tmp_path.join("elsewhere")),
                 opens(&data.db().join("conf")),
                 std::fs::write(data.crl_dir().join("ca.crl"), "crl").is_ok(),
@@ -217,7 +240,10 @@ mod tests {
         .expect("the restricted thread");
         let (status, ca_key, ledger, elsewhere, db, crl, planted, system) = outcome;
         assert_ne!(status, Restricted::Not, "this kernel has no Landlock: the web worker would run unrestricted");
-        assert!(!ca_key && !ledger && !elsewhere, "opened a file outside the worker's own: {outcome:?}");
+        assert!(
+            !ca_key && !ledger && !elsewhere,
+            "opened a file outside the worker's own, or linked to one: {outcome:?}"
+        );
         assert!(db && crl && system, "could not use its own directories: {outcome:?}");
         assert!(!planted, "created a file at the top of the data directory");
         // This thread was not restricted: only the one that asked is.

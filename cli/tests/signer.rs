@@ -269,13 +269,14 @@ fn signer_protocol_spoken_directly() {
     assert_eq!(second["result"], "issued", "{second}");
     assert_ne!(second["serial"], first["serial"]);
 
-    // The server profile with a SAN is signed (the control for the refusal below).
+    // The server profile with a SAN the CA certifies is signed (the control for the refusals
+    // below).
     let web_csr = der_of_pem(&p256_csr(work, "web"));
-    let web = wire.call(&issue_request(&[0x33; 16], &web_csr, "web", "server", &["web.example.test"]));
+    let web = wire.call(&issue_request(&[0x33; 16], &web_csr, "web", "server", &["localhost"]));
     assert_eq!(web["result"], "issued", "{web}");
     let web_cert = work.join("web.crt");
     write(&web_cert, pki::encoding::pem_encode("CERTIFICATE", &unhex(&web["der"])));
-    ca.openssl_verify(&web_cert, &["-purpose", "sslserver", "-verify_hostname", "web.example.test"]).ok();
+    ca.openssl_verify(&web_cert, &["-purpose", "sslserver", "-verify_hostname", "localhost"]).ok();
 
     // The signer re-validates: each of these is refused, and nothing is signed.
     let mut bad_signature = der_of_pem(&p256_csr(work, "forged"));
@@ -287,6 +288,11 @@ fn signer_protocol_spoken_directly() {
         ("a CSR with a bad signature", issue_request(&[0x44; 16], &bad_signature, "mallory", "client", &[])),
         ("an RSA-1024 CSR", issue_request(&[0x45; 16], &rsa_1024, "mallory", "client", &[])),
         ("the server profile without SANs", issue_request(&[0x46; 16], &web_csr, "web2", "server", &[])),
+        (
+            "a server name outside [ca] server_names",
+            issue_request(&[0x49; 16], &web_csr, "web3", "server", &["bank.example.test"]),
+        ),
+        ("the OCSP responder profile", issue_request(&[0x4a; 16], &web_csr, "ocsp", "ocsp-responder", &[])),
         ("an account with a newline", issue_request(&[0x47; 16], &csr, "alice\nevent: forged", "client", &[])),
         ("a 15-byte request id", issue_request(&[0x48; 15], &csr, "alice", "client", &[])),
     ];

@@ -85,6 +85,9 @@ pub enum AccountError {
     /// A login ID in the wrong form.
     #[error("invalid login ID {0:?}: use 3 to 64 letters, digits, '.', '_', '-' or '@'")]
     BadLoginId(String),
+    /// A login ID the service's own certificates use.
+    #[error("the login ID {0:?} is reserved: IDs starting with \"inkan-\" name the service's own certificates")]
+    ReservedLoginId(String),
     /// A password that breaks the rules.
     #[error("the password must have {min} to 256 characters")]
     BadPassword {
@@ -105,11 +108,21 @@ impl From<StoreError> for AccountError {
     }
 }
 
+/// The prefix of the accounts the service's own certificates are recorded under
+/// (`inkan-server`, `inkan-ocsp`): no login ID may take it.
+pub const RESERVED_PREFIX: &str = "inkan-";
+
 /// Checks a login ID's form.
 pub fn check_login_id(login_id: &str) -> Result<(), AccountError> {
     let ok = (3..=64).contains(&login_id.len())
         && login_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
-    if ok { Ok(()) } else { Err(AccountError::BadLoginId(login_id.chars().take(80).collect())) }
+    if !ok {
+        return Err(AccountError::BadLoginId(login_id.chars().take(80).collect()));
+    }
+    if login_id.to_ascii_lowercase().starts_with(RESERVED_PREFIX) {
+        return Err(AccountError::ReservedLoginId(login_id.to_owned()));
+    }
+    Ok(())
 }
 
 /// The accounts and their rules.
@@ -313,6 +326,15 @@ mod tests {
         );
         assert!(accounts.create("clerk", Role::General, None, &pw, now).is_err(), "general needs a master");
         assert!(accounts.create("x", Role::Master, None, &pw, now).is_err(), "short login ID");
+        for reserved in ["inkan-ocsp", "INKAN-server", "inkan-"] {
+            assert!(
+                matches!(
+                    accounts.create(reserved, Role::Master, None, &pw, now),
+                    Err(AccountError::ReservedLoginId(_))
+                ),
+                "{reserved} names the service's own certificates"
+            );
+        }
         assert!(accounts.create("shorty", Role::Master, None, &Password::new("short".into()), now).is_err());
         accounts.create("clerk", Role::General, Some("boss"), &pw, now).expect("general");
         assert!(accounts.create("sub", Role::General, Some("clerk"), &pw, now).is_err(), "clerk is no master");

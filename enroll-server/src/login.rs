@@ -233,7 +233,7 @@ fn home_page(state: &Shared, lang: Lang, signed_in: &SignedIn) -> Result<HomePag
                 .registry
                 .valid_by_account(&user.login_id)?
                 .iter()
-                .filter(|c| c.status(now) == Status::Valid)
+                .filter(|c| c.status(now) == Status::Valid && c.profile == pki::Profile::Client)
                 .map(|c| c.serial.to_string())
                 .collect();
             users.push(UserRow { login_id: user.login_id, locked: user.locked, certificates });

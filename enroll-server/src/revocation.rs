@@ -99,6 +99,11 @@ async fn revoke_from_web(
     let reason: RevocationReason =
         reason.parse().map_err(|e: pki::Error| WebError::new(ErrorCode::InvalidReason, e.to_string()))?;
     let record = state.registry.get(&serial)?.ok_or_else(WebError::not_found)?;
+    // Users revoke the client certificates of their accounts: never a server's or the OCSP
+    // responder's, whatever account those were recorded under.
+    if record.profile != pki::Profile::Client {
+        return Err(WebError::not_found());
+    }
     let allowed: &[RevocationReason] = if record.account == account.login_id {
         &OWN_REASONS
     } else if account.role == Role::Master

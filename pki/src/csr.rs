@@ -49,14 +49,12 @@ pub fn validate(input: &[u8]) -> Result<ValidatedCsr, Error> {
     Ok(ValidatedCsr { key })
 }
 
-/// SHA-256 of the SubjectPublicKeyInfo of a CSR (PEM or DER), without checking anything else:
-/// what a caller looks up before it sends the CSR to be validated and signed.
+/// The registry's hash of the public key of a CSR (PEM or DER), under the key policy but
+/// without verifying the request's signature: what a caller looks up before it sends the CSR
+/// to be validated and signed. The same as the certificate's ([`SubjectKey::sha256`]).
 pub fn public_key_sha256(input: &[u8]) -> Result<[u8; 32], Error> {
     let der = decode_csr(input)?;
     let (_, csr) = X509CertificationRequest::from_der(&der)
         .map_err(|e| Error::MalformedDer { what: WHAT, detail: e.to_string() })?;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, csr.certification_request_info.subject_pki.raw);
-    let mut out = [0; 32];
-    out.copy_from_slice(digest.as_ref());
-    Ok(out)
+    Ok(SubjectKey::from_parsed(&csr.certification_request_info.subject_pki)?.sha256())
 }

@@ -104,7 +104,22 @@ impl SubjectKey {
                 return Err(Error::UnsupportedKey { found: algorithm_name(&spki.algorithm) });
             }
         };
-        Ok(Self { kind, spki: spki.raw.to_vec(), key })
+        // One key, one SPKI: an RSA key sent without its algorithm's NULL parameters is kept
+        // in the form with them (the form certificates carry), so its hash, which the registry
+        // indexes and blocks keys by, is the same however it was sent.
+        let spki_der = match kind {
+            KeyKind::Rsa { .. } if spki.algorithm.parameters.is_none() => yasna::construct_der(|w| {
+                w.write_sequence(|w| {
+                    w.next().write_sequence(|w| {
+                        w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(&[1, 2, 840, 113549, 1, 1, 1]));
+                        w.next().write_null();
+                    });
+                    w.next().write_bitvec_bytes(&key, key.len() * 8);
+                });
+            }),
+            _ => spki.raw.to_vec(),
+        };
+        Ok(Self { kind, spki: spki_der, key })
     }
 
     /// The key type.
@@ -399,5 +414,32 @@ impl SubjectKey {
     /// Verifies a signature made by this key with `algorithm` (used on the CA's own output).
     pub fn verify_with(&self, algorithm: SignatureAlgorithm, message: &[u8], sig: &[u8]) -> bool {
         signature::UnparsedPublicKey::new(algorithm.verification(), &self.key).verify(message, sig).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RSA-2048 public key as openssl writes it: with the NULL parameters.
+    const RSA_SPKI: &str = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAz3UoWquuw6jIcDNJ15QL3eKJ8CLMSXZ3LM2cGZanb9LV+XirgXXuHNDnfWpfMdUjZgIoZt8Q/2gDhpnxPQheWUhXwYRpqATro2u+DD4TKhL0pT7T5pHTshhKvFyIUF3fzuwg89tBnfzKQgCkcouJX6KIZ76HDcFpLDbFtzRV/GAjJK8KpBzrx2AgVPaTGCxmEOErrYW5HcJAk3nUhmbPvDpVSYcFoqgVTz+r1K+3EfJRu0bDbNCP6wmxC/VYXUhXldUZ/QSXlxaKoH6rkEF/yJE+ELajC4ryZVZBOqFAj3oWxwGxiiETOORCIN8lKAU8cxIGmneJpIGkqJH0PBRyPQIDAQAB";
+
+    #[test]
+    fn an_rsa_key_hashes_alike_with_or_without_null_parameters() {
+        let with_null = crate::encoding::base64_decode(RSA_SPKI).expect("base64");
+        // The same key with the AlgorithmIdentifier's NULL left out: the outer and the
+        // algorithm sequences each lose two bytes.
+        assert_eq!(&with_null[..4], &[0x30, 0x82, 0x01, 0x22]);
+        assert_eq!(&with_null[4..6], &[0x30, 0x0d]);
+        assert_eq!(&with_null[17..19], &[0x05, 0x00]);
+        let mut without = vec![0x30, 0x82, 0x01, 0x20, 0x30, 0x0b];
+        without.extend_from_slice(&with_null[6..17]);
+        without.extend_from_slice(&with_null[19..]);
+
+        let a = SubjectKey::from_spki_der(&with_null).expect("with NULL");
+        let b = SubjectKey::from_spki_der(&without).expect("without NULL");
+        assert_eq!(a.spki_der(), &with_null[..], "the usual form is kept as sent");
+        assert_eq!(b.spki_der(), &with_null[..], "the other form is kept in the usual one");
+        assert_eq!(a.sha256(), b.sha256());
     }
 }

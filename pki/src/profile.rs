@@ -115,6 +115,20 @@ impl TryFrom<String> for San {
     }
 }
 
+impl San {
+    /// Whether this name may be certified under the allowed `names`: an equal entry, or, for a
+    /// DNS name without a wildcard, an entry `*.D` with the name under D at any depth.
+    pub fn allowed_by(&self, names: &[San]) -> bool {
+        names.iter().any(|allowed| match (self, allowed) {
+            (a, b) if a == b => true,
+            (San::Dns(name), San::Dns(pattern)) if !name.starts_with("*.") => {
+                pattern.strip_prefix("*.").is_some_and(|domain| name.ends_with(&format!(".{domain}")))
+            }
+            _ => false,
+        })
+    }
+}
+
 impl FromStr for San {
     type Err = Error;
 

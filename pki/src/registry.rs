@@ -115,7 +115,8 @@ pub trait Registry: Send + Sync {
     /// ledger before signing). With `supersede_others`, the account's other issued, unexpired
     /// certificates become revoked with reason superseded in the same durable write; their
     /// serials are returned. Recording the same certificate again changes nothing; another
-    /// certificate under a recorded serial is refused.
+    /// certificate under a recorded serial is refused, and so is a certificate whose key is
+    /// blocked ([`RegistryError::KeyBlocked`], checked in the same write).
     fn record_certificate(
         &self,
         record: &CertRecord,
@@ -189,6 +190,9 @@ pub enum RegistryError {
     /// No record for this serial.
     #[error("no certificate with serial {0}")]
     NotFound(Serial),
+    /// The certificate's key is blocked (reported compromised): it is not recorded.
+    #[error("this public key was reported compromised; a certificate for it is not recorded")]
+    KeyBlocked,
     /// The record is not in a state that allows the change.
     #[error("certificate {serial} is {status}")]
     WrongState {

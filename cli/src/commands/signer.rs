@@ -49,7 +49,8 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     audit.append("signer.start", serde_json::json!({ "socket": socket, "pid": pid }))?;
     let authority = authority.with_signed_hook(SignerService::signed_hook(audit.clone()));
     let ocsp = Some(OcspSigner::new(&dir));
-    let service = Arc::new(SignerService { authority, root_der, ocsp, audit: Some(audit.clone()) });
+    let server_names = config.server_policy()?;
+    let service = Arc::new(SignerService { authority, root_der, server_names, ocsp, audit: Some(audit.clone()) });
 
     // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
     let stop = Arc::new(AtomicBool::new(false));

@@ -91,6 +91,14 @@ pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
         assert_eq!(reopened.blocked_key(&key).expect("blocked"), None);
         assert!(reopened.block_key(&key, &a.serial, now).expect("block"), "a first report blocks");
         assert!(!reopened.block_key(&key, &c.serial, now + Duration::days(1)).expect("again"), "once is enough");
+        let mut blocked = record(0x55, "erin", now + Duration::days(30));
+        blocked.key_sha256 = key;
+        blocked.state = State::Issued;
+        assert!(
+            matches!(reopened.record_certificate(&blocked, b"der-e", false), Err(RegistryError::KeyBlocked)),
+            "a certificate for a blocked key is not recorded"
+        );
+        assert_eq!(reopened.get(&blocked.serial).expect("get"), None);
     }
     let reopened = open();
     let blocked = reopened.blocked_key(&[0x77; 32]).expect("blocked").expect("kept across reopening");
