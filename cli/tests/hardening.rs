@@ -204,6 +204,45 @@ fn the_page_form_from_its_own_origin_is_accepted() {
     server.stop();
 }
 
+/// A compromise reported after the certificate was revoked for another reason still follows
+/// the key (on the operator's word): the key is blocked and the other certificates with it are
+/// revoked, the first keeps its first revocation; reporting it again changes nothing.
+#[test]
+fn a_compromise_reported_after_revocation_still_blocks_the_key() {
+    let ca = TestCa::with_rate_limit(1000);
+    let work = ca.work();
+    let shared = p256_csr(work, "shared");
+    let (_, serial_a) = ca.issue_with_library(&shared, "acct-a", 90, "acct-a");
+    let (_, serial_b) = ca.issue_with_library(&shared, "acct-b", 90, "acct-b");
+    let statuses = || -> Vec<String> {
+        ["acct-a", "acct-b"]
+            .iter()
+            .flat_map(|a| ca.list(&["--account", a]))
+            .map(|c| format!("{} {} {}", c["account"], c["status"], c["revocation_reason"]))
+            .collect()
+    };
+
+    ca.inkan(["revoke", &serial_a, "--reason", "cessationOfOperation"]).ok();
+    // Revoking it again for a reason other than keyCompromise is refused and changes nothing.
+    ca.inkan(["revoke", &serial_a, "--reason", "affiliationChanged"]).refused("cannot be revoked");
+    assert_eq!(statuses(), ["\"acct-a\" \"revoked\" \"cessationOfOperation\"", "\"acct-b\" \"valid\" null"]);
+
+    let reported = ca.inkan(["revoke", &serial_a, "--reason", "keyCompromise"]).ok();
+    assert!(reported.stdout.contains("was revoked before"), "{}", reported.stdout);
+    assert!(reported.stdout.contains(&format!("Revoked {serial_b}")), "{}", reported.stdout);
+    assert!(!reported.stdout.contains(&format!("Revoked {serial_a}")), "{}", reported.stdout);
+    assert!(reported.stdout.contains("The key is blocked"), "{}", reported.stdout);
+    assert_eq!(
+        statuses(),
+        ["\"acct-a\" \"revoked\" \"cessationOfOperation\"", "\"acct-b\" \"revoked\" \"keyCompromise\""]
+    );
+    ca.inkan(["issue", "--csr", common::s(&shared), "--account", "acct-c"]).refused("reported compromised");
+
+    let again = ca.inkan(["revoke", &serial_a, "--reason", "keyCompromise"]).ok();
+    assert!(again.stdout.contains("already blocked"), "{}", again.stdout);
+    assert!(!again.stdout.contains("Revoked "), "{}", again.stdout);
+}
+
 /// A compromised key follows the key: a key certified for one account is refused for another;
 /// revoking one certificate as keyCompromise revokes every certificate with that key (OCSP and
 /// the CRL say so) and blocks the key on every path.

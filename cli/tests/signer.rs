@@ -536,6 +536,44 @@ fn signer_down_answers_503_then_the_same_ticket_succeeds() {
     assert_eq!(signed, [serial], "the signer signed exactly one certificate for sam");
 }
 
+/// The idle deadline runs only between requests: an issuance that waits on a stopped signer
+/// for longer than it is answered, on its connection.
+#[test]
+fn a_request_waiting_on_the_signer_outlives_the_idle_timeout() {
+    let ca = TestCa::init(&[]);
+    let web = web_dir(&ca);
+    let config = web.join("inkan.toml");
+    let text = read(&config);
+    for setting in ["first_request_timeout_secs = 10", "idle_timeout_secs = 60"] {
+        assert!(text.contains(setting), "{text}");
+    }
+    let text = text.replace("first_request_timeout_secs = 10", "first_request_timeout_secs = 1");
+    write(&config, text.replace("idle_timeout_secs = 60", "idle_timeout_secs = 1"));
+    add_web_user(&web, "ida");
+    let socket = ca.work().join("signer.sock");
+    let mut signer = start_signer(&ca.data, &socket);
+    let server = Service::start_with(&web, &ca, &["--signer-socket", s(&socket)], &[]);
+    let csr = p256_csr(ca.work(), "ida");
+    let ticket = server.ticket("ida");
+
+    signer.signal("STOP");
+    let pid = signer.pid;
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        kill("CONT", pid);
+    });
+    let started = Instant::now();
+    let reply = server.send_csr(&ticket, &read(&csr));
+    let waited = started.elapsed();
+    resume.join().expect("the thread that resumes the signer");
+    reply.expect(201);
+    assert!(waited >= Duration::from_secs(2), "the request waited on the signer ({waited:?})");
+    let cert = server.save("ida", &reply.json()).cert;
+    verify_client(&ca, &cert, "ida");
+    server.stop();
+    signer.stop(STOP_WITHIN);
+}
+
 /// `serve` with its own signer: SIGKILL the child, and the service starts a new one; the
 /// enrollment that got 503 meanwhile succeeds with the same ticket within seconds.
 #[test]

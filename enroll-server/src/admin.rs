@@ -164,6 +164,11 @@ pub enum AdminReply {
         /// Them.
         certificates: Vec<CertRecord>,
     },
+    /// What a revocation did.
+    Revoked {
+        /// It.
+        revocation: revocation::Revocation,
+    },
     /// One certificate.
     Certificate {
         /// Its record.
@@ -286,9 +291,9 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
         }
         AdminRequest::Revoke { serial, reason } => {
             let registry = need(ctx.registry, "registry")?;
-            let certificates = revocation::revoke(registry, ctx.audit, ctx.events, Actor::Operator, serial, reason)
+            let revocation = revocation::revoke(registry, ctx.audit, ctx.events, Actor::Operator, serial, reason)
                 .map_err(|e| e.message)?;
-            AdminReply::Certificates { certificates }
+            AdminReply::Revoked { revocation }
         }
         AdminRequest::Issue { csr, account, profile, sans, days } => {
             let issuer = need(ctx.issuer, "CA")?;

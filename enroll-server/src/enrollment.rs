@@ -113,22 +113,54 @@ pub struct IssuedBody {
     not_after: String,
 }
 
-/// 発行: claim the ticket, have the CA issue, supersede the account's older certificates.
+/// 発行: claim the ticket, have the CA issue, supersede the account's older certificates. The
+/// ticket can be used again only when nothing was issued (the CSR or the account was refused,
+/// the CA was unreachable); after any other failure, or when the request is cut off midway, it
+/// is spent.
 pub async fn issue(state: &Shared, token: &str, csr: &str) -> Result<IssuedBody, WebError> {
     // Decode before claiming the ticket: an unreadable CSR must not use it up.
     let csr_der =
         pki::encoding::decode_csr(csr.as_bytes()).map_err(|e| WebError::new(ErrorCode::CsrRejected, e.to_string()))?;
-    let ticket = state.tickets.begin_issue(token)?;
-    let result = issue_claimed(state, &ticket, csr_der).await;
-    state.tickets.finish_issue(token, result.as_ref().ok().map(|(serial, _)| *serial));
-    result.map(|(_, body)| body)
+    let claim = state.tickets.claim(token)?;
+    let order = match order_for(state, claim.ticket(), csr_der) {
+        Ok(order) => order,
+        Err(e) => {
+            claim.reopen();
+            return Err(e);
+        }
+    };
+    let login_id = order.account.clone();
+    let issuer = state.issuer.clone();
+    let issued = match blocking(move || issuer.issue(&order)).await? {
+        Ok(issued) => issued,
+        Err(e @ (IssueError::Rejected(_) | IssueError::Unavailable(_))) => {
+            claim.reopen();
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    claim.issued(issued.serial);
+    tracing::info!(login_id = %login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
+    state.issued();
+    state.revoked(&issued.superseded);
+    // The issuer's own audit line (certificate.issued) records this step of the enrollment.
+
+    let chain = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
+    let summary =
+        pki::certificate::Summary::from_der(&issued.der).map_err(|e| WebError::internal("issued certificate", e))?;
+    Ok(IssuedBody {
+        serial: issued.serial.to_string(),
+        subject: summary.subject,
+        sha256_fingerprint: summary.sha256_fingerprint,
+        certificate_pem: pki::encoding::pem_encode("CERTIFICATE", &issued.der),
+        chain_pem: pki::encoding::certificates_pem(chain),
+        not_before: rfc3339(issued.not_before),
+        not_after: rfc3339(issued.not_after),
+    })
 }
 
-async fn issue_claimed(
-    state: &Shared,
-    ticket: &Ticket,
-    csr_der: Vec<u8>,
-) -> Result<(pki::Serial, IssuedBody), WebError> {
+/// The order for a claimed ticket, after checking the account again.
+fn order_for(state: &Shared, ticket: &Ticket, csr_der: Vec<u8>) -> Result<IssueOrder, WebError> {
     let login_id = ticket.login_id.clone();
     let account = state.accounts.get(&login_id)?.ok_or(AccountError::Inactive)?;
     if account.locked {
@@ -141,9 +173,9 @@ async fn issue_claimed(
     check_eligible(state, &account, OffsetDateTime::now_utc())?;
     let mut request_id = [0u8; 16];
     aws_lc_rs::rand::fill(&mut request_id).map_err(|e| WebError::internal("random", e))?;
-    let order = IssueOrder {
+    Ok(IssueOrder {
         csr_der,
-        account: login_id.clone(),
+        account: login_id,
         profile: Profile::Client,
         sans: Vec::new(),
         days: Some(state.settings.enrollment.validity_days),
@@ -151,29 +183,7 @@ async fn issue_claimed(
         // 再取得: the older certificates of the account are superseded by the new one, in the
         // same durable write that records it.
         supersede: true,
-    };
-    let issuer = state.issuer.clone();
-    let issued = blocking(move || issuer.issue(&order)).await??;
-    tracing::info!(login_id = %login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
-    state.issued();
-    state.revoked(&issued.superseded);
-    // The issuer's own audit line (certificate.issued) records this step of the enrollment.
-
-    let chain = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
-    let summary =
-        pki::certificate::Summary::from_der(&issued.der).map_err(|e| WebError::internal("issued certificate", e))?;
-    Ok((
-        issued.serial,
-        IssuedBody {
-            serial: issued.serial.to_string(),
-            subject: summary.subject,
-            sha256_fingerprint: summary.sha256_fingerprint,
-            certificate_pem: pki::encoding::pem_encode("CERTIFICATE", &issued.der),
-            chain_pem: pki::encoding::certificates_pem(chain),
-            not_before: rfc3339(issued.not_before),
-            not_after: rfc3339(issued.not_after),
-        },
-    ))
+    })
 }
 
 // ---- JSON API ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -108,15 +108,7 @@ impl Gate {
 /// An IO stream that notes when it last moved bytes either way.
 struct Watched<I> {
     inner: I,
-    epoch: Instant,
-    last: Arc<AtomicU64>,
-}
-
-impl<I> Watched<I> {
-    fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.last.store(ms + 1, Ordering::Relaxed);
-    }
+    activity: Arc<Activity>,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -124,7 +116,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
+            self.activity.touch();
         }
         polled
     }
@@ -134,7 +126,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.activity.touch();
         }
         polled
     }
@@ -148,14 +140,53 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
-/// Resolves once the connection has moved no byte for its deadline: `first` until the first
-/// byte moves, then `idle`. (`last` holds milliseconds since `epoch` plus one; 0 is never.)
-async fn idle(epoch: Instant, last: Arc<AtomicU64>, first: Duration, idle: Duration) {
+/// When a connection last moved a byte, and how many of its requests are being answered.
+struct Activity {
+    epoch: Instant,
+    /// Milliseconds since `epoch` plus one; 0 is never.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last.store(ms + 1, Ordering::Relaxed);
+    }
+}
+
+/// A request being answered: the idle deadline does not run meanwhile, and starts again when
+/// the answer is made.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the connection has moved no byte for its deadline, with no request being
+/// answered: `first` until the first byte moves, then `idle`. (A request's own time is bounded
+/// by the request timeout.)
+async fn idle(activity: Arc<Activity>, first: Duration, idle: Duration) {
     loop {
-        let moved = last.load(Ordering::Relaxed);
+        let moved = activity.last.load(Ordering::Relaxed);
         let (since, limit) = if moved == 0 { (0, first) } else { (moved - 1, idle) };
-        tokio::time::sleep_until((epoch + Duration::from_millis(since) + limit).into()).await;
-        if last.load(Ordering::Relaxed) == moved {
+        tokio::time::sleep_until((activity.epoch + Duration::from_millis(since) + limit).into()).await;
+        if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            // Answering: look again after another deadline.
+            activity.touch();
+            continue;
+        }
+        if activity.last.load(Ordering::Relaxed) == moved {
             return;
         }
     }
@@ -165,11 +196,17 @@ async fn serve_io<I>(io: I, router: Router, conn: Connection, config: &ListenerC
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let last = Arc::new(AtomicU64::new(0));
-    let io = Watched { inner: io, epoch, last: last.clone() };
-    let service = router.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let activity = Arc::new(Activity { epoch, last: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
+    let io = Watched { inner: io, activity: activity.clone() };
+    let answering = activity.clone();
+    let service = tower::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(conn.clone());
-        request
+        let (router, in_flight) = (router.clone(), InFlight::new(answering.clone()));
+        async move {
+            let response = router.oneshot(request).await;
+            drop(in_flight);
+            response
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
@@ -180,7 +217,7 @@ where
         served = watcher.watch(connection) => if let Err(e) = served {
             tracing::debug!(error = %e, "connection ended with an error");
         },
-        () = idle(epoch, last, limits.first_request, limits.idle) => {
+        () = idle(activity, limits.first_request, limits.idle) => {
             config.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("closing an idle connection");
         }

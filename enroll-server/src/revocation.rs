@@ -31,10 +31,33 @@ pub const MASTER_REASONS: [RevocationReason; 5] = [
     RevocationReason::Unspecified,
 ];
 
+/// What [`revoke`] did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revocation {
+    /// The certificate asked for, as it is now.
+    pub asked: CertRecord,
+    /// Whether it was revoked now (false: it was revoked before, and only its key was acted on).
+    pub newly: bool,
+    /// The other certificates revoked now because they certify the same compromised key.
+    pub others: Vec<CertRecord>,
+    /// Whether the key was blocked now (false when it was blocked before, or the reason was not
+    /// keyCompromise).
+    pub key_blocked: bool,
+}
+
+impl Revocation {
+    /// The certificates revoked now.
+    pub fn revoked(&self) -> impl Iterator<Item = &CertRecord> {
+        self.newly.then_some(&self.asked).into_iter().chain(&self.others)
+    }
+}
+
 /// Revokes `serial` for `reason`, tells `events` and audits it. Whoever calls has checked that
 /// `by` may. A compromised key follows the key, not the certificate: for keyCompromise the key
 /// is blocked for any future issuance and every other certificate certifying it is revoked too,
-/// for the same reason. Returns every certificate revoked, the one asked for first.
+/// for the same reason; on the operator's word that is done also when the certificate itself
+/// was revoked before (its key was found compromised later). Whatever was revoked is announced and audited even when a
+/// later step fails; the error is returned after.
 pub fn revoke(
     registry: &dyn Registry,
     audit: &dyn Audit,
@@ -42,47 +65,77 @@ pub fn revoke(
     by: Actor<'_>,
     serial: Serial,
     reason: RevocationReason,
-) -> Result<Vec<CertRecord>, WebError> {
+) -> Result<Revocation, WebError> {
     let now = OffsetDateTime::now_utc();
-    let record = registry.revoke(&serial, now, reason).map_err(|e| match e {
-        RegistryError::NotFound(_) => {
-            WebError::new(ErrorCode::NotFound, format!("no certificate with serial {serial}"))
+    let compromise = reason == RevocationReason::KeyCompromise;
+    let (asked, newly) = match registry.revoke(&serial, now, reason) {
+        Ok(record) => (record, true),
+        Err(RegistryError::NotFound(_)) => {
+            return Err(WebError::new(ErrorCode::NotFound, format!("no certificate with serial {serial}")));
         }
-        RegistryError::WrongState { status, .. } => {
-            WebError::new(ErrorCode::NotRevocable, format!("certificate {serial} cannot be revoked: it is {status}"))
-        }
-        other => other.into(),
-    })?;
-    let mut revoked = vec![record.clone()];
-    if reason == RevocationReason::KeyCompromise {
-        // Blocked first: no issuance for the key can slip in between.
-        if registry.block_key(&record.key_sha256, &serial, now)? {
-            audit.record(
-                "key.blocked",
-                serde_json::json!({ "by": by.name(), "key_sha256": pki::encoding::hex(&record.key_sha256), "serial": serial }),
-            );
-        }
-        for other in registry.by_key(&record.key_sha256)? {
-            if other.serial == serial || other.state != pki::registry::State::Issued {
-                continue;
+        Err(RegistryError::WrongState { status, .. }) => match registry.get(&serial)? {
+            // Only the operator reports a compromise of a certificate revoked before.
+            Some(record)
+                if compromise
+                    && matches!(by, Actor::Operator)
+                    && matches!(record.state, pki::registry::State::Revoked { .. }) =>
+            {
+                (record, false)
             }
-            match registry.revoke(&other.serial, now, reason) {
-                Ok(r) => revoked.push(r),
-                Err(RegistryError::WrongState { .. }) => {} // revoked meanwhile
-                Err(e) => return Err(e.into()),
+            _ => {
+                return Err(WebError::new(
+                    ErrorCode::NotRevocable,
+                    format!("certificate {serial} cannot be revoked: it is {status}"),
+                ));
             }
-        }
+        },
+        Err(other) => return Err(other.into()),
+    };
+    let mut done = Revocation { asked, newly, others: Vec::new(), key_blocked: false };
+    let swept = if compromise { follow_the_key(registry, audit, by, &mut done, now) } else { Ok(()) };
+
+    let serials: Vec<Serial> = done.revoked().map(|r| r.serial).collect();
+    if !serials.is_empty() {
+        events.revoked(&serials);
     }
-    let serials: Vec<Serial> = revoked.iter().map(|r| r.serial).collect();
-    events.revoked(&serials);
-    for r in &revoked {
+    for r in done.revoked() {
         tracing::info!(by = by.name(), serial = %r.serial, reason = reason.name(), account = %r.account, "certificate revoked");
         audit.record(
             "certificate.revoked",
             serde_json::json!({ "by": by.name(), "serial": r.serial, "account": r.account, "reason": reason.name() }),
         );
     }
-    Ok(revoked)
+    swept.map(|()| done)
+}
+
+/// Blocks the key of `done.asked` and revokes every other issued certificate with it.
+fn follow_the_key(
+    registry: &dyn Registry,
+    audit: &dyn Audit,
+    by: Actor<'_>,
+    done: &mut Revocation,
+    now: OffsetDateTime,
+) -> Result<(), WebError> {
+    let (key, serial) = (done.asked.key_sha256, done.asked.serial);
+    // Blocked first: no issuance for the key can slip in between.
+    if registry.block_key(&key, &serial, now)? {
+        done.key_blocked = true;
+        audit.record(
+            "key.blocked",
+            serde_json::json!({ "by": by.name(), "key_sha256": pki::encoding::hex(&key), "serial": serial }),
+        );
+    }
+    for other in registry.by_key(&key)? {
+        if other.serial == serial || other.state != pki::registry::State::Issued {
+            continue;
+        }
+        match registry.revoke(&other.serial, now, RevocationReason::KeyCompromise) {
+            Ok(r) => done.others.push(r),
+            Err(RegistryError::WrongState { .. }) => {} // revoked meanwhile
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Revokes `serial` for `account` (its own certificate, or, for a master, one of its general
@@ -131,11 +184,11 @@ async fn revoke_from_web(
         return Err(e.into());
     }
     let (state, account) = (state.clone(), account.clone());
-    let revoked = blocking(move || {
+    let done = blocking(move || {
         revoke(state.registry.as_ref(), state.audit.as_ref(), state.as_ref(), Actor::User(&account), serial, reason)
     })
     .await??;
-    revoked.into_iter().next().ok_or_else(|| WebError::internal("revocation", "nothing revoked"))
+    Ok(done.asked)
 }
 
 /// `POST /api/v1/certificates/{serial}/revoke` body.

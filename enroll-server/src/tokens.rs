@@ -33,6 +33,9 @@ pub enum TicketState {
     Issued(Serial),
     /// The browser reported the certificate installed (downloaded).
     Installed(Serial),
+    /// Used up without a certificate to show: the issuance failed after the CA may have
+    /// signed, or the request was cut off. The user starts again (a new ticket).
+    Spent,
 }
 
 /// A single-use enrollment ticket.
@@ -88,19 +91,9 @@ impl Tickets {
         (token, ticket)
     }
 
-    /// Looks a ticket up without changing it.
-    pub fn get(&self, token: &str) -> Result<Ticket, TicketError> {
-        let map = lock(&self.map);
-        let ticket = map.get(token).ok_or(TicketError::Unknown)?;
-        if ticket.expires <= Instant::now() && ticket.state == TicketState::Preprocessed {
-            return Err(TicketError::Expired);
-        }
-        Ok(ticket.clone())
-    }
-
     /// Claims a pre-processed ticket for issuance; only one caller can, and only while no other
     /// ticket of the same account is being issued.
-    pub fn begin_issue(&self, token: &str) -> Result<Ticket, TicketError> {
+    fn begin_issue(&self, token: &str) -> Result<Ticket, TicketError> {
         let mut map = lock(&self.map);
         let ticket = map.get(token).ok_or(TicketError::Unknown)?;
         if ticket.state != TicketState::Preprocessed {
@@ -118,15 +111,18 @@ impl Tickets {
         Ok(ticket.clone())
     }
 
-    /// Ends an issuance: `Some(serial)` on success, `None` to let the ticket be used again
-    /// (the CSR was refused; nothing was issued).
-    pub fn finish_issue(&self, token: &str, serial: Option<Serial>) {
+    fn set(&self, token: &str, state: TicketState) {
         if let Some(ticket) = lock(&self.map).get_mut(token) {
-            ticket.state = match serial {
-                Some(serial) => TicketState::Issued(serial),
-                None => TicketState::Preprocessed,
-            };
+            ticket.state = state;
         }
+    }
+
+    /// [`Tickets::begin_issue`], as a claim that ends the issuance whatever happens: unless
+    /// told otherwise, dropping it (an error, a request cut off midway) leaves the ticket spent,
+    /// never stuck in issuance and never open for a second certificate.
+    pub fn claim<'a>(&'a self, token: &'a str) -> Result<IssueClaim<'a>, TicketError> {
+        let ticket = self.begin_issue(token)?;
+        Ok(IssueClaim { tickets: self, token, ticket, ended: false })
     }
 
     /// Records that the browser saved the certificate.
@@ -139,6 +135,43 @@ impl Tickets {
                 Ok(serial)
             }
             _ => Err(TicketError::Used),
+        }
+    }
+}
+
+/// A ticket being issued; see [`Tickets::claim`].
+#[derive(Debug)]
+pub struct IssueClaim<'a> {
+    tickets: &'a Tickets,
+    token: &'a str,
+    ticket: Ticket,
+    ended: bool,
+}
+
+impl IssueClaim<'_> {
+    /// The ticket, as claimed.
+    pub fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    /// The certificate was issued.
+    pub fn issued(mut self, serial: Serial) {
+        self.tickets.set(self.token, TicketState::Issued(serial));
+        self.ended = true;
+    }
+
+    /// Nothing was issued (the CSR was refused, the CA was unreachable): the ticket may be
+    /// used again.
+    pub fn reopen(mut self) {
+        self.tickets.set(self.token, TicketState::Preprocessed);
+        self.ended = true;
+    }
+}
+
+impl Drop for IssueClaim<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.tickets.set(self.token, TicketState::Spent);
         }
     }
 }
@@ -232,16 +265,31 @@ mod tests {
     fn tickets_are_single_use() {
         let tickets = Tickets::default();
         let (token, _) = tickets.create("alice", Duration::from_secs(60));
-        assert!(tickets.begin_issue(&token).is_ok());
-        assert_eq!(tickets.begin_issue(&token).map(|_| ()), Err(TicketError::Used), "in progress");
-        tickets.finish_issue(&token, None);
-        assert!(tickets.begin_issue(&token).is_ok(), "a refused CSR frees the ticket");
+        let claim = tickets.claim(&token).expect("claim");
+        assert_eq!(claim.ticket().login_id, "alice");
+        assert_eq!(tickets.claim(&token).map(drop), Err(TicketError::Used), "in progress");
+        claim.reopen();
+        let claim = tickets.claim(&token).expect("a refused CSR frees the ticket");
         let serial = Serial::from_random([1; 16]).expect("serial");
-        tickets.finish_issue(&token, Some(serial));
-        assert_eq!(tickets.begin_issue(&token).map(|_| ()), Err(TicketError::Used));
-        assert_eq!(tickets.begin_issue("nope").map(|_| ()), Err(TicketError::Unknown));
+        claim.issued(serial);
+        assert_eq!(tickets.claim(&token).map(drop), Err(TicketError::Used));
+        assert_eq!(tickets.mark_installed(&token), Ok(serial));
+        assert_eq!(tickets.claim("nope").map(drop), Err(TicketError::Unknown));
         let (short, _) = tickets.create("bob", Duration::ZERO);
-        assert_eq!(tickets.begin_issue(&short).map(|_| ()), Err(TicketError::Expired));
+        assert_eq!(tickets.claim(&short).map(drop), Err(TicketError::Expired));
+    }
+
+    #[test]
+    fn a_claim_dropped_midway_spends_the_ticket_and_frees_the_account() {
+        let tickets = Tickets::default();
+        let (first, _) = tickets.create("erin", Duration::from_secs(60));
+        let (second, _) = tickets.create("erin", Duration::from_secs(60));
+        let claim = tickets.claim(&first).expect("claim");
+        assert_eq!(tickets.claim(&second).map(drop), Err(TicketError::Busy));
+        drop(claim); // the request was cut off, or failed after the CA may have signed
+        assert_eq!(tickets.claim(&first).map(drop), Err(TicketError::Used), "never a second certificate");
+        assert_eq!(tickets.mark_installed(&first), Err(TicketError::Used), "nothing to install");
+        assert!(tickets.claim(&second).is_ok(), "the account is not stuck");
     }
 
     #[test]
@@ -250,11 +298,11 @@ mod tests {
         let (first, _) = tickets.create("carol", Duration::from_secs(60));
         let (second, _) = tickets.create("carol", Duration::from_secs(60));
         let (other, _) = tickets.create("dave", Duration::from_secs(60));
-        assert!(tickets.begin_issue(&first).is_ok());
-        assert_eq!(tickets.begin_issue(&second).map(|_| ()), Err(TicketError::Busy));
-        assert!(tickets.begin_issue(&other).is_ok(), "another account is not held up");
-        tickets.finish_issue(&first, None);
-        assert!(tickets.begin_issue(&second).is_ok(), "free again once the first is done");
+        let claim = tickets.claim(&first).expect("claim");
+        assert_eq!(tickets.claim(&second).map(drop), Err(TicketError::Busy));
+        assert!(tickets.claim(&other).is_ok(), "another account is not held up");
+        claim.reopen();
+        assert!(tickets.claim(&second).is_ok(), "free again once the first is done");
     }
 
     #[test]

@@ -18,17 +18,25 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
     let reason: RevocationReason = args.reason.parse()?;
     let dir = DataDir::new(&args.data_dir.data_dir);
     let needs = Needs { registry: true, ..Needs::default() };
-    let revoked = match admin(&dir, AdminRequest::Revoke { serial, reason }, needs, None)? {
-        AdminReply::Certificates { certificates } if !certificates.is_empty() => certificates,
+    let done = match admin(&dir, AdminRequest::Revoke { serial, reason }, needs, None)? {
+        AdminReply::Revoked { revocation } => revocation,
         other => return Err(unexpected(other)),
     };
-    for record in &revoked {
+    if !done.newly {
+        let before = match done.asked.state {
+            State::Revoked { reason, .. } => format!(", reason {reason}"),
+            _ => String::new(),
+        };
+        println!("{} was revoked before (account {:?}{before}); its key is acted on now.", serial, done.asked.account);
+    }
+    for record in done.revoked() {
         println!("Revoked {} (account {:?}, reason {reason}).", record.serial, record.account);
     }
     if reason == RevocationReason::KeyCompromise {
         println!(
-            "The key is blocked for any future certificate{}.",
-            if revoked.len() > 1 { "; every certificate with it is revoked" } else { "" }
+            "The key is {} for any future certificate{}.",
+            if done.key_blocked { "blocked" } else { "already blocked" },
+            if done.others.is_empty() { "" } else { "; every certificate with it is revoked" }
         );
     }
     println!("A running `inkan serve` publishes a CRL listing it within seconds (and OCSP answers revoked at once);");
