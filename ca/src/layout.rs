@@ -148,7 +148,7 @@ impl DataDir {
 
     /// The root's pre-signed OCSP answer about the issuing CA, served by the responder.
     pub fn ca_ocsp(&self) -> PathBuf {
-        self.crl_dir().join("ca-ocsp.der")
+        self.crl_dir().join(pki::published::CA_OCSP)
     }
 
     /// Where signed CRLs are published from.

@@ -250,8 +250,13 @@ fn read_frame(stream: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
     if len > MAX_FRAME {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
     }
-    let mut buf = vec![0u8; len];
-    stream.read_exact(&mut buf)?;
+    // Grown as bytes arrive, not allocated from the length alone: a peer that announces a large
+    // frame and sends little holds little memory.
+    let mut buf = Vec::with_capacity(len.min(64 << 10));
+    stream.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(buf))
 }
 

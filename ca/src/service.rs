@@ -135,11 +135,6 @@ impl CaService {
         })
     }
 
-    /// The registry it records into.
-    pub fn registry(&self) -> &Arc<dyn Registry> {
-        &self.registry
-    }
-
     fn sign(&self, order: &IssueOrder) -> Result<(Serial, Vec<u8>), IssueError> {
         match &self.link {
             SignerLink::Local(authority) => {
@@ -305,7 +300,7 @@ impl Issuer for CaService {
                 other => IssueError::Internal(other.to_string()),
             })?,
         };
-        publish_crl(&self.dir, "ca.crl", &der).map_err(|e| IssueError::Internal(e.to_string()))?;
+        publish_crl(&self.dir, pki::published::CA_CRL, &der).map_err(|e| IssueError::Internal(e.to_string()))?;
         let _ = self.audit.append("crl.published", serde_json::json!({ "entries": entries.len() }));
         Ok(der)
     }

@@ -130,6 +130,11 @@ impl Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+        // The monitor sees `stopping` within a step of its sleep (or after a spawn under way),
+        // so no child is started after this.
+        if let Some(monitor) = self.monitor.take() {
+            let _ = monitor.join();
+        }
         if let Some(mut child) = self.inner.child.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -137,12 +142,30 @@ impl Drop for Supervised {
     }
 }
 
+/// A child that stays up this long is healthy again: its next restart waits the shortest time.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// Sleeps `total` in short steps; false as soon as `inner` is being stopped.
+fn sleep_unless_stopping(inner: &Inner, total: Duration) -> bool {
+    let until = Instant::now() + total;
+    loop {
+        if inner.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 fn watch(inner: &Inner) {
     let name = inner.name;
     let mut backoff = Duration::from_millis(500);
+    let mut started = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(200));
-        if inner.stopping.load(Ordering::SeqCst) {
+        if !sleep_unless_stopping(inner, Duration::from_millis(200)) {
             return;
         }
         let exited = match inner.child.lock().unwrap_or_else(PoisonError::into_inner).as_mut().map(Child::try_wait) {
@@ -153,19 +176,72 @@ fn watch(inner: &Inner) {
         if inner.stopping.load(Ordering::SeqCst) {
             return;
         }
-        tracing::error!(%status, "the {name} exited; starting it again");
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-        if inner.stopping.load(Ordering::SeqCst) {
+        // A child that dies soon after each start waits longer and longer (to 30 s) before the
+        // next; one that ran a while starts again quickly.
+        if started.elapsed() >= HEALTHY_AFTER {
+            backoff = Duration::from_millis(500);
+        }
+        tracing::error!(%status, "the {name} exited; starting it again in {backoff:?}");
+        if !sleep_unless_stopping(inner, backoff) {
             return;
         }
-        match (inner.spawn)() {
-            Ok(new) => {
-                tracing::info!(pid = new.id(), "the {name} is back");
-                backoff = Duration::from_millis(500);
-                *inner.child.lock().unwrap_or_else(PoisonError::into_inner) = Some(new);
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        loop {
+            match (inner.spawn)() {
+                Ok(mut new) => {
+                    let mut child = inner.child.lock().unwrap_or_else(PoisonError::into_inner);
+                    if inner.stopping.load(Ordering::SeqCst) {
+                        // Stopped while it was starting: it does not outlive the supervisor.
+                        let _ = new.kill();
+                        let _ = new.wait();
+                        return;
+                    }
+                    tracing::info!(pid = new.id(), "the {name} is back");
+                    *child = Some(new);
+                    started = Instant::now();
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "restarting the {name} failed; trying again in {backoff:?}");
+                    if !sleep_unless_stopping(inner, backoff) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
             }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "restarting the {name} failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A child that dies at once is started again after 0.5 s, 1 s, 2 s, ...: not reset to
+    /// the shortest wait each time. Stopping does not wait out a backoff, and no child is left.
+    #[test]
+    fn a_child_that_keeps_dying_backs_off_and_stop_is_prompt() {
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let count = spawned.clone();
+        let supervised = Supervised::start(
+            "test child",
+            Box::new(move || {
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok(Command::new("true").stdin(Stdio::piped()).spawn()?)
+            }),
+        )
+        .expect("start");
+        // Starts at about 0, 0.7, 1.9, 4.1 s (0.2 s watch step plus the backoff).
+        std::thread::sleep(Duration::from_millis(4600));
+        let starts = spawned.load(Ordering::SeqCst);
+        assert!((3..=5).contains(&starts), "{starts} starts in 4.6 s: the backoff grows");
+        // Now within a 4 s backoff: stop returns at once.
+        let asked = Instant::now();
+        supervised.stop(Stop::CloseStdin, Duration::from_secs(1));
+        assert!(asked.elapsed() < Duration::from_millis(600), "stop waited {:?}", asked.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(spawned.load(Ordering::SeqCst), starts, "nothing is started after stop");
     }
 }

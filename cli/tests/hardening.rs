@@ -113,51 +113,58 @@ fn csrf_tokens_cannot_be_chosen_and_other_sites_are_refused() {
     server.stop();
 }
 
-/// Eight tickets of one account sent at once: one issuance at a time, the others told so; the
-/// account ends with one valid certificate.
+/// Eight tickets of one account sent at once while the signer is held: exactly one issuance is
+/// in flight, the seven others are told so at once; released, the one is issued and the account
+/// ends with one valid certificate.
 #[test]
 fn one_issuance_in_flight_per_account() {
     let ca = TestCa::with_rate_limit(1000);
     ca.configure(&[("renewal_window_days = 30", "renewal_window_days = 400")]);
     ca.add_user("pete", "master", None);
     let server = Service::watched(&ca, &[]);
+    let signer = server.signer_pid.expect("serve printed its signer's pid");
     let csr = read(&p256_csr(ca.work(), "pete"));
     let tickets: Vec<String> = (0..8).map(|_| server.ticket("pete")).collect();
     let body = ca.work().join("pete.json");
     common::write(&body, json!({ "csr_pem": csr }).to_string());
+    // Held: whichever request claims its ticket first waits on the signer meanwhile.
+    common::kill("STOP", signer);
+    let (tx, answers) = std::sync::mpsc::channel::<(u16, String)>();
     let answers: Vec<(u16, String)> = std::thread::scope(|s| {
-        let runs: Vec<_> = tickets
-            .iter()
-            .map(|ticket| {
-                let (url, body) = (server.public_url(&format!("/api/v1/enrollments/{ticket}/csr")), body.clone());
-                let root = ca.root_crt();
-                s.spawn(move || {
-                    let out = std::process::Command::new("curl")
-                        .args(["-sS", "--max-time", "30", "--cacert", common::s(&root), "-w", "\n%{http_code}"])
-                        .args(["-H", "content-type: application/json", "--data-binary"])
-                        .arg(format!("@{}", common::s(&body)))
-                        .arg(url)
-                        .output()
-                        .expect("curl");
-                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-                    (code.trim().parse().unwrap_or(0), body.to_owned())
-                })
-            })
-            .collect();
-        runs.into_iter().map(|r| r.join().expect("curl thread")).collect()
+        for ticket in &tickets {
+            let (url, body) = (server.public_url(&format!("/api/v1/enrollments/{ticket}/csr")), body.clone());
+            let (root, tx) = (ca.root_crt(), tx.clone());
+            s.spawn(move || {
+                let out = std::process::Command::new("curl")
+                    .args(["-sS", "--max-time", "60", "--cacert", common::s(&root), "-w", "\n%{http_code}"])
+                    .args(["-H", "content-type: application/json", "--data-binary"])
+                    .arg(format!("@{}", common::s(&body)))
+                    .arg(url)
+                    .output()
+                    .expect("curl");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+                let _ = tx.send((code.trim().parse().unwrap_or(0), body.to_owned()));
+            });
+        }
+        let wait = std::time::Duration::from_secs(30);
+        let mut got: Vec<(u16, String)> = (0..7).filter_map(|_| answers.recv_timeout(wait).ok()).collect();
+        common::kill("CONT", signer);
+        got.extend(answers.recv_timeout(wait).ok());
+        got
     });
-    let issued = answers.iter().filter(|(status, _)| *status == 201).count();
     let busy = answers.iter().filter(|(status, body)| *status == 409 && body.contains("issuance_in_progress")).count();
-    assert!(issued >= 1, "{answers:?}");
-    assert_eq!(issued + busy, 8, "every answer is a certificate or issuance_in_progress: {answers:?}");
-    eprintln!("8 tickets at once: {issued} issued, {busy} told to wait");
+    assert_eq!(busy, 7, "seven answered at once while one waited on the signer: {answers:?}");
+    assert_eq!(answers.len(), 8, "{answers:?}");
+    assert_eq!(answers[7].0, 201, "the one in flight was issued once released: {answers:?}");
     let valid = ca.list(&["--account", "pete"]).iter().filter(|c| c["status"] == "valid").count();
     server.stop();
     assert_eq!(valid, 1);
 }
 
-/// Every file the stores hold is the operator's alone: files 0600, folders 0700.
+/// Every secret and every store is the operator's alone: private keys and the files of the
+/// stores 0600, every folder of the data directory 0700 (certificates, CRLs and the
+/// configuration are public).
 #[test]
 fn the_stores_are_private() {
     let ca = TestCa::with_rate_limit(1000);
@@ -165,22 +172,32 @@ fn the_stores_are_private() {
     let server = Service::watched(&ca, &[]);
     server.acquire("quin", "quin");
     server.stop();
-    fn walk(path: &Path, out: &mut Vec<(String, u32)>) {
-        let mode = std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
-        out.push((path.display().to_string(), mode));
-        if path.is_dir() {
+    fn walk(path: &Path, out: &mut Vec<(std::path::PathBuf, u32, bool)>) {
+        let meta = std::fs::symlink_metadata(path).expect("metadata");
+        out.push((path.to_owned(), meta.permissions().mode() & 0o777, meta.is_dir()));
+        if meta.is_dir() {
             for entry in std::fs::read_dir(path).expect("read_dir") {
                 walk(&entry.expect("entry").path(), out);
             }
         }
     }
     let mut modes = Vec::new();
-    for store in ["db", "web", "signer", "audit"] {
-        walk(&ca.file(store), &mut modes);
-    }
-    let open: Vec<_> = modes.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
+    walk(&ca.data, &mut modes);
+    let stores = ["db", "web", "signer", "audit"].map(|store| ca.file(store));
+    let private = |path: &Path| {
+        path.extension().is_some_and(|e| e == "key") || stores.iter().any(|store| path.starts_with(store))
+    };
+    let open: Vec<_> = modes
+        .iter()
+        .filter(|(path, mode, dir)| (*dir || private(path)) && mode & 0o077 != 0)
+        .map(|(path, mode, _)| format!("{} {mode:o}", path.display()))
+        .collect();
     assert!(open.is_empty(), "readable by others: {open:?}");
-    assert!(modes.len() > 6, "{modes:?}");
+    let keys: Vec<_> = modes.iter().filter(|(path, _, _)| path.extension().is_some_and(|e| e == "key")).collect();
+    for folder in ["root", "ca", "server", "ocsp"] {
+        assert!(keys.iter().any(|(path, _, _)| path.starts_with(ca.file(folder))), "no key in {folder}/: {keys:?}");
+    }
+    assert!(modes.iter().filter(|(path, _, _)| stores.iter().any(|s| path.starts_with(s))).count() > 6, "{modes:?}");
 }
 
 /// The real pages still work in a browser is the browser test's part; here the page form

@@ -36,8 +36,6 @@ fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T
     }
 }
 
-/// A time as openssl prints it (`Jan  5 12:00:00 2026 GMT`).
-#[track_caller]
 /// The number of CRLs signed once it has stopped moving: the same in two reads a coalescing
 /// period (0.5 s) and more apart, so no CRL is still being made.
 fn crl_count_settled(service: &Service) -> u64 {
@@ -51,6 +49,8 @@ fn crl_count_settled(service: &Service) -> u64 {
     })
 }
 
+/// A time as openssl prints it (`Jan  5 12:00:00 2026 GMT`).
+#[track_caller]
 fn openssl_time(text: &str) -> OffsetDateTime {
     let format = format_description!("[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT");
     PrimitiveDateTime::parse(text.trim(), format).unwrap_or_else(|e| panic!("{text:?}: {e}")).assume_utc()

@@ -221,10 +221,16 @@ impl Accounts {
     }
 
     /// Checks a login ID and password. Wrong passwords count towards the lockout; a right
-    /// one resets the count. Unknown IDs cost the same time as wrong passwords.
+    /// one resets the count. Unknown IDs cost the same time as wrong passwords (an Argon2
+    /// verification and a durable write: they are counted too).
     pub fn authenticate(&self, login_id: &str, password: &Password) -> Result<Account, AccountError> {
-        let Some(account) = self.get(login_id)? else {
+        // The service's own names are no accounts to log in to.
+        let account =
+            if login_id.to_ascii_lowercase().starts_with(RESERVED_PREFIX) { None } else { self.get(login_id)? };
+        let Some(account) = account else {
+            // The same work as a wrong password: a verification and a durable write.
             let _ = verify(password, &self.dummy_hash);
+            self.store.count_unknown_login()?;
             return Err(AccountError::InvalidCredentials);
         };
         let right = verify(password, &account.password_hash);
@@ -237,6 +243,10 @@ impl Accounts {
                 was_locked = a.locked;
                 newly_locked = false;
                 if a.locked || !a.active {
+                    // Counted still: the same durable write as for any wrong password.
+                    if !right {
+                        a.failed_attempts = a.failed_attempts.saturating_add(1);
+                    }
                     return;
                 }
                 if right {
@@ -266,6 +276,11 @@ impl Accounts {
             return Err(AccountError::Inactive);
         }
         Ok(account)
+    }
+
+    /// How many failed logins with IDs no account has were counted.
+    pub fn unknown_logins(&self) -> Result<u64, AccountError> {
+        Ok(self.store.unknown_logins()?)
     }
 
     /// Unlocks an account and clears its failure count.
@@ -341,6 +356,7 @@ mod tests {
 
         let wrong = Password::new("wrong password".into());
         assert_eq!(accounts.authenticate("nobody", &pw).map(|_| ()), Err(AccountError::InvalidCredentials));
+        assert_eq!(accounts.unknown_logins().expect("count"), 1);
         assert_eq!(accounts.authenticate("clerk", &wrong).map(|_| ()), Err(AccountError::InvalidCredentials));
         assert!(accounts.authenticate("clerk", &pw).is_ok(), "a right password resets the count");
         for _ in 0..2 {
@@ -348,8 +364,14 @@ mod tests {
         }
         assert_eq!(accounts.authenticate("clerk", &wrong).map(|_| ()), Err(AccountError::WrongPasswordLocked));
         assert!(matches!(accounts.authenticate("clerk", &pw), Err(AccountError::Locked { .. })), "locked stays locked");
-        // A wrong password to a locked account is answered as to an unknown ID (issue 11).
+        // A wrong password to a locked account is answered as to an unknown ID (issue 11), and
+        // makes the same durable write: it is counted, as unknown IDs are.
+        let before = accounts.get("clerk").expect("get").expect("exists").failed_attempts;
         assert_eq!(accounts.authenticate("clerk", &wrong).map(|_| ()), Err(AccountError::InvalidCredentials));
+        assert_eq!(accounts.get("clerk").expect("get").expect("exists").failed_attempts, before + 1);
+        let unknown = accounts.unknown_logins().expect("count");
+        assert_eq!(accounts.authenticate("nobody-else", &wrong).map(|_| ()), Err(AccountError::InvalidCredentials));
+        assert_eq!(accounts.unknown_logins().expect("count"), unknown + 1, "an unknown ID is counted");
         drop(accounts);
         let accounts = store(dir.path());
         assert!(accounts.get("clerk").expect("get").expect("exists").locked, "lock survives reopening");

@@ -42,8 +42,6 @@ pub struct Metrics {
     pub crl_requests: [AtomicU64; 2],
     /// OCSP answers by kind: good, revoked, unknown, malformed, unauthorized, other errors.
     pub ocsp: [AtomicU64; 6],
-    /// OCSP answers the signer signed for this service (the rest came from the cache).
-    pub ocsp_signed: AtomicU64,
     /// Expiry notices delivered.
     pub notices_sent: AtomicU64,
     /// Failed webhook attempts.

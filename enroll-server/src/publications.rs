@@ -63,9 +63,9 @@ fn next_update(
 pub fn read(crl_dir: &Path) -> Vec<Publication> {
     let crl = |der: &[u8]| pki::crl::validity(der);
     let ocsp = |der: &[u8]| pki::ocsp::response_validity(der);
-    let root_crl = crl_dir.join("root.crl");
-    let ca_ocsp = crl_dir.join("ca-ocsp.der");
-    let ca_crl = crl_dir.join("ca.crl");
+    let root_crl = crl_dir.join(pki::published::ROOT_CRL);
+    let ca_ocsp = crl_dir.join(pki::published::CA_OCSP);
+    let ca_crl = crl_dir.join(pki::published::CA_CRL);
     vec![
         Publication {
             key: "root_crl",

@@ -142,6 +142,14 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "OCSP answers the signer signed for this service (the rest were served from the cache).",
         &[(String::new(), state.ocsp.signed_count())],
     );
+    if let Ok(unknown) = state.accounts.unknown_logins() {
+        family(
+            "inkan_login_unknown_id_total",
+            "counter",
+            "Failed logins with an ID no account has (wrong passwords count on the accounts).",
+            &[(String::new(), unknown)],
+        );
+    }
     let now = OffsetDateTime::now_utc();
     let left: Vec<(String, u64)> = crate::publications::read(&state.settings.crl_dir)
         .iter()
@@ -264,12 +272,12 @@ pub async fn root_certificate(State(state): State<Shared>) -> Response {
 
 /// `GET /crl/ca.crl`: the issuing CA's CRL.
 pub async fn ca_crl(State(state): State<Shared>) -> Response {
-    crl_file(&state, "ca.crl", 0).await
+    crl_file(&state, pki::published::CA_CRL, 0).await
 }
 
 /// `GET /crl/root.crl`: the root's CRL.
 pub async fn root_crl(State(state): State<Shared>) -> Response {
-    crl_file(&state, "root.crl", 1).await
+    crl_file(&state, pki::published::ROOT_CRL, 1).await
 }
 
 /// Anything else on the plain-HTTP listener.

@@ -80,7 +80,7 @@ pub struct Parts {
 impl AppState {
     /// The state of a service made of `parts`.
     pub fn new(parts: Parts) -> Result<Self, pki::Error> {
-        let root_answer = parts.settings.crl_dir.join("ca-ocsp.der");
+        let root_answer = parts.settings.crl_dir.join(pki::published::CA_OCSP);
         let ocsp = OcspCache::new(parts.issuer.ca_certificate(), parts.issuer.root_certificate(), &root_answer)?;
         Ok(Self {
             limiter: RateLimiter::new(parts.settings.rate_limit_per_minute),

@@ -15,7 +15,7 @@ pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     // Without a working system RNG no token is safe to hand out.
     aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| std::process::abort());
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    pki::encoding::hex(&bytes)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -27,6 +27,7 @@ pub mod key;
 mod lint;
 pub mod ocsp;
 pub mod profile;
+pub mod published;
 pub mod registry;
 pub mod request;
 pub mod serial;

@@ -25,7 +25,7 @@ pub fn ca_crl(args: &CrlArgs) -> anyhow::Result<()> {
     }
     eprintln!(
         "Signed the issuing CA's CRL ({entries} revoked certificate(s)); published as {}",
-        dir.crl_dir().join("ca.crl").display()
+        dir.crl_dir().join(pki::published::CA_CRL).display()
     );
     Ok(())
 }
@@ -59,7 +59,7 @@ pub fn root_crl(args: &RootSignCrlArgs) -> anyhow::Result<()> {
 pub fn publish_root(dir: &DataDir, passphrase: &ca::Passphrase, days: u32) -> anyhow::Result<RootPublications> {
     let validity = Duration::days(i64::from(days));
     let published = ca::ceremony::sign_root_publications(dir, passphrase, OffsetDateTime::now_utc(), validity)?;
-    publish_crl(dir, "root.crl", &published.crl)?;
-    publish_crl(dir, "ca-ocsp.der", &published.ca_ocsp)?;
+    publish_crl(dir, pki::published::ROOT_CRL, &published.crl)?;
+    publish_crl(dir, pki::published::CA_OCSP, &published.ca_ocsp)?;
     Ok(published)
 }

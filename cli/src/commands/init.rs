@@ -89,7 +89,7 @@ pub fn create(
     println!("  service TLS {} for {}", dir.server_cert().display(), args.server_names.join(", "));
     println!(
         "  root CRL    {} and {}, valid {} days",
-        dir.crl_dir().join("root.crl").display(),
+        dir.crl_dir().join(pki::published::ROOT_CRL).display(),
         dir.ca_ocsp().display(),
         args.root_crl_days
     );

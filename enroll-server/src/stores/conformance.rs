@@ -56,11 +56,24 @@ pub fn accounts(open: &dyn Fn() -> Arc<dyn AccountStore>) {
             }
         });
         assert_eq!(store.get("conf-b").expect("get").expect("exists").failed_attempts, 200);
+
+        assert_eq!(store.unknown_logins().expect("count"), 0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        store.count_unknown_login().expect("count");
+                    }
+                });
+            }
+        });
+        assert_eq!(store.count_unknown_login().expect("count"), 21, "no count is lost");
     }
     let store = open();
     assert!(store.get("conf-a").expect("get").expect("kept").locked, "changes survive reopening");
     assert_eq!(store.get("conf-b").expect("get").expect("kept").failed_attempts, 200);
     assert_eq!(store.list().expect("list").len(), 4);
+    assert_eq!(store.unknown_logins().expect("count"), 21, "the count survives reopening");
 }
 
 /// Notices: nothing recorded, then the latest threshold recorded per certificate, after

@@ -97,6 +97,14 @@ pub trait AccountStore: Send + Sync {
     /// `None` when there is no such account. `change` may run more than once (when another
     /// writer got there first), so it must depend on the account alone.
     fn update(&self, login_id: &str, change: &mut dyn FnMut(&mut Account)) -> Result<Option<Account>, StoreError>;
+
+    /// Counts, durably, one failed login with an ID no account has, and returns the count. It
+    /// is the write a wrong password makes to an account's count, made for unknown IDs so that
+    /// both take the same time.
+    fn count_unknown_login(&self) -> Result<u64, StoreError>;
+
+    /// How many failed logins with unknown IDs were counted.
+    fn unknown_logins(&self) -> Result<u64, StoreError>;
 }
 
 /// Which expiry notices were delivered: per certificate, the nearest threshold (in days)

@@ -1,5 +1,6 @@
 //! The stores on sled, in one database directory (`DATA_DIR/web`): tree `accounts` (login ID →
-//! JSON) and tree `notices` (serial → threshold, big-endian). sled allows one process per
+//! JSON), tree `notices` (serial → threshold, big-endian) and tree `counters` (name → u64,
+//! big-endian). sled allows one process per
 //! directory, which is why operator commands reach a running service through its admin socket.
 
 use std::path::Path;
@@ -15,6 +16,7 @@ pub struct SledStores {
     db: sled::Db,
     accounts: sled::Tree,
     notices: sled::Tree,
+    counters: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStores {
@@ -34,7 +36,8 @@ impl SledStores {
             sled::Config::new().path(dir).open().map_err(|e| StoreError(format!("opening {}: {e}", dir.display())))?;
         let accounts = db.open_tree("accounts").map_err(err)?;
         let notices = db.open_tree("notices").map_err(err)?;
-        Ok(Self { db, accounts, notices })
+        let counters = db.open_tree("counters").map_err(err)?;
+        Ok(Self { db, accounts, notices, counters })
     }
 
     /// The account store.
@@ -93,6 +96,31 @@ impl AccountStore for SledStores {
                 Err(_) => continue, // another writer changed it first: apply the change again
             }
         }
+    }
+
+    fn count_unknown_login(&self) -> Result<u64, StoreError> {
+        let next = self
+            .counters
+            .update_and_fetch(UNKNOWN_LOGINS, |old| Some(counter(old).saturating_add(1).to_be_bytes().to_vec()))
+            .map_err(err)?;
+        self.flush()?;
+        Ok(counter(next.as_deref()))
+    }
+
+    fn unknown_logins(&self) -> Result<u64, StoreError> {
+        self.unknown_logins_now()
+    }
+}
+
+const UNKNOWN_LOGINS: &[u8] = b"unknown_logins";
+
+fn counter(value: Option<&[u8]>) -> u64 {
+    value.and_then(|v| <[u8; 8]>::try_from(v).ok()).map_or(0, u64::from_be_bytes)
+}
+
+impl SledStores {
+    fn unknown_logins_now(&self) -> Result<u64, StoreError> {
+        Ok(counter(self.counters.get(UNKNOWN_LOGINS).map_err(err)?.as_deref()))
     }
 }
 
