@@ -198,7 +198,7 @@ impl CertificateAuthority {
 pub(crate) fn random_serial() -> Result<Serial, Error> {
     for _ in 0..SERIAL_ATTEMPTS {
         let mut bytes = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::SerialExhausted)?;
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::NoRandomness)?;
         if let Some(serial) = Serial::from_random(bytes) {
             return Ok(serial);
         }

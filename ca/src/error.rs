@@ -84,6 +84,9 @@ pub enum Error {
     /// Could not draw a fresh serial after several attempts (a broken random source).
     #[error("could not draw an unused serial number")]
     SerialExhausted,
+    /// The system's random source failed.
+    #[error("the system's random source failed")]
+    NoRandomness,
 }
 
 impl Error {

@@ -88,7 +88,7 @@ fn files(dir: &DataDir) -> CredentialFiles {
 
 fn issue_for(authority: &CertificateAuthority, csr: Vec<u8>) -> Result<Vec<u8>, Error> {
     let mut request_id = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut request_id).map_err(|_| Error::SerialExhausted)?;
+    aws_lc_rs::rand::fill(&mut request_id).map_err(|_| Error::NoRandomness)?;
     let request = IssueRequest {
         csr: &csr,
         account: OCSP_ACCOUNT,

@@ -201,7 +201,7 @@ impl CaService {
         let mut issued_serial = None;
         let (credential, made) = credential::ensure(&files, &self.ca_der, OffsetDateTime::now_utc(), |csr_der| {
             let mut request_id = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut request_id).map_err(|_| Error::SerialExhausted)?;
+            aws_lc_rs::rand::fill(&mut request_id).map_err(|_| Error::NoRandomness)?;
             let order = IssueOrder {
                 csr_der,
                 account: SERVER_ACCOUNT.into(),
@@ -295,10 +295,7 @@ impl Issuer for CaService {
             SignerLink::Local(authority) => authority
                 .sign_crl_for(&entries, now, self.crl_validity)
                 .map_err(|e| IssueError::Internal(e.to_string()))?,
-            SignerLink::Remote(client) => client.sign_crl(&entries, self.crl_validity).map_err(|e| match e {
-                RemoteError::Unavailable { .. } => IssueError::Unavailable(e.to_string()),
-                other => IssueError::Internal(other.to_string()),
-            })?,
+            SignerLink::Remote(client) => client.sign_crl(&entries, self.crl_validity).map_err(remote_error)?,
         };
         publish_crl(&self.dir, pki::published::CA_CRL, &der).map_err(|e| IssueError::Internal(e.to_string()))?;
         let _ = self.audit.append("crl.published", serde_json::json!({ "entries": entries.len() }));

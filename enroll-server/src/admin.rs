@@ -100,8 +100,14 @@ impl SecretString {
         Self(password.reveal().to_owned())
     }
 
-    fn into_password(self) -> Password {
-        Password::new(self.0)
+    fn into_password(mut self) -> Password {
+        Password::new(std::mem::take(&mut self.0))
+    }
+}
+
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
