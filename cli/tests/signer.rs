@@ -331,6 +331,32 @@ fn signer_protocol_spoken_directly() {
     let after = Wire::connect(&socket).call(&json!({ "v": 1, "op": "ca-info" }));
     assert_eq!(after["result"], "ca-info", "a new connection works: {after}");
 
+    // Eight connections that announce the largest frame allowed and send a few bytes of it:
+    // the signer's memory grows with what arrives, not with what is announced (8 x 512 MiB).
+    // Its address space grows by the connections' threads and their allocator arenas (about
+    // 64 MiB each), well under 2 GiB.
+    let vm_size = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", signer.pid)).expect("status");
+        let line = status.lines().find(|l| l.starts_with("VmSize:")).expect("VmSize").to_owned();
+        line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("kB")
+    };
+    let before = vm_size();
+    let announced: Vec<Wire> = (0..8)
+        .map(|_| {
+            let mut wire = Wire::connect(&socket);
+            wire.0.write_all(&(512u32 << 20).to_be_bytes()).expect("writing a length");
+            wire.0.write_all(b"{\"v\":1,").expect("writing a little");
+            wire
+        })
+        .collect();
+    // The signer answers another connection meanwhile, so it has read what was sent.
+    let meanwhile = Wire::connect(&socket).call(&json!({ "v": 1, "op": "ca-info" }));
+    assert_eq!(meanwhile["result"], "ca-info", "{meanwhile}");
+    std::thread::sleep(Duration::from_millis(200));
+    let grown = vm_size().saturating_sub(before);
+    assert!(grown < 2 * 1024 * 1024, "8 announced frames of 512 MiB grew the signer by {grown} kB of address space");
+    drop(announced);
+
     // CRLs: refused with a revocation in the future, an unknown reason, a 10 s validity.
     let serial = first["serial"].as_str().expect("serial").to_owned();
     let now = now_unix();
