@@ -4,7 +4,8 @@
 #   Debian packages: openssl, curl, util-linux (setsid), libnss3-tools (certutil, pk12util),
 #     nodejs + npm, chromium and a Japanese font (the browser test's screenshots), strace
 #     (the durability test counts the service's fsync calls), nginx-light (the relying party),
-#     afl++ (the fuzz targets, with cargo-afl from crates.io)
+#     afl++ (the fuzz targets, with cargo-afl from crates.io), strongswan-pki with
+#     libstrongswan-extra-plugins (strongSwan's EST client)
 #   pkilint: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
 #   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++)
+packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++ strongswan-pki libstrongswan-extra-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -128,6 +128,7 @@ fn start_inkan(dir: &Path, pass_file: &Path, durable: bool) -> Inkan {
     let mut cmd = inkan();
     cmd.args(["serve", "--data-dir", s(dir), "--ca-passphrase-file", s(pass_file)])
         .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--est-listen", "127.0.0.1:0"])
         .env_remove("INKAN_CA_PASSPHRASE")
         .env("INKAN_LOG", "warn")
         .stdout(Stdio::piped())

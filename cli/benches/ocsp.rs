@@ -192,6 +192,7 @@ fn bench() -> Result<(), String> {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_inkan"))
         .args(["serve", "--data-dir", s(&dir), "--ca-passphrase-file", s(&pass)])
         .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--est-listen", "127.0.0.1:0"])
         .env("INKAN_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -158,21 +158,32 @@ pub struct ListenArgs {
     /// Plain HTTP address for CA certificates and CRLs [default from inkan.toml: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<std::net::SocketAddr>,
+    /// EST HTTPS address [default from inkan.toml [est]: 127.0.0.1:8445].
+    #[arg(long, value_name = "ADDR")]
+    pub est_listen: Option<std::net::SocketAddr>,
 }
 
 impl ListenArgs {
     /// The same flags, for a child process.
     pub fn to_args(self) -> Vec<String> {
-        let flags =
-            [("--listen", self.listen), ("--login-listen", self.login_listen), ("--http-listen", self.http_listen)];
+        let flags = [
+            ("--listen", self.listen),
+            ("--login-listen", self.login_listen),
+            ("--http-listen", self.http_listen),
+            ("--est-listen", self.est_listen),
+        ];
         flags.into_iter().filter_map(|(flag, addr)| Some([flag.to_owned(), addr?.to_string()])).flatten().collect()
     }
 
-    /// Applies the addresses given to `server`.
-    pub fn apply(self, server: &mut crate::config::ServerSection) {
+    /// Applies the addresses given to `config`.
+    pub fn apply(self, config: &mut crate::config::Config) {
+        let server = &mut config.server;
         server.listen = self.listen.unwrap_or(server.listen);
         server.login_listen = self.login_listen.unwrap_or(server.login_listen);
         server.http_listen = self.http_listen.unwrap_or(server.http_listen);
+        if let Some(est) = self.est_listen {
+            config.est.listen = est.to_string();
+        }
     }
 }
 

@@ -27,6 +27,37 @@ pub struct Config {
     /// `[notify]`.
     #[serde(default)]
     pub notify: NotifySection,
+    /// `[est]`.
+    #[serde(default)]
+    pub est: EstSection,
+}
+
+/// `[est]`: enrollment for machines (RFC 7030).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstSection {
+    /// `ADDR:PORT`, or `"off"`.
+    pub listen: String,
+    /// Label → profile (`client`).
+    pub labels: std::collections::BTreeMap<String, pki::Profile>,
+}
+
+impl Default for EstSection {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8445".into(), labels: Default::default() }
+    }
+}
+
+impl EstSection {
+    /// The listener's address; `None` when EST is off.
+    pub fn address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.listen.trim() {
+            "off" => Ok(None),
+            addr => {
+                addr.parse().map(Some).with_context(|| format!("[est] listen = {addr:?}: use ADDRESS:PORT, or \"off\""))
+            }
+        }
+    }
 }
 
 /// `[server]`: the enrollment service's listeners and names.
@@ -201,6 +232,21 @@ impl Config {
         if self.accounts.lockout_threshold == 0 {
             bail!("[accounts] lockout_threshold must be at least 1");
         }
+        self.est.address()?;
+        for (label, profile) in &self.est.labels {
+            let ok = !label.is_empty()
+                && label.len() <= 64
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                && !["cacerts", "csrattrs", "simpleenroll", "simplereenroll", "serverkeygen"].contains(&label.as_str());
+            if !ok {
+                bail!(
+                    "[est.labels] {label:?} is not a label: use letters, digits, '-' and '_', and no operation's name"
+                );
+            }
+            if *profile != pki::Profile::Client {
+                bail!("[est.labels] {label} = {:?}: EST issues under the client profile", profile.name());
+            }
+        }
         if self.ca.max_days > pki::profile::MAX_DAYS {
             bail!("[ca] max_days must be at most {}", pki::profile::MAX_DAYS);
         }
@@ -235,6 +281,11 @@ impl Config {
             listen: self.server.listen,
             login_listen: self.server.login_listen,
             http_listen: self.server.http_listen,
+            est: enroll_server::settings::EstSettings {
+                // Checked when the file was read.
+                listen: self.est.address().ok().flatten(),
+                labels: self.est.labels.clone(),
+            },
             crl_dir: dir.crl_dir(),
             admin_socket: dir.admin_socket(),
             enrollment: EnrollmentSettings {
@@ -387,6 +438,16 @@ session_idle_timeout_secs = 900
 thresholds_days = [30, 14, 7, 1]
 # How often certificates are checked, in seconds.
 scan_interval_secs = 3600
+
+[est]
+# EST (RFC 7030) for machines: HTTPS at /.well-known/est/ (cacerts, csrattrs, simpleenroll with
+# HTTP Basic login ID and password, simplereenroll with the current certificate). "off" turns
+# it off.
+listen = "127.0.0.1:8445"
+
+[est.labels]
+# /.well-known/est/LABEL/... and the profile each label issues under.
+# devices = "client"
 "#
     )
 }

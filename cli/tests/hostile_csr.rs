@@ -9,13 +9,9 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
-    CA_PASS, Daemon, READY_WITHIN, STOP_WITHIN, Service, TestCa, genpkey, inkan_bin, openssl, openssl_env, p256_csr,
-    req, s,
-};
+use common::{STOP_WITHIN, Service, TestCa, genpkey, openssl, openssl_env, p256_csr, req, s, start_signer};
 use serde_json::{Value, json};
 
 /// A DER TLV with a definite length.
@@ -305,21 +301,6 @@ fn as_api_text(csr: &[u8]) -> String {
 }
 
 // ---- the signer's socket (helpers as in signer.rs) ---------------------------------------------
-
-/// `inkan signer --data-dir DATA --socket SOCKET` with the CA passphrase in its environment;
-/// returns once it has printed `signer ready on SOCKET`.
-fn start_signer(data: &Path, socket: &Path) -> Daemon {
-    let mut command = Command::new(inkan_bin());
-    command
-        .args(["signer", "--data-dir", s(data), "--socket", s(socket)])
-        .env_remove("INKAN_DATA_DIR")
-        .env_remove("INKAN_ROOT_PASSPHRASE")
-        .env("INKAN_CA_PASSPHRASE", CA_PASS);
-    let mut signer = Daemon::spawn(command);
-    let ready = format!("signer ready on {}", socket.display());
-    signer.wait_line(READY_WITHIN, |line| line == ready);
-    signer
-}
 
 /// One connection to the signer's socket: a frame is a 4-byte big-endian length and that many
 /// bytes of JSON.

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use ca::Registry;
 use common::{
-    CA_PASS, Daemon, Enrolled, NONE, READY_WITHIN, ROOT_PASS, SECRETS, STOP_WITHIN, Service, TestCa, WRONG, genpkey,
-    inkan_bin, kill, openssl, openssl_serial, p256_csr, read, req, s, user_password, write,
+    CA_PASS, Daemon, Enrolled, NONE, ROOT_PASS, SECRETS, STOP_WITHIN, Service, TestCa, WRONG, genpkey, inkan_bin, kill,
+    openssl, openssl_serial, p256_csr, read, req, s, start_signer, user_password, write,
 };
 use enroll_server::accounts::{Accounts, Password, Role};
 use enroll_server::settings::AccountSettings;
@@ -96,21 +96,6 @@ fn events(data: &Path, event: &str) -> Vec<Value> {
 }
 
 // ---- the signer -----------------------------------------------------------------------------
-
-/// `inkan signer --data-dir DATA --socket SOCKET` with the CA passphrase in its environment;
-/// returns once it has printed `signer ready on SOCKET`.
-fn start_signer(data: &Path, socket: &Path) -> Daemon {
-    let mut command = Command::new(inkan_bin());
-    command
-        .args(["signer", "--data-dir", s(data), "--socket", s(socket)])
-        .env_remove("INKAN_DATA_DIR")
-        .env_remove("INKAN_ROOT_PASSPHRASE")
-        .env("INKAN_CA_PASSPHRASE", CA_PASS);
-    let mut signer = Daemon::spawn(command);
-    let ready = format!("signer ready on {}", socket.display());
-    signer.wait_line(READY_WITHIN, |line| line == ready);
-    signer
-}
 
 /// One connection to the signer's socket, framing written here: a 4-byte big-endian length and
 /// that many bytes of JSON.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Json, Redirect, Response};
 use pki::Profile;
 use pki::encoding::rfc3339;
 use pki::registry::Status;
-use pki::request::{IssueError, IssueOrder};
+use pki::request::{IssueError, IssueOrder, IssuedCertificate};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -27,7 +27,7 @@ use crate::tokens::{Ticket, TicketError};
 
 /// Whether `account` may obtain a certificate now: not while it holds a valid certificate
 /// that is outside the renewal window.
-fn check_eligible(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<(), WebError> {
+pub fn check_eligible(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<(), WebError> {
     let window_days = state.settings.enrollment.renewal_window_days;
     let window = time::Duration::days(i64::from(window_days));
     let records = state.registry.valid_by_account(&account.login_id)?;
@@ -53,15 +53,7 @@ fn check_eligible(state: &Shared, account: &Account, now: OffsetDateTime) -> Res
 
 /// 取得前処理: authenticate, check eligibility, make a single-use ticket.
 pub async fn preprocess(state: &Shared, login_id: String, password: Password) -> Result<(String, Ticket), WebError> {
-    let accounts_state = state.clone();
-    let id = login_id.clone();
-    let account = match blocking(move || accounts_state.accounts.authenticate(&id, &password)).await? {
-        Ok(account) => account,
-        Err(e) => {
-            state.audit_auth_failure(&login_id, "enrollment", &e).await;
-            return Err(e.into());
-        }
-    };
+    let account = state.authenticate(&login_id, password, "enrollment").await?;
     check_eligible(state, &account, OffsetDateTime::now_utc())?;
     let made = state.tickets.create(&account.login_id, state.settings.enrollment.ticket_ttl);
     tracing::info!(login_id = %account.login_id, "enrollment ticket created");
@@ -122,28 +114,22 @@ pub async fn issue(state: &Shared, token: &str, csr: &str) -> Result<IssuedBody,
     let csr_der =
         pki::encoding::decode_csr(csr.as_bytes()).map_err(|e| WebError::new(ErrorCode::CsrRejected, e.to_string()))?;
     let claim = state.tickets.claim(token)?;
-    let order = match order_for(state, claim.ticket(), csr_der) {
-        Ok(order) => order,
+    let ready = match account_may_issue(state, &claim.ticket().login_id) {
+        Ok(account) => account,
         Err(e) => {
             claim.reopen();
             return Err(e);
         }
     };
-    let login_id = order.account.clone();
-    let issuer = state.issuer.clone();
-    let issued = match blocking(move || issuer.issue(&order)).await? {
+    let issued = match issue_for(state, &ready.login_id, csr_der, Profile::Client, Vec::new()).await {
         Ok(issued) => issued,
-        Err(e @ (IssueError::Rejected(_) | IssueError::Unavailable(_))) => {
+        Err(Refused::NothingIssued(e)) => {
             claim.reopen();
-            return Err(e.into());
+            return Err(e);
         }
-        Err(e) => return Err(e.into()),
+        Err(Refused::Failed(e)) => return Err(e),
     };
     claim.issued(issued.serial);
-    tracing::info!(login_id = %login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
-    state.issued();
-    state.revoked(&issued.superseded);
-    // The issuer's own audit line (certificate.issued) records this step of the enrollment.
 
     let chain = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
     let summary =
@@ -159,31 +145,72 @@ pub async fn issue(state: &Shared, token: &str, csr: &str) -> Result<IssuedBody,
     })
 }
 
-/// The order for a claimed ticket, after checking the account again.
-fn order_for(state: &Shared, ticket: &Ticket, csr_der: Vec<u8>) -> Result<IssueOrder, WebError> {
-    let login_id = ticket.login_id.clone();
-    let account = state.accounts.get(&login_id)?.ok_or(AccountError::Inactive)?;
+/// The account `login_id`, checked again at issuance: active, unlocked, and eligible (another
+/// ticket of the same account may have been used meanwhile).
+fn account_may_issue(state: &Shared, login_id: &str) -> Result<Account, WebError> {
+    let account = state.accounts.get(login_id)?.ok_or(AccountError::Inactive)?;
     if account.locked {
         return Err(crate::accounts::locked(&account).into());
     }
     if !account.active {
         return Err(AccountError::Inactive.into());
     }
-    // Again at issuance: another ticket of the same account may have been used meanwhile.
     check_eligible(state, &account, OffsetDateTime::now_utc())?;
+    Ok(account)
+}
+
+/// Why [`issue_for`] did not issue.
+#[derive(Debug)]
+pub enum Refused {
+    /// Nothing was issued: the CSR was refused or the CA was unreachable. The same request may
+    /// be made again.
+    NothingIssued(WebError),
+    /// The CA failed; it may have signed.
+    Failed(WebError),
+}
+
+impl From<Refused> for WebError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::NothingIssued(e) | Refused::Failed(e) => e,
+        }
+    }
+}
+
+/// Has the CA issue a certificate for `login_id` from `csr_der` under `profile` (`sans` for a
+/// server), superseding the account's older certificates (再取得) in the same durable write,
+/// and tells the running service. Whoever calls has authenticated the account.
+pub async fn issue_for(
+    state: &Shared,
+    login_id: &str,
+    csr_der: Vec<u8>,
+    profile: Profile,
+    sans: Vec<pki::profile::San>,
+) -> Result<IssuedCertificate, Refused> {
     let mut request_id = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut request_id).map_err(|e| WebError::internal("random", e))?;
-    Ok(IssueOrder {
+    aws_lc_rs::rand::fill(&mut request_id).map_err(|e| Refused::NothingIssued(WebError::internal("random", e)))?;
+    let order = IssueOrder {
         csr_der,
-        account: login_id,
-        profile: Profile::Client,
-        sans: Vec::new(),
+        account: login_id.to_owned(),
+        profile,
+        sans,
         days: Some(state.settings.enrollment.validity_days),
         request_id,
-        // 再取得: the older certificates of the account are superseded by the new one, in the
-        // same durable write that records it.
         supersede: true,
-    })
+    };
+    let issuer = state.issuer.clone();
+    let issued = match blocking(move || issuer.issue(&order)).await.map_err(Refused::Failed)? {
+        Ok(issued) => issued,
+        Err(e @ (IssueError::Rejected(_) | IssueError::Unavailable(_))) => {
+            return Err(Refused::NothingIssued(e.into()));
+        }
+        Err(e) => return Err(Refused::Failed(e.into())),
+    };
+    tracing::info!(%login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
+    state.issued();
+    state.revoked(&issued.superseded);
+    // The issuer's own audit line (certificate.issued) records the issuance.
+    Ok(issued)
 }
 
 // ---- JSON API ---------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 //! inkan's enrollment service: the web worker of `inkan serve`.
 //!
-//! Three listeners share one [`state::AppState`] (see [`router`]):
+//! Four listeners share one [`state::AppState`] (see [`router`]):
 //! - public HTTPS: the acquisition pipeline of manual 004 as pages (電子証明書取得 → 取得前処理
 //!   → 取得開始 → 発行処理中 → install) and as the JSON API ([`enrollment`]);
 //! - certificate-login HTTPS: asks for a client certificate in the handshake, then password
 //!   login, the account's home, a master's user administration, revocation ([`login`],
 //!   [`users`], [`revocation`]);
-//! - plain HTTP: the CA certificates, CRLs, OCSP and metrics ([`publish`]).
+//! - plain HTTP: the CA certificates, CRLs, OCSP and metrics ([`publish`]);
+//! - EST HTTPS (optional): enrollment for machines, RFC 7030 ([`est`]).
 //!
 //! The service holds no CA key: it reaches the CA through `pki::request::Issuer` and the
 //! registry through `pki::registry::Registry`; OCSP answers are signed by the signer and cached
@@ -16,7 +17,7 @@
 //! `metrics`, `ports`, `publications`, `stores`, `accounts`, `tokens`, `policy`, `ocsp`, `html`,
 //! `pages`, `tls`)
 //! → [`state`] (with `extract` and `forms` over it) → features (`enrollment`, `login`, `users`,
-//! `revocation`, `publish`, `notify`, `admin`) → [`router`] → [`serve`]. The design overview
+//! `revocation`, `publish`, `notify`, `admin`, `est`) → [`router`] → [`serve`]. The design overview
 //! is `docs/ARCHITECTURE.md` in the repository.
 
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod csrf;
 pub mod enrollment;
 pub mod error;
+pub mod est;
 pub mod extract;
 pub mod forms;
 pub mod html;

@@ -21,7 +21,7 @@ use crate::i18n::{Lang, Text};
 use crate::pages::{CertRow, Frame, HomePage, LoginPage, ReasonOption, UserRow};
 use crate::policy::{days_left, renewal_due};
 use crate::revocation::{MASTER_REASONS, OWN_REASONS};
-use crate::state::{Shared, blocking};
+use crate::state::Shared;
 
 const CSRF_COOKIE: &str = "inkan_login_csrf";
 /// The login form's CSRF purpose.
@@ -30,15 +30,7 @@ const CSRF_PURPOSE: &str = "login";
 /// Certificate (already checked) + password → a new session, whose ID is returned. Callers
 /// count the attempt against the rate limit first.
 async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(String, Account), WebError> {
-    let accounts = state.clone();
-    let login_id = cert.account.login_id.clone();
-    let account = match blocking(move || accounts.accounts.authenticate(&login_id, &password)).await? {
-        Ok(account) => account,
-        Err(e) => {
-            state.audit_auth_failure(&cert.account.login_id, "certificate-login", &e).await;
-            return Err(e.into());
-        }
-    };
+    let account = state.authenticate(&cert.account.login_id, password, "certificate-login").await?;
     let (id, _) = state.sessions.create(&account.login_id, cert.record.serial);
     tracing::info!(login_id = %account.login_id, serial = %cert.record.serial, "certificate login");
     state

@@ -25,13 +25,13 @@ pub struct ListenerStats {
 }
 
 /// The listeners' names in metrics, in the order of [`Metrics::listeners`].
-pub const LISTENERS: [&str; 3] = ["public", "login", "http"];
+pub const LISTENERS: [&str; 4] = ["public", "login", "http", "est"];
 
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// The public, certificate-login and plain-HTTP listeners.
-    pub listeners: [Arc<ListenerStats>; 3],
+    /// The public, certificate-login, plain-HTTP and EST listeners.
+    pub listeners: [Arc<ListenerStats>; 4],
     /// Certificates issued by this service.
     pub issued: AtomicU64,
     /// Certificates revoked (including superseded) through this service.

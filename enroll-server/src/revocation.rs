@@ -178,11 +178,7 @@ async fn revoke_from_web(
         ));
     }
     // Confirm with the password (wrong ones count towards the lockout).
-    let (accounts, login_id) = (state.clone(), account.login_id.clone());
-    if let Err(e) = blocking(move || accounts.accounts.authenticate(&login_id, &password)).await? {
-        state.audit_auth_failure(&account.login_id, "revocation", &e).await;
-        return Err(e.into());
-    }
+    state.authenticate(&account.login_id, password, "revocation").await?;
     let (state, account) = (state.clone(), account.clone());
     let done = blocking(move || {
         revoke(state.registry.as_ref(), state.audit.as_ref(), state.as_ref(), Actor::User(&account), serial, reason)

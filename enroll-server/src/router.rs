@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 
 use crate::error::{ErrorCode, WebError};
 use crate::state::Shared;
-use crate::{csrf, enrollment, html, login, publish, revocation, users};
+use crate::{csrf, enrollment, est, html, login, publish, revocation, users};
 
 const ENROLL_JS: &str = include_str!("../assets/enroll.js");
 const ACQUIRE_JS: &str = include_str!("../assets/acquire.js");
@@ -66,6 +66,20 @@ pub fn login_router(state: Shared) -> Router {
         .route("/api/v1/users/{login_id}/unlock", post(users::api_unlock_user))
         .route("/api/v1/certificates/{serial}/revoke", post(revocation::api_revoke));
     common_layers(assets(router), &state)
+}
+
+/// The EST listener (RFC 7030): machines enroll and re-enroll.
+pub fn est_router(state: Shared) -> Router {
+    Router::new()
+        .route("/.well-known/est/{op}", axum::routing::any(est::unlabelled))
+        .route("/.well-known/est/{label}/{op}", axum::routing::any(est::labelled))
+        .fallback(|| async {
+            (axum::http::StatusCode::NOT_FOUND, "EST is served under /.well-known/est/\n").into_response()
+        })
+        .layer(DefaultBodyLimit::max(state.settings.body_limit))
+        .layer(middleware::map_response(html::secure_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), request_timeout))
+        .with_state(state)
 }
 
 /// The plain-HTTP listener: CA certificates, CRLs, OCSP, metrics.

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::listen::{self, ListenerConfig};
-use crate::router::{login_router, public_router, publish_router};
+use crate::router::{est_router, login_router, public_router, publish_router};
 use crate::settings::ServerSettings;
 use crate::state::Shared;
 use crate::{admin, notify, publish, tls};
@@ -45,6 +45,8 @@ pub struct Bound {
     pub login: SocketAddr,
     /// Plain HTTP.
     pub http: SocketAddr,
+    /// EST HTTPS, when on.
+    pub est: Option<SocketAddr>,
 }
 
 /// The bound listeners, not yet served.
@@ -53,6 +55,7 @@ pub struct Listeners {
     public: std::net::TcpListener,
     login: std::net::TcpListener,
     http: std::net::TcpListener,
+    est: Option<std::net::TcpListener>,
     admin: std::os::unix::net::UnixListener,
     /// Where they are.
     pub bound: Bound,
@@ -64,14 +67,17 @@ impl Listeners {
         let public = listen::bind(settings.listen, "public HTTPS").map_err(ServeError::Bind)?;
         let login = listen::bind(settings.login_listen, "certificate-login HTTPS").map_err(ServeError::Bind)?;
         let http = listen::bind(settings.http_listen, "plain HTTP").map_err(ServeError::Bind)?;
+        let est =
+            settings.est.listen.map(|addr| listen::bind(addr, "EST HTTPS")).transpose().map_err(ServeError::Bind)?;
         let bound = Bound {
             public: public.local_addr().map_err(ServeError::Bind)?,
             login: login.local_addr().map_err(ServeError::Bind)?,
             http: http.local_addr().map_err(ServeError::Bind)?,
+            est: est.as_ref().map(std::net::TcpListener::local_addr).transpose().map_err(ServeError::Bind)?,
         };
         let admin = admin::bind_socket(&settings.admin_socket)
             .map_err(|source| ServeError::Admin { path: settings.admin_socket.clone(), source })?;
-        Ok(Self { public, login, http, admin, bound })
+        Ok(Self { public, login, http, est, admin, bound })
     }
 }
 
@@ -107,6 +113,16 @@ pub async fn run(
         tokio::spawn(publish::crl_publisher(state.clone(), stop.clone())),
         tokio::spawn(publish::ocsp_refresher(state.clone(), stop.clone())),
     ];
+    if let Some(est) = listeners.est {
+        // Asks for a client certificate (simplereenroll) without requiring one (simpleenroll).
+        let est_config = config(Some(TlsAcceptor::from(tls::login_config(tls)?)), 3);
+        tasks.push(tokio::spawn(listen::serve(
+            tokio_listener(est)?,
+            est_router(state.clone()),
+            est_config,
+            stop.clone(),
+        )));
+    }
     if let Some(notify) = state.settings.notify.clone() {
         tasks.push(tokio::spawn(notify::notifier(state.clone(), notify, stop.clone())));
     }

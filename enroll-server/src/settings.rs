@@ -13,6 +13,8 @@ pub struct ServerSettings {
     pub login_listen: SocketAddr,
     /// Plain HTTP: CA certificates and CRLs.
     pub http_listen: SocketAddr,
+    /// EST for machines.
+    pub est: EstSettings,
     /// Where published CRLs are read from (`DATA_DIR/crl`).
     pub crl_dir: PathBuf,
     /// The admin socket (`DATA_DIR/admin.sock`).
@@ -35,6 +37,15 @@ pub struct ServerSettings {
     pub notify: Option<NotifySettings>,
     /// Connection caps and deadlines, per listener.
     pub connections: ConnectionLimits,
+}
+
+/// EST (RFC 7030) for machines.
+#[derive(Clone, Debug, Default)]
+pub struct EstSettings {
+    /// Its HTTPS listener (asks for a client certificate, does not require one); `None`: off.
+    pub listen: Option<SocketAddr>,
+    /// The labels (`/.well-known/est/LABEL/...`) and the profile each issues under.
+    pub labels: std::collections::BTreeMap<String, pki::Profile>,
 }
 
 /// What one listener lets a client hold.
@@ -96,6 +107,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             login_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            est: EstSettings { listen: Some(SocketAddr::from(([127, 0, 0, 1], 8445))), labels: Default::default() },
             crl_dir: PathBuf::from("crl"),
             admin_socket: PathBuf::from("admin.sock"),
             enrollment: EnrollmentSettings {

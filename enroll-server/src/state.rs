@@ -114,8 +114,26 @@ impl AppState {
         let _ = tokio::task::spawn_blocking(move || state.audit.record(event, details)).await;
     }
 
+    /// Checks `login_id`'s password off the async threads (wrong ones count towards the
+    /// lockout) and audits a failure, naming the path it came by (`via`).
+    pub async fn authenticate(
+        self: &Arc<Self>,
+        login_id: &str,
+        password: crate::accounts::Password,
+        via: &str,
+    ) -> Result<crate::accounts::Account, WebError> {
+        let (state, id) = (self.clone(), login_id.to_owned());
+        match blocking(move || state.accounts.authenticate(&id, &password)).await? {
+            Ok(account) => Ok(account),
+            Err(e) => {
+                self.audit_auth_failure(login_id, via, &e).await;
+                Err(e.into())
+            }
+        }
+    }
+
     /// Audits a failed password check, and the lockout it may have caused.
-    pub async fn audit_auth_failure(self: &Arc<Self>, login_id: &str, via: &str, e: &AccountError) {
+    async fn audit_auth_failure(self: &Arc<Self>, login_id: &str, via: &str, e: &AccountError) {
         let code = WebError::from(e.clone()).code.as_str();
         self.audit("login.failure", serde_json::json!({ "login_id": login_id, "via": via, "code": code })).await;
         if let AccountError::WrongPasswordLocked = e {

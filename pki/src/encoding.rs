@@ -116,6 +116,30 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Encodes `bytes` as standard base64 with padding, in lines of 64 characters ending in LF
+/// (the body of a PEM block, or of an EST answer).
+pub fn base64_lines(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4 + bytes.len() / 48 + 1);
+    for (i, chunk) in bytes.chunks(3).enumerate() {
+        if i > 0 && i % 16 == 0 {
+            text.push('\n');
+        }
+        let n = chunk.iter().enumerate().fold(0u32, |n, (j, b)| n | u32::from(*b) << (16 - 8 * j));
+        for k in 0..4 {
+            if k <= chunk.len() {
+                text.push(char::from(ALPHABET[(n >> (18 - 6 * k) & 63) as usize]));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    if !bytes.is_empty() {
+        text.push('\n');
+    }
+    text
+}
+
 /// A time as RFC 3339 (`2026-11-21T05:01:46Z`), the form listings, JSON and pages use.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
@@ -303,6 +327,18 @@ mod tests {
         assert_eq!(base64_decode("-_8/"), base64_decode("+/8/"));
         let t = OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("time");
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn base64_lines_match_pem_bodies_and_decode_back() {
+        for len in [0usize, 1, 2, 3, 47, 48, 49, 100, 1000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text = base64_lines(&bytes);
+            let pem = pem_encode("X", &bytes);
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).map(|l| format!("{l}\n")).collect();
+            assert_eq!(text, body, "{len} bytes");
+            assert_eq!(base64_decode(&text), Some(bytes));
+        }
     }
 
     #[test]

@@ -135,8 +135,12 @@ fn spawn_worker(spec: &WorkerSpec) -> anyhow::Result<Child> {
     let bound = |name: &str| -> Option<std::net::SocketAddr> {
         ready.split_whitespace().find_map(|field| field.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
     };
-    *spec.listeners.lock().unwrap_or_else(PoisonError::into_inner) =
-        ListenArgs { listen: bound("public"), login_listen: bound("login"), http_listen: bound("http") };
+    *spec.listeners.lock().unwrap_or_else(PoisonError::into_inner) = ListenArgs {
+        listen: bound("public"),
+        login_listen: bound("login"),
+        http_listen: bound("http"),
+        est_listen: bound("est"),
+    };
     Ok(child)
 }
 

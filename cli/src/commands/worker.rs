@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::sandbox::{self, Restricted};
 
 /// The line that tells the supervisor the worker serves, and on which addresses (it is not
-/// shown): `inkan-worker-ready public=ADDR login=ADDR http=ADDR`.
+/// shown): `inkan-worker-ready public=ADDR login=ADDR http=ADDR [est=ADDR]`.
 pub const READY: &str = "inkan-worker-ready";
 
 pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
@@ -32,12 +32,13 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     sandbox::no_core_dumps();
     let dir = DataDir::new(&args.data_dir);
     let mut config = Config::load(&dir.config())?;
-    args.listeners.apply(&mut config.server);
+    args.listeners.apply(&mut config);
     let mut settings = config.server_settings(&dir);
-    // Three listeners at their caps, the stores, the signer's connections and the admin socket
+    // The listeners at their caps, the stores, the signer's connections and the admin socket
     // must fit under the open-files limit; the admin socket keeps a margin of its own.
     let files = sandbox::raise_open_files();
-    let fits = usize::try_from(files.saturating_sub(512) / 3).unwrap_or(usize::MAX).max(16);
+    let listeners = if settings.est.listen.is_some() { 4 } else { 3 };
+    let fits = usize::try_from(files.saturating_sub(512) / listeners).unwrap_or(usize::MAX).max(16);
     if settings.connections.total > fits {
         tracing::warn!(
             configured = settings.connections.total,
@@ -166,7 +167,15 @@ fn announce(
         let _ = writeln!(out, "  master user: login ID \"master\", one-time password {}", password.reveal());
         let _ = writeln!(out, "  (shown once; change it with `inkan user passwd --login-id master`)");
     }
-    let _ = writeln!(out, "{READY} public={} login={} http={}", bound.public, bound.login, bound.http);
+    if let Some(est) = bound.est {
+        let _ = writeln!(
+            out,
+            "  EST for machines (RFC 7030):         {}/.well-known/est/",
+            with_port(public_url.as_str(), est.port())
+        );
+    }
+    let est = bound.est.map(|a| format!(" est={a}")).unwrap_or_default();
+    let _ = writeln!(out, "{READY} public={} login={} http={}{est}", bound.public, bound.login, bound.http);
     let _ = out.flush();
 }
 

@@ -211,6 +211,21 @@ pub fn kill(signal: &str, pid: u32) {
     run("kill", [format!("-{signal}"), pid.to_string()], &[], None).ok();
 }
 
+/// `inkan signer --data-dir DATA --socket SOCKET` with the CA passphrase in its environment;
+/// returns once it has printed `signer ready on SOCKET`.
+pub fn start_signer(data: &Path, socket: &Path) -> Daemon {
+    let mut command = Command::new(inkan_bin());
+    command
+        .args(["signer", "--data-dir", s(data), "--socket", s(socket)])
+        .env_remove("INKAN_DATA_DIR")
+        .env_remove("INKAN_ROOT_PASSPHRASE")
+        .env("INKAN_CA_PASSPHRASE", CA_PASS);
+    let mut signer = Daemon::spawn(command);
+    let ready = format!("signer ready on {}", socket.display());
+    signer.wait_line(READY_WITHIN, |line| line == ready);
+    signer
+}
+
 /// Makes a private key with `openssl genpkey ARGS` at `dir/NAME.key`.
 pub fn genpkey(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let key = dir.join(format!("{name}.key"));
@@ -828,6 +843,8 @@ pub struct Service {
     pub login: u16,
     /// The plain-HTTP port.
     pub http: u16,
+    /// The EST HTTPS port.
+    pub est: u16,
     /// The child signer's pid, when `serve` started one.
     pub signer_pid: Option<u32>,
     /// The web worker's pid.
@@ -855,8 +872,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Service {
     /// Every listener on 127.0.0.1, port 0.
-    const PORT_ZERO: [&str; 6] =
-        ["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    const PORT_ZERO: [&str; 8] = [
+        "--listen",
+        "127.0.0.1:0",
+        "--login-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--est-listen",
+        "127.0.0.1:0",
+    ];
 
     /// `inkan serve` on `ca`'s data directory with its own signer (the CA passphrase in a file:
     /// serve refuses it in its environment) and `env`; returns once the addresses are printed.
@@ -905,13 +930,15 @@ impl Service {
             serve.wait_line(READY_WITHIN, |line| line.contains("signer: process"));
         }
         serve.wait_line(READY_WITHIN, |line| line.contains("web worker: process"));
-        let (mut public, mut login, mut http, mut signer_pid, mut worker_pid) = (0, 0, 0, None, None);
+        let (mut public, mut login, mut http, mut est, mut signer_pid, mut worker_pid) = (0, 0, 0, 0, None, None);
         for line in serve.printed() {
             if let Some((port, rest)) = port_after(line, "https://localhost:") {
                 if rest.starts_with("/cert/acquire") {
                     public = port;
                 } else if rest.trim() == "/" {
                     login = port;
+                } else if rest.starts_with("/.well-known/est/") {
+                    est = port;
                 }
             }
             if let Some((port, rest)) = port_after(line, "http://127.0.0.1:")
@@ -927,7 +954,7 @@ impl Service {
             }
         }
         let printed = serve.printed();
-        assert!(public != 0 && login != 0 && http != 0, "ports not printed: {printed:?}");
+        assert!(public != 0 && login != 0 && http != 0 && est != 0, "ports not printed: {printed:?}");
         assert_eq!(signer_pid.is_some(), own_signer, "signer line: {printed:?}");
         assert!(worker_pid.is_some(), "web worker line: {printed:?}");
         Self {
@@ -935,6 +962,7 @@ impl Service {
             public,
             login,
             http,
+            est,
             signer_pid,
             worker_pid,
             root: ca.root_crt(),
@@ -985,7 +1013,9 @@ impl Service {
                 .collect();
             assert!(leaks.is_empty(), "serve's log contains a secret:\n{}", leaks.join("\n"));
         }
-        let errors: Vec<_> = lock(&self.seen).iter().filter(|(_, status)| *status >= 500).cloned().collect();
+        // 501 is an answer, not a failure: an operation not offered (EST's serverkeygen).
+        let errors: Vec<_> =
+            lock(&self.seen).iter().filter(|(_, status)| *status >= 500 && *status != 501).cloned().collect();
         assert!(errors.is_empty(), "server errors: {errors:?}\n{log}");
         log
     }

@@ -1,0 +1,348 @@
+//! EST (RFC 7030) judged by clients inkan did not write: curl with openssl as the client and
+//! the judge, and strongSwan's `pki --est` / `pki --estca` (enroll with Basic, re-enroll with
+//! its certificate, poll while the CA is away).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    NONE, Reply, Service, TestCa, WRONG, openssl, openssl_serial, read, s, start_signer, user_password, write,
+};
+
+/// The URL of an EST operation (`cacerts`, `LABEL/simpleenroll`, ...).
+fn est(server: &Service, op: &str) -> String {
+    format!("https://localhost:{}/.well-known/est/{op}", server.est)
+}
+
+/// A P-256 key and its CSR from openssl; returns the key file and the CSR as EST sends it:
+/// base64 DER, in lines of 64 characters.
+fn est_csr(work: &Path, name: &str) -> (PathBuf, String) {
+    let key = work.join(format!("{name}.key"));
+    let csr = work.join(format!("{name}.csr.der"));
+    openssl([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(&key),
+        "-subj",
+        &format!("/CN={name}"),
+        "-outform",
+        "DER",
+        "-out",
+        s(&csr),
+    ])
+    .ok();
+    let der = std::fs::read(&csr).expect("the CSR");
+    (key, pki::encoding::base64_lines(&der))
+}
+
+/// The certificates of a certs-only answer, as openssl reads them: the PEM file written and
+/// the DER of each.
+#[track_caller]
+fn certs_of(work: &Path, name: &str, reply: &Reply) -> (PathBuf, Vec<Vec<u8>>) {
+    reply.expect(200);
+    let content_type = reply.header("content-type").unwrap_or_default();
+    assert_eq!(content_type, "application/pkcs7-mime; smime-type=certs-only", "{}", reply.headers);
+    assert!(reply.header("content-transfer-encoding").is_none(), "RFC 8951: no Content-Transfer-Encoding");
+    let der = pki::encoding::base64_decode(&reply.text()).expect("a base64 body");
+    let p7 = work.join(format!("{name}.p7b"));
+    let pem = work.join(format!("{name}.pem"));
+    write(&p7, &der);
+    openssl(["pkcs7", "-inform", "DER", "-in", s(&p7), "-print_certs", "-out", s(&pem)]).ok();
+    let certs = pem::parse_many(read(&pem)).expect("PEM").into_iter().map(pem::Pem::into_contents).collect();
+    (pem, certs)
+}
+
+/// The DER inside the (single) PEM block of `path`.
+fn der_of_pem(path: &Path) -> Vec<u8> {
+    pem::parse(read(path)).expect("PEM").into_contents()
+}
+
+fn post_csr(server: &Service, op: &str, csr: &str, extra: &[String]) -> Reply {
+    server.post(&est(server, op), "application/pkcs10", csr.as_bytes(), extra)
+}
+
+fn basic(login_id: &str, password: &str) -> Vec<String> {
+    vec!["-u".into(), format!("{login_id}:{password}")]
+}
+
+fn with_certificate(cert: &Path, key: &Path) -> Vec<String> {
+    vec!["--cert".into(), s(cert).into(), "--key".into(), s(key).into()]
+}
+
+/// The status of each of an account's certificates, by serial.
+fn statuses(ca: &TestCa, account: &str) -> std::collections::BTreeMap<String, String> {
+    ca.list(&["--account", account])
+        .iter()
+        .map(|c| (c["serial"].as_str().unwrap_or("").to_owned(), c["status"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// cacerts, csrattrs, simpleenroll with Basic, simplereenroll with the certificate, and bad
+/// input of every kind (nothing recorded for any), with curl as the client and openssl judging.
+#[test]
+fn est_with_curl_and_openssl() {
+    let ca = TestCa::with_rate_limit(1000);
+    for account in ["machine1", "machine2"] {
+        ca.add_user(account, "master", None);
+    }
+    let server = Service::watched(&ca, &[]);
+    let work = ca.work();
+
+    // cacerts: the issuing CA and the root, byte for byte.
+    let (_, cacerts) = certs_of(work, "cacerts", &server.curl(&est(&server, "cacerts"), NONE));
+    let mut expected = vec![der_of_pem(&ca.ca_crt()), der_of_pem(&ca.root_crt())];
+    let mut got = cacerts.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "cacerts holds the issuing CA and the root");
+
+    // csrattrs: a DER CsrAttrs openssl reads: a P-256 key, signed with SHA-256.
+    let attrs = server.curl(&est(&server, "csrattrs"), NONE);
+    attrs.expect(200);
+    assert_eq!(attrs.header("content-type").as_deref(), Some("application/csrattrs"));
+    let attrs_der = work.join("csrattrs.der");
+    write(&attrs_der, pki::encoding::base64_decode(&attrs.text()).expect("base64"));
+    let parsed = openssl(["asn1parse", "-inform", "DER", "-in", s(&attrs_der)]).ok().stdout;
+    for name in ["id-ecPublicKey", "prime256v1", "ecdsa-with-SHA256"] {
+        assert!(parsed.contains(name), "{parsed}");
+    }
+
+    // Bad input: each refused with a 4xx and a reason, nothing recorded.
+    let before = ca.list_text();
+    let (key1, csr1) = est_csr(work, "machine1");
+    let password = user_password("machine1");
+    let refusals: Vec<(&str, Reply, u16, &str)> = vec![
+        ("no credentials", post_csr(&server, "simpleenroll", &csr1, &[]), 401, "HTTP Basic"),
+        ("a wrong password", post_csr(&server, "simpleenroll", &csr1, &basic("machine1", WRONG)), 401, "not correct"),
+        ("an unknown ID", post_csr(&server, "simpleenroll", &csr1, &basic("nobody-here", WRONG)), 401, "not correct"),
+        (
+            "a body that is not base64",
+            post_csr(&server, "simpleenroll", "this is *not* base64!", &basic("machine1", &password)),
+            400,
+            "not base64",
+        ),
+        (
+            "base64 that is no CSR",
+            post_csr(&server, "simpleenroll", "AAECAwQFBgcICQ==", &basic("machine1", &password)),
+            422,
+            "CSR",
+        ),
+        (
+            "a CSR sent as text/plain",
+            server.post(&est(&server, "simpleenroll"), "text/plain", csr1.as_bytes(), &basic("machine1", &password)),
+            400,
+            "application/pkcs10",
+        ),
+        (
+            "a 100 KB body",
+            post_csr(&server, "simpleenroll", &"A".repeat(100 * 1024), &basic("machine1", &password)),
+            413,
+            "",
+        ),
+        (
+            "simplereenroll without a certificate",
+            post_csr(&server, "simplereenroll", &csr1, &[]),
+            403,
+            "current certificate",
+        ),
+        ("serverkeygen", post_csr(&server, "serverkeygen", &csr1, &basic("machine1", &password)), 501, "never leaves"),
+        ("GET simpleenroll", server.curl(&est(&server, "simpleenroll"), NONE), 405, "takes POST"),
+        ("an unknown label", server.curl(&est(&server, "nolabel/cacerts"), NONE), 404, "no EST label"),
+        ("an unknown operation", server.curl(&est(&server, "fullcmc"), NONE), 404, "no EST operation"),
+    ];
+    for (what, reply, status, reason) in &refusals {
+        assert_eq!(reply.status, *status, "{what}: {}\n{}", reply.what, reply.text());
+        assert!(reply.text().contains(reason), "{what}: {:?}", reply.text());
+        if *status == 401 {
+            let challenge = reply.header("www-authenticate").unwrap_or_default();
+            assert!(challenge.starts_with("Basic realm="), "{what}: {}", reply.headers);
+        }
+    }
+    assert_eq!(ca.list_text(), before, "nothing was recorded by the refused requests");
+
+    // simpleenroll: a client certificate for the account, judged by openssl.
+    let reply = post_csr(&server, "simpleenroll", &csr1, &basic("machine1", &password));
+    let (cert1, issued) = certs_of(work, "machine1-cert", &reply);
+    assert_eq!(issued.len(), 1, "the certificate alone");
+    ca.openssl_verify(&cert1, &["-purpose", "sslclient"]).ok();
+    let subject = openssl(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in", s(&cert1)]).ok().stdout;
+    assert!(subject.contains("CN=machine1"), "{subject}");
+    let serial1 = openssl_serial(&cert1);
+    assert_eq!(statuses(&ca, "machine1"), [(serial1.clone(), "valid".to_owned())].into());
+
+    // A second simpleenroll while it is valid: refused, as on the web.
+    let (_, csr_again) = est_csr(work, "machine1-again");
+    let again = post_csr(&server, "simpleenroll", &csr_again, &basic("machine1", &password));
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert!(again.text().contains("valid certificate"), "{}", again.text());
+
+    // simplereenroll with the certificate in the handshake: a new one, the old superseded.
+    let (key2, csr2) = est_csr(work, "machine1-renewed");
+    let renewed = post_csr(&server, "simplereenroll", &csr2, &with_certificate(&cert1, &key1));
+    let (cert2, _) = certs_of(work, "machine1-renewed-cert", &renewed);
+    ca.openssl_verify(&cert2, &["-purpose", "sslclient"]).ok();
+    let serial2 = openssl_serial(&cert2);
+    let after = statuses(&ca, "machine1");
+    assert_eq!(after, [(serial1, "superseded".to_owned()), (serial2, "valid".to_owned())].into());
+    // The old certificate re-enrolls no more; the new one does.
+    let (_, csr3) = est_csr(work, "machine1-third");
+    let stale = post_csr(&server, "simplereenroll", &csr3, &with_certificate(&cert1, &key1));
+    assert_eq!(stale.status, 403, "{}", stale.text());
+    assert!(stale.text().contains("replaced"), "{}", stale.text());
+    assert_eq!(statuses(&ca, "machine1"), after, "nothing recorded for the stale certificate");
+    certs_of(
+        work,
+        "machine1-third-cert",
+        &post_csr(&server, "simplereenroll", &csr3, &with_certificate(&cert2, &key2)),
+    );
+
+    // The lockout counts: five wrong passwords lock machine2; then the right one is told so.
+    let (_, csr_m2) = est_csr(work, "machine2");
+    for attempt in 1..=5 {
+        let reply = post_csr(&server, "simpleenroll", &csr_m2, &basic("machine2", WRONG));
+        assert_eq!(reply.status, 401, "attempt {attempt}: {}", reply.text());
+    }
+    let locked = post_csr(&server, "simpleenroll", &csr_m2, &basic("machine2", &user_password("machine2")));
+    assert_eq!(locked.status, 403, "{}", locked.text());
+    assert!(locked.text().contains("locked"), "{}", locked.text());
+    assert!(ca.list(&["--account", "machine2"]).is_empty());
+    server.stop();
+}
+
+/// strongSwan's `pki` against EST: the CA certificates, enrollment with Basic, re-enrollment
+/// with its certificate, and an enrollment that polls on 202 while the signer is down and
+/// gets its certificate once the signer is back.
+#[test]
+fn est_with_strongswan_pki() {
+    let ca = TestCa::with_rate_limit(1000);
+    for account in ["vpn-gw", "vpn-gw2"] {
+        ca.add_user(account, "master", None);
+    }
+    let work = ca.work();
+    let socket = work.join("signer.sock");
+    let mut signer = start_signer(&ca.data, &socket);
+    let server = Service::start_with(&ca.data, &ca, &["--signer-socket", s(&socket)], &[]);
+    let url = format!("https://localhost:{}", server.est);
+    let root = ca.root_crt();
+
+    // pki --estca: the chain, verified by strongSwan up to the root it was given.
+    let caout = work.join("estca.pem");
+    let estca = strongswan(&["--estca", "--url", &url, "--cacert", s(&root), "--caout", s(&caout), "--outform", "pem"]);
+    assert!(estca.contains("written to"), "{estca}");
+    let written: Vec<PathBuf> = std::fs::read_dir(work)
+        .expect("work dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("estca")))
+        .collect();
+    let mut got: Vec<Vec<u8>> = written.iter().map(|p| der_of_pem(p)).collect();
+    let mut expected = vec![der_of_pem(&ca.ca_crt()), der_of_pem(&root)];
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "{written:?}");
+    let issuing = ca.ca_crt();
+    let trust = ["--cacert", s(&root), "--cacert", s(&issuing)];
+
+    // Enroll with Basic, then re-enroll with the certificate and a new key.
+    let key = strongswan_key(work, "gw");
+    let request = strongswan_req(work, "gw", &key, "vpn-gw");
+    let cert = work.join("gw.crt");
+    let userpass = format!("vpn-gw:{}", user_password("vpn-gw"));
+    let args = ["--est", "--url", &url, "--in", s(&request), "--userpass", &userpass, "--outform", "pem"];
+    let out = strongswan_to(&args.iter().chain(&trust).copied().collect::<Vec<_>>(), &cert);
+    assert!(out.contains("Issued certificate is trusted"), "{out}");
+    ca.openssl_verify(&cert, &["-purpose", "sslclient"]).ok();
+    let new_key = strongswan_key(work, "gw-new");
+    let renewal = strongswan_req(work, "gw-new", &new_key, "vpn-gw");
+    let renewed = work.join("gw-new.crt");
+    let args = ["--est", "--url", &url, "--in", s(&renewal), "--cert", s(&cert), "--key", s(&key), "--outform", "pem"];
+    let out = strongswan_to(&args.iter().chain(&trust).copied().collect::<Vec<_>>(), &renewed);
+    assert!(out.contains("Issued certificate is trusted"), "{out}");
+    let statuses: Vec<String> = ca.list(&["--account", "vpn-gw"]).iter().map(|c| c["status"].to_string()).collect();
+    assert_eq!(statuses.iter().filter(|s| *s == "\"superseded\"").count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| *s == "\"valid\"").count(), 1, "{statuses:?}");
+
+    // The signer is down: the service answers 202 with Retry-After, pki polls, and gets its
+    // certificate once the signer is back.
+    signer.signal("KILL");
+    assert!(signer.wait_exit(Duration::from_secs(10)).is_some(), "the signer is dead");
+    let key2 = strongswan_key(work, "gw2");
+    let request2 = strongswan_req(work, "gw2", &key2, "vpn-gw2");
+    let cert2 = work.join("gw2.crt");
+    let userpass2 = format!("vpn-gw2:{}", user_password("vpn-gw2"));
+    let mut polling = Command::new("pki");
+    polling
+        .args(["--est", "--url", &url, "--in", s(&request2), "--userpass", &userpass2, "--outform", "pem"])
+        .args(trust)
+        .args(["--interval", "1", "--maxpolltime", "60"])
+        .stdout(std::fs::File::create(&cert2).expect("gw2.crt"))
+        .stderr(std::fs::File::create(work.join("gw2.log")).expect("gw2.log"));
+    let mut child = polling.spawn().expect("pki --est");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // strongSwan says "EST request pending" on a 202.
+    while !read(&work.join("gw2.log")).contains("EST request pending") {
+        assert!(Instant::now() < deadline, "pki never saw a 202:\n{}", read(&work.join("gw2.log")));
+        assert!(child.try_wait().expect("pki").is_none(), "pki ended:\n{}", read(&work.join("gw2.log")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut signer = start_signer(&ca.data, &socket);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("pki") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pki still polling:\n{}", read(&work.join("gw2.log")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = read(&work.join("gw2.log"));
+    assert!(status.success(), "pki failed:\n{log}");
+    assert!(log.contains("Issued certificate is trusted"), "{log}");
+    ca.openssl_verify(&cert2, &["-purpose", "sslclient"]).ok();
+    assert_eq!(ca.list(&["--account", "vpn-gw2"]).len(), 1, "one certificate for the polled enrollment");
+    server.stop();
+    signer.stop(common::STOP_WITHIN);
+}
+
+/// `pki ARGS` (strongSwan); its standard error (where it reports) on success.
+#[track_caller]
+fn strongswan(args: &[&str]) -> String {
+    let out = common::run("pki", args, &[], None);
+    assert!(out.status.success(), "pki {args:?}:\n{}\n{}", out.stdout, out.stderr);
+    out.stderr
+}
+
+/// `pki ARGS > out`; its standard error.
+#[track_caller]
+fn strongswan_to(args: &[&str], out: &Path) -> String {
+    let output = Command::new("pki").args(args).output().expect("pki");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "pki {args:?}:\n{log}");
+    write(out, &output.stdout);
+    log
+}
+
+/// A P-256 key made by strongSwan.
+fn strongswan_key(work: &Path, name: &str) -> PathBuf {
+    let key = work.join(format!("{name}.key"));
+    strongswan_to(&["--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem"], &key);
+    key
+}
+
+/// A CSR made by strongSwan for `key`.
+fn strongswan_req(work: &Path, name: &str, key: &Path, cn: &str) -> PathBuf {
+    let request = work.join(format!("{name}.req"));
+    let dn = format!("CN={cn}");
+    strongswan_to(&["--req", "--in", s(key), "--type", "priv", "--dn", &dn, "--outform", "der"], &request);
+    request
+}
