@@ -77,6 +77,9 @@ pub fn parse_request(der: &[u8]) -> Result<CertId, Error> {
     if der.len() > MAX_REQUEST {
         return Err(Error::TooLarge { what: "OCSP request", size: der.len(), limit: MAX_REQUEST });
     }
+    // Every length checked first: yasna 0.6 adds a length to its position unchecked, which
+    // overflows (a panic, or a wrong position in a release build) for a length near usize::MAX.
+    crate::encoding::check_der_lengths(der, "OCSP request")?;
     let ids = yasna::parse_der(der, |r| {
         r.read_sequence(|r| {
             let ids = r.next().read_sequence(|r| {
@@ -315,6 +318,8 @@ impl PreparedResponse {
 /// pre-signed answer, such as the root's about the issuing CA, must be signed again.
 pub fn response_validity(der: &[u8]) -> Result<(OffsetDateTime, Option<OffsetDateTime>), Error> {
     let bad = |detail: &str| Error::MalformedDer { what: "OCSP response", detail: detail.into() };
+    // As in parse_request: no length reaches yasna unchecked.
+    crate::encoding::check_der_lengths(der, "OCSP response")?;
     let basic = yasna::parse_der(der, |r| {
         r.read_sequence(|r| {
             if r.next().read_enum()? != 0 {
@@ -331,6 +336,7 @@ pub fn response_validity(der: &[u8]) -> Result<(OffsetDateTime, Option<OffsetDat
         })
     })
     .map_err(|e| bad(&format!("not a successful basic response: {e}")))?;
+    crate::encoding::check_der_lengths(&basic, "OCSP response")?;
     let mut times = Vec::new();
     yasna::parse_der(&basic, |r| {
         r.read_sequence(|r| {
@@ -391,6 +397,31 @@ impl SubjectKey {
 
 #[cfg(test)]
 mod tests {
+
+    /// Requests found by the fuzzer (AFL++, tests/fuzz): a length of 8 bytes of 0xff inside made
+    /// yasna overflow its position. Refused as malformed now, with no panic.
+    #[test]
+    fn lengths_near_usize_max_are_refused_not_panicked_on() {
+        for hex in [
+            concat!(
+                "30773075307330713088ffffffffffffffffffaa3063000080004a4a4a4a4a4a4a4a4a4a4a0906052b0e03821a03e804",
+                "8840c2fd7fffd379a4e3a5d71afa07bc8331ca73565555555555550580059b59509a606c36b94ca3ecf062020aaaaaaa",
+                "aaaaaaaa1468d214b74b30fe60c11c9fcefa199f15b5320240",
+            ),
+            concat!(
+                "30653063a1617f3088ffffffffffffffffff0460cb79a4e3a5b71afa10a88331ca6ba5fb14ca62a2550001000055b7b7",
+                "b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7",
+                "b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7",
+                "b7b7b7b7b7b75505d90980059b59509a606c36b94ca3fcf062021468d28840c2fde6a6d31c9fcefaf29e555555555555",
+                "5555058840c2fde6a6d31c9fcefaf29e",
+            ),
+        ] {
+            let der = crate::encoding::unhex(hex).expect("hex");
+            assert!(matches!(parse_request(&der), Err(Error::MalformedDer { .. })), "{hex}");
+            assert!(response_validity(&der).is_err());
+        }
+    }
+
     use super::*;
 
     #[test]
