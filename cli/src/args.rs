@@ -72,10 +72,102 @@ pub enum Command {
     /// The audit trail (DATA_DIR/audit/audit.log): verify its hash chain, or read it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// An EST client (RFC 7030) for machines: enroll once, then renew from cron or a systemd
+    /// timer.
+    ///
+    /// Exit codes: 0 done (or, for renew, not due yet); 1 refused or failed (the reason is
+    /// printed); 75 the CA stayed unavailable for the whole --wait (try again later).
+    #[command(subcommand)]
+    Est(EstCommand),
     /// The web worker `serve` starts: it binds the listeners, gives up what it does not need
     /// and serves. Not for operators: run `inkan serve`.
     #[command(hide = true)]
     Worker(WorkerArgs),
+}
+
+/// `inkan est`.
+#[derive(Debug, Subcommand)]
+pub enum EstCommand {
+    /// Make a key here, have it certified with a login ID and password (HTTP Basic), and write
+    /// the key (0600) and the certificate with its issuing CA.
+    Enroll(EstEnrollArgs),
+    /// Renew a certificate with itself (simplereenroll) when it is within --renew-within of its
+    /// end; else say how many days are left and exit 0. The files are replaced only once the
+    /// new pair is in hand.
+    Renew(EstRenewArgs),
+}
+
+/// Where the EST server is and how to trust it.
+#[derive(Debug, Args)]
+pub struct EstServerArgs {
+    /// The EST server: https://HOST:PORT (its /.well-known/est/ is added), optionally with a
+    /// label: https://HOST:PORT/.well-known/est/LABEL.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The CA certificate(s) (PEM) to trust the server by: the root of its CA.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: PathBuf,
+    /// How long to keep asking while the CA answers "try later" (202).
+    #[arg(long, value_name = "PERIOD", default_value = "5m")]
+    pub wait: String,
+}
+
+/// `inkan est enroll`.
+#[derive(Debug, Args)]
+pub struct EstEnrollArgs {
+    #[command(flatten)]
+    pub server: EstServerArgs,
+    /// The login ID the certificate is for.
+    #[arg(long, value_name = "ID")]
+    pub user: String,
+    /// A file holding the account's password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// Where to write the new private key (PKCS#8 PEM, mode 0600); must not exist.
+    #[arg(long, value_name = "FILE")]
+    pub key_out: PathBuf,
+    /// Where to write the certificate, followed by its issuing CA (PEM); must not exist.
+    #[arg(long, value_name = "FILE")]
+    pub cert_out: PathBuf,
+    /// The key type.
+    #[arg(long, value_enum, default_value = "ecdsa-p256")]
+    pub key_type: KeyType,
+}
+
+/// `inkan est renew`.
+#[derive(Debug, Args)]
+pub struct EstRenewArgs {
+    #[command(flatten)]
+    pub server: EstServerArgs,
+    /// The current certificate (PEM, as `enroll` wrote it); replaced by the new one.
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Its private key (PEM); kept, or replaced with --new-key.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Renew only when the certificate ends within this period (30d, 12h, 2w...).
+    #[arg(long, value_name = "PERIOD", default_value = "30d")]
+    pub renew_within: String,
+    /// Make a new key for the new certificate instead of keeping the current one.
+    #[arg(long)]
+    pub new_key: bool,
+    /// The key type of a new key.
+    #[arg(long, value_enum, default_value = "ecdsa-p256")]
+    pub key_type: KeyType,
+}
+
+/// Key types `inkan est` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    /// ECDSA on P-256 (the default).
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// Ed25519.
+    Ed25519,
+    /// RSA, 3072 bits.
+    #[value(name = "rsa-3072")]
+    Rsa3072,
 }
 
 /// `inkan worker` (started by `serve`).

@@ -25,7 +25,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<commands::Exit>() {
+                Some(exit) => ExitCode::from(exit.0),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -224,7 +224,7 @@ fn est_with_curl_and_openssl() {
 #[test]
 fn est_with_strongswan_pki() {
     let ca = TestCa::with_rate_limit(1000);
-    for account in ["vpn-gw", "vpn-gw2"] {
+    for account in ["vpn-gw", "vpn-gw2", "vpn-gw3"] {
         ca.add_user(account, "master", None);
     }
     let work = ca.work();
@@ -293,6 +293,30 @@ fn est_with_strongswan_pki() {
         assert!(child.try_wait().expect("pki").is_none(), "pki ended:\n{}", read(&work.join("gw2.log")));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // inkan est, told to wait 2 s: exit 75 (try later), no file written.
+    let pass = work.join("gw3.pass");
+    write(&pass, user_password("vpn-gw3"));
+    let (key3, cert3) = (work.join("gw3.key"), work.join("gw3.pem"));
+    let later = est_client(&[
+        "enroll",
+        "--server",
+        &url,
+        "--ca-file",
+        s(&root),
+        "--user",
+        "vpn-gw3",
+        "--password-file",
+        s(&pass),
+        "--key-out",
+        s(&key3),
+        "--cert-out",
+        s(&cert3),
+        "--wait",
+        "2s",
+    ]);
+    assert_eq!(later.status.code(), Some(75), "{}\n{}", later.stdout, later.stderr);
+    assert!(later.stderr.contains("still unavailable"), "{}", later.stderr);
+    assert!(!key3.exists() && !cert3.exists());
     let mut signer = start_signer(&ca.data, &socket);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -312,6 +336,106 @@ fn est_with_strongswan_pki() {
     assert_eq!(ca.list(&["--account", "vpn-gw2"]).len(), 1, "one certificate for the polled enrollment");
     server.stop();
     signer.stop(common::STOP_WITHIN);
+}
+
+/// `inkan est ARGS` (no data directory: it is a client).
+fn est_client(args: &[&str]) -> common::Out {
+    common::inkan(["est"].iter().chain(args), &[])
+}
+
+/// The SubjectPublicKeyInfo of a certificate's first block and of a key, as openssl prints them.
+fn same_key(cert: &Path, key: &Path) -> bool {
+    let of_cert = openssl(["x509", "-in", s(cert), "-noout", "-pubkey"]).ok().stdout;
+    let of_key = openssl(["pkey", "-in", s(key), "-pubout"]);
+    assert!(of_key.status.success(), "{}:\n{}\n{}", key.display(), read(key), of_key.stderr);
+    let of_key = of_key.stdout;
+    of_cert == of_key
+}
+
+/// `inkan est enroll` and `inkan est renew` against a running service: the files, their modes,
+/// the certificate openssl verifies and the login listener accepts, renewal only within the
+/// window, a new key on request, RSA keys, and refusals that leave no file behind.
+#[test]
+fn inkan_est_enrolls_and_renews() {
+    let ca = TestCa::with_rate_limit(1000);
+    for account in ["host1", "host2"] {
+        ca.add_user(account, "master", None);
+    }
+    let server = Service::watched(&ca, &[]);
+    let work = ca.work();
+    let url = format!("https://localhost:{}", server.est);
+    let root = ca.root_crt();
+    let (key, cert) = (work.join("host1.key"), work.join("host1.pem"));
+    let password = work.join("host1.pass");
+    write(&password, format!("{}\n", user_password("host1")));
+    let base = ["--server", &url, "--ca-file", s(&root)];
+
+    // A wrong password: refused, exit 1, no file written.
+    let wrong = work.join("wrong.pass");
+    write(&wrong, format!("{WRONG}\n"));
+    let enroll = |user: &str, pass: &Path, key: &Path, cert: &Path, extra: &[&str]| {
+        let args = ["enroll", "--user", user, "--password-file", s(pass), "--key-out", s(key), "--cert-out", s(cert)];
+        est_client(&args.iter().chain(&base).chain(extra).copied().collect::<Vec<_>>())
+    };
+    enroll("host1", &wrong, &key, &cert, &[]).refused("refused (401)");
+    assert!(!key.exists() && !cert.exists(), "nothing written for a refusal");
+
+    let done = enroll("host1", &password, &key, &cert, &[]).ok();
+    assert!(done.stdout.contains("Enrolled host1"), "{}", done.stdout);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key is the owner's alone");
+    ca.openssl_verify(&cert, &["-purpose", "sslclient"]).ok();
+    assert!(same_key(&cert, &key));
+    let blocks = pem::parse_many(read(&cert)).expect("PEM");
+    assert_eq!(blocks.len(), 2, "the certificate, then its issuing CA");
+    assert_eq!(blocks[1].contents(), der_of_pem(&ca.ca_crt()));
+    // The login listener takes it in the TLS handshake: no session yet, but not "no certificate".
+    let me = server.curl(&server.login_url("/api/v1/me"), &["--cert", s(&cert), "--key", s(&key)].map(str::to_owned));
+    assert_eq!(me.status, 401, "{}", me.text());
+    assert!(me.text().contains("login_required"), "{}", me.text());
+    enroll("host1", &password, &key, &cert, &[]).refused("exists");
+
+    // Renew outside the window: nothing to do, the files untouched.
+    let before = (read(&key), read(&cert));
+    let renew = |extra: &[&str]| {
+        let args = ["renew", "--cert", s(&cert), "--key", s(&key)];
+        est_client(&args.iter().chain(&base).chain(extra).copied().collect::<Vec<_>>())
+    };
+    let idle = renew(&["--renew-within", "30d"]).ok();
+    assert!(idle.stdout.contains("days left") && idle.stdout.contains("Nothing to do"), "{}", idle.stdout);
+    assert_eq!((read(&key), read(&cert)), before);
+
+    // Within the window: a new certificate for the same key; the old one superseded.
+    let old_serial = openssl_serial(&cert);
+    let renewed = renew(&["--renew-within", "400d"]).ok();
+    assert!(renewed.stdout.contains("Renewed"), "{}", renewed.stdout);
+    let new_serial = openssl_serial(&cert);
+    assert_ne!(new_serial, old_serial);
+    assert_eq!(read(&key), before.0, "the key is kept");
+    ca.openssl_verify(&cert, &["-purpose", "sslclient"]).ok();
+    assert_eq!(
+        statuses(&ca, "host1"),
+        [(old_serial, "superseded".to_owned()), (new_serial.clone(), "valid".to_owned())].into()
+    );
+
+    // --new-key: an Ed25519 key replaces the P-256 one, and the certificate certifies it.
+    renew(&["--renew-within", "400d", "--new-key", "--key-type", "ed25519"]).ok();
+    assert_ne!(read(&key), before.0);
+    assert!(same_key(&cert, &key), "the new certificate certifies the new key");
+    let text = openssl(["x509", "-in", s(&cert), "-noout", "-text"]).ok().stdout;
+    assert!(text.contains("ED25519"), "{text}");
+    assert_eq!(statuses(&ca, "host1").values().filter(|s| *s == "valid").count(), 1);
+
+    // RSA-3072 keys.
+    let (key2, cert2) = (work.join("host2.key"), work.join("host2.pem"));
+    let password2 = work.join("host2.pass");
+    write(&password2, user_password("host2"));
+    enroll("host2", &password2, &key2, &cert2, &["--key-type", "rsa-3072"]).ok();
+    let text = openssl(["x509", "-in", s(&cert2), "-noout", "-text"]).ok().stdout;
+    assert!(text.contains("Public-Key: (3072 bit)"), "{text}");
+    ca.openssl_verify(&cert2, &["-purpose", "sslclient"]).ok();
+    server.stop();
 }
 
 /// `pki ARGS` (strongSwan); its standard error (where it reports) on success.

@@ -223,6 +223,43 @@ pub fn certificates_pem<'a>(certs: impl IntoIterator<Item = &'a [u8]>) -> String
 const OID_SIGNED_DATA: &[u64] = &[1, 2, 840, 113549, 1, 7, 2];
 const OID_DATA: &[u64] = &[1, 2, 840, 113549, 1, 7, 1];
 
+/// The certificates (DER) of a PKCS#7 / CMS SignedData: what an EST server answers with. The
+/// signatures, if any, are not looked at (a certs-only answer has none).
+pub fn pkcs7_certificates(der: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    const WHAT: &str = "PKCS#7 certificates";
+    check_der_lengths(der, WHAT)?;
+    yasna::parse_der(der, |r| {
+        r.read_sequence(|r| {
+            if r.next().read_oid()? != yasna::models::ObjectIdentifier::from_slice(OID_SIGNED_DATA) {
+                return Err(yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid));
+            }
+            r.next().read_tagged(Tag::context(0), |r| {
+                r.read_sequence(|r| {
+                    r.next().read_u32()?; // version
+                    r.next().read_der()?; // digestAlgorithms
+                    r.next().read_der()?; // encapContentInfo
+                    let mut certs = Vec::new();
+                    r.read_optional(|r| {
+                        r.read_tagged_implicit(Tag::context(0), |r| {
+                            r.read_set_of(|r| {
+                                certs.push(r.read_der()?);
+                                Ok(())
+                            })
+                        })
+                    })?;
+                    // crls [1] IMPLICIT, if any: skipped.
+                    r.read_optional(|r| {
+                        r.read_tagged_implicit(Tag::context(1), |r| r.read_set_of(|r| r.read_der().map(drop)))
+                    })?;
+                    r.next().read_der()?; // signerInfos
+                    Ok(certs)
+                })
+            })
+        })
+    })
+    .map_err(|e| Error::MalformedDer { what: WHAT, detail: e.to_string() })
+}
+
 /// Encodes certificates as a degenerate "certs-only" PKCS#7 SignedData (RFC 2315 / RFC 5652):
 /// no content, no signers, the certificates in the `certificates` set. This is what EST's
 /// `/cacerts` and `/simpleenroll` return and what `openssl pkcs7 -print_certs` reads.
@@ -339,6 +376,18 @@ mod tests {
             assert_eq!(text, body, "{len} bytes");
             assert_eq!(base64_decode(&text), Some(bytes));
         }
+    }
+
+    #[test]
+    fn pkcs7_certificates_read_back_what_pkcs7_certs_only_wrote() {
+        let a: &[u8] = &[0x30, 0x03, 0x02, 0x01, 0x05];
+        let b: &[u8] = &[0x30, 0x03, 0x02, 0x01, 0x07];
+        let der = pkcs7_certs_only([a, b]);
+        let mut got = pkcs7_certificates(&der).expect("parses");
+        got.sort();
+        assert_eq!(got, [a.to_vec(), b.to_vec()]);
+        assert!(pkcs7_certificates(&der[..der.len() - 1]).is_err());
+        assert!(pkcs7_certificates(&[0x30, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]

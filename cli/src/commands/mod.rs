@@ -6,6 +6,7 @@
 
 mod audit;
 mod crl;
+mod est;
 mod init;
 mod issue;
 mod registry;
@@ -27,7 +28,7 @@ use enroll_server::admin::{self, AdminContext, AdminReply, AdminRequest};
 use enroll_server::ports::NoEvents;
 use enroll_server::stores::sled::SledStores;
 
-use crate::args::{AuditCommand, CaCommand, CaPassphraseArg, Command, RootCommand, UserCommand};
+use crate::args::{AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, RootCommand, UserCommand};
 use crate::config::Config;
 use crate::passphrase::{self, Key};
 
@@ -51,8 +52,22 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Worker(args) => worker::run(&args),
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(&args),
         Command::Audit(AuditCommand::Tail(args)) => audit::tail(&args),
+        Command::Est(EstCommand::Enroll(args)) => est::enroll(&args),
+        Command::Est(EstCommand::Renew(args)) => est::renew(&args),
     }
 }
+
+/// An error that ends the process with its own exit code, and what to say.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// What a command needs opened when it runs without the service.
 #[derive(Clone, Copy, Debug, Default)]

@@ -95,7 +95,8 @@ pub fn parse_period(text: &str) -> anyhow::Result<Duration> {
         "h" => Duration::hours(n.min(36_526 * 24)),
         "w" => Duration::weeks(n.min(5_219)),
         "m" => Duration::minutes(n.min(36_526 * 24 * 60)),
-        _ => bail!("{text:?}: unknown unit {unit:?}; use d (days), h (hours), w (weeks) or m (minutes)"),
+        "s" => Duration::seconds(n.min(36_526 * 24 * 3600)),
+        _ => bail!("{text:?}: unknown unit {unit:?}; use d (days), h (hours), w (weeks), m (minutes) or s (seconds)"),
     };
     if period > limit {
         bail!("{text:?} is too long a period; at most 100 years");
