@@ -79,10 +79,35 @@ pub enum Command {
     /// printed); 75 the CA stayed unavailable for the whole --wait (try again later).
     #[command(subcommand)]
     Est(EstCommand),
+    /// One-time enrollment tokens: a machine enrolls over EST with its login ID and a token
+    /// instead of the account's password.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// The web worker `serve` starts: it binds the listeners, gives up what it does not need
     /// and serves. Not for operators: run `inkan serve`.
     #[command(hide = true)]
     Worker(WorkerArgs),
+}
+
+/// `inkan token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for an account: printed once (only its hash is kept), good for one EST
+    /// simpleenroll (`--user ID` with the token as the password) until it expires.
+    Create(TokenCreateArgs),
+}
+
+/// `inkan token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The account the token enrolls.
+    #[arg(long, value_name = "ID")]
+    pub account: String,
+    /// How long it works (at most 30d).
+    #[arg(long, value_name = "PERIOD", default_value = "24h")]
+    pub ttl: String,
 }
 
 /// `inkan est`.
@@ -114,6 +139,7 @@ pub struct EstServerArgs {
 
 /// `inkan est enroll`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("secret").required(true).args(["password_file", "token_file"])))]
 pub struct EstEnrollArgs {
     #[command(flatten)]
     pub server: EstServerArgs,
@@ -122,7 +148,11 @@ pub struct EstEnrollArgs {
     pub user: String,
     /// A file holding the account's password (first line).
     #[arg(long, value_name = "FILE")]
-    pub password_file: PathBuf,
+    pub password_file: Option<PathBuf>,
+    /// A file holding a one-time enrollment token (`inkan token create`), instead of the
+    /// password.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Where to write the new private key (PKCS#8 PEM, mode 0600); must not exist.
     #[arg(long, value_name = "FILE")]
     pub key_out: PathBuf,

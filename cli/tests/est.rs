@@ -86,15 +86,21 @@ fn statuses(ca: &TestCa, account: &str) -> std::collections::BTreeMap<String, St
         .collect()
 }
 
+/// A CA whose service runs watched, with these master users.
+fn watched_with_masters(accounts: &[&str]) -> (TestCa, Service) {
+    let ca = TestCa::with_rate_limit(1000);
+    for account in accounts {
+        ca.add_user(account, "master", None);
+    }
+    let server = Service::watched(&ca, &[]);
+    (ca, server)
+}
+
 /// cacerts, csrattrs, simpleenroll with Basic, simplereenroll with the certificate, and bad
 /// input of every kind (nothing recorded for any), with curl as the client and openssl judging.
 #[test]
 fn est_with_curl_and_openssl() {
-    let ca = TestCa::with_rate_limit(1000);
-    for account in ["machine1", "machine2"] {
-        ca.add_user(account, "master", None);
-    }
-    let server = Service::watched(&ca, &[]);
+    let (ca, server) = watched_with_masters(&["machine1", "machine2"]);
     let work = ca.work();
 
     // cacerts: the issuing CA and the root, byte for byte.
@@ -297,23 +303,7 @@ fn est_with_strongswan_pki() {
     let pass = work.join("gw3.pass");
     write(&pass, user_password("vpn-gw3"));
     let (key3, cert3) = (work.join("gw3.key"), work.join("gw3.pem"));
-    let later = est_client(&[
-        "enroll",
-        "--server",
-        &url,
-        "--ca-file",
-        s(&root),
-        "--user",
-        "vpn-gw3",
-        "--password-file",
-        s(&pass),
-        "--key-out",
-        s(&key3),
-        "--cert-out",
-        s(&cert3),
-        "--wait",
-        "2s",
-    ]);
+    let later = est_enroll(&url, &root, "vpn-gw3", ("--password-file", &pass), (&key3, &cert3), &["--wait", "2s"]);
     assert_eq!(later.status.code(), Some(75), "{}\n{}", later.stdout, later.stderr);
     assert!(later.stderr.contains("still unavailable"), "{}", later.stderr);
     assert!(!key3.exists() && !cert3.exists());
@@ -343,6 +333,21 @@ fn est_client(args: &[&str]) -> common::Out {
     common::inkan(["est"].iter().chain(args), &[])
 }
 
+/// `inkan est enroll` for `user` with a secret (`--password-file` or `--token-file`) into
+/// (key, certificate).
+fn est_enroll(
+    url: &str,
+    root: &Path,
+    user: &str,
+    secret: (&str, &Path),
+    out: (&Path, &Path),
+    extra: &[&str],
+) -> common::Out {
+    let args = ["enroll", "--server", url, "--ca-file", s(root), "--user", user, secret.0, s(secret.1)];
+    let files = ["--key-out", s(out.0), "--cert-out", s(out.1)];
+    est_client(&args.iter().chain(&files).chain(extra).copied().collect::<Vec<_>>())
+}
+
 /// The SubjectPublicKeyInfo of a certificate's first block and of a key, as openssl prints them.
 fn same_key(cert: &Path, key: &Path) -> bool {
     let of_cert = openssl(["x509", "-in", s(cert), "-noout", "-pubkey"]).ok().stdout;
@@ -357,11 +362,7 @@ fn same_key(cert: &Path, key: &Path) -> bool {
 /// window, a new key on request, RSA keys, and refusals that leave no file behind.
 #[test]
 fn inkan_est_enrolls_and_renews() {
-    let ca = TestCa::with_rate_limit(1000);
-    for account in ["host1", "host2"] {
-        ca.add_user(account, "master", None);
-    }
-    let server = Service::watched(&ca, &[]);
+    let (ca, server) = watched_with_masters(&["host1", "host2"]);
     let work = ca.work();
     let url = format!("https://localhost:{}", server.est);
     let root = ca.root_crt();
@@ -374,8 +375,7 @@ fn inkan_est_enrolls_and_renews() {
     let wrong = work.join("wrong.pass");
     write(&wrong, format!("{WRONG}\n"));
     let enroll = |user: &str, pass: &Path, key: &Path, cert: &Path, extra: &[&str]| {
-        let args = ["enroll", "--user", user, "--password-file", s(pass), "--key-out", s(key), "--cert-out", s(cert)];
-        est_client(&args.iter().chain(&base).chain(extra).copied().collect::<Vec<_>>())
+        est_enroll(&url, &root, user, ("--password-file", pass), (key, cert), extra)
     };
     enroll("host1", &wrong, &key, &cert, &[]).refused("refused (401)");
     assert!(!key.exists() && !cert.exists(), "nothing written for a refusal");
@@ -435,6 +435,56 @@ fn inkan_est_enrolls_and_renews() {
     let text = openssl(["x509", "-in", s(&cert2), "-noout", "-text"]).ok().stdout;
     assert!(text.contains("Public-Key: (3072 bit)"), "{text}");
     ca.openssl_verify(&cert2, &["-purpose", "sslclient"]).ok();
+    server.stop();
+}
+
+/// One-time enrollment tokens: made by the operator while the service runs, printed once,
+/// good for one simpleenroll of their own account, kept through a refused CSR, refused once
+/// used or expired; never in the log or the audit trail.
+#[test]
+fn enrollment_tokens_work_once() {
+    let (ca, server) = watched_with_masters(&["host3", "host4"]);
+    let work = ca.work();
+    let made = ca.inkan(["token", "create", "--account", "host3", "--ttl", "1h"]).ok();
+    assert!(made.stderr.contains("shown once"), "{}", made.stderr);
+    let token = made.stdout.trim().to_owned();
+    assert!(token.starts_with("inkan-est-") && token.len() == "inkan-est-".len() + 64, "{token}");
+    server.secret(&token);
+    ca.inkan(["token", "create", "--account", "nobody-here"]).refused("no account");
+    ca.inkan(["token", "create", "--account", "host3", "--ttl", "31d"]).refused("30 days");
+    let before = ca.list_text();
+
+    let (_, csr) = est_csr(work, "host3");
+    // Another account's login ID with it: refused, and the token is kept for its own.
+    let other = post_csr(&server, "simpleenroll", &csr, &basic("host4", &token));
+    assert_eq!(other.status, 401, "{}", other.text());
+    // A CSR the CA refuses: nothing issued, the token is kept.
+    let refused = post_csr(&server, "simpleenroll", "AAECAwQFBgcICQ==", &basic("host3", &token));
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert_eq!(ca.list_text(), before, "nothing recorded");
+
+    // inkan est enroll with the token: enrolled; the token is spent.
+    let token_file = work.join("host3.token");
+    write(&token_file, format!("{token}\n"));
+    let url = format!("https://localhost:{}", server.est);
+    let (key, cert, root) = (work.join("host3-est.key"), work.join("host3-est.pem"), ca.root_crt());
+    est_enroll(&url, &root, "host3", ("--token-file", &token_file), (&key, &cert), &[]).ok();
+    ca.openssl_verify(&cert, &["-purpose", "sslclient"]).ok();
+    let (_, csr4) = est_csr(work, "host4");
+    let again = post_csr(&server, "simpleenroll", &csr4, &basic("host3", &token));
+    assert_eq!(again.status, 401, "a used token: {}", again.text());
+
+    // An expired token.
+    let short = ca.inkan(["token", "create", "--account", "host4", "--ttl", "1s"]).ok().stdout.trim().to_owned();
+    server.secret(&short);
+    std::thread::sleep(Duration::from_millis(1500));
+    let expired = post_csr(&server, "simpleenroll", &csr4, &basic("host4", &short));
+    assert_eq!(expired.status, 401, "an expired token: {}", expired.text());
+    assert!(ca.list(&["--account", "host4"]).is_empty());
+
+    let audit = read(&ca.file("audit/audit.log"));
+    assert!(audit.contains("est.token_created") && audit.contains("\"with\":\"token\""), "{audit}");
+    assert!(!audit.contains(&token) && !audit.contains(&short), "a token in the audit trail");
     server.stop();
 }
 

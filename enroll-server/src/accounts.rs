@@ -12,8 +12,28 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::settings::AccountSettings;
-pub use crate::stores::{Account, Role};
+pub use crate::stores::{Account, EnrollToken, Role};
 use crate::stores::{AccountStore, StoreError};
+
+/// What every enrollment token's secret starts with: a Basic password that does, is taken for a
+/// token.
+pub const TOKEN_PREFIX: &str = "inkan-est-";
+/// The longest an enrollment token may live.
+pub const TOKEN_MAX_TTL: time::Duration = time::Duration::days(30);
+
+/// A token redeemed for an enrollment, to be put back if nothing is issued.
+#[derive(Debug)]
+pub struct RedeemedToken {
+    hash: [u8; 32],
+    token: EnrollToken,
+}
+
+fn token_hash(secret: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    hash
+}
 
 /// A password as typed. `Debug` prints `[redacted]`; the text is zeroized on drop.
 #[derive(Clone)]
@@ -276,6 +296,66 @@ impl Accounts {
             return Err(AccountError::Inactive);
         }
         Ok(account)
+    }
+
+    /// Makes a one-time enrollment token for the active account `login_id`, valid for `ttl`
+    /// (at most [`TOKEN_MAX_TTL`]); returns its secret (shown once: only its hash is stored)
+    /// and the token.
+    pub fn create_token(
+        &self,
+        login_id: &str,
+        ttl: time::Duration,
+        created_by: &str,
+        now: OffsetDateTime,
+    ) -> Result<(zeroize::Zeroizing<String>, EnrollToken), AccountError> {
+        if ttl <= time::Duration::ZERO || ttl > TOKEN_MAX_TTL {
+            return Err(AccountError::BadRole(format!(
+                "a token lives from 1 second to {} days",
+                TOKEN_MAX_TTL.whole_days()
+            )));
+        }
+        match self.get(login_id)? {
+            Some(account) if account.active => {}
+            Some(_) => return Err(AccountError::Inactive),
+            None => return Err(AccountError::NotFound(login_id.to_owned())),
+        }
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(&mut *bytes).map_err(|_| AccountError::Store("the random source failed".into()))?;
+        let secret = zeroize::Zeroizing::new(format!("{TOKEN_PREFIX}{}", pki::encoding::hex(&*bytes)));
+        let expires_at = now + ttl;
+        let token = EnrollToken {
+            login_id: login_id.to_owned(),
+            expires_at: expires_at.replace_nanosecond(0).unwrap_or(expires_at),
+            created_by: created_by.to_owned(),
+        };
+        self.store.put_token(&token_hash(&secret), &token)?;
+        Ok((secret, token))
+    }
+
+    /// Redeems `secret` for `login_id`: the token is taken out of the store (once, whoever
+    /// races) and returned when it is that account's and has not expired; `None` otherwise (a
+    /// token of another account is put back untouched).
+    pub fn redeem_token(
+        &self,
+        login_id: &str,
+        secret: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<RedeemedToken>, AccountError> {
+        let hash = token_hash(secret);
+        let Some(token) = self.store.take_token(&hash)? else { return Ok(None) };
+        if token.login_id != login_id {
+            self.store.put_token(&hash, &token)?;
+            return Ok(None);
+        }
+        if token.expires_at <= now {
+            return Ok(None); // taken out for good: it is of no use any more
+        }
+        Ok(Some(RedeemedToken { hash, token }))
+    }
+
+    /// Puts a redeemed token back (nothing was issued with it).
+    pub fn restore_token(&self, redeemed: RedeemedToken) -> Result<(), AccountError> {
+        Ok(self.store.put_token(&redeemed.hash, &redeemed.token)?)
     }
 
     /// How many failed logins with IDs no account has were counted.

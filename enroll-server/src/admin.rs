@@ -87,6 +87,13 @@ pub enum AdminRequest {
     },
     /// Sign and publish the issuing CA's CRL.
     Crl,
+    /// Make a one-time enrollment token (EST simpleenroll).
+    TokenCreate {
+        /// The account it enrolls.
+        login_id: String,
+        /// How long it works, in seconds.
+        ttl_secs: i64,
+    },
 }
 
 /// A password in a request: deserialised into a [`Password`], never printed.
@@ -102,6 +109,11 @@ impl SecretString {
 
     fn into_password(mut self) -> Password {
         Password::new(std::mem::take(&mut self.0))
+    }
+
+    /// The text, for showing once to whoever asked for it.
+    pub fn reveal(&self) -> &str {
+        &self.0
     }
 }
 
@@ -197,6 +209,16 @@ pub enum AdminReply {
         der: Vec<u8>,
         /// How many entries it has.
         entries: usize,
+    },
+    /// A one-time enrollment token was made.
+    Token {
+        /// The account it enrolls.
+        login_id: String,
+        /// Its secret: shown once, stored only as a hash.
+        secret: SecretString,
+        /// When it stops working.
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
     },
     /// The command failed; the message says why.
     Error {
@@ -321,6 +343,17 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             ctx.audit
                 .record("operator.issue", serde_json::json!({ "serial": issued.serial, "account": record.account }));
             AdminReply::Issued { record, der: issued.der, ca_der: issuer.ca_certificate().to_vec() }
+        }
+        AdminRequest::TokenCreate { login_id, ttl_secs } => {
+            let accounts = need(ctx.accounts, "account store")?;
+            let (secret, token) = accounts
+                .create_token(&login_id, time::Duration::seconds(ttl_secs), "operator", now)
+                .map_err(|e| text(&e))?;
+            ctx.audit.record(
+                "est.token_created",
+                serde_json::json!({ "by": "operator", "login_id": login_id, "expires_at": pki::encoding::rfc3339(token.expires_at) }),
+            );
+            AdminReply::Token { login_id, secret: SecretString(secret.to_string()), expires_at: token.expires_at }
         }
         AdminRequest::Crl => {
             let issuer = need(ctx.issuer, "CA")?;

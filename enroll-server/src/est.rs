@@ -4,8 +4,8 @@
 //! - `GET cacerts`: the issuing CA and the root, certs-only PKCS#7;
 //! - `GET csrattrs`: what a CSR should carry (a P-256 key signed with SHA-256);
 //! - `POST simpleenroll`: HTTP Basic with an account's login ID and password (the lockout
-//!   counts), under the same rule as the web: no second certificate while one is valid outside
-//!   the renewal window;
+//!   counts) or a one-time enrollment token (`inkan token create`), under the same rule as the
+//!   web: no second certificate while one is valid outside the renewal window;
 //! - `POST simplereenroll`: the account's current certificate in the TLS handshake; the new
 //!   certificate supersedes it;
 //! - `serverkeygen`: 501, the key never leaves the client.
@@ -22,11 +22,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pki::Profile;
 
-use crate::accounts::Password;
+use crate::accounts::{AccountError, Password, TOKEN_PREFIX};
 use crate::enrollment::{Refused, check_eligible, issue_for};
 use crate::error::{ErrorCode, WebError};
 use crate::extract::{Peer, check_certificate};
-use crate::state::Shared;
+use crate::state::{Shared, blocking};
 
 /// The realm named in `WWW-Authenticate`.
 const REALM: &str = "Basic realm=\"inkan EST\", charset=\"UTF-8\"";
@@ -228,12 +228,72 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, Password), WebError
 /// simpleenroll: HTTP Basic, then the same rule as the web.
 async fn enroll(state: &Shared, headers: &HeaderMap, profile: Profile, body: &[u8]) -> Result<Vec<u8>, WebError> {
     let (login_id, password) = basic_credentials(headers)?;
+    if password.reveal().starts_with(TOKEN_PREFIX) {
+        return enroll_with_token(state, headers, profile, body, login_id, password).await;
+    }
     let account = state.authenticate(&login_id, password, "est").await?;
     let csr = csr_of(headers, body)?;
     check_profile(profile)?;
     check_eligible(state, &account, time::OffsetDateTime::now_utc())?;
     let issued = issue_for(state, &account.login_id, csr, profile, Vec::new()).await.map_err(WebError::from)?;
-    state.audit("est.enrolled", serde_json::json!({ "login_id": account.login_id, "serial": issued.serial })).await;
+    state
+        .audit(
+            "est.enrolled",
+            serde_json::json!({ "login_id": account.login_id, "serial": issued.serial, "with": "password" }),
+        )
+        .await;
+    Ok(issued.der)
+}
+
+/// simpleenroll with a one-time token as the Basic password: the token is taken when the
+/// request starts, and put back when nothing was issued.
+async fn enroll_with_token(
+    state: &Shared,
+    headers: &HeaderMap,
+    profile: Profile,
+    body: &[u8],
+    login_id: String,
+    secret: Password,
+) -> Result<Vec<u8>, WebError> {
+    let csr = csr_of(headers, body)?;
+    check_profile(profile)?;
+    let (redeemer, id) = (state.clone(), login_id.clone());
+    let now = time::OffsetDateTime::now_utc();
+    let Some(redeemed) = blocking(move || redeemer.accounts.redeem_token(&id, secret.reveal(), now)).await?? else {
+        state.audit("login.failure", serde_json::json!({ "login_id": login_id, "via": "est-token" })).await;
+        return Err(WebError::new(
+            ErrorCode::InvalidCredentials,
+            "the login ID or enrollment token is not correct, or the token was used or has expired",
+        ));
+    };
+    let account = match state.accounts.get(&login_id) {
+        Ok(Some(a)) if a.locked => Err(crate::accounts::locked(&a).into()),
+        Ok(Some(a)) if a.active => Ok(a),
+        Ok(_) => Err(WebError::from(AccountError::Inactive)),
+        Err(e) => Err(e.into()),
+    }
+    .and_then(|account| check_eligible(state, &account, now).map(|()| account));
+    let account = match account {
+        Ok(account) => account,
+        Err(e) => {
+            state.accounts.restore_token(redeemed)?;
+            return Err(e);
+        }
+    };
+    let issued = match issue_for(state, &account.login_id, csr, profile, Vec::new()).await {
+        Ok(issued) => issued,
+        Err(Refused::NothingIssued(e)) => {
+            state.accounts.restore_token(redeemed)?;
+            return Err(e);
+        }
+        Err(Refused::Failed(e)) => return Err(e),
+    };
+    state
+        .audit(
+            "est.enrolled",
+            serde_json::json!({ "login_id": account.login_id, "serial": issued.serial, "with": "token" }),
+        )
+        .await;
     Ok(issued.der)
 }
 

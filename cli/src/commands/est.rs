@@ -278,19 +278,22 @@ pub fn enroll(args: &EstEnrollArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let password = Zeroizing::new(
-        std::fs::read_to_string(&args.password_file)
-            .with_context(|| format!("reading {}", args.password_file.display()))?,
+    let Some(secret_file) = args.password_file.as_ref().or(args.token_file.as_ref()) else {
+        bail!("give --password-file or --token-file");
+    };
+    let secret = Zeroizing::new(
+        std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?,
     );
-    let password = password.lines().next().unwrap_or_default();
+    let password = secret.lines().next().unwrap_or_default();
     if password.is_empty() {
-        bail!("{}: the first line is empty", args.password_file.display());
+        bail!("{}: the first line is empty", secret_file.display());
     }
     let server = Server::new(&args.server, None)?;
     let key = new_key(args.key_type)?;
     let request = csr(&key, &args.user)?;
     let credentials = Zeroizing::new(format!("{}:{password}", args.user));
-    let auth = format!("Basic {}", pki::encoding::base64_lines(credentials.as_bytes()).trim_end());
+    let encoded: String = pki::encoding::base64_lines(credentials.as_bytes()).split('\n').collect();
+    let auth = format!("Basic {encoded}");
     let cert = server.enroll("simpleenroll", &request, Some(auth))?;
     let ca_certs = server.ca_certificates()?;
     let key_temp = write_whole(&args.key_out, key_pem(&key).as_bytes(), 0o600)?;

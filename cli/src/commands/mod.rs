@@ -28,7 +28,9 @@ use enroll_server::admin::{self, AdminContext, AdminReply, AdminRequest};
 use enroll_server::ports::NoEvents;
 use enroll_server::stores::sled::SledStores;
 
-use crate::args::{AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, RootCommand, UserCommand};
+use crate::args::{
+    AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, RootCommand, TokenCommand, UserCommand,
+};
 use crate::config::Config;
 use crate::passphrase::{self, Key};
 
@@ -54,6 +56,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Tail(args)) => audit::tail(&args),
         Command::Est(EstCommand::Enroll(args)) => est::enroll(&args),
         Command::Est(EstCommand::Renew(args)) => est::renew(&args),
+        Command::Token(TokenCommand::Create(args)) => user::token_create(&args),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `inkan user add|list|unlock|passwd`.
+//! `inkan user add|list|unlock|passwd`, `inkan token create`.
 
 use ca::layout::DataDir;
 use enroll_server::accounts::Role;
@@ -7,7 +7,7 @@ use enroll_server::admin::{AccountView, AdminReply, AdminRequest, SecretString};
 use pki::encoding::rfc3339;
 
 use super::{Needs, admin, unexpected};
-use crate::args::{UserAddArgs, UserIdArgs, UserListArgs};
+use crate::args::{TokenCreateArgs, UserAddArgs, UserIdArgs, UserListArgs};
 use crate::passphrase;
 
 const NEEDS: Needs = Needs { accounts: true, registry: false, issuer: false };
@@ -75,4 +75,20 @@ pub fn passwd(args: &UserIdArgs) -> anyhow::Result<()> {
     let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
     println!("Set the password of {:?} (and unlocked it).", account.login_id);
     Ok(())
+}
+
+pub fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
+    let ttl = super::registry::parse_period(&args.ttl)?;
+    let request = AdminRequest::TokenCreate { login_id: args.account.clone(), ttl_secs: ttl.whole_seconds() };
+    match admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)? {
+        AdminReply::Token { login_id, secret, expires_at } => {
+            eprintln!(
+                "One-time EST enrollment token for {login_id:?}, until {} (shown once; only its hash is kept):",
+                rfc3339(expires_at)
+            );
+            println!("{}", secret.reveal());
+            Ok(())
+        }
+        other => Err(unexpected(other)),
+    }
 }

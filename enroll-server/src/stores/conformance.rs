@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pki::Serial;
 use time::OffsetDateTime;
 
-use super::{Account, AccountStore, NoticeStore, Role};
+use super::{Account, AccountStore, EnrollToken, NoticeStore, Role};
 
 fn account(login_id: &str, role: Role) -> Account {
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -68,12 +68,29 @@ pub fn accounts(open: &dyn Fn() -> Arc<dyn AccountStore>) {
             }
         });
         assert_eq!(store.count_unknown_login().expect("count"), 21, "no count is lost");
+
+        // Enrollment tokens: taken once, by one of concurrent takers.
+        let token = EnrollToken {
+            login_id: "conf-a".into(),
+            expires_at: OffsetDateTime::from_unix_timestamp(2_000_000_000).expect("time"),
+            created_by: "operator".into(),
+        };
+        store.put_token(&[1; 32], &token).expect("put");
+        store.put_token(&[2; 32], &token).expect("put");
+        assert_eq!(store.take_token(&[3; 32]).expect("take"), None);
+        let taken: Vec<Option<EnrollToken>> = std::thread::scope(|s| {
+            let takers: Vec<_> = (0..8).map(|_| s.spawn(|| store.take_token(&[1; 32]).expect("take"))).collect();
+            takers.into_iter().map(|t| t.join().expect("taker")).collect()
+        });
+        assert_eq!(taken.iter().flatten().collect::<Vec<_>>(), [&token], "exactly one taker gets it");
     }
     let store = open();
     assert!(store.get("conf-a").expect("get").expect("kept").locked, "changes survive reopening");
     assert_eq!(store.get("conf-b").expect("get").expect("kept").failed_attempts, 200);
     assert_eq!(store.list().expect("list").len(), 4);
     assert_eq!(store.unknown_logins().expect("count"), 21, "the count survives reopening");
+    assert!(store.take_token(&[1; 32]).expect("take").is_none(), "a taken token stays taken");
+    assert_eq!(store.take_token(&[2; 32]).expect("take").map(|t| t.login_id), Some("conf-a".into()), "kept");
 }
 
 /// Notices: nothing recorded, then the latest threshold recorded per certificate, after

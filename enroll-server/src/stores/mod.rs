@@ -105,6 +105,26 @@ pub trait AccountStore: Send + Sync {
 
     /// How many failed logins with unknown IDs were counted.
     fn unknown_logins(&self) -> Result<u64, StoreError>;
+
+    /// Stores, durably, a one-time enrollment token under the SHA-256 of its secret.
+    fn put_token(&self, hash: &[u8; 32], token: &EnrollToken) -> Result<(), StoreError>;
+
+    /// Takes the token with this hash out of the store, durably and atomically: of concurrent
+    /// callers, one gets it.
+    fn take_token(&self, hash: &[u8; 32]) -> Result<Option<EnrollToken>, StoreError>;
+}
+
+/// A one-time enrollment token (EST `simpleenroll` with the token as the Basic password),
+/// as stored: never its secret, which only its hash names.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnrollToken {
+    /// The account it enrolls.
+    pub login_id: String,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Who made it (`operator`, or a master's login ID).
+    pub created_by: String,
 }
 
 /// Which expiry notices were delivered: per certificate, the nearest threshold (in days)

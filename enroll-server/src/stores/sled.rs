@@ -1,6 +1,6 @@
 //! The stores on sled, in one database directory (`DATA_DIR/web`): tree `accounts` (login ID →
-//! JSON), tree `notices` (serial → threshold, big-endian) and tree `counters` (name → u64,
-//! big-endian). sled allows one process per
+//! JSON), tree `notices` (serial → threshold, big-endian), tree `counters` (name → u64,
+//! big-endian) and tree `enroll_tokens` (SHA-256 of a token → JSON). sled allows one process per
 //! directory, which is why operator commands reach a running service through its admin socket.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pki::Serial;
 
-use super::{Account, AccountStore, NoticeStore, StoreError};
+use super::{Account, AccountStore, EnrollToken, NoticeStore, StoreError};
 
 /// Both stores of one sled directory.
 #[derive(Clone)]
@@ -17,6 +17,7 @@ pub struct SledStores {
     accounts: sled::Tree,
     notices: sled::Tree,
     counters: sled::Tree,
+    tokens: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStores {
@@ -37,7 +38,8 @@ impl SledStores {
         let accounts = db.open_tree("accounts").map_err(err)?;
         let notices = db.open_tree("notices").map_err(err)?;
         let counters = db.open_tree("counters").map_err(err)?;
-        Ok(Self { db, accounts, notices, counters })
+        let tokens = db.open_tree("enroll_tokens").map_err(err)?;
+        Ok(Self { db, accounts, notices, counters, tokens })
     }
 
     /// The account store.
@@ -109,6 +111,17 @@ impl AccountStore for SledStores {
 
     fn unknown_logins(&self) -> Result<u64, StoreError> {
         self.unknown_logins_now()
+    }
+
+    fn put_token(&self, hash: &[u8; 32], token: &EnrollToken) -> Result<(), StoreError> {
+        self.tokens.insert(hash, serde_json::to_vec(token).map_err(err)?).map_err(err)?;
+        self.flush()
+    }
+
+    fn take_token(&self, hash: &[u8; 32]) -> Result<Option<EnrollToken>, StoreError> {
+        let Some(value) = self.tokens.remove(hash).map_err(err)? else { return Ok(None) };
+        self.flush()?;
+        serde_json::from_slice(&value).map(Some).map_err(err)
     }
 }
 
