@@ -186,8 +186,8 @@ async fn answer(
     }
 }
 
-/// The CSR of an enrollment body: `application/pkcs10`, base64 DER.
-fn csr_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, WebError> {
+/// The CSR of an enrollment body: `application/pkcs10`, base64 DER. Public for the fuzz target.
+pub fn csr_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, WebError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/pkcs10") {
@@ -205,8 +205,8 @@ fn csr_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, WebError> {
     pki::encoding::decode_csr(&der).map_err(|e| WebError::new(ErrorCode::CsrRejected, e.to_string()))
 }
 
-/// Login ID and password of an `Authorization: Basic` header.
-fn basic_credentials(headers: &HeaderMap) -> Result<(String, Password), WebError> {
+/// Login ID and password of an `Authorization: Basic` header. Public for the fuzz target.
+pub fn basic_credentials(headers: &HeaderMap) -> Result<(String, Password), WebError> {
     let missing = || {
         WebError::new(
             ErrorCode::InvalidCredentials,

@@ -34,13 +34,16 @@ pub fn signer() -> &'static ca::remote::SignerService {
                 ca::service::local_authority(&dir, settings, &pass, ca::sled_store::Durability::Unsafe).expect("CA");
             let root_der = ca::layout::read_certificate(&dir.root_cert()).expect("root");
             let ocsp = Some(ca::responder::OcspSigner::new(&dir));
-            (tmp, ca::remote::SignerService {
-                authority,
-                root_der,
-                server_names: vec!["localhost".parse().expect("name")],
-                ocsp,
-                audit: None,
-            })
+            (
+                tmp,
+                ca::remote::SignerService {
+                    authority,
+                    root_der,
+                    server_names: vec!["localhost".parse().expect("name")],
+                    ocsp,
+                    audit: None,
+                },
+            )
         })
         .1
 }
