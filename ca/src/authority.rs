@@ -96,6 +96,12 @@ impl CertificateAuthority {
         self.store.as_ref()
     }
 
+    /// The CA's key, for what this crate signs besides certificates and CRLs (the OCSP answers
+    /// of a fixture set).
+    pub(crate) fn signer(&self) -> &dyn Signer {
+        self.signer.as_ref()
+    }
+
     /// The profile settings.
     pub fn settings(&self) -> &ProfileSettings {
         &self.settings

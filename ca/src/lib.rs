@@ -30,6 +30,7 @@ pub mod ceremony;
 pub mod credential;
 mod durable;
 mod error;
+pub mod fixture;
 pub mod layout;
 pub mod ledger;
 pub mod remote;

@@ -83,6 +83,17 @@ pub enum Command {
     /// instead of the account's password.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a set of test certificates for TLS client-auth tests: clients in every state a
+    /// relying party must tell apart, servers, the chain, CRLs, OCSP answers and a manifest.
+    ///
+    /// Client states: valid, revoked (on the CRL; its OCSP answer says revoked), expired,
+    /// not-yet-valid, wrong-eku (serverAuth only), foreign-ca (issued by another CA). Keys are
+    /// PEM (PKCS#8, 0600) and PKCS#12 (password "inkan" unless --p12-password-file).
+    /// manifest.json lists every file with the state and what `openssl verify` says about it.
+    ///
+    /// Example: inkan fixture --ephemeral --out fixtures --client alice --client mallory:revoked
+    /// --client old:expired --server localhost,127.0.0.1
+    Fixture(FixtureArgs),
     /// The web worker `serve` starts: it binds the listeners, gives up what it does not need
     /// and serves. Not for operators: run `inkan serve`.
     #[command(hide = true)]
@@ -95,6 +106,39 @@ pub enum TokenCommand {
     /// Make a token for an account: printed once (only its hash is kept), good for one EST
     /// simpleenroll (`--user ID` with the token as the password) until it expires.
     Create(TokenCreateArgs),
+}
+
+/// `inkan fixture`.
+#[derive(Debug, Args)]
+pub struct FixtureArgs {
+    /// The directory to write (made; refused when it exists and is not empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Make a throwaway root and issuing CA for the set (their keys are not kept). Without it,
+    /// the data directory's CA issues through the running service and records every
+    /// certificate in its registry (expired and not-yet-valid need --ephemeral: a real CA
+    /// does not sign outside its own clock).
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// The data directory, when not --ephemeral.
+    #[arg(long, env = "INKAN_DATA_DIR", value_name = "DIR", required_unless_present = "ephemeral")]
+    pub data_dir: Option<PathBuf>,
+    /// A client certificate: its name (letters, digits, '.', '_', '-'), and its state after a
+    /// colon (valid when none). Repeat for more.
+    #[arg(long, value_name = "NAME[:STATE]")]
+    pub client: Vec<String>,
+    /// A server certificate for these names (DNS names or IP addresses, comma-separated; the
+    /// first names the files). Repeat for more.
+    #[arg(long, value_name = "NAME[,NAME...]")]
+    pub server: Vec<String>,
+    /// Validity of the good certificates, the CRLs and the OCSP answers, in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    pub days: u32,
+    /// Protect the PKCS#12 files with the password in FILE (first line) instead of "inkan".
+    #[arg(long, value_name = "FILE")]
+    pub p12_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub ca_passphrase: CaPassphraseArg,
 }
 
 /// `inkan token create`.

@@ -26,6 +26,7 @@ mod error;
 pub mod key;
 mod lint;
 pub mod ocsp;
+pub mod pkcs12;
 pub mod profile;
 pub mod published;
 pub mod registry;

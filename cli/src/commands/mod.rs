@@ -7,6 +7,7 @@
 mod audit;
 mod crl;
 mod est;
+mod fixture;
 mod init;
 mod issue;
 mod registry;
@@ -57,6 +58,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Est(EstCommand::Enroll(args)) => est::enroll(&args),
         Command::Est(EstCommand::Renew(args)) => est::renew(&args),
         Command::Token(TokenCommand::Create(args)) => user::token_create(&args),
+        Command::Fixture(args) => fixture::run(&args),
     }
 }
 
