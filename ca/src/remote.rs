@@ -269,7 +269,7 @@ pub struct SignerService {
     pub root_der: Vec<u8>,
     /// The names a server certificate may carry (`[ca] server_names` in inkan.toml, by default
     /// the service's own names): the signer certifies no other, whoever asks.
-    pub server_names: Vec<San>,
+    pub server_names: Vec<pki::names::AllowedName>,
     /// The delegated OCSP responder, when this signer answers OCSP.
     pub ocsp: Option<OcspSigner>,
     /// Where signing events go.
@@ -313,11 +313,13 @@ impl SignerService {
                             "the OCSP responder's certificate is the signer's own; it is not issued on request".into(),
                         );
                     }
-                    Profile::Server => {
-                        if let Some(outside) = sans.iter().find(|san| !san.allowed_by(&self.server_names)) {
+                    Profile::Server | Profile::ClientServer => {
+                        if let Err(pki::Error::NameOutsidePolicy { name: outside, .. }) =
+                            pki::names::check(&self.server_names, &sans)
+                        {
                             return rejected(format!(
                                 "{outside} is not a name this CA certifies for servers; allowed: {} ([ca] server_names)",
-                                self.server_names.iter().map(San::to_string).collect::<Vec<_>>().join(", ")
+                                self.server_names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                             ));
                         }
                     }

@@ -388,6 +388,26 @@ pub enum UserCommand {
     Unlock(UserIdArgs),
     /// Set an account's password (from INKAN_USER_PASSWORD or a prompt); also unlocks it.
     Passwd(UserIdArgs),
+    /// Set the names an account's machines may have certified over EST (labels of the server
+    /// and client-server profiles): DNS names, `*.D` for any name under D, IP addresses and
+    /// networks (10.0.0.0/8). Replaces the policy; --clear removes it.
+    Names(UserNamesArgs),
+}
+
+/// `inkan user names`.
+#[derive(Debug, Args)]
+pub struct UserNamesArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The login ID.
+    #[arg(long, value_name = "ID")]
+    pub login_id: String,
+    /// An allowed name, wildcard or network. Repeat for more.
+    #[arg(long, value_name = "NAME", required_unless_present = "clear")]
+    pub allow: Vec<String>,
+    /// Remove the policy: the account gets client certificates only.
+    #[arg(long, conflicts_with = "allow")]
+    pub clear: bool,
 }
 
 /// `inkan user add`.

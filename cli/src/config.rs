@@ -243,8 +243,11 @@ impl Config {
                     "[est.labels] {label:?} is not a label: use letters, digits, '-' and '_', and no operation's name"
                 );
             }
-            if *profile != pki::Profile::Client {
-                bail!("[est.labels] {label} = {:?}: EST issues under the client profile", profile.name());
+            if *profile == pki::Profile::OcspResponder {
+                bail!(
+                    "[est.labels] {label} = {:?}: EST issues under the client, server and client-server profiles",
+                    profile.name()
+                );
             }
         }
         if self.ca.max_days > pki::profile::MAX_DAYS {
@@ -317,9 +320,12 @@ impl Config {
     }
 
     /// The names the signer certifies for servers: `[ca] server_names`, else `[server] names`.
-    pub fn server_policy(&self) -> anyhow::Result<Vec<pki::San>> {
+    pub fn server_policy(&self) -> anyhow::Result<Vec<pki::names::AllowedName>> {
         let names = self.ca.server_names.as_ref().unwrap_or(&self.server.names);
-        names.iter().map(|n| n.parse::<pki::San>().with_context(|| format!("[ca] server_names: {n:?}"))).collect()
+        names
+            .iter()
+            .map(|n| n.parse::<pki::names::AllowedName>().with_context(|| format!("[ca] server_names: {n:?}")))
+            .collect()
     }
 
     /// `https://NAME:PORT` of a listener, NAME being the first server name.
@@ -384,7 +390,7 @@ crl_validity_hours = 168
 # `inkan serve` signs a new CRL after revocations and at least this often, in hours.
 crl_refresh_hours = 24
 # The names the signer certifies for servers, whoever asks (`*.example.com` for any name under
-# example.com); by default the service's own, [server] names. Offline `inkan issue` (no
+# example.com, `10.0.0.0/8` for a network); by default the service's own, [server] names. Offline `inkan issue` (no
 # service running) certifies the names it is given.
 # server_names = ["localhost", "127.0.0.1", "*.example.com"]
 
@@ -446,8 +452,11 @@ scan_interval_secs = 3600
 listen = "127.0.0.1:8445"
 
 [est.labels]
-# /.well-known/est/LABEL/... and the profile each label issues under.
+# /.well-known/est/LABEL/... and the profile each label issues under: "client", or "server" /
+# "client-server" for accounts with an allowed-names policy (`inkan user names`), whose CSRs'
+# names must be inside it and inside [ca] server_names.
 # devices = "client"
+# hosts = "client-server"
 "#
     )
 }

@@ -20,9 +20,15 @@ fn est(server: &Service, op: &str) -> String {
 /// A P-256 key and its CSR from openssl; returns the key file and the CSR as EST sends it:
 /// base64 DER, in lines of 64 characters.
 fn est_csr(work: &Path, name: &str) -> (PathBuf, String) {
+    est_csr_with(work, name, &[])
+}
+
+/// [`est_csr`] with more `openssl req` arguments (`-addext subjectAltName=...`).
+fn est_csr_with(work: &Path, name: &str, extra: &[&str]) -> (PathBuf, String) {
     let key = work.join(format!("{name}.key"));
     let csr = work.join(format!("{name}.csr.der"));
-    openssl([
+    let subject = format!("/CN={name}");
+    let mut args = vec![
         "req",
         "-new",
         "-newkey",
@@ -33,13 +39,14 @@ fn est_csr(work: &Path, name: &str) -> (PathBuf, String) {
         "-keyout",
         s(&key),
         "-subj",
-        &format!("/CN={name}"),
+        &subject,
         "-outform",
         "DER",
         "-out",
         s(&csr),
-    ])
-    .ok();
+    ];
+    args.extend_from_slice(extra);
+    openssl(args).ok();
     let der = std::fs::read(&csr).expect("the CSR");
     (key, pki::encoding::base64_lines(&der))
 }
@@ -519,4 +526,108 @@ fn strongswan_req(work: &Path, name: &str, key: &Path, cn: &str) -> PathBuf {
     let dn = format!("CN={cn}");
     strongswan_to(&["--req", "--in", s(key), "--type", "priv", "--dn", &dn, "--outform", "der"], &request);
     request
+}
+
+/// Allowed-names policies: under a client-server label, a machine of an account with a policy
+/// gets the names its CSR asks for when each is inside the policy (and inside `[ca]
+/// server_names`, which the signer checks); a name outside is refused naming it and nothing is
+/// recorded; an account without a policy is refused on that label; re-enrolling checks the
+/// names again against the policy of the moment.
+#[test]
+fn allowed_names_decide_what_machines_get_certified() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.configure(&[
+        ("# hosts = \"client-server\"", "hosts = \"client-server\"\nweb = \"server\""),
+        (
+            "# server_names = [\"localhost\", \"127.0.0.1\", \"*.example.com\"]",
+            "server_names = [\"localhost\", \"127.0.0.1\", \"*.example.com\", \"10.0.0.0/8\"]",
+        ),
+    ]);
+    let work = ca.work();
+    ca.add_user("fleet", "master", None);
+    ca.add_user("plain", "master", None);
+    // The operator's policy, checked entry by entry (nothing is set when one is wrong).
+    ca.inkan(["user", "names", "--login-id", "fleet", "--allow", "a.example.com", "--allow", "10.0.0.1/8"])
+        .refused("--allow 10.0.0.1/8");
+    ca.inkan(["user", "names", "--login-id", "nobody-here", "--allow", "a.example.com"]).refused("nobody-here");
+    let listed = ca.inkan(["user", "list", "--json"]).ok().stdout;
+    assert!(!listed.contains("a.example.com"), "{listed}");
+    ca.inkan([
+        "user",
+        "names",
+        "--login-id",
+        "fleet",
+        "--allow",
+        "*.lab.example.com",
+        "--allow",
+        "10.1.0.0/16",
+        "--allow",
+        "*.corp.test",
+    ])
+    .ok();
+    let server = Service::watched(&ca, &[]);
+    let fleet = basic("fleet", &user_password("fleet"));
+    let before = ca.list_text();
+
+    let refusals = [
+        (
+            "outside",
+            "subjectAltName=DNS:a.lab.example.com,DNS:b.other.example.com",
+            "fleet",
+            403,
+            "b.other.example.com is outside",
+        ),
+        ("network", "subjectAltName=IP:10.2.0.1", "fleet", 403, "10.2.0.1 is outside"),
+        ("signer", "subjectAltName=DNS:x.corp.test", "fleet", 422, "x.corp.test is not a name this CA certifies"),
+        ("nopolicy", "subjectAltName=DNS:a.lab.example.com", "plain", 403, "needs an allowed-names policy"),
+        ("email", "subjectAltName=email:ops@lab.example.com", "fleet", 422, "only DNS names and IP addresses"),
+    ];
+    for (name, san, account, status, said) in refusals {
+        let (_, csr) = est_csr_with(work, name, &["-addext", san]);
+        let reply = post_csr(&server, "hosts/simpleenroll", &csr, &basic(account, &user_password(account)));
+        assert_eq!(reply.status, status, "{name}: {}", reply.text());
+        assert!(reply.text().contains(said), "{name}: {}", reply.text());
+    }
+    let (_, no_names) = est_csr(work, "nonames");
+    let reply = post_csr(&server, "hosts/simpleenroll", &no_names, &fleet);
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("asks for no names"), "{}", reply.text());
+    assert_eq!(ca.list_text(), before, "a refused name recorded something");
+
+    // Inside the policy: certified as asked, for both purposes, and openssl agrees.
+    let (key, csr) = est_csr_with(work, "host1", &["-addext", "subjectAltName=DNS:a.lab.example.com,IP:10.1.2.3"]);
+    let (pem, certs) = certs_of(work, "host1", &post_csr(&server, "hosts/simpleenroll", &csr, &fleet));
+    assert_eq!(certs.len(), 1);
+    let text =
+        openssl(["x509", "-in", s(&pem), "-noout", "-subject", "-ext", "subjectAltName,extendedKeyUsage"]).ok().stdout;
+    assert!(text.contains("CN = fleet"), "{text}");
+    assert!(text.contains("DNS:a.lab.example.com, IP Address:10.1.2.3"), "{text}");
+    assert!(text.contains("TLS Web Client Authentication, TLS Web Server Authentication"), "{text}");
+    ca.openssl_verify(&pem, &["-purpose", "sslserver", "-verify_hostname", "a.lab.example.com"]).ok();
+    ca.openssl_verify(&pem, &["-purpose", "sslserver", "-verify_ip", "10.1.2.3"]).ok();
+    ca.openssl_verify(&pem, &["-purpose", "sslclient"]).ok();
+    let listed = ca.list(&["--account", "fleet"]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["profile"], "client-server", "{listed:?}");
+
+    // The operator narrows the policy while the service runs (through the admin socket): a
+    // re-enrollment is checked against the new one.
+    ca.inkan(["user", "names", "--login-id", "fleet", "--allow", "10.1.0.0/16"]).ok();
+    let (_, csr2) = est_csr_with(work, "host1b", &["-addext", "subjectAltName=DNS:a.lab.example.com"]);
+    let reply = post_csr(&server, "hosts/simplereenroll", &csr2, &with_certificate(&pem, &key));
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.text().contains("a.lab.example.com is outside"), "{}", reply.text());
+    let (_, csr3) = est_csr_with(work, "host1c", &["-addext", "subjectAltName=IP:10.1.9.9"]);
+    let (pem3, _) =
+        certs_of(work, "host1c", &post_csr(&server, "hosts/simplereenroll", &csr3, &with_certificate(&pem, &key)));
+    let text = openssl(["x509", "-in", s(&pem3), "-noout", "-ext", "subjectAltName"]).ok().stdout;
+    assert!(text.contains("IP Address:10.1.9.9") && !text.contains("DNS:"), "{text}");
+    let statuses = statuses(&ca, "fleet");
+    assert_eq!(statuses.values().filter(|s| *s == "superseded").count(), 1, "{statuses:?}");
+    ca.inkan(["user", "names", "--login-id", "fleet", "--clear"]).ok();
+    let listed = ca.inkan(["user", "list"]).ok().stdout;
+    assert!(listed.contains("ALLOWED NAMES"), "{listed}");
+    let audit = read(&ca.file("audit/audit.log"));
+    assert!(audit.contains("user.allowed_names_set"), "{audit}");
+    server.stop();
 }

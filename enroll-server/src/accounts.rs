@@ -233,6 +233,7 @@ impl Accounts {
             locked: false,
             active: true,
             created_at: now,
+            allowed_names: Vec::new(),
         };
         if !self.store.insert(&account)? {
             return Err(AccountError::Exists(login_id.to_owned()));
@@ -370,6 +371,17 @@ impl Accounts {
                 a.locked = false;
                 a.failed_attempts = 0;
             })?
+            .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
+    }
+
+    /// Replaces the account's allowed-names policy.
+    pub fn set_allowed_names(
+        &self,
+        login_id: &str,
+        names: Vec<pki::names::AllowedName>,
+    ) -> Result<Account, AccountError> {
+        self.store
+            .update(login_id, &mut |a| a.allowed_names.clone_from(&names))?
             .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 

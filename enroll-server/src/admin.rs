@@ -87,6 +87,13 @@ pub enum AdminRequest {
     },
     /// Sign and publish the issuing CA's CRL.
     Crl,
+    /// Set (or clear, with none) an account's allowed-names policy.
+    UserNames {
+        /// The account.
+        login_id: String,
+        /// The policy's entries.
+        names: Vec<pki::names::AllowedName>,
+    },
     /// Make a one-time enrollment token (EST simpleenroll).
     TokenCreate {
         /// The account it enrolls.
@@ -147,6 +154,9 @@ pub struct AccountView {
     /// Created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Its allowed-names policy (empty: none).
+    #[serde(default)]
+    pub allowed_names: Vec<pki::names::AllowedName>,
 }
 
 impl From<Account> for AccountView {
@@ -159,6 +169,7 @@ impl From<Account> for AccountView {
             active: a.active,
             failed_attempts: a.failed_attempts,
             created_at: a.created_at,
+            allowed_names: a.allowed_names,
         }
     }
 }
@@ -279,6 +290,11 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
         AdminRequest::UserUnlock { login_id } => {
             let accounts = need(ctx.accounts, "account store")?;
             let account = users::unlock(accounts, ctx.audit, Actor::Operator, &login_id).map_err(|e| e.message)?;
+            AdminReply::Account { account: account.into() }
+        }
+        AdminRequest::UserNames { login_id, names } => {
+            let accounts = need(ctx.accounts, "account store")?;
+            let account = users::set_allowed_names(accounts, ctx.audit, &login_id, names).map_err(|e| e.message)?;
             AdminReply::Account { account: account.into() }
         }
         AdminRequest::UserPasswd { login_id, password } => {

@@ -40,6 +40,8 @@ pub enum ErrorCode {
     IssuanceInProgress,
     /// The CA refused the CSR.
     CsrRejected,
+    /// A name asked for is outside the account's allowed-names policy, or the account has none.
+    NameNotAllowed,
     /// No client certificate on the certificate-login listener.
     CertificateRequired,
     /// A client certificate inkan does not know.
@@ -95,6 +97,7 @@ impl ErrorCode {
             Self::TicketUsed => "ticket_used",
             Self::IssuanceInProgress => "issuance_in_progress",
             Self::CsrRejected => "csr_rejected",
+            Self::NameNotAllowed => "name_not_allowed",
             Self::CertificateRequired => "certificate_required",
             Self::CertificateUnknown => "certificate_unknown",
             Self::CertificateRevoked => "certificate_revoked",
@@ -133,6 +136,7 @@ impl ErrorCode {
             | Self::CertificateSuperseded
             | Self::CertificateExpired
             | Self::MasterOnly
+            | Self::NameNotAllowed
             | Self::Csrf => StatusCode::FORBIDDEN,
             Self::NotFound | Self::TicketUnknown => StatusCode::NOT_FOUND,
             Self::CertificateValid

@@ -20,9 +20,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pki::Profile;
+use pki::{Profile, San};
 
-use crate::accounts::{AccountError, Password, TOKEN_PREFIX};
+use crate::accounts::{Account, AccountError, Password, TOKEN_PREFIX};
 use crate::enrollment::{Refused, check_eligible, issue_for};
 use crate::error::{ErrorCode, WebError};
 use crate::extract::{Peer, check_certificate};
@@ -233,9 +233,9 @@ async fn enroll(state: &Shared, headers: &HeaderMap, profile: Profile, body: &[u
     }
     let account = state.authenticate(&login_id, password, "est").await?;
     let csr = csr_of(headers, body)?;
-    check_profile(profile)?;
+    let sans = names_for(&account, profile, &csr)?;
     check_eligible(state, &account, time::OffsetDateTime::now_utc())?;
-    let issued = issue_for(state, &account.login_id, csr, profile, Vec::new()).await.map_err(WebError::from)?;
+    let issued = issue_for(state, &account.login_id, csr, profile, sans).await.map_err(WebError::from)?;
     state
         .audit(
             "est.enrolled",
@@ -256,7 +256,6 @@ async fn enroll_with_token(
     secret: Password,
 ) -> Result<Vec<u8>, WebError> {
     let csr = csr_of(headers, body)?;
-    check_profile(profile)?;
     let (redeemer, id) = (state.clone(), login_id.clone());
     let now = time::OffsetDateTime::now_utc();
     let Some(redeemed) = blocking(move || redeemer.accounts.redeem_token(&id, secret.reveal(), now)).await?? else {
@@ -272,15 +271,16 @@ async fn enroll_with_token(
         Ok(_) => Err(WebError::from(AccountError::Inactive)),
         Err(e) => Err(e.into()),
     }
-    .and_then(|account| check_eligible(state, &account, now).map(|()| account));
-    let account = match account {
-        Ok(account) => account,
+    .and_then(|account| check_eligible(state, &account, now).map(|()| account))
+    .and_then(|account| names_for(&account, profile, &csr).map(|sans| (account, sans)));
+    let (account, sans) = match account {
+        Ok(found) => found,
         Err(e) => {
             state.accounts.restore_token(redeemed)?;
             return Err(e);
         }
     };
-    let issued = match issue_for(state, &account.login_id, csr, profile, Vec::new()).await {
+    let issued = match issue_for(state, &account.login_id, csr, profile, sans).await {
         Ok(issued) => issued,
         Err(Refused::NothingIssued(e)) => {
             state.accounts.restore_token(redeemed)?;
@@ -324,9 +324,9 @@ async fn reenroll(
         ));
     }
     let csr = csr_of(headers, body)?;
-    check_profile(profile)?;
+    let sans = names_for(&current.account, profile, &csr)?;
     let login_id = current.account.login_id.clone();
-    let issued = issue_for(state, &login_id, csr, profile, Vec::new()).await.map_err(|refused| match refused {
+    let issued = issue_for(state, &login_id, csr, profile, sans).await.map_err(|refused| match refused {
         Refused::NothingIssued(e) | Refused::Failed(e) => e,
     })?;
     state
@@ -338,13 +338,31 @@ async fn reenroll(
     Ok(issued.der)
 }
 
-/// The profiles EST issues under.
-fn check_profile(profile: Profile) -> Result<(), WebError> {
-    match profile {
-        Profile::Client => Ok(()),
-        other => Err(WebError::new(
-            ErrorCode::InvalidRequest,
-            format!("this label's {} profile needs an allowed-names policy for the account", other.name()),
-        )),
+/// The names to certify under a label's `profile`: none for the client profile; for the
+/// server and client-server profiles, the names the CSR asks for, each inside the account's
+/// allowed-names policy (the signer then checks them against `[ca] server_names`).
+fn names_for(account: &Account, profile: Profile, csr: &[u8]) -> Result<Vec<San>, WebError> {
+    if profile == Profile::Client {
+        return Ok(Vec::new());
     }
+    if account.allowed_names.is_empty() {
+        return Err(WebError::new(
+            ErrorCode::NameNotAllowed,
+            format!(
+                "this label issues under the {} profile, which needs an allowed-names policy for the account; \
+                 the operator sets one with `inkan user names`",
+                profile.name()
+            ),
+        ));
+    }
+    let sans = pki::csr::requested_sans(csr).map_err(|e| WebError::new(ErrorCode::CsrRejected, e.to_string()))?;
+    if sans.is_empty() {
+        return Err(WebError::new(
+            ErrorCode::CsrRejected,
+            "the CSR asks for no names: put the DNS names and IP addresses in a subjectAltName extension request",
+        ));
+    }
+    pki::names::check(&account.allowed_names, &sans)
+        .map_err(|e| WebError::new(ErrorCode::NameNotAllowed, e.to_string()))?;
+    Ok(sans)
 }

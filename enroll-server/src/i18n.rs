@@ -117,6 +117,7 @@ impl Lang {
             }
             ErrorCode::IssuanceInProgress => "この利用者の電子証明書を発行中です。完了してからもう一度お試しください。".into(),
             ErrorCode::CsrRejected => with_detail("証明書要求を受け付けられませんでした。"),
+            ErrorCode::NameNotAllowed => with_detail("この利用者に許可されていない名前が含まれています。"),
             ErrorCode::LoginRequired => "ログインしてください。".into(),
             ErrorCode::MasterOnly => "この操作はマスターユーザのみ行えます。".into(),
             ErrorCode::Exists => "このログインIDはすでに使われています。".into(),

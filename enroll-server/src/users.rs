@@ -91,6 +91,32 @@ pub fn set_password(
     Ok(account)
 }
 
+/// Sets an account's allowed-names policy (empty clears it): the operator only.
+pub fn set_allowed_names(
+    accounts: &Accounts,
+    audit: &dyn Audit,
+    login_id: &str,
+    names: Vec<pki::names::AllowedName>,
+) -> Result<Account, WebError> {
+    if names.len() > MAX_ALLOWED_NAMES {
+        return Err(WebError::new(
+            ErrorCode::InvalidRequest,
+            format!("{} entries; a policy holds at most {MAX_ALLOWED_NAMES}", names.len()),
+        ));
+    }
+    let account = accounts.set_allowed_names(login_id, names)?;
+    let shown: Vec<String> = account.allowed_names.iter().map(ToString::to_string).collect();
+    tracing::info!(login_id = %account.login_id, names = ?shown, "allowed names set by the operator");
+    audit.record(
+        "user.allowed_names_set",
+        serde_json::json!({ "by": "operator", "login_id": account.login_id, "names": shown }),
+    );
+    Ok(account)
+}
+
+/// The most entries an allowed-names policy holds.
+pub const MAX_ALLOWED_NAMES: usize = 100;
+
 fn master_only() -> WebError {
     WebError::new(ErrorCode::MasterOnly, "only the contract's master user can do this")
 }

@@ -224,7 +224,7 @@ pub fn prepare(
         profile::end_entity_params(settings, order.profile, order.account, order.sans, &order.serial, &validity, key)?;
     let tbs = tbs::capture("certificate", || params.signed_by(key, issuer.rcgen()))?;
     let common_name = match order.profile {
-        Profile::Client | Profile::OcspResponder => order.account.to_owned(),
+        Profile::Client | Profile::ClientServer | Profile::OcspResponder => order.account.to_owned(),
         Profile::Server => order.sans.first().map(ToString::to_string).unwrap_or_default(),
     };
     lint::end_entity(

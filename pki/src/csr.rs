@@ -58,3 +58,46 @@ pub fn public_key_sha256(input: &[u8]) -> Result<[u8; 32], Error> {
         .map_err(|e| Error::MalformedDer { what: WHAT, detail: e.to_string() })?;
     Ok(SubjectKey::from_parsed(&csr.certification_request_info.subject_pki)?.sha256())
 }
+
+/// The subject alternative names a CSR (PEM or DER) asks for in its extensionRequest: DNS names
+/// and IP addresses, in order. Other kinds of name are refused. Call it on a CSR that
+/// [`validate`] accepted; the names are the requester's wish, checked against a policy before
+/// they are certified.
+pub fn requested_sans(input: &[u8]) -> Result<Vec<crate::San>, Error> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let der = decode_csr(input)?;
+    let (_, csr) = X509CertificationRequest::from_der(&der)
+        .map_err(|e| Error::MalformedDer { what: WHAT, detail: e.to_string() })?;
+    let mut sans = Vec::new();
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        let ParsedExtension::SubjectAlternativeName(san) = ext else { continue };
+        for name in &san.general_names {
+            let parsed = match name {
+                GeneralName::DNSName(dns) => dns.parse::<crate::San>()?,
+                GeneralName::IPAddress(bytes) => {
+                    let ip = if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        std::net::IpAddr::from(v4)
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        std::net::IpAddr::from(v6)
+                    } else {
+                        return Err(Error::InvalidSan {
+                            san: crate::encoding::hex(bytes),
+                            reason: "an IP address has 4 or 16 bytes",
+                        });
+                    };
+                    crate::San::Ip(ip)
+                }
+                other => {
+                    return Err(Error::InvalidSan {
+                        san: other.to_string().chars().take(80).collect(),
+                        reason: "only DNS names and IP addresses are certified",
+                    });
+                }
+            };
+            if !sans.contains(&parsed) {
+                sans.push(parsed);
+            }
+        }
+    }
+    Ok(sans)
+}

@@ -125,11 +125,19 @@ pub enum Error {
         /// The profile name.
         profile: &'static str,
     },
-    /// The server profile without any subject alternative name.
+    /// A name asked for outside the account's allowed-names policy.
+    #[error("{name} is outside the names this account may have certified ({allowed})")]
+    NameOutsidePolicy {
+        /// The name asked for.
+        name: String,
+        /// The policy, as entries.
+        allowed: String,
+    },
+    /// The server (or client-server) profile without any subject alternative name.
     #[error("the server profile needs at least one subject alternative name (--san)")]
     MissingSan,
     /// A profile name that does not exist.
-    #[error("unknown profile {found:?}; accepted: client, server")]
+    #[error("unknown profile {found:?}; accepted: client, server, client-server")]
     UnknownProfile {
         /// The name given.
         found: String,

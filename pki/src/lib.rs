@@ -25,6 +25,7 @@ pub mod encoding;
 mod error;
 pub mod key;
 mod lint;
+pub mod names;
 pub mod ocsp;
 pub mod pkcs12;
 pub mod profile;

@@ -89,7 +89,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
     })?;
 
     let mut expected: HashSet<&str> = [OID_SKI, OID_KU, OID_BC, OID_AKI, OID_EKU].into();
-    if want.profile == Profile::Server {
+    if matches!(want.profile, Profile::Server | Profile::ClientServer) {
         expected.insert(OID_SAN);
     }
     if want.profile == Profile::OcspResponder {
@@ -127,9 +127,11 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                 let only_client = eku.client_auth && !eku.server_auth && !eku.ocsp_signing;
                 let only_server = eku.server_auth && !eku.client_auth && !eku.ocsp_signing;
                 let only_ocsp = eku.ocsp_signing && !eku.client_auth && !eku.server_auth;
+                let client_and_server = eku.client_auth && eku.server_auth && !eku.ocsp_signing;
                 let right = match want.profile {
                     Profile::Client => only_client,
                     Profile::Server => only_server,
+                    Profile::ClientServer => client_and_server,
                     Profile::OcspResponder => only_ocsp,
                 };
                 let others =

@@ -29,6 +29,10 @@ pub enum Profile {
     Client,
     /// TLS server: EKU serverAuth and the DNS names and IP addresses the operator gives.
     Server,
+    /// A machine that is both (EST under a label with an allowed-names policy): EKU clientAuth
+    /// and serverAuth, the account as the subject's CN, and its names.
+    #[serde(rename = "client-server")]
+    ClientServer,
     /// A delegated OCSP responder (RFC 6960 §4.2.2.2): EKU OCSPSigning and id-pkix-ocsp-nocheck,
     /// no CRL distribution point or AIA (its status is not checked). Issued to the service's
     /// responder key only; not offered on the command line.
@@ -42,6 +46,7 @@ impl Profile {
         match self {
             Self::Client => "client",
             Self::Server => "server",
+            Self::ClientServer => "client-server",
             Self::OcspResponder => "ocsp-responder",
         }
     }
@@ -60,6 +65,7 @@ impl FromStr for Profile {
         match s {
             "client" => Ok(Self::Client),
             "server" => Ok(Self::Server),
+            "client-server" => Ok(Self::ClientServer),
             _ => Err(Error::UnknownProfile { found: s.chars().take(40).collect() }),
         }
     }
@@ -222,6 +228,14 @@ pub(crate) fn end_entity_params(
             let first = sans.first().ok_or(Error::MissingSan)?;
             params.distinguished_name = end_entity_subject(settings, &first.to_string());
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.subject_alt_names = sans.iter().map(rcgen_san).collect::<Result<_, _>>()?;
+        }
+        Profile::ClientServer => {
+            if sans.is_empty() {
+                return Err(Error::MissingSan);
+            }
+            params.distinguished_name = end_entity_subject(settings, account);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
             params.subject_alt_names = sans.iter().map(rcgen_san).collect::<Result<_, _>>()?;
         }
         Profile::OcspResponder => {

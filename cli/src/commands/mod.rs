@@ -58,6 +58,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Est(EstCommand::Enroll(args)) => est::enroll(&args),
         Command::Est(EstCommand::Renew(args)) => est::renew(&args),
         Command::Token(TokenCommand::Create(args)) => user::token_create(&args),
+        Command::User(UserCommand::Names(args)) => user::names(&args),
         Command::Fixture(args) => fixture::run(&args),
     }
 }

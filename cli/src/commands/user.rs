@@ -7,7 +7,7 @@ use enroll_server::admin::{AccountView, AdminReply, AdminRequest, SecretString};
 use pki::encoding::rfc3339;
 
 use super::{Needs, admin, unexpected};
-use crate::args::{TokenCreateArgs, UserAddArgs, UserIdArgs, UserListArgs};
+use crate::args::{TokenCreateArgs, UserAddArgs, UserIdArgs, UserListArgs, UserNamesArgs};
 use crate::passphrase;
 
 const NEEDS: Needs = Needs { accounts: true, registry: false, issuer: false };
@@ -46,16 +46,21 @@ pub fn list(args: &UserListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&accounts)?);
         return Ok(());
     }
-    println!("{:<24}  {:<7}  {:<24}  {:<6}  {:<6}  CREATED", "LOGIN ID", "ROLE", "MASTER", "LOCKED", "ACTIVE");
+    println!(
+        "{:<24}  {:<7}  {:<24}  {:<6}  {:<6}  {:<20}  ALLOWED NAMES",
+        "LOGIN ID", "ROLE", "MASTER", "LOCKED", "ACTIVE", "CREATED"
+    );
     for a in &accounts {
+        let names: Vec<String> = a.allowed_names.iter().map(ToString::to_string).collect();
         println!(
-            "{:<24}  {:<7}  {:<24}  {:<6}  {:<6}  {}",
+            "{:<24}  {:<7}  {:<24}  {:<6}  {:<6}  {:<20}  {}",
             a.login_id,
             a.role.name(),
             a.master,
             if a.locked { "yes" } else { "no" },
             if a.active { "yes" } else { "no" },
-            rfc3339(a.created_at)
+            rfc3339(a.created_at),
+            if names.is_empty() { "-".to_owned() } else { names.join(",") }
         );
     }
     eprintln!("{} account(s)", accounts.len());
@@ -74,6 +79,23 @@ pub fn passwd(args: &UserIdArgs) -> anyhow::Result<()> {
     let request = AdminRequest::UserPasswd { login_id: args.login_id.clone(), password: SecretString::new(&password) };
     let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
     println!("Set the password of {:?} (and unlocked it).", account.login_id);
+    Ok(())
+}
+
+pub fn names(args: &UserNamesArgs) -> anyhow::Result<()> {
+    let names = args
+        .allow
+        .iter()
+        .map(|name| name.parse::<pki::names::AllowedName>().map_err(|e| anyhow::anyhow!("--allow {name}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let request = AdminRequest::UserNames { login_id: args.login_id.clone(), names };
+    let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    if account.allowed_names.is_empty() {
+        println!("{:?} has no allowed-names policy: client certificates only.", account.login_id);
+    } else {
+        let shown: Vec<String> = account.allowed_names.iter().map(ToString::to_string).collect();
+        println!("{:?} may have certified: {}", account.login_id, shown.join(", "));
+    }
     Ok(())
 }
 

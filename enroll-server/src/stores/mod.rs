@@ -55,6 +55,10 @@ pub struct Account {
     /// When the account was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The DNS names and IP addresses its machines may have certified (EST labels of the server
+    /// and client-server profiles), set by the operator; empty: client certificates only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_names: Vec<pki::names::AllowedName>,
 }
 
 impl fmt::Debug for Account {
@@ -66,6 +70,7 @@ impl fmt::Debug for Account {
             .field("failed_attempts", &self.failed_attempts)
             .field("locked", &self.locked)
             .field("active", &self.active)
+            .field("allowed_names", &self.allowed_names)
             .finish_non_exhaustive()
     }
 }
