@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    NONE, Reply, Service, TestCa, WRONG, openssl, openssl_serial, read, s, start_signer, user_password, write,
+    NONE, Reply, Service, TestCa, WRONG, between, openssl, openssl_serial, read, s, start_signer, user_password, write,
 };
 
 /// The URL of an EST operation (`cacerts`, `LABEL/simpleenroll`, ...).
@@ -629,5 +629,97 @@ fn allowed_names_decide_what_machines_get_certified() {
     assert!(listed.contains("ALLOWED NAMES"), "{listed}");
     let audit = read(&ca.file("audit/audit.log"));
     assert!(audit.contains("user.allowed_names_set"), "{audit}");
+    server.stop();
+}
+
+/// A master makes one-time enrollment tokens on the web, for itself and its general users
+/// only, after its password (the API and the home page's form, which shows the token once);
+/// a general user cannot; each token enrolls its own account once over EST.
+#[test]
+fn masters_make_enrollment_tokens_on_the_web() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("boss", "master", None);
+    ca.add_user("clerk", "general", Some("boss"));
+    ca.add_user("rival", "master", None);
+    ca.add_user("rivals-clerk", "general", Some("rival"));
+    let server = Service::watched(&ca, &[]);
+    let work = ca.work();
+    let boss = server.acquire("boss", "boss").client();
+    let boss_pw = user_password("boss");
+    server.login_api(&boss, &boss_pw).expect(200);
+    let before = ca.list_text();
+
+    let api = |client: &common::Client, who: &str, body: serde_json::Value| {
+        server.login_post(client, &format!("/api/v1/users/{who}/tokens"), &body)
+    };
+    api(&boss, "clerk", serde_json::json!({ "password": WRONG })).expect_error(401, "invalid_credentials");
+    api(&boss, "rivals-clerk", serde_json::json!({ "password": boss_pw })).expect_error(404, "not_found");
+    api(&boss, "rival", serde_json::json!({ "password": boss_pw })).expect_error(404, "not_found");
+    api(&boss, "clerk", serde_json::json!({ "password": boss_pw, "ttl_secs": 31 * 86_400 }))
+        .expect_error(400, "invalid_request");
+    assert_eq!(ca.list_text(), before);
+
+    // The API: a token for clerk, answered once.
+    let made = api(&boss, "clerk", serde_json::json!({ "password": boss_pw, "ttl_secs": 3600 }));
+    made.expect(201);
+    let token = made.json()["token"].as_str().expect("token").to_owned();
+    server.secret(&token);
+    assert!(token.starts_with("inkan-est-"), "{token}");
+    assert_eq!(made.json()["login_id"], "clerk");
+
+    // It enrolls clerk over EST, once.
+    let (clerk_key, csr) = est_csr(work, "clerk");
+    let (clerk_pem, _) = certs_of(work, "clerk", &post_csr(&server, "simpleenroll", &csr, &basic("clerk", &token)));
+    let again = post_csr(&server, "simpleenroll", &csr, &basic("clerk", &token));
+    assert_eq!(again.status, 401, "{}", again.text());
+
+    // A general user, even with a session, makes none.
+    let clerk = common::Client::pem(&clerk_pem, &clerk_key, &work.join("clerk.jar"));
+    server.login_api(&clerk, &user_password("clerk")).expect(200);
+    api(&clerk, "clerk", serde_json::json!({ "password": user_password("clerk") })).expect_error(403, "master_only");
+
+    // The home page's form: the token is shown once on a page of its own, not cached.
+    let home = server.login_get(&boss, "/home?lang=en");
+    home.expect(200);
+    assert!(home.text().contains("data-testid=\"token-form\""), "{}", home.text());
+    let home_ja = server.login_get(&boss, "/home?lang=ja");
+    assert!(home_ja.text().contains("機器登録用ワンタイムトークン"), "{}", home_ja.text());
+    let csrf = between(&home.text(), "name=\"csrf\" value=\"", "\"");
+    let fields = format!("csrf={csrf}&login_id=boss&ttl=3600&password={boss_pw}");
+    let page = server.post(
+        &server.login_url("/tokens?lang=en"),
+        "application/x-www-form-urlencoded",
+        fields.as_bytes(),
+        &boss.args,
+    );
+    page.expect(200);
+    assert_eq!(page.header("cache-control").as_deref(), Some("no-store"), "{}", page.headers);
+    let shown = between(&page.text(), "data-testid=\"token\">", "<");
+    server.secret(&shown);
+    assert!(shown.starts_with("inkan-est-") && shown != token, "{shown}");
+    assert!(page.text().contains("shown once"), "{}", page.text());
+    // A wrong password on the form: the error page, no token.
+    let fields = format!("csrf={csrf}&login_id=boss&ttl=3600&password={WRONG}");
+    let refused = server.post(
+        &server.login_url("/tokens?lang=en"),
+        "application/x-www-form-urlencoded",
+        fields.as_bytes(),
+        &boss.args,
+    );
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert!(!refused.text().contains("inkan-est-"), "{}", refused.text());
+
+    let (_, boss_csr) = est_csr(work, "boss-machine");
+    // boss already has a valid certificate outside its renewal window: the CA says so, and the
+    // token is kept for when it may be used.
+    let early = post_csr(&server, "simpleenroll", &boss_csr, &basic("boss", &shown));
+    assert_eq!(early.status, 409, "{}", early.text());
+    let serial = ca.list(&["--account", "boss"])[0]["serial"].as_str().expect("serial").to_owned();
+    ca.inkan(["revoke", &serial, "--reason", "superseded"]).ok();
+    certs_of(work, "boss-machine", &post_csr(&server, "simpleenroll", &boss_csr, &basic("boss", &shown)));
+    let audit = read(&ca.file("audit/audit.log"));
+    assert_eq!(audit.matches("est.token_created").count(), 2, "{audit}");
+    assert!(audit.contains("\"by\":\"boss\""), "{audit}");
+    assert!(!audit.contains(&token) && !audit.contains(&shown), "a token in the audit trail");
     server.stop();
 }

@@ -362,13 +362,9 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
         }
         AdminRequest::TokenCreate { login_id, ttl_secs } => {
             let accounts = need(ctx.accounts, "account store")?;
-            let (secret, token) = accounts
-                .create_token(&login_id, time::Duration::seconds(ttl_secs), "operator", now)
-                .map_err(|e| text(&e))?;
-            ctx.audit.record(
-                "est.token_created",
-                serde_json::json!({ "by": "operator", "login_id": login_id, "expires_at": pki::encoding::rfc3339(token.expires_at) }),
-            );
+            let ttl = time::Duration::seconds(ttl_secs);
+            let (secret, token) = users::create_token(accounts, ctx.audit, Actor::Operator, &login_id, ttl, now)
+                .map_err(|e| e.message)?;
             AdminReply::Token { login_id, secret: SecretString(secret.to_string()), expires_at: token.expires_at }
         }
         AdminRequest::Crl => {

@@ -93,6 +93,26 @@ pub struct ErrorPage {
     pub public_url: String,
 }
 
+/// A one-time enrollment token, shown once after a master made it.
+#[derive(Template)]
+#[template(path = "token.html")]
+pub struct TokenPage {
+    /// Frame.
+    pub frame: Frame,
+    /// The account it enrolls.
+    pub login_id: String,
+    /// The token.
+    pub token: zeroize::Zeroizing<String>,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for TokenPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPage").field("login_id", &self.login_id).finish_non_exhaustive()
+    }
+}
+
 /// One certificate on the home page.
 #[derive(Debug)]
 pub struct CertRow {

@@ -59,11 +59,13 @@ pub fn login_router(state: Shared) -> Router {
         .route("/logout", post(login::logout))
         .route("/users", post(users::add_user_form))
         .route("/users/{login_id}/unlock", post(users::unlock_user_form))
+        .route("/tokens", post(users::token_form))
         .route("/certificates/{serial}/revoke", post(revocation::revoke_form))
         .route("/api/v1/login", post(login::api_login))
         .route("/api/v1/me", get(login::api_me))
         .route("/api/v1/users", post(users::api_add_user))
         .route("/api/v1/users/{login_id}/unlock", post(users::api_unlock_user))
+        .route("/api/v1/users/{login_id}/tokens", post(users::api_create_token))
         .route("/api/v1/certificates/{serial}/revoke", post(revocation::api_revoke));
     common_layers(assets(router), &state)
 }

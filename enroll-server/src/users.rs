@@ -9,11 +9,12 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::accounts::{Account, Accounts, Password, Role};
+use crate::accounts::{Account, Accounts, EnrollToken, Password, Role};
 use crate::error::{ErrorCode, WebError};
 use crate::extract::{JsonBody, SignedIn};
-use crate::forms::{SessionForm, session_form};
+use crate::forms::{SessionForm, error_page, session_form};
 use crate::i18n::Lang;
+use crate::pages::{Frame, TokenPage};
 use crate::ports::Audit;
 use crate::state::{Shared, blocking};
 
@@ -112,6 +113,138 @@ pub fn set_allowed_names(
         serde_json::json!({ "by": "operator", "login_id": account.login_id, "names": shown }),
     );
     Ok(account)
+}
+
+/// Makes a one-time EST enrollment token for `login_id`, returned once with its record: the
+/// operator for any account, a master for itself and its general users (others are as if they
+/// did not exist).
+pub fn create_token(
+    accounts: &Accounts,
+    audit: &dyn Audit,
+    by: Actor<'_>,
+    login_id: &str,
+    ttl: time::Duration,
+    now: OffsetDateTime,
+) -> Result<(zeroize::Zeroizing<String>, EnrollToken), WebError> {
+    if let Actor::User(master) = by {
+        if master.role != Role::Master {
+            return Err(master_only());
+        }
+        if login_id != master.login_id {
+            match accounts.get(login_id)? {
+                Some(user) if user.master == master.login_id && user.role == Role::General => {}
+                _ => return Err(WebError::not_found()),
+            }
+        }
+    }
+    let (secret, token) = accounts.create_token(login_id, ttl, by.name(), now)?;
+    let expires_at = pki::encoding::rfc3339(token.expires_at);
+    tracing::info!(by = by.name(), %login_id, %expires_at, "enrollment token created");
+    audit.record(
+        "est.token_created",
+        serde_json::json!({ "by": by.name(), "login_id": login_id, "expires_at": expires_at }),
+    );
+    Ok((secret, token))
+}
+
+/// A master's token, after its password: the web form and the API.
+async fn master_token(
+    state: &Shared,
+    master: &Account,
+    login_id: String,
+    password: Password,
+    ttl_secs: i64,
+) -> Result<(zeroize::Zeroizing<String>, EnrollToken), WebError> {
+    if master.role != Role::Master {
+        return Err(master_only());
+    }
+    // Confirm with the password (wrong ones count towards the lockout).
+    state.authenticate(&master.login_id, password, "token").await?;
+    let (state, master) = (state.clone(), master.clone());
+    let ttl = time::Duration::seconds(ttl_secs);
+    blocking(move || {
+        create_token(
+            &state.accounts,
+            state.audit.as_ref(),
+            Actor::User(&master),
+            &login_id,
+            ttl,
+            OffsetDateTime::now_utc(),
+        )
+    })
+    .await?
+}
+
+/// `POST /api/v1/users/{login_id}/tokens` body.
+#[derive(Debug, Deserialize)]
+pub struct NewToken {
+    password: Password,
+    #[serde(default = "default_token_ttl")]
+    ttl_secs: i64,
+}
+
+fn default_token_ttl() -> i64 {
+    86_400
+}
+
+/// `POST /api/v1/users/{login_id}/tokens` (master): a one-time EST enrollment token for itself
+/// or one of its users, answered once.
+pub async fn api_create_token(
+    State(state): State<Shared>,
+    signed_in: SignedIn,
+    Path(login_id): Path<String>,
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<Response, WebError> {
+    let (secret, token) = master_token(&state, &signed_in.account, login_id, body.password, body.ttl_secs).await?;
+    let out = serde_json::json!({
+        "login_id": token.login_id,
+        "token": secret.as_str(),
+        "expires_at": pki::encoding::rfc3339(token.expires_at),
+    });
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// The token form's fields.
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    csrf: String,
+    login_id: String,
+    password: Password,
+    ttl: i64,
+}
+
+/// `POST /tokens` (master): the token, on a page of its own (shown once).
+pub async fn token_form(
+    State(state): State<Shared>,
+    signed_in: Result<SignedIn, WebError>,
+    lang: Lang,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let t = lang.text();
+    let signed_in = match signed_in {
+        Ok(found) => found,
+        Err(e) => return error_page(&state, lang, t.error_title, &e),
+    };
+    let form = match form {
+        Ok(Form(form)) if crate::html::tokens_match(&signed_in.session.csrf, &form.csrf) => form,
+        _ => return error_page(&state, lang, t.error_title, &WebError::new(ErrorCode::Csrf, "the form expired")),
+    };
+    match master_token(&state, &signed_in.account, form.login_id, form.password, form.ttl).await {
+        Ok((secret, token)) => {
+            let page = TokenPage {
+                frame: Frame::new(lang, t.token_title, "/home"),
+                login_id: token.login_id,
+                token: secret,
+                expires_at: pki::encoding::rfc3339(token.expires_at),
+            };
+            let mut response = crate::html::render(StatusCode::OK, &page);
+            response
+                .headers_mut()
+                .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => error_page(&state, lang, t.error_title, &e),
+    }
 }
 
 /// The most entries an allowed-names policy holds.
