@@ -200,6 +200,11 @@ pub struct EstEnrollArgs {
     /// Where to write the new private key (PKCS#8 PEM, mode 0600); must not exist.
     #[arg(long, value_name = "FILE")]
     pub key_out: PathBuf,
+    /// A DNS name or IP address to ask for (the server URL's label must issue under the server
+    /// or client-server profile, and the account's allowed names must cover it). Repeat for
+    /// more.
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<String>,
     /// Where to write the certificate, followed by its issuing CA (PEM); must not exist.
     #[arg(long, value_name = "FILE")]
     pub cert_out: PathBuf,

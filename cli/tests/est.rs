@@ -622,8 +622,53 @@ fn allowed_names_decide_what_machines_get_certified() {
         certs_of(work, "host1c", &post_csr(&server, "hosts/simplereenroll", &csr3, &with_certificate(&pem, &key)));
     let text = openssl(["x509", "-in", s(&pem3), "-noout", "-ext", "subjectAltName"]).ok().stdout;
     assert!(text.contains("IP Address:10.1.9.9") && !text.contains("DNS:"), "{text}");
-    let statuses = statuses(&ca, "fleet");
-    assert_eq!(statuses.values().filter(|s| *s == "superseded").count(), 1, "{statuses:?}");
+    let fleet_statuses = statuses(&ca, "fleet");
+    assert_eq!(fleet_statuses.values().filter(|s| *s == "superseded").count(), 1, "{fleet_statuses:?}");
+    // inkan est asks for names with --san under the label, and renew asks for the same again.
+    ca.add_user("fleet2", "master", None);
+    ca.inkan(["user", "names", "--login-id", "fleet2", "--allow", "*.lab.example.com"]).ok();
+    let pass = work.join("fleet2.pass");
+    write(&pass, user_password("fleet2"));
+    let url = format!("https://localhost:{}/.well-known/est/hosts", server.est);
+    let (key2, cert2) = (work.join("fleet2.key"), work.join("fleet2.pem"));
+    let outside = est_enroll(
+        &url,
+        &ca.root_crt(),
+        "fleet2",
+        ("--password-file", &pass),
+        (&key2, &cert2),
+        &["--san", "b.lab.example.com", "--san", "b.elsewhere.example.com"],
+    );
+    assert_eq!(outside.status.code(), Some(1), "{}", outside.stderr);
+    assert!(outside.stderr.contains("b.elsewhere.example.com is outside"), "{}", outside.stderr);
+    assert!(!key2.exists() && !cert2.exists());
+    est_enroll(
+        &url,
+        &ca.root_crt(),
+        "fleet2",
+        ("--password-file", &pass),
+        (&key2, &cert2),
+        &["--san", "b.lab.example.com"],
+    )
+    .ok();
+    ca.openssl_verify(&cert2, &["-purpose", "sslserver", "-verify_hostname", "b.lab.example.com"]).ok();
+    est_client(&[
+        "renew",
+        "--server",
+        &url,
+        "--ca-file",
+        s(&ca.root_crt()),
+        "--cert",
+        s(&cert2),
+        "--key",
+        s(&key2),
+        "--renew-within",
+        "400d",
+    ])
+    .ok();
+    let text = openssl(["x509", "-in", s(&cert2), "-noout", "-ext", "subjectAltName"]).ok().stdout;
+    assert!(text.contains("DNS:b.lab.example.com"), "the renewed certificate keeps its name: {text}");
+    assert_eq!(statuses(&ca, "fleet2").values().filter(|s| *s == "superseded").count(), 1);
     ca.inkan(["user", "names", "--login-id", "fleet", "--clear"]).ok();
     let listed = ca.inkan(["user", "list"]).ok().stdout;
     assert!(listed.contains("ALLOWED NAMES"), "{listed}");

@@ -15,8 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    Enrolled, NONE, Out, Reply, Service, TestCa, assert_lint_clean, between, genpkey, openssl, p256_csr, s,
-    user_password, write,
+    Enrolled, NONE, Out, Reply, Service, TestCa, assert_lint_clean, between, openssl, p256_csr, s, user_password, write,
 };
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
@@ -139,20 +138,12 @@ fn assert_cacheable(reply: &Reply) {
     assert!(max_age > 0 && (max_age - left).abs() <= 60, "max-age {max_age}, Expires in {left} s: {cache_control}");
 }
 
-/// A CA made with openssl and a client certificate it issued: (CA certificate, leaf).
+/// Another CA and a client certificate it issued, from `inkan fixture --ephemeral`: (that CA's
+/// certificate, the leaf).
 fn foreign_ca_and_leaf(work: &Path) -> (PathBuf, PathBuf) {
-    let key = genpkey(work, "other-ca", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
-    let ca_cert = work.join("other-ca.crt");
-    let mut args = vec!["req", "-x509", "-new", "-key", s(&key), "-subj", "/O=elsewhere/CN=Other CA", "-days", "30"];
-    args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    args.extend(["-out", s(&ca_cert)]);
-    openssl(args).ok();
-    let csr = p256_csr(work, "other-leaf");
-    let leaf = work.join("other-leaf.crt");
-    let mut args = vec!["x509", "-req", "-in", s(&csr), "-CA", s(&ca_cert), "-CAkey", s(&key)];
-    args.extend(["-set_serial", "0x5EED", "-days", "10", "-out", s(&leaf)]);
-    openssl(args).ok();
-    (ca_cert, leaf)
+    let dir = work.join("elsewhere");
+    common::inkan(["fixture", "--ephemeral", "--out", s(&dir), "--client", "other-leaf"], &[]).ok();
+    (dir.join("ca.pem"), dir.join("clients/other-leaf.crt"))
 }
 
 /// Percent-encodes base64 for a URL path segment.

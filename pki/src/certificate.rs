@@ -273,6 +273,8 @@ pub struct Summary {
     pub key: Option<crate::KeyKind>,
     /// SHA-256 of the SubjectPublicKeyInfo (the registry's key index).
     pub key_sha256: [u8; 32],
+    /// Its DNS names and IP addresses (subjectAltName), as written.
+    pub sans: Vec<String>,
 }
 
 impl Summary {
@@ -295,6 +297,28 @@ impl Summary {
                 out.copy_from_slice(digest.as_ref());
                 out
             },
+            sans: cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|ext| {
+                    ext.value
+                        .general_names
+                        .iter()
+                        .filter_map(|name| match name {
+                            x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                            x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                                if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                                    Some(std::net::IpAddr::from(v4).to_string())
+                                } else {
+                                    <[u8; 16]>::try_from(*bytes).ok().map(|v6| std::net::IpAddr::from(v6).to_string())
+                                }
+                            }
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -226,9 +226,10 @@ fn key_pem(key: &rcgen::KeyPair) -> Zeroizing<String> {
     }
 }
 
-/// A CSR for `key` with the common name `cn` (the CA sets the subject from the account anyway).
-fn csr(key: &rcgen::KeyPair, cn: &str) -> anyhow::Result<Vec<u8>> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+/// A CSR for `key` with the common name `cn` (the CA sets the subject from the account anyway)
+/// asking for the names `sans` (DNS names and IP addresses).
+fn csr(key: &rcgen::KeyPair, cn: &str, sans: &[String]) -> anyhow::Result<Vec<u8>> {
+    let mut params = rcgen::CertificateParams::new(sans.to_vec())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, cn);
     Ok(params.serialize_request(key)?.der().to_vec())
@@ -288,9 +289,12 @@ pub fn enroll(args: &EstEnrollArgs) -> anyhow::Result<()> {
     if password.is_empty() {
         bail!("{}: the first line is empty", secret_file.display());
     }
+    for name in &args.san {
+        name.parse::<pki::San>().with_context(|| format!("--san {name}"))?;
+    }
     let server = Server::new(&args.server, None)?;
     let key = new_key(args.key_type)?;
-    let request = csr(&key, &args.user)?;
+    let request = csr(&key, &args.user, &args.san)?;
     let credentials = Zeroizing::new(format!("{}:{password}", args.user));
     let encoded: String = pki::encoding::base64_lines(credentials.as_bytes()).split('\n').collect();
     let auth = format!("Basic {encoded}");
@@ -343,7 +347,8 @@ pub fn renew(args: &EstRenewArgs) -> anyhow::Result<()> {
     let server = Server::new(&args.server, Some(identity))?;
     let key = if args.new_key { new_key(args.key_type)? } else { current_key };
     let cn = summary.subject.rsplit("CN=").next().unwrap_or("inkan").to_owned();
-    let cert = server.enroll("simplereenroll", &csr(&key, &cn)?, None)?;
+    // The same names as the current certificate (none for a client certificate).
+    let cert = server.enroll("simplereenroll", &csr(&key, &cn, &summary.sans)?, None)?;
     let ca_certs = server.ca_certificates()?;
     // The new pair is in hand: now the files are replaced, the key first.
     let cert_temp = write_whole(&args.cert, certificate_file(&cert, &ca_certs)?.as_bytes(), 0o644)?;
