@@ -170,6 +170,17 @@ fn verify(password: &Password, hash: &str) -> bool {
     Argon2::default().verify_password(password.bytes(), hash).is_ok()
 }
 
+/// The argon2id hash of a secret other than a login password (an activation password, a
+/// confirmation password).
+pub fn hash_secret(secret: &Password) -> Result<String, crate::error::WebError> {
+    hash(secret).map_err(|e| crate::error::WebError::internal("hashing", e))
+}
+
+/// Whether `secret` matches an argon2id `hash` made by [`hash_secret`].
+pub fn verify_secret(hash: &str, secret: &Password) -> bool {
+    verify(secret, hash)
+}
+
 impl Accounts {
     /// The accounts of `store`, under `settings`.
     pub fn new(store: Arc<dyn AccountStore>, settings: AccountSettings) -> Result<Self, AccountError> {

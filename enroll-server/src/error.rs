@@ -42,6 +42,16 @@ pub enum ErrorCode {
     CsrRejected,
     /// A name asked for is outside the account's allowed-names policy, or the account has none.
     NameNotAllowed,
+    /// A one-time password that is wrong, malformed or already used.
+    InvalidOtp,
+    /// OTP use is stopped (利用停止) after too many wrong codes.
+    OtpStopped,
+    /// A one-time password is needed to finish the login.
+    OtpRequired,
+    /// The login ID must set up a token before anything else.
+    OtpSetupRequired,
+    /// A new token cannot be issued yet after a revocation.
+    OtpReissueWait,
     /// No client certificate on the certificate-login listener.
     CertificateRequired,
     /// A client certificate inkan does not know.
@@ -98,6 +108,11 @@ impl ErrorCode {
             Self::IssuanceInProgress => "issuance_in_progress",
             Self::CsrRejected => "csr_rejected",
             Self::NameNotAllowed => "name_not_allowed",
+            Self::InvalidOtp => "invalid_otp",
+            Self::OtpStopped => "otp_stopped",
+            Self::OtpRequired => "otp_required",
+            Self::OtpSetupRequired => "otp_setup_required",
+            Self::OtpReissueWait => "otp_reissue_wait",
             Self::CertificateRequired => "certificate_required",
             Self::CertificateUnknown => "certificate_unknown",
             Self::CertificateRevoked => "certificate_revoked",
@@ -128,7 +143,11 @@ impl ErrorCode {
             | Self::InvalidSerial
             | Self::InvalidReason
             | Self::ReasonNotAllowed => StatusCode::BAD_REQUEST,
-            Self::InvalidCredentials | Self::CertificateRequired | Self::LoginRequired => StatusCode::UNAUTHORIZED,
+            Self::InvalidCredentials
+            | Self::CertificateRequired
+            | Self::LoginRequired
+            | Self::InvalidOtp
+            | Self::OtpRequired => StatusCode::UNAUTHORIZED,
             Self::AccountLocked
             | Self::AccountInactive
             | Self::CertificateUnknown
@@ -137,12 +156,15 @@ impl ErrorCode {
             | Self::CertificateExpired
             | Self::MasterOnly
             | Self::NameNotAllowed
+            | Self::OtpStopped
+            | Self::OtpSetupRequired
             | Self::Csrf => StatusCode::FORBIDDEN,
             Self::NotFound | Self::TicketUnknown => StatusCode::NOT_FOUND,
             Self::CertificateValid
             | Self::TicketUsed
             | Self::IssuanceInProgress
             | Self::Exists
+            | Self::OtpReissueWait
             | Self::NotRevocable => StatusCode::CONFLICT,
             Self::TicketExpired => StatusCode::GONE,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

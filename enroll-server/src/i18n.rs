@@ -118,6 +118,13 @@ impl Lang {
             ErrorCode::IssuanceInProgress => "この利用者の電子証明書を発行中です。完了してからもう一度お試しください。".into(),
             ErrorCode::CsrRejected => with_detail("証明書要求を受け付けられませんでした。"),
             ErrorCode::NameNotAllowed => with_detail("この利用者に許可されていない名前が含まれています。"),
+            ErrorCode::InvalidOtp => "ワンタイムパスワードが正しくありません。".into(),
+            ErrorCode::OtpStopped => {
+                "ワンタイムパスワードを続けて間違えたため、利用停止になりました。管理者（マスターユーザ）に利用停止解除を依頼してください（マスターユーザは運用担当者へ）。".into()
+            }
+            ErrorCode::OtpRequired => "ワンタイムパスワードを入力してください。".into(),
+            ErrorCode::OtpSetupRequired => "ワンタイムパスワードの初期設定（トークン発行）が必要です。".into(),
+            ErrorCode::OtpReissueWait => with_detail("トークンの失効後、新しいトークンはまだ発行できません。"),
             ErrorCode::LoginRequired => "ログインしてください。".into(),
             ErrorCode::MasterOnly => "この操作はマスターユーザのみ行えます。".into(),
             ErrorCode::Exists => "このログインIDはすでに使われています。".into(),

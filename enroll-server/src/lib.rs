@@ -38,6 +38,7 @@ pub mod login;
 pub mod metrics;
 pub mod notify;
 pub mod ocsp;
+pub mod otp;
 pub mod pages;
 pub mod policy;
 pub mod ports;

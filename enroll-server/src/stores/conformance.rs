@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pki::Serial;
 use time::OffsetDateTime;
 
-use super::{Account, AccountStore, EnrollToken, NoticeStore, Role};
+use super::{Account, AccountStore, Activation, EnrollToken, NoticeStore, OtpState, OtpStore, OtpToken, Role};
 
 fn account(login_id: &str, role: Role) -> Account {
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -114,4 +114,77 @@ pub fn notices(open: &dyn Fn() -> Arc<dyn NoticeStore>) {
     let store = open();
     assert_eq!(store.last(&one).expect("last"), Some(7), "kept across reopening");
     assert_eq!(store.last(&two).expect("last"), Some(14));
+}
+
+/// OTP tokens: put and get, replace, list, atomic updates under 8 concurrent writers, the
+/// once-only step check (of 8 concurrent acceptors of one step, exactly one wins), and
+/// everything kept across reopening.
+pub fn otp(open: &dyn Fn() -> Arc<dyn OtpStore>) {
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let token = |login_id: &str| OtpToken {
+        login_id: login_id.to_owned(),
+        user_id: format!("u-{login_id}"),
+        sealed_secret: vec![7; 48],
+        step_secs: 30,
+        digits: 6,
+        mail: Some("ops@example.com".into()),
+        state: OtpState::Pending,
+        created_at: now,
+        revoked_at: None,
+        last_step: None,
+        failures: 0,
+        stopped: false,
+        activation: Some(Activation { password_hash: "$argon2id$x".into(), tries: 0, expires_at: now }),
+    };
+    {
+        let store = open();
+        assert_eq!(store.get("conf-a").expect("get"), None);
+        store.put(&token("conf-b")).expect("put");
+        store.put(&token("conf-a")).expect("put");
+        assert_eq!(store.get("conf-a").expect("get"), Some(token("conf-a")));
+        let mut active = token("conf-a");
+        active.state = OtpState::Active;
+        active.activation = None;
+        store.put(&active).expect("replace");
+        assert_eq!(store.get("conf-a").expect("get"), Some(active.clone()), "put replaces");
+        let ids: Vec<String> = store.list().expect("list").into_iter().map(|t| t.login_id).collect();
+        assert_eq!(ids, ["conf-a", "conf-b"]);
+        assert_eq!(store.update("conf-nobody", &mut |t| t.failures += 1).expect("update"), None);
+
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        store.update("conf-b", &mut |t| t.failures += 1).expect("update");
+                    }
+                });
+            }
+        });
+        assert_eq!(store.get("conf-b").expect("get").expect("kept").failures, 200, "no update is lost");
+
+        // Eight acceptors of step 100 at once: the decision of the run that was stored counts.
+        let wins: usize = std::thread::scope(|s| {
+            let acceptors: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut accepted = false;
+                        store
+                            .update("conf-a", &mut |t| {
+                                accepted = t.last_step.is_none_or(|last| 100 > last);
+                                if accepted {
+                                    t.last_step = Some(100);
+                                }
+                            })
+                            .expect("update");
+                        usize::from(accepted)
+                    })
+                })
+                .collect();
+            acceptors.into_iter().map(|a| a.join().expect("acceptor")).sum()
+        });
+        assert_eq!(wins, 1, "a step is accepted once");
+    }
+    let store = open();
+    assert_eq!(store.get("conf-a").expect("get").expect("kept").last_step, Some(100), "kept across reopening");
+    assert_eq!(store.get("conf-b").expect("get").expect("kept").failures, 200);
 }

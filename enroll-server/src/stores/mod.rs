@@ -132,6 +132,98 @@ pub struct EnrollToken {
     pub created_by: String,
 }
 
+/// The one-time-password token (トークン) of one login ID, as stored.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OtpToken {
+    /// The login ID it belongs to (one token per login ID).
+    pub login_id: String,
+    /// The ID the authenticator app shows beside the service ID (ユーザID): random, not the
+    /// login ID.
+    pub user_id: String,
+    /// The secret, sealed with the service's OTP key (AES-256-GCM: nonce, then ciphertext and
+    /// tag; the login ID is the associated data).
+    pub sealed_secret: Vec<u8>,
+    /// Time step in seconds.
+    pub step_secs: u32,
+    /// Digits of a code.
+    pub digits: u32,
+    /// The mail address the user gave for the token.
+    pub mail: Option<String>,
+    /// Where it stands.
+    pub state: OtpState,
+    /// When it was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The last time step whose code was accepted: no code of that step or before is accepted
+    /// again.
+    pub last_step: Option<u64>,
+    /// Wrong codes in a row.
+    pub failures: u32,
+    /// OTP use stopped (利用停止) after too many wrong codes: lifted by the master (general
+    /// users) or the operator, never by time.
+    pub stopped: bool,
+    /// The app's provisioning of a pending token: the activation password's hash, wrong tries,
+    /// and until when. `None` once the app took the secret.
+    pub activation: Option<Activation>,
+}
+
+impl fmt::Debug for OtpToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtpToken")
+            .field("login_id", &self.login_id)
+            .field("user_id", &self.user_id)
+            .field("state", &self.state)
+            .field("last_step", &self.last_step)
+            .field("failures", &self.failures)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a token stands.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OtpState {
+    /// Issued, waiting for its first code (認証確認).
+    Pending,
+    /// In use.
+    Active,
+    /// Revoked (失効): a new token may be issued once the waiting time is over.
+    Revoked,
+}
+
+/// The app-provisioning handle of a pending token.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Activation {
+    /// argon2id PHC string of the activation password (利用開始パスワード).
+    pub password_hash: String,
+    /// Wrong activation passwords so far (locked at 5).
+    pub tries: u32,
+    /// Until when the app may take the secret.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// OTP tokens, one per login ID.
+pub trait OtpStore: Send + Sync {
+    /// The token of `login_id`.
+    fn get(&self, login_id: &str) -> Result<Option<OtpToken>, StoreError>;
+
+    /// Stores `token`, durably, replacing the login ID's token.
+    fn put(&self, token: &OtpToken) -> Result<(), StoreError>;
+
+    /// Applies `change` atomically and durably and returns the token as stored; `None` when the
+    /// login ID has none. `change` may run more than once (another writer got there first):
+    /// whatever it decides must come from the token it is given, and the last run counts.
+    fn update(&self, login_id: &str, change: &mut dyn FnMut(&mut OtpToken)) -> Result<Option<OtpToken>, StoreError>;
+
+    /// Every token, by login ID.
+    fn list(&self) -> Result<Vec<OtpToken>, StoreError>;
+}
+
 /// Which expiry notices were delivered: per certificate, the nearest threshold (in days)
 /// notified.
 pub trait NoticeStore: Send + Sync {

@@ -1,6 +1,7 @@
 //! The stores on sled, in one database directory (`DATA_DIR/web`): tree `accounts` (login ID →
 //! JSON), tree `notices` (serial → threshold, big-endian), tree `counters` (name → u64,
-//! big-endian) and tree `enroll_tokens` (SHA-256 of a token → JSON). sled allows one process per
+//! big-endian), tree `enroll_tokens` (SHA-256 of a token → JSON) and tree `otp_tokens` (login ID →
+//! JSON, the secret sealed). sled allows one process per
 //! directory, which is why operator commands reach a running service through its admin socket.
 
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use pki::Serial;
 
-use super::{Account, AccountStore, EnrollToken, NoticeStore, StoreError};
+use super::{Account, AccountStore, EnrollToken, NoticeStore, OtpStore, OtpToken, StoreError};
 
 /// Both stores of one sled directory.
 #[derive(Clone)]
@@ -18,6 +19,7 @@ pub struct SledStores {
     notices: sled::Tree,
     counters: sled::Tree,
     tokens: sled::Tree,
+    otp: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStores {
@@ -39,11 +41,17 @@ impl SledStores {
         let notices = db.open_tree("notices").map_err(err)?;
         let counters = db.open_tree("counters").map_err(err)?;
         let tokens = db.open_tree("enroll_tokens").map_err(err)?;
-        Ok(Self { db, accounts, notices, counters, tokens })
+        let otp = db.open_tree("otp_tokens").map_err(err)?;
+        Ok(Self { db, accounts, notices, counters, tokens, otp })
     }
 
     /// The account store.
     pub fn accounts(&self) -> Arc<dyn AccountStore> {
+        Arc::new(self.clone())
+    }
+
+    /// The OTP token store.
+    pub fn otp(&self) -> Arc<dyn OtpStore> {
         Arc::new(self.clone())
     }
 
@@ -125,6 +133,40 @@ impl AccountStore for SledStores {
     }
 }
 
+impl OtpStore for SledStores {
+    fn get(&self, login_id: &str) -> Result<Option<OtpToken>, StoreError> {
+        self.otp.get(login_id.as_bytes()).map_err(err)?.map(|v| serde_json::from_slice(&v).map_err(err)).transpose()
+    }
+
+    fn put(&self, token: &OtpToken) -> Result<(), StoreError> {
+        self.otp.insert(token.login_id.as_bytes(), serde_json::to_vec(token).map_err(err)?).map_err(err)?;
+        self.flush()
+    }
+
+    fn update(&self, login_id: &str, change: &mut dyn FnMut(&mut OtpToken)) -> Result<Option<OtpToken>, StoreError> {
+        loop {
+            let Some(old) = self.otp.get(login_id.as_bytes()).map_err(err)? else { return Ok(None) };
+            let mut token: OtpToken = serde_json::from_slice(&old).map_err(err)?;
+            change(&mut token);
+            let new = serde_json::to_vec(&token).map_err(err)?;
+            if new == old.as_ref() {
+                return Ok(Some(token));
+            }
+            match self.otp.compare_and_swap(login_id.as_bytes(), Some(old), Some(new)).map_err(err)? {
+                Ok(()) => {
+                    self.flush()?;
+                    return Ok(Some(token));
+                }
+                Err(_) => continue, // another writer changed it first: decide again on its value
+            }
+        }
+    }
+
+    fn list(&self) -> Result<Vec<OtpToken>, StoreError> {
+        self.otp.iter().map(|item| serde_json::from_slice(&item.map_err(err)?.1).map_err(err)).collect()
+    }
+}
+
 const UNKNOWN_LOGINS: &[u8] = b"unknown_logins";
 
 fn counter(value: Option<&[u8]>) -> u64 {
@@ -163,5 +205,6 @@ mod tests {
         let open = || SledStores::open(dir.path()).expect("open");
         super::super::conformance::accounts(&|| open().accounts());
         super::super::conformance::notices(&|| open().notices());
+        super::super::conformance::otp(&|| open().otp());
     }
 }
