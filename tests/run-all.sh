@@ -5,7 +5,8 @@
 #     nodejs + npm, chromium and a Japanese font (the browser test's screenshots), strace
 #     (the durability test counts the service's fsync calls), nginx-light (the relying party),
 #     afl++ (the fuzz targets, with cargo-afl from crates.io), strongswan-pki with
-#     libstrongswan-extra-plugins (strongSwan's EST client)
+#     libstrongswan-extra-plugins (strongSwan's EST client), oathtool (codes as an authenticator
+#     app computes them), zbar-tools and librsvg2-bin (the OTP QR code, rendered and read back)
 #   pkilint: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
 #   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
 set -euo pipefail
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++ strongswan-pki libstrongswan-extra-plugins)
+packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++ strongswan-pki libstrongswan-extra-plugins oathtool zbar-tools librsvg2-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -106,6 +106,11 @@ impl DataDir {
         self.path.join("server").join("server.key")
     }
 
+    /// The key that seals the enrollment service's OTP secrets (32 bytes, 0600).
+    pub fn otp_key(&self) -> PathBuf {
+        self.path.join("server").join("otp.key")
+    }
+
     /// The OCSP responder's certificate chain (PEM), kept by the signer.
     pub fn ocsp_cert(&self) -> PathBuf {
         self.path.join("ocsp").join("responder.crt")

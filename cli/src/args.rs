@@ -79,6 +79,9 @@ pub enum Command {
     /// printed); 75 the CA stayed unavailable for the whole --wait (try again later).
     #[command(subcommand)]
     Est(EstCommand),
+    /// One-time-password tokens (TOTP): list them, revoke one.
+    #[command(subcommand)]
+    Otp(OtpCommand),
     /// One-time enrollment tokens: a machine enrolls over EST with its login ID and a token
     /// instead of the account's password.
     #[command(subcommand)]
@@ -139,6 +142,16 @@ pub struct FixtureArgs {
     pub p12_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub ca_passphrase: CaPassphraseArg,
+}
+
+/// `inkan otp`.
+#[derive(Debug, Subcommand)]
+pub enum OtpCommand {
+    /// Every account's token: state, stop, failures.
+    List(UserListArgs),
+    /// Revoke an account's token (トークンの失効); a new one can be issued after the waiting
+    /// time of [otp] in inkan.toml.
+    Revoke(UserIdArgs),
 }
 
 /// `inkan token create`.
@@ -393,6 +406,12 @@ pub enum UserCommand {
     Unlock(UserIdArgs),
     /// Set an account's password (from INKAN_USER_PASSWORD or a prompt); also unlocks it.
     Passwd(UserIdArgs),
+    /// Lift an account's one-time-password stop (ワンタイムパスワード利用停止解除): the only way
+    /// for a master; a master does it for its general users on the web.
+    UnlockOtp(UserIdArgs),
+    /// Set a master's confirmation password (確認用パスワード), asked on the web before it
+    /// unlocks or revokes its users' tokens (from INKAN_CONFIRMATION_PASSWORD or a prompt).
+    ConfirmationPassword(UserIdArgs),
     /// Set the names an account's machines may have certified over EST (labels of the server
     /// and client-server profiles): DNS names, `*.D` for any name under D, IP addresses and
     /// networks (10.0.0.0/8). Replaces the policy; --clear removes it.

@@ -30,6 +30,81 @@ pub struct Config {
     /// `[est]`.
     #[serde(default)]
     pub est: EstSection,
+    /// `[otp]`.
+    #[serde(default)]
+    pub otp: OtpSection,
+}
+
+/// `[otp]`: one-time passwords.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtpSection {
+    pub required: bool,
+    pub step_secs: u32,
+    pub digits: u32,
+    pub max_failures: u32,
+    pub service_id: String,
+    pub reissue_wait_mins: u32,
+    pub night_start: String,
+    pub night_end: String,
+    pub utc_offset: String,
+}
+
+impl Default for OtpSection {
+    fn default() -> Self {
+        Self {
+            required: false,
+            step_secs: 30,
+            digits: 6,
+            max_failures: 5,
+            service_id: "INKAN".into(),
+            reissue_wait_mins: 30,
+            night_start: "20:50".into(),
+            night_end: "08:10".into(),
+            utc_offset: "+09:00".into(),
+        }
+    }
+}
+
+impl OtpSection {
+    /// The settings, checked.
+    pub fn settings(&self) -> anyhow::Result<enroll_server::otp::OtpSettings> {
+        let clock = |name: &str, value: &str| -> anyhow::Result<time::Time> {
+            let format = time::macros::format_description!("[hour]:[minute]");
+            time::Time::parse(value, &format).with_context(|| format!("[otp] {name} = {value:?}: use HH:MM"))
+        };
+        let offset_format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+        let utc_offset = time::UtcOffset::parse(&self.utc_offset, &offset_format)
+            .with_context(|| format!("[otp] utc_offset = {:?}: use +HH:MM (Asia/Tokyo is +09:00)", self.utc_offset))?;
+        if ![30, 60].contains(&self.step_secs) {
+            bail!("[otp] step_secs must be 30 (the standard apps) or 60");
+        }
+        if ![6, 8].contains(&self.digits) {
+            bail!("[otp] digits must be 6 or 8");
+        }
+        if !(1..=20).contains(&self.max_failures) {
+            bail!("[otp] max_failures must be between 1 and 20");
+        }
+        let id_ok = !self.service_id.is_empty()
+            && self.service_id.len() <= 32
+            && self.service_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !id_ok {
+            bail!("[otp] service_id must be 1 to 32 letters, digits or '-'");
+        }
+        if self.reissue_wait_mins > 24 * 60 {
+            bail!("[otp] reissue_wait_mins must be at most 1440 (a day)");
+        }
+        Ok(enroll_server::otp::OtpSettings {
+            required: self.required,
+            step_secs: self.step_secs,
+            digits: self.digits,
+            max_failures: self.max_failures,
+            service_id: self.service_id.clone(),
+            reissue_wait: time::Duration::minutes(i64::from(self.reissue_wait_mins)),
+            night: (clock("night_start", &self.night_start)?, clock("night_end", &self.night_end)?),
+            utc_offset,
+        })
+    }
 }
 
 /// `[est]`: enrollment for machines (RFC 7030).
@@ -233,6 +308,7 @@ impl Config {
             bail!("[accounts] lockout_threshold must be at least 1");
         }
         self.est.address()?;
+        self.otp.settings()?;
         for (label, profile) in &self.est.labels {
             let ok = !label.is_empty()
                 && label.len() <= 64
@@ -315,6 +391,8 @@ impl Config {
                 first_request: Duration::from_secs(self.server.first_request_timeout_secs),
                 idle: Duration::from_secs(self.server.idle_timeout_secs),
             },
+            // Checked when the file was read.
+            otp: self.otp.settings().unwrap_or_default(),
             ..ServerSettings::default()
         }
     }
@@ -450,6 +528,25 @@ scan_interval_secs = 3600
 # HTTP Basic login ID and password, simplereenroll with the current certificate). "off" turns
 # it off.
 listen = "127.0.0.1:8445"
+
+[otp]
+# One-time passwords (TOTP, RFC 6238). With required = true, a user without a token in use can
+# do nothing after logging in but set one up.
+required = false
+# 30 seconds and 6 digits are what every authenticator app supports.
+step_secs = 30
+digits = 6
+# Wrong codes in a row before OTP use is stopped (lifted by the master, or the operator for a
+# master).
+max_failures = 5
+# The service ID users type into the app beside their user ID (and the issuer in the QR code).
+service_id = "INKAN"
+# After a token is revoked, a new one only after this many minutes; a token revoked between
+# night_start and night_end (local time, utc_offset) can be replaced from night_end.
+reissue_wait_mins = 30
+night_start = "20:50"
+night_end = "08:10"
+utc_offset = "+09:00"
 
 [est.labels]
 # /.well-known/est/LABEL/... and the profile each label issues under: "client", or "server" /

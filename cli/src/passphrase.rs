@@ -94,13 +94,24 @@ pub fn resolve(key: Key, file: Option<&Path>, confirm: bool) -> anyhow::Result<P
 
 /// An account password: INKAN_USER_PASSWORD, or a prompt asked twice.
 pub fn user_password(login_id: &str) -> anyhow::Result<enroll_server::accounts::Password> {
+    secret_for(login_id, "INKAN_USER_PASSWORD", "Password")
+}
+
+/// A master's confirmation password (確認用パスワード): INKAN_CONFIRMATION_PASSWORD, else a
+/// prompt (twice).
+pub fn confirmation_password(login_id: &str) -> anyhow::Result<enroll_server::accounts::Password> {
+    secret_for(login_id, "INKAN_CONFIRMATION_PASSWORD", "Confirmation password")
+}
+
+fn secret_for(login_id: &str, variable: &str, what: &str) -> anyhow::Result<enroll_server::accounts::Password> {
     use enroll_server::accounts::Password;
-    if let Some(value) = std::env::var_os("INKAN_USER_PASSWORD") {
-        let Ok(value) = value.into_string() else { bail!("INKAN_USER_PASSWORD is not valid UTF-8") };
+    if let Some(value) = std::env::var_os(variable) {
+        let Ok(value) = value.into_string() else { bail!("{variable} is not valid UTF-8") };
         return Ok(Password::new(value));
     }
-    let no_tty = |_| anyhow::anyhow!("no password for {login_id:?}: set INKAN_USER_PASSWORD or run in a terminal");
-    let first = Password::new(rpassword::prompt_password(format!("Password for {login_id}: ")).map_err(no_tty)?);
+    let no_tty =
+        |_| anyhow::anyhow!("no {} for {login_id:?}: set {variable} or run in a terminal", what.to_lowercase());
+    let first = Password::new(rpassword::prompt_password(format!("{what} for {login_id}: ")).map_err(no_tty)?);
     let again = Password::new(rpassword::prompt_password("Again: ").map_err(no_tty)?);
     if first.reveal() != again.reveal() {
         bail!("the two passwords differ");

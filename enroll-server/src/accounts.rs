@@ -114,6 +114,14 @@ pub enum AccountError {
         /// The minimum length.
         min: usize,
     },
+    /// A wrong confirmation password.
+    #[error("the confirmation password is not correct")]
+    WrongConfirmation,
+    /// A master without a confirmation password.
+    #[error(
+        "no confirmation password is set for this account; the operator sets one (inkan user confirmation-password)"
+    )]
+    NoConfirmation,
     /// A general user given without a master, a master with one, or a master that is not one.
     #[error("{0}")]
     BadRole(String),
@@ -245,6 +253,7 @@ impl Accounts {
             active: true,
             created_at: now,
             allowed_names: Vec::new(),
+            confirmation_hash: None,
         };
         if !self.store.insert(&account)? {
             return Err(AccountError::Exists(login_id.to_owned()));
@@ -382,6 +391,45 @@ impl Accounts {
                 a.locked = false;
                 a.failed_attempts = 0;
             })?
+            .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
+    }
+
+    /// Checks `login_id`'s confirmation password: wrong ones count towards the lock like wrong
+    /// login passwords; the right one resets the count.
+    pub fn confirm(&self, login_id: &str, confirmation: &Password) -> Result<Account, AccountError> {
+        let account = self.get(login_id)?.ok_or(AccountError::InvalidCredentials)?;
+        let Some(hash) = account.confirmation_hash.clone() else { return Err(AccountError::NoConfirmation) };
+        let right = verify(confirmation, &hash);
+        let threshold = self.settings.lockout_threshold;
+        let account = self
+            .store
+            .update(login_id, &mut |a| {
+                if a.locked {
+                    return;
+                }
+                if right {
+                    a.failed_attempts = 0;
+                } else {
+                    a.failed_attempts += 1;
+                    a.locked = a.failed_attempts >= threshold;
+                }
+            })?
+            .ok_or(AccountError::InvalidCredentials)?;
+        if account.locked {
+            return Err(locked(&account));
+        }
+        if !right {
+            return Err(AccountError::WrongConfirmation);
+        }
+        Ok(account)
+    }
+
+    /// Sets `login_id`'s confirmation password.
+    pub fn set_confirmation(&self, login_id: &str, confirmation: &Password) -> Result<Account, AccountError> {
+        self.check_password(confirmation)?;
+        let new_hash = hash(confirmation)?;
+        self.store
+            .update(login_id, &mut |a| a.confirmation_hash = Some(new_hash.clone()))?
             .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 

@@ -87,6 +87,25 @@ pub enum AdminRequest {
     },
     /// Sign and publish the issuing CA's CRL.
     Crl,
+    /// Set an account's confirmation password.
+    UserConfirmation {
+        /// The account.
+        login_id: String,
+        /// The new confirmation password.
+        password: SecretString,
+    },
+    /// OTP tokens, one line each.
+    OtpList,
+    /// Lift an account's OTP stop (利用停止解除).
+    OtpUnlock {
+        /// The account.
+        login_id: String,
+    },
+    /// Revoke an account's OTP token (失効).
+    OtpRevoke {
+        /// The account.
+        login_id: String,
+    },
     /// Set (or clear, with none) an account's allowed-names policy.
     UserNames {
         /// The account.
@@ -157,6 +176,9 @@ pub struct AccountView {
     /// Its allowed-names policy (empty: none).
     #[serde(default)]
     pub allowed_names: Vec<pki::names::AllowedName>,
+    /// Whether a confirmation password is set.
+    #[serde(default)]
+    pub has_confirmation: bool,
 }
 
 impl From<Account> for AccountView {
@@ -170,6 +192,47 @@ impl From<Account> for AccountView {
             failed_attempts: a.failed_attempts,
             created_at: a.created_at,
             allowed_names: a.allowed_names,
+            has_confirmation: a.confirmation_hash.is_some(),
+        }
+    }
+}
+
+/// An OTP token as shown to the operator (no secret).
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct OtpView {
+    /// The login ID.
+    pub login_id: String,
+    /// pending, active or revoked.
+    pub state: crate::stores::OtpState,
+    /// OTP use stopped (利用停止).
+    pub stopped: bool,
+    /// Wrong codes in a row.
+    pub failures: u32,
+    /// The mail address given for it.
+    pub mail: Option<String>,
+    /// Issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Revoked, and when a new token may be issued.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When a new token may be issued (after a revocation).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub reissue_from: Option<OffsetDateTime>,
+}
+
+impl OtpView {
+    /// The view of `token`.
+    pub fn of(token: &crate::stores::OtpToken, otp: &crate::otp::Otp) -> Self {
+        Self {
+            login_id: token.login_id.clone(),
+            state: token.state,
+            stopped: token.stopped,
+            failures: token.failures,
+            mail: token.mail.clone(),
+            created_at: token.created_at,
+            revoked_at: token.revoked_at,
+            reissue_from: token.revoked_at.map(|at| otp.reissue_from(at)),
         }
     }
 }
@@ -221,6 +284,11 @@ pub enum AdminReply {
         /// How many entries it has.
         entries: usize,
     },
+    /// OTP tokens.
+    OtpTokens {
+        /// Them.
+        tokens: Vec<OtpView>,
+    },
     /// A one-time enrollment token was made.
     Token {
         /// The account it enrolls.
@@ -243,6 +311,8 @@ pub enum AdminReply {
 pub struct AdminContext<'a> {
     /// The accounts.
     pub accounts: Option<&'a Accounts>,
+    /// The OTP tokens (opened with the accounts).
+    pub otp: Option<&'a crate::otp::Otp>,
     /// The registry.
     pub registry: Option<&'a dyn Registry>,
     /// The CA.
@@ -291,6 +361,31 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             let accounts = need(ctx.accounts, "account store")?;
             let account = users::unlock(accounts, ctx.audit, Actor::Operator, &login_id).map_err(|e| e.message)?;
             AdminReply::Account { account: account.into() }
+        }
+        AdminRequest::UserConfirmation { login_id, password } => {
+            let accounts = need(ctx.accounts, "account store")?;
+            let account = users::set_confirmation(accounts, ctx.audit, &login_id, &password.into_password())
+                .map_err(|e| e.message)?;
+            AdminReply::Account { account: account.into() }
+        }
+        AdminRequest::OtpList => {
+            let otp = need(ctx.otp, "OTP store")?;
+            let tokens = otp.list().map_err(|e| e.message)?;
+            AdminReply::OtpTokens { tokens: tokens.iter().map(|t| OtpView::of(t, otp)).collect() }
+        }
+        AdminRequest::OtpUnlock { login_id } => {
+            let otp = need(ctx.otp, "OTP store")?;
+            let accounts = need(ctx.accounts, "account store")?;
+            let token =
+                users::unlock_otp(accounts, otp, ctx.audit, Actor::Operator, &login_id).map_err(|e| e.message)?;
+            AdminReply::OtpTokens { tokens: vec![OtpView::of(&token, otp)] }
+        }
+        AdminRequest::OtpRevoke { login_id } => {
+            let otp = need(ctx.otp, "OTP store")?;
+            let accounts = need(ctx.accounts, "account store")?;
+            let token =
+                users::revoke_otp(accounts, otp, ctx.audit, Actor::Operator, &login_id, now).map_err(|e| e.message)?;
+            AdminReply::OtpTokens { tokens: vec![OtpView::of(&token, otp)] }
         }
         AdminRequest::UserNames { login_id, names } => {
             let accounts = need(ctx.accounts, "account store")?;
@@ -432,6 +527,7 @@ async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
         Ok(request) => tokio::task::spawn_blocking(move || {
             let ctx = AdminContext {
                 accounts: Some(&state.accounts),
+                otp: Some(&state.otp),
                 registry: Some(state.registry.as_ref()),
                 issuer: Some(state.issuer.as_ref()),
                 audit: state.audit.as_ref(),

@@ -226,12 +226,13 @@ impl WebError {
 impl From<AccountError> for WebError {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::InvalidCredentials | AccountError::WrongPasswordLocked => {
+            AccountError::InvalidCredentials | AccountError::WrongPasswordLocked | AccountError::WrongConfirmation => {
                 Self::new(ErrorCode::InvalidCredentials, e.to_string())
             }
             AccountError::Locked { .. } => Self::new(ErrorCode::AccountLocked, e.to_string()),
             AccountError::Inactive => Self::new(ErrorCode::AccountInactive, e.to_string()),
             AccountError::Exists(_) => Self::new(ErrorCode::Exists, e.to_string()),
+            AccountError::NoConfirmation => Self::new(ErrorCode::MasterOnly, e.to_string()),
             AccountError::Store(detail) => Self::internal("account store", detail),
             other => Self::new(ErrorCode::InvalidRequest, other.to_string()),
         }

@@ -20,7 +20,7 @@ use crate::error::{ErrorCode, WebError};
 use crate::html;
 use crate::i18n::Lang;
 use crate::state::{Connection, Shared};
-use crate::tokens::Session;
+use crate::tokens::{Session, Stage};
 
 /// The session cookie of the certificate-login listener.
 pub const SESSION_COOKIE: &str = "inkan_session";
@@ -134,6 +134,37 @@ pub struct SignedIn {
 impl FromRequestParts<Shared> for SignedIn {
     type Rejection = WebError;
 
+    /// A session at [`Stage::Complete`].
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, WebError> {
+        let Partial { session, account, .. } = Partial::from_request_parts(parts, state).await?;
+        match session.stage {
+            Stage::Complete => Ok(SignedIn { session, account }),
+            Stage::OtpPending => Err(WebError::new(
+                ErrorCode::OtpRequired,
+                "give your one-time password to finish logging in (POST /api/v1/login/otp)",
+            )),
+            Stage::SetupOnly => Err(WebError::new(
+                ErrorCode::OtpSetupRequired,
+                "set up a one-time-password token first (POST /api/v1/otp/tokens)",
+            )),
+        }
+    }
+}
+
+/// A session at any stage (the steps that finish a login), with its ID.
+#[derive(Debug)]
+pub struct Partial {
+    /// The session's ID.
+    pub id: String,
+    /// The session.
+    pub session: Session,
+    /// Its account.
+    pub account: Account,
+}
+
+impl FromRequestParts<Shared> for Partial {
+    type Rejection = WebError;
+
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, WebError> {
         let CertLogin { record, account } = CertLogin::from_request_parts(parts, state).await?;
         let unauthorized = || WebError::new(ErrorCode::LoginRequired, "log in with your password first");
@@ -142,7 +173,7 @@ impl FromRequestParts<Shared> for SignedIn {
         if session.certificate != record.serial || session.login_id != account.login_id {
             return Err(unauthorized());
         }
-        Ok(SignedIn { session, account })
+        Ok(Partial { id, session, account })
     }
 }
 

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ocsp;
 pub mod otp;
+pub mod otp_web;
 pub mod pages;
 pub mod policy;
 pub mod ports;

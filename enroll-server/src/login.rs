@@ -22,21 +22,45 @@ use crate::pages::{CertRow, Frame, HomePage, LoginPage, ReasonOption, UserRow};
 use crate::policy::{days_left, renewal_due};
 use crate::revocation::{MASTER_REASONS, OWN_REASONS};
 use crate::state::Shared;
+use crate::stores::{OtpState, OtpToken};
+use crate::tokens::Stage;
 
 const CSRF_COOKIE: &str = "inkan_login_csrf";
 /// The login form's CSRF purpose.
 const CSRF_PURPOSE: &str = "login";
 
-/// Certificate (already checked) + password → a new session, whose ID is returned. Callers
-/// count the attempt against the rate limit first.
-async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(String, Account), WebError> {
+/// Certificate (already checked) + password → a new session, whose ID is returned, at the
+/// stage the user's token decides: a code still to come when it has an active token, setting
+/// one up only when OTP is required and it has none. A user whose OTP use is stopped gets no
+/// session. Callers count the attempt against the rate limit first.
+async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(String, Account, Stage), WebError> {
     let account = state.authenticate(&cert.account.login_id, password, "certificate-login").await?;
-    let (id, _) = state.sessions.create(&account.login_id, cert.record.serial);
-    tracing::info!(login_id = %account.login_id, serial = %cert.record.serial, "certificate login");
-    state
-        .audit("login.success", serde_json::json!({ "login_id": account.login_id, "serial": cert.record.serial }))
-        .await;
-    Ok((id, account))
+    let stage = match state.otp.active(&account.login_id)? {
+        Some(token) if token.stopped => {
+            state.audit("login.otp_stopped", serde_json::json!({ "login_id": account.login_id })).await;
+            return Err(otp_stopped(&account));
+        }
+        Some(_) => Stage::OtpPending,
+        None if state.otp.settings.required => Stage::SetupOnly,
+        None => Stage::Complete,
+    };
+    let (id, _) = state.sessions.create(&account.login_id, cert.record.serial, stage);
+    tracing::info!(login_id = %account.login_id, serial = %cert.record.serial, ?stage, "certificate login");
+    let event = if stage == Stage::OtpPending { "login.password_ok" } else { "login.success" };
+    state.audit(event, serde_json::json!({ "login_id": account.login_id, "serial": cert.record.serial })).await;
+    Ok((id, account, stage))
+}
+
+/// The refusal for a user whose OTP use is stopped, naming who lifts it.
+pub fn otp_stopped(account: &Account) -> WebError {
+    let by = match account.role {
+        Role::Master => "the operator",
+        Role::General => "your contract's master user",
+    };
+    WebError::new(
+        ErrorCode::OtpStopped,
+        format!("one-time-password use is stopped after too many wrong codes; ask {by} to lift it"),
+    )
 }
 
 fn session_cookie(id: &str, state: &Shared) -> axum::http::HeaderValue {
@@ -59,8 +83,14 @@ pub async fn api_login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Response, WebError> {
     state.rate_limit(peer.0.remote)?;
-    let (id, account) = login(&state, cert?, body.password).await?;
-    let response = Json(serde_json::json!({ "login_id": account.login_id, "role": account.role })).into_response();
+    let (id, account, stage) = login(&state, cert?, body.password).await?;
+    let response = Json(serde_json::json!({
+        "login_id": account.login_id,
+        "role": account.role,
+        "otp_required": stage == Stage::OtpPending,
+        "otp_setup_required": stage == Stage::SetupOnly,
+    }))
+    .into_response();
     Ok(html::with_cookie(response, session_cookie(&id, &state)))
 }
 
@@ -88,6 +118,11 @@ fn me_json(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<ser
         "master": account.master,
         "renewal_window_days": i64::from(window_days),
         "certificates": certificates,
+        "otp": state.otp.token(&account.login_id)?.map(|tok| serde_json::json!({
+            "state": tok.state,
+            "stopped": tok.stopped,
+            "reissue_from": tok.revoked_at.map(|at| rfc3339(state.otp.reissue_from(at))),
+        })),
     }))
 }
 
@@ -157,10 +192,17 @@ pub async fn login_submit(
         Err(e) => Err(e),
     };
     match result {
-        Ok((id, _)) => html::with_cookie(
-            Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
-            session_cookie(&id, &state),
-        ),
+        Ok((id, _, stage)) => {
+            let next = match stage {
+                Stage::Complete => "/home",
+                Stage::OtpPending => "/otp",
+                Stage::SetupOnly => "/otp/token",
+            };
+            html::with_cookie(
+                Redirect::to(&format!("{next}?lang={}", lang.code())).into_response(),
+                session_cookie(&id, &state),
+            )
+        }
         Err(e) => match check_certificate(&state, &peer.0) {
             Ok(cert) if e.code != ErrorCode::AccountLocked => {
                 html::render(e.status(), &login_page(lang, &cert, &csrf, Some(login_error(lang, &e))))
@@ -178,11 +220,28 @@ pub async fn home(State(state): State<Shared>, lang: Lang, signed_in: Result<Sig
         Err(e) if e.code == ErrorCode::LoginRequired => {
             return Redirect::to(&format!("/?lang={}", lang.code())).into_response();
         }
+        Err(e) if e.code == ErrorCode::OtpRequired => {
+            return Redirect::to(&format!("/otp?lang={}", lang.code())).into_response();
+        }
+        Err(e) if e.code == ErrorCode::OtpSetupRequired => {
+            return Redirect::to(&format!("/otp/token?lang={}", lang.code())).into_response();
+        }
         Err(e) => return error_page(&state, lang, t.certificate_unusable, &e),
     };
     match home_page(&state, lang, &signed_in) {
         Ok(page) => html::render(StatusCode::OK, &page),
         Err(e) => error_page(&state, lang, t.error_title, &e),
+    }
+}
+
+/// A token's state, in the page's language.
+fn otp_label(t: &'static Text, token: Option<&OtpToken>) -> &'static str {
+    match token {
+        None => t.otp_none,
+        Some(tok) if tok.state == OtpState::Revoked => t.otp_revoked,
+        Some(tok) if tok.stopped => t.otp_stopped,
+        Some(tok) if tok.state == OtpState::Pending => t.otp_pending,
+        Some(_) => t.otp_active,
     }
 }
 
@@ -228,10 +287,21 @@ fn home_page(state: &Shared, lang: Lang, signed_in: &SignedIn) -> Result<HomePag
                 .filter(|c| c.status(now) == Status::Valid && c.profile == pki::Profile::Client)
                 .map(|c| c.serial.to_string())
                 .collect();
-            users.push(UserRow { login_id: user.login_id, locked: user.locked, certificates });
+            let token = state.otp.token(&user.login_id)?;
+            users.push(UserRow {
+                otp: otp_label(t, token.as_ref()),
+                otp_stopped: token.as_ref().is_some_and(|tok| tok.stopped && tok.state != OtpState::Revoked),
+                otp_revocable: token.as_ref().is_some_and(|tok| tok.state != OtpState::Revoked),
+                login_id: user.login_id,
+                locked: user.locked,
+                certificates,
+            });
         }
     }
+    let own_token = state.otp.token(&account.login_id)?;
     Ok(HomePage {
+        otp: otp_label(t, own_token.as_ref()),
+        otp_revocable: own_token.as_ref().is_some_and(|tok| tok.state != OtpState::Revoked),
         frame: Frame::new(lang, t.home_title, "/home"),
         login_id: account.login_id.clone(),
         role: account.role.name(),

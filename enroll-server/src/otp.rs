@@ -310,7 +310,8 @@ impl Otp {
         let mut id = [0u8; 5];
         aws_lc_rs::rand::fill(&mut id).map_err(|e| WebError::internal("random", e))?;
         // Ten decimal digits: what an app's ユーザID field takes.
-        let user_id = format!("{:010}", u64::from_be_bytes([0, 0, 0, id[0], id[1], id[2], id[3], id[4]]) % 10_000_000_000);
+        let user_id =
+            format!("{:010}", u64::from_be_bytes([0, 0, 0, id[0], id[1], id[2], id[3], id[4]]) % 10_000_000_000);
         let token = OtpToken {
             login_id: login_id.to_owned(),
             user_id: user_id.clone(),

@@ -113,6 +113,44 @@ impl std::fmt::Debug for TokenPage {
     }
 }
 
+/// ワンタイムパスワード認証: the code that finishes a login.
+#[derive(Debug, Template)]
+#[template(path = "otp_code.html")]
+pub struct OtpCodePage {
+    /// Frame.
+    pub frame: Frame,
+    /// Why the last code failed.
+    pub error: Option<String>,
+    /// The account.
+    pub login_id: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+/// トークン発行 and 認証確認.
+#[derive(Debug, Template)]
+#[template(path = "otp_token.html")]
+pub struct OtpTokenPage {
+    /// Frame.
+    pub frame: Frame,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// The account.
+    pub login_id: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// The session may only set up a token.
+    pub setup_only: bool,
+    /// A token is in use.
+    pub active: bool,
+    /// A token waits for its first verification.
+    pub pending: bool,
+    /// After a revocation, when a new token may be issued (local time), if not yet.
+    pub reissue_from: Option<String>,
+    /// The token just issued.
+    pub issued: Option<crate::otp::Provisioning>,
+}
+
 /// One certificate on the home page.
 #[derive(Debug)]
 pub struct CertRow {
@@ -144,6 +182,12 @@ pub struct UserRow {
     pub locked: bool,
     /// Its valid certificates.
     pub certificates: Vec<String>,
+    /// Its OTP token's state, in the page's language.
+    pub otp: &'static str,
+    /// OTP use is stopped.
+    pub otp_stopped: bool,
+    /// It has a token that can be revoked.
+    pub otp_revocable: bool,
 }
 
 /// ご利用状況: the account, its certificates, revocation, a master's users.
@@ -174,6 +218,10 @@ pub struct HomePage {
     pub users: Vec<UserRow>,
     /// The session's CSRF token.
     pub csrf: String,
+    /// Its OTP token's state, in the page's language.
+    pub otp: &'static str,
+    /// It has a token it may revoke.
+    pub otp_revocable: bool,
 }
 
 #[cfg(test)]

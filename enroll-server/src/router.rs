@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 
 use crate::error::{ErrorCode, WebError};
 use crate::state::Shared;
-use crate::{csrf, enrollment, est, html, login, publish, revocation, users};
+use crate::{csrf, enrollment, est, html, login, otp_web, publish, revocation, users};
 
 const ENROLL_JS: &str = include_str!("../assets/enroll.js");
 const ACQUIRE_JS: &str = include_str!("../assets/acquire.js");
@@ -46,7 +46,8 @@ pub fn public_router(state: Shared) -> Router {
         .route("/cert/reacquire", get(enrollment::reacquire_form))
         .route("/api/v1/enrollments", post(enrollment::api_create))
         .route("/api/v1/enrollments/{ticket}/csr", post(enrollment::api_csr))
-        .route("/api/v1/enrollments/{ticket}/installed", post(enrollment::api_installed));
+        .route("/api/v1/enrollments/{ticket}/installed", post(enrollment::api_installed))
+        .route("/api/v1/otp/provision", post(otp_web::api_provision));
     common_layers(assets(router), &state)
 }
 
@@ -60,12 +61,22 @@ pub fn login_router(state: Shared) -> Router {
         .route("/users", post(users::add_user_form))
         .route("/users/{login_id}/unlock", post(users::unlock_user_form))
         .route("/tokens", post(users::token_form))
+        .route("/otp", get(otp_web::code_form).post(otp_web::code_submit))
+        .route("/otp/token", get(otp_web::token_form).post(otp_web::token_submit))
+        .route("/otp/token/verify", post(otp_web::verify_submit))
+        .route("/users/{login_id}/otp/unlock", post(otp_web::unlock_form))
+        .route("/users/{login_id}/otp/revoke", post(otp_web::revoke_form))
         .route("/certificates/{serial}/revoke", post(revocation::revoke_form))
         .route("/api/v1/login", post(login::api_login))
         .route("/api/v1/me", get(login::api_me))
         .route("/api/v1/users", post(users::api_add_user))
         .route("/api/v1/users/{login_id}/unlock", post(users::api_unlock_user))
         .route("/api/v1/users/{login_id}/tokens", post(users::api_create_token))
+        .route("/api/v1/login/otp", post(otp_web::api_login_otp))
+        .route("/api/v1/otp/tokens", post(otp_web::api_issue))
+        .route("/api/v1/otp/tokens/verify", post(otp_web::api_verify))
+        .route("/api/v1/users/{login_id}/otp/unlock", post(otp_web::api_unlock))
+        .route("/api/v1/users/{login_id}/otp/revoke", post(otp_web::api_revoke))
         .route("/api/v1/certificates/{serial}/revoke", post(revocation::api_revoke));
     common_layers(assets(router), &state)
 }

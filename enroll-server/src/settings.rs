@@ -37,6 +37,8 @@ pub struct ServerSettings {
     pub notify: Option<NotifySettings>,
     /// Connection caps and deadlines, per listener.
     pub connections: ConnectionLimits,
+    /// One-time passwords.
+    pub otp: crate::otp::OtpSettings,
 }
 
 /// EST (RFC 7030) for machines.
@@ -123,6 +125,7 @@ impl Default for ServerSettings {
             crl_refresh: Duration::from_secs(24 * 3600),
             notify: None,
             connections: ConnectionLimits::default(),
+            otp: crate::otp::OtpSettings::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::csrf::CsrfKey;
 use crate::error::WebError;
 use crate::metrics::Metrics;
 use crate::ocsp::OcspCache;
+use crate::otp::Otp;
 use crate::ports::{Audit, Events};
 use crate::settings::ServerSettings;
 use crate::stores::NoticeStore;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub settings: ServerSettings,
     /// Accounts.
     pub accounts: Accounts,
+    /// One-time-password tokens.
+    pub otp: Otp,
     /// Which expiry notices were delivered.
     pub notices: Arc<dyn NoticeStore>,
     /// The certificate registry.
@@ -63,6 +66,8 @@ pub struct Parts {
     pub settings: ServerSettings,
     /// Accounts.
     pub accounts: Accounts,
+    /// One-time-password tokens.
+    pub otp: Otp,
     /// Which expiry notices were delivered.
     pub notices: Arc<dyn NoticeStore>,
     /// The certificate registry.
@@ -86,6 +91,7 @@ impl AppState {
             limiter: RateLimiter::new(parts.settings.rate_limit_per_minute),
             settings: parts.settings,
             accounts: parts.accounts,
+            otp: parts.otp,
             notices: parts.notices,
             registry: parts.registry,
             issuer: parts.issuer,

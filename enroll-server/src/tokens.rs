@@ -185,7 +185,21 @@ pub struct Session {
     pub certificate: Serial,
     /// The token forms must carry.
     pub csrf: String,
+    /// How far the login got.
+    pub stage: Stage,
     last_seen: Instant,
+}
+
+/// How far a login got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Certificate, password and (when the user has a token) a one-time password: logged in.
+    Complete,
+    /// Certificate and password; the one-time password is still to come.
+    OtpPending,
+    /// Certificate and password of a user who must use OTP and has no token: setting one up is
+    /// all it may do.
+    SetupOnly,
 }
 
 /// The sessions.
@@ -197,10 +211,15 @@ pub struct Sessions {
 impl Sessions {
     /// Starts a session, ending any other session of the same account and certificate
     /// (the ID is new at each login).
-    pub fn create(&self, login_id: &str, certificate: Serial) -> (String, Session) {
+    pub fn create(&self, login_id: &str, certificate: Serial, stage: Stage) -> (String, Session) {
         let id = random_token();
-        let session =
-            Session { login_id: login_id.to_owned(), certificate, csrf: random_token(), last_seen: Instant::now() };
+        let session = Session {
+            login_id: login_id.to_owned(),
+            certificate,
+            csrf: random_token(),
+            stage,
+            last_seen: Instant::now(),
+        };
         let mut map = lock(&self.map);
         map.retain(|_, s| !(s.login_id == login_id && s.certificate == certificate));
         map.insert(id.clone(), session.clone());
@@ -215,6 +234,13 @@ impl Sessions {
         let session = map.get_mut(id)?;
         session.last_seen = now;
         Some(session.clone())
+    }
+
+    /// Moves session `id` to `stage`.
+    pub fn set_stage(&self, id: &str, stage: Stage) {
+        if let Some(session) = lock(&self.map).get_mut(id) {
+            session.stage = stage;
+        }
     }
 
     /// Ends a session.
@@ -318,8 +344,8 @@ mod tests {
     fn sessions_rotate_and_expire() {
         let sessions = Sessions::default();
         let serial = Serial::from_random([2; 16]).expect("serial");
-        let (first, _) = sessions.create("alice", serial);
-        let (second, _) = sessions.create("alice", serial);
+        let (first, _) = sessions.create("alice", serial, Stage::Complete);
+        let (second, _) = sessions.create("alice", serial, Stage::Complete);
         assert_ne!(first, second);
         assert!(sessions.touch(&first, Duration::from_secs(60)).is_none(), "old session ended at login");
         assert!(sessions.touch(&second, Duration::from_secs(60)).is_some());

@@ -14,9 +14,11 @@ use crate::error::{ErrorCode, WebError};
 use crate::extract::{JsonBody, SignedIn};
 use crate::forms::{SessionForm, error_page, session_form};
 use crate::i18n::Lang;
+use crate::otp::Otp;
 use crate::pages::{Frame, TokenPage};
 use crate::ports::Audit;
 use crate::state::{Shared, blocking};
+use crate::stores::OtpToken;
 
 /// Who acts.
 #[derive(Clone, Copy, Debug)]
@@ -245,6 +247,71 @@ pub async fn token_form(
         }
         Err(e) => error_page(&state, lang, t.error_title, &e),
     }
+}
+
+/// Sets an account's confirmation password: the operator only.
+pub fn set_confirmation(
+    accounts: &Accounts,
+    audit: &dyn Audit,
+    login_id: &str,
+    confirmation: &Password,
+) -> Result<Account, WebError> {
+    let account = accounts.set_confirmation(login_id, confirmation)?;
+    tracing::info!(login_id = %account.login_id, "confirmation password set by the operator");
+    audit.record("user.confirmation_set", serde_json::json!({ "by": "operator", "login_id": account.login_id }));
+    Ok(account)
+}
+
+/// Whom `by` may act on for OTP: the operator anyone; a master its general users (and itself
+/// where `itself` allows); others nobody (as if the account did not exist).
+fn may_manage(accounts: &Accounts, by: Actor<'_>, login_id: &str, itself: bool) -> Result<(), WebError> {
+    if let Actor::User(master) = by {
+        if master.role != Role::Master {
+            return Err(master_only());
+        }
+        if itself && login_id == master.login_id {
+            return Ok(());
+        }
+        match accounts.get(login_id)? {
+            Some(user) if user.master == master.login_id && user.role == Role::General => {}
+            _ => return Err(WebError::not_found()),
+        }
+    }
+    Ok(())
+}
+
+/// Lifts an OTP stop (ワンタイムパスワード利用停止解除): a master for its general users, the
+/// operator for anyone (a master's own stop only the operator lifts).
+pub fn unlock_otp(
+    accounts: &Accounts,
+    otp: &Otp,
+    audit: &dyn Audit,
+    by: Actor<'_>,
+    login_id: &str,
+) -> Result<OtpToken, WebError> {
+    may_manage(accounts, by, login_id, false)?;
+    let token = otp.unlock(login_id)?;
+    tracing::info!(by = by.name(), %login_id, "OTP stop lifted");
+    audit.record("otp.unlocked", serde_json::json!({ "by": by.name(), "login_id": login_id }));
+    Ok(token)
+}
+
+/// Revokes an OTP token (トークンの失効): a master for itself and its general users, the
+/// operator for anyone.
+pub fn revoke_otp(
+    accounts: &Accounts,
+    otp: &Otp,
+    audit: &dyn Audit,
+    by: Actor<'_>,
+    login_id: &str,
+    now: OffsetDateTime,
+) -> Result<OtpToken, WebError> {
+    may_manage(accounts, by, login_id, true)?;
+    let token = otp.revoke(login_id, now)?;
+    let from = token.revoked_at.map(|at| pki::encoding::rfc3339(otp.reissue_from(at)));
+    tracing::info!(by = by.name(), %login_id, "OTP token revoked");
+    audit.record("otp.revoked", serde_json::json!({ "by": by.name(), "login_id": login_id, "reissue_from": from }));
+    Ok(token)
 }
 
 /// The most entries an allowed-names policy holds.

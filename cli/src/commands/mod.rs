@@ -30,7 +30,7 @@ use enroll_server::ports::NoEvents;
 use enroll_server::stores::sled::SledStores;
 
 use crate::args::{
-    AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, RootCommand, TokenCommand, UserCommand,
+    AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, OtpCommand, RootCommand, TokenCommand, UserCommand,
 };
 use crate::config::Config;
 use crate::passphrase::{self, Key};
@@ -59,6 +59,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Est(EstCommand::Renew(args)) => est::renew(&args),
         Command::Token(TokenCommand::Create(args)) => user::token_create(&args),
         Command::User(UserCommand::Names(args)) => user::names(&args),
+        Command::User(UserCommand::UnlockOtp(args)) => user::unlock_otp(&args),
+        Command::User(UserCommand::ConfirmationPassword(args)) => user::confirmation_password(&args),
+        Command::Otp(OtpCommand::List(args)) => user::otp_list(&args),
+        Command::Otp(OtpCommand::Revoke(args)) => user::otp_revoke(&args),
         Command::Fixture(args) => fixture::run(&args),
     }
 }
@@ -121,6 +125,20 @@ fn accounts(stores: &SledStores, dir: &DataDir, config: &Config) -> anyhow::Resu
     Ok(Accounts::new(stores.accounts(), config.server_settings(dir).accounts)?)
 }
 
+/// The OTP tokens of `stores`, sealed with the data directory's OTP key (made on first use).
+fn open_otp(
+    dir: &DataDir,
+    stores: &SledStores,
+    settings: &enroll_server::settings::ServerSettings,
+) -> anyhow::Result<enroll_server::otp::Otp> {
+    let path = dir.otp_key();
+    if let Some(parent) = path.parent() {
+        ca::layout::create_private_dir(parent)?;
+    }
+    let key = enroll_server::otp::OtpKey::load_or_create(&path)?;
+    Ok(enroll_server::otp::Otp::new(stores.otp(), key, settings.otp.clone()))
+}
+
 /// Runs an operator request: through the running service if there is one, else locally.
 fn admin(
     dir: &DataDir,
@@ -143,11 +161,12 @@ fn admin(
             } else {
                 None
             };
-            let accounts = if needs.accounts {
+            let (accounts, otp) = if needs.accounts {
                 let stores = open_web_stores(dir)?;
-                Some(accounts(&stores, dir, &config)?)
+                let settings = config.server_settings(dir);
+                (Some(accounts(&stores, dir, &config)?), Some(open_otp(dir, &stores, &settings)?))
             } else {
-                None
+                (None, None)
             };
             let audit = Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
             let issuer = match (&registry, needs.issuer) {
@@ -165,6 +184,7 @@ fn admin(
             let sink = AuditSink(audit);
             let ctx = AdminContext {
                 accounts: accounts.as_ref(),
+                otp: otp.as_ref(),
                 registry: registry.as_deref().map(|r| r as &dyn pki::registry::Registry),
                 issuer: issuer.as_ref().map(|i| i as &dyn pki::request::Issuer),
                 audit: &sink,

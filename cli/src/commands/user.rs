@@ -2,7 +2,7 @@
 
 use ca::layout::DataDir;
 use enroll_server::accounts::Role;
-use enroll_server::admin::{AccountView, AdminReply, AdminRequest, SecretString};
+use enroll_server::admin::{AccountView, AdminReply, AdminRequest, OtpView, SecretString};
 
 use pki::encoding::rfc3339;
 
@@ -96,6 +96,59 @@ pub fn names(args: &UserNamesArgs) -> anyhow::Result<()> {
         let shown: Vec<String> = account.allowed_names.iter().map(ToString::to_string).collect();
         println!("{:?} may have certified: {}", account.login_id, shown.join(", "));
     }
+    Ok(())
+}
+
+pub fn confirmation_password(args: &UserIdArgs) -> anyhow::Result<()> {
+    let password = passphrase::confirmation_password(&args.login_id)?;
+    let request =
+        AdminRequest::UserConfirmation { login_id: args.login_id.clone(), password: SecretString::new(&password) };
+    let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    println!("Set the confirmation password of {:?}.", account.login_id);
+    Ok(())
+}
+
+fn tokens(reply: AdminReply) -> anyhow::Result<Vec<OtpView>> {
+    match reply {
+        AdminReply::OtpTokens { tokens } => Ok(tokens),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn unlock_otp(args: &UserIdArgs) -> anyhow::Result<()> {
+    let request = AdminRequest::OtpUnlock { login_id: args.login_id.clone() };
+    tokens(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    println!("Lifted the one-time-password stop of {:?}.", args.login_id);
+    Ok(())
+}
+
+pub fn otp_revoke(args: &UserIdArgs) -> anyhow::Result<()> {
+    let request = AdminRequest::OtpRevoke { login_id: args.login_id.clone() };
+    let revoked = tokens(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    let from = revoked.first().and_then(|t| t.reissue_from).map(rfc3339).unwrap_or_default();
+    println!("Revoked the token of {:?}; a new one can be issued from {from}.", args.login_id);
+    Ok(())
+}
+
+pub fn otp_list(args: &UserListArgs) -> anyhow::Result<()> {
+    let tokens = tokens(admin(&DataDir::new(&args.data_dir.data_dir), AdminRequest::OtpList, NEEDS, None)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&tokens)?);
+        return Ok(());
+    }
+    println!("{:<24}  {:<8}  {:<7}  {:<8}  ISSUED", "LOGIN ID", "STATE", "STOPPED", "FAILURES");
+    for t in &tokens {
+        let state = serde_json::to_value(t.state)?.as_str().unwrap_or("").to_owned();
+        println!(
+            "{:<24}  {:<8}  {:<7}  {:<8}  {}",
+            t.login_id,
+            state,
+            if t.stopped { "yes" } else { "no" },
+            t.failures,
+            rfc3339(t.created_at)
+        );
+    }
+    eprintln!("{} token(s)", tokens.len());
     Ok(())
 }
 

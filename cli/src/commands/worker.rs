@@ -18,7 +18,7 @@ use enroll_server::state::{AppState, Parts};
 use enroll_server::stores::sled::SledStores;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use super::{AuditSink, in_use, open_registry};
+use super::{AuditSink, in_use, open_otp, open_registry};
 use crate::args::WorkerArgs;
 use crate::config::Config;
 use crate::sandbox::{self, Restricted};
@@ -74,6 +74,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let registry: Arc<dyn ca::Registry> = Arc::new(open_registry(&dir, durability)?);
     let stores = SledStores::open(&dir.web()).map_err(|e| in_use(e.to_string(), &dir.web()))?;
     let accounts = Accounts::new(stores.accounts(), settings.accounts.clone())?;
+    let otp = open_otp(&dir, &stores, &settings)?;
     let audit = ca::audit::AuditLog::new(dir.path(), "service");
     let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
 
@@ -98,6 +99,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(Parts {
         settings,
         accounts,
+        otp,
         notices: stores.notices(),
         registry,
         issuer: Arc::new(ca_service),

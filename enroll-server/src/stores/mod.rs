@@ -59,6 +59,10 @@ pub struct Account {
     /// and client-server profiles), set by the operator; empty: client certificates only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_names: Vec<pki::names::AllowedName>,
+    /// argon2id PHC string of the confirmation password (確認用パスワード) a master gives for
+    /// its administrative actions, set by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_hash: Option<String>,
 }
 
 impl fmt::Debug for Account {

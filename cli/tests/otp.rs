@@ -1,0 +1,387 @@
+//! One-time passwords with codes computed by oathtool (as an authenticator app computes them
+//! from the otpauth URI), the QR code read back by zbarimg, and the rules of the manuals: a code
+//! works once (also under 8 concurrent submissions), a stop after wrong codes lifted by the
+//! master with its confirmation password or by the operator, revocation and its waiting time,
+//! the app's provisioning with its activation password, and a contract that requires OTP.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Client, NONE, Service, TestCa, WRONG, read, s, user_password, write};
+use serde_json::{Value, json};
+
+/// The secret parameter of an otpauth URI.
+fn secret_of(uri: &str) -> String {
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("secret="))
+        .unwrap_or_else(|| panic!("no secret in {uri}"))
+        .to_owned()
+}
+
+/// `oathtool --totp -b SECRET` at `offset` seconds from now (30-second steps, 6 digits).
+fn oathtool(secret: &str, offset: i64) -> String {
+    let when = format!("now {} {} sec", if offset < 0 { "-" } else { "+" }, offset.abs());
+    let out = common::run("oathtool", ["--totp", "-b", secret, "-N", &when], &[], None);
+    assert!(out.status.success(), "oathtool: {}", out.stderr);
+    let code = out.stdout.trim().to_owned();
+    assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    code
+}
+
+/// Waits until the current 30-second step has at least 4 seconds left, so that a code computed
+/// now is still current when the service checks it.
+fn away_from_step_end() {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    if secs % 30 >= 26 {
+        std::thread::sleep(Duration::from_secs(30 - secs % 30) + Duration::from_millis(200));
+    }
+}
+
+/// Issues a token for a logged-in `client` and returns the answer (checked) and its secret.
+fn issue(server: &Service, client: &Client, mail: &str) -> (Value, String) {
+    let reply =
+        server.login_post(client, "/api/v1/otp/tokens", &json!({ "mail": mail, "activation_password": "4321" }));
+    reply.expect(201);
+    assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"));
+    let body = reply.json();
+    let uri = body["otpauth_uri"].as_str().expect("otpauth_uri").to_owned();
+    let secret = secret_of(&uri);
+    server.secret(&secret);
+    (body, secret)
+}
+
+/// A logged-in session of `login_id` (its certificate obtained first): the client, and whether
+/// the login asked for a code.
+fn logged_in(server: &Service, login_id: &str) -> (Client, Value) {
+    let client = server.acquire(login_id, login_id).client();
+    let reply = server.login_api(&client, &user_password(login_id));
+    reply.expect(200);
+    (client, reply.json())
+}
+
+/// Logs `client` in again with its password (a new session).
+fn relogin(server: &Service, client: &Client, login_id: &str) -> Value {
+    let reply = server.login_api(client, &user_password(login_id));
+    reply.expect(200);
+    reply.json()
+}
+
+#[test]
+fn totp_tokens_are_issued_verified_and_asked_at_login_with_codes_from_oathtool() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.configure(&[("max_failures = 5", "max_failures = 10")]);
+    ca.add_user("boss", "master", None);
+    ca.add_user("clerk", "general", Some("boss"));
+    let server = Service::watched(&ca, &[]);
+    let work = ca.work();
+
+    let (boss, login) = logged_in(&server, "boss");
+    assert_eq!(login["otp_required"], false, "no token yet: {login}");
+    let (issued, secret) = issue(&server, &boss, "boss@example.jp");
+    assert_eq!(issued["service_id"], "INKAN");
+    assert!(issued["user_id"].as_str().is_some_and(|id| id.len() == 10), "{issued}");
+    let uri = issued["otpauth_uri"].as_str().expect("uri").to_owned();
+    assert!(uri.starts_with("otpauth://totp/INKAN:boss?secret="), "{uri}");
+    assert!(secret.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)), "base32: {secret}");
+    assert_eq!(secret.len(), 32, "160 bits in base32: {secret}");
+
+    // The QR code, rendered and read back by zbarimg, gives the same URI.
+    let svg = work.join("qr.svg");
+    let png = work.join("qr.png");
+    write(&svg, issued["qr_svg"].as_str().expect("svg"));
+    let rendered = common::run("rsvg-convert", ["-w", "400", "-b", "white", "-o", s(&png), s(&svg)], &[], None);
+    assert!(rendered.status.success(), "rsvg-convert: {}", rendered.stderr);
+    let scanned = common::run("zbarimg", ["--raw", "-q", s(&png)], &[], None);
+    assert_eq!(scanned.stdout.trim(), uri, "zbarimg: {}", scanned.stderr);
+
+    // Malformed codes are refused without counting; a wrong one counts.
+    for bad in ["12a456", "12345", "1234567", ""] {
+        server.login_post(&boss, "/api/v1/otp/tokens/verify", &json!({ "code": bad })).expect_error(401, "invalid_otp");
+    }
+    away_from_step_end();
+    let current = oathtool(&secret, 0);
+    let wrong = if current == "000000" { "111111" } else { "000000" };
+    let refused = server.login_post(&boss, "/api/v1/otp/tokens/verify", &json!({ "code": wrong }));
+    refused.expect_error(401, "invalid_otp");
+    assert!(refused.message().contains("9 more wrong"), "{}", refused.message());
+    // The first verification with the code of the step before (one step of skew is allowed).
+    let first = oathtool(&secret, -30);
+    server.login_post(&boss, "/api/v1/otp/tokens/verify", &json!({ "code": first })).expect(200);
+    assert_eq!(server.me(&boss).json()["otp"]["state"], "active");
+    // One token per login ID.
+    server
+        .login_post(&boss, "/api/v1/otp/tokens", &json!({ "mail": "b@example.jp", "activation_password": "1234" }))
+        .expect_error(409, "exists");
+
+    // Login now asks for a code; nothing else works until it is given.
+    let login = relogin(&server, &boss, "boss");
+    assert_eq!(login["otp_required"], true, "{login}");
+    server.me(&boss).expect_error(401, "otp_required");
+    server.login_get(&boss, "/home").expect(303);
+    // The code already used (that step is spent) is refused; the current one works.
+    server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": first })).expect_error(401, "invalid_otp");
+    away_from_step_end();
+    let code = oathtool(&secret, 0);
+    server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": code })).expect(200);
+    server.me(&boss).expect(200);
+    // The same code again, in a new login: refused (a code works once).
+    relogin(&server, &boss, "boss");
+    server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": code })).expect_error(401, "invalid_otp");
+
+    // Eight concurrent submissions of one fresh code: exactly one succeeds (the others find
+    // the step spent, or the login already finished).
+    let (clerk, _) = logged_in(&server, "clerk");
+    let (_, clerk_secret) = issue(&server, &clerk, "clerk@example.jp");
+    away_from_step_end();
+    server
+        .login_post(&clerk, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool(&clerk_secret, -30) }))
+        .expect(200);
+    assert_eq!(relogin(&server, &clerk, "clerk")["otp_required"], true);
+    away_from_step_end();
+    let code = oathtool(&clerk_secret, 0);
+    // Eight curl processes at once, in the one session (reading its cookie jar, not writing it).
+    let mut session_args = clerk.args.clone();
+    if let Some(at) = session_args.iter().position(|a| a == "-c") {
+        session_args.drain(at..at + 2);
+    }
+    let body = work.join("race-otp.json");
+    write(&body, json!({ "code": code }).to_string());
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "30", "--cacert", s(&ca.root_crt()), "-o", "/dev/null"])
+                .args(["-w", "%{http_code}", "-H", "Content-Type: application/json"])
+                .args(["--data-binary", &format!("@{}", s(&body))])
+                .args(&session_args)
+                .arg(server.login_url("/api/v1/login/otp"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("starting curl")
+        })
+        .collect();
+    let statuses: Vec<u16> = racers
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().expect("curl").stdout).trim().parse().unwrap_or(0))
+        .collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|&s| [200, 400, 401].contains(&s)), "{statuses:?}");
+    server.me(&clerk).expect(200);
+
+    let audit = read(&ca.file("audit/audit.log"));
+    assert!(audit.contains("otp.issued") && audit.contains("otp.accepted") && audit.contains("otp.wrong"));
+    for secret in [&secret, &clerk_secret] {
+        assert!(!audit.contains(secret.as_str()), "an OTP secret in the audit trail");
+    }
+    server.stop();
+}
+
+#[test]
+fn wrong_codes_stop_otp_until_the_master_or_the_operator_lifts_it() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("boss", "master", None);
+    ca.add_user("clerk", "general", Some("boss"));
+    ca.add_user("rival", "master", None);
+    ca.add_user("rivals-clerk", "general", Some("rival"));
+    let server = Service::watched(&ca, &[]);
+
+    // Both boss and clerk get tokens in use.
+    let (boss, _) = logged_in(&server, "boss");
+    let (_, boss_secret) = issue(&server, &boss, "boss@example.jp");
+    away_from_step_end();
+    server.login_post(&boss, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool(&boss_secret, -30) })).expect(200);
+    let (clerk, _) = logged_in(&server, "clerk");
+    let (_, clerk_secret) = issue(&server, &clerk, "clerk@example.jp");
+    server
+        .login_post(&clerk, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool(&clerk_secret, -30) }))
+        .expect(200);
+
+    // Five wrong codes: OTP use stops, the half-finished login is dropped, and logging in
+    // again is refused with the reason.
+    relogin(&server, &clerk, "clerk");
+    let right = oathtool(&clerk_secret, 0);
+    let wrong = if right == "000000" { "111111" } else { "000000" };
+    for attempt in 1..=4 {
+        let reply = server.login_post(&clerk, "/api/v1/login/otp", &json!({ "code": wrong }));
+        reply.expect_error(401, "invalid_otp");
+        assert!(reply.message().contains(&format!("{} more wrong", 5 - attempt)), "{}", reply.message());
+    }
+    let stopped = server.login_post(&clerk, "/api/v1/login/otp", &json!({ "code": wrong }));
+    stopped.expect_error(403, "otp_stopped");
+    assert!(stopped.message().contains("master user"), "{}", stopped.message());
+    server.me(&clerk).expect_error(401, "login_required");
+    let again = server.login_api(&clerk, &user_password("clerk"));
+    again.expect_error(403, "otp_stopped");
+
+    // boss logs in with its code and unlocks clerk with its confirmation password, which the
+    // operator sets first (none set: refused).
+    relogin(&server, &boss, "boss");
+    away_from_step_end();
+    server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": oathtool(&boss_secret, 0) })).expect(200);
+    let unlock = |who: &str, confirmation: &str| {
+        server.login_post(
+            &boss,
+            &format!("/api/v1/users/{who}/otp/unlock"),
+            &json!({ "confirmation": { "password": confirmation } }),
+        )
+    };
+    let none = unlock("clerk", "whatever-1");
+    none.expect_error(403, "master_only");
+    assert!(none.message().contains("confirmation password"), "{}", none.message());
+    let confirmation = "kakunin-Pass.42";
+    server.secret(confirmation);
+    ca.inkan_env(
+        ["user", "confirmation-password", "--login-id", "boss"],
+        &[("INKAN_CONFIRMATION_PASSWORD", Some(confirmation))],
+    )
+    .ok();
+    unlock("clerk", WRONG).expect_error(401, "invalid_credentials");
+    unlock("rivals-clerk", confirmation).expect_error(404, "not_found");
+    unlock("boss", confirmation).expect_error(404, "not_found");
+    let lifted = unlock("clerk", confirmation);
+    lifted.expect(200);
+    assert_eq!(lifted.json()["stopped"], false);
+    assert_eq!(relogin(&server, &clerk, "clerk")["otp_required"], true);
+    // A general user cannot unlock anyone.
+    away_from_step_end();
+    server.login_post(&clerk, "/api/v1/login/otp", &json!({ "code": oathtool(&clerk_secret, 0) })).expect(200);
+    server
+        .login_post(&clerk, "/api/v1/users/clerk/otp/unlock", &json!({ "confirmation": { "password": confirmation } }))
+        .expect_error(403, "master_only");
+
+    // A master's own stop: only the operator lifts it (its login is refused meanwhile).
+    relogin(&server, &boss, "boss");
+    for _ in 0..5 {
+        server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": "000001" }));
+    }
+    let refused = server.login_api(&boss, &user_password("boss"));
+    refused.expect_error(403, "otp_stopped");
+    assert!(refused.message().contains("operator"), "{}", refused.message());
+    ca.inkan(["user", "unlock-otp", "--login-id", "boss"]).ok();
+    assert_eq!(relogin(&server, &boss, "boss")["otp_required"], true);
+    let listed = ca.inkan(["otp", "list", "--json"]).ok().stdout;
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert!(listed.as_array().expect("list").iter().all(|t| t["stopped"] == false && t["state"] == "active"));
+
+    let audit = read(&ca.file("audit/audit.log"));
+    assert!(audit.contains("otp.stopped") && audit.contains("otp.unlocked") && audit.contains("user.confirmation_set"));
+    assert!(!audit.contains(confirmation), "the confirmation password in the audit trail");
+    server.stop();
+}
+
+#[test]
+fn revocation_waits_and_the_app_provisions_with_its_activation_password() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("boss", "master", None);
+    ca.add_user("clerk", "general", Some("boss"));
+    let server = Service::watched(&ca, &[]);
+    let (clerk, _) = logged_in(&server, "clerk");
+    let (issued, secret) = issue(&server, &clerk, "clerk@example.jp");
+    let user_id = issued["user_id"].as_str().expect("user_id").to_owned();
+
+    // The app's flow: wrong activation passwords (and wrong IDs) are refused alike; the right
+    // one gives the secret once.
+    let provision = |service_id: &str, user_id: &str, password: &str| {
+        server.post_json(
+            &server.public_url("/api/v1/otp/provision"),
+            &json!({ "service_id": service_id, "user_id": user_id, "activation_password": password }),
+            NONE,
+        )
+    };
+    provision("INKAN", &user_id, "9999").expect_error(401, "invalid_credentials");
+    provision("OTHER", &user_id, "4321").expect_error(401, "invalid_credentials");
+    provision("INKAN", "0000000000", "4321").expect_error(401, "invalid_credentials");
+    let taken = provision("INKAN", &user_id, "4321");
+    taken.expect(200);
+    assert_eq!(taken.json()["secret"].as_str(), Some(secret.as_str()), "the same secret as the QR code");
+    assert_eq!(taken.json()["period"], 30);
+    provision("INKAN", &user_id, "4321").expect_error(401, "invalid_credentials");
+
+    // A second pending token: five wrong activation passwords lock its provisioning.
+    let (again, _) = issue(&server, &clerk, "clerk2@example.jp");
+    let second = again["user_id"].as_str().expect("user_id").to_owned();
+    for _ in 0..5 {
+        provision("INKAN", &second, "0000").expect_error(401, "invalid_credentials");
+    }
+    provision("INKAN", &second, "4321").expect_error(401, "invalid_credentials");
+
+    // Revoked by the operator: a new token is refused until the waiting time is over, and the
+    // answer says from when.
+    let revoked = ca.inkan(["otp", "revoke", "--login-id", "clerk"]).ok();
+    assert!(revoked.stdout.contains("a new one can be issued from"), "{}", revoked.stdout);
+    let wait = server.login_post(
+        &clerk,
+        "/api/v1/otp/tokens",
+        &json!({ "mail": "c@example.jp", "activation_password": "1234" }),
+    );
+    wait.expect_error(409, "otp_reissue_wait");
+    assert!(wait.message().contains("can be issued from"), "{}", wait.message());
+    let me = server.me(&clerk).json();
+    assert_eq!(me["otp"]["state"], "revoked", "{me}");
+    assert!(me["otp"]["reissue_from"].is_string(), "{me}");
+    // The page says so too.
+    let page = server.login_get(&clerk, "/otp/token?lang=en");
+    assert!(page.text().contains("a new one can be issued from"), "{}", page.text());
+    ca.inkan(["otp", "revoke", "--login-id", "nobody-here"]).refused("no OTP token");
+    server.stop();
+}
+
+#[test]
+fn a_contract_that_requires_otp_lets_a_user_without_a_token_only_set_one_up() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.configure(&[("required = false", "required = true")]);
+    ca.add_user("boss", "master", None);
+    let server = Service::watched(&ca, &[]);
+    let (boss, login) = logged_in(&server, "boss");
+    assert_eq!(login["otp_setup_required"], true, "{login}");
+    server.me(&boss).expect_error(403, "otp_setup_required");
+    server.login_get(&boss, "/home").expect(303);
+    let page = server.login_get(&boss, "/otp/token?lang=ja");
+    page.expect(200);
+    assert!(page.text().contains("トークンの発行のみ行えます"), "{}", page.text());
+    let (_, secret) = issue(&server, &boss, "boss@example.jp");
+    away_from_step_end();
+    server.login_post(&boss, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool(&secret, 0) })).expect(200);
+    server.me(&boss).expect(200);
+    server.stop();
+}
+
+/// The pages: login with certificate + password, then the code page, then home; a wrong code
+/// shows the form again with the reason.
+#[test]
+fn the_pages_ask_for_the_code_after_the_password() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("boss", "master", None);
+    let server = Service::watched(&ca, &[]);
+    let (boss, _) = logged_in(&server, "boss");
+    let (_, secret) = issue(&server, &boss, "boss@example.jp");
+    away_from_step_end();
+    server.login_post(&boss, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool(&secret, -30) })).expect(200);
+    relogin(&server, &boss, "boss");
+    let form = server.login_get(&boss, "/otp?lang=en");
+    form.expect(200);
+    let csrf = common::between(&form.text(), "name=\"csrf\" value=\"", "\"");
+    let post = |code: &str| {
+        server.post(
+            &server.login_url("/otp?lang=en"),
+            "application/x-www-form-urlencoded",
+            format!("csrf={csrf}&code={code}").as_bytes(),
+            &boss.args,
+        )
+    };
+    let wrong = post("000000");
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    assert!(wrong.text().contains("data-testid=\"otp-form\""), "the form again: {}", wrong.text());
+    away_from_step_end();
+    let right = post(&oathtool(&secret, 0));
+    assert_eq!(right.status, 303, "{}", right.text());
+    assert_eq!(right.header("location").as_deref(), Some("/home?lang=en"));
+    let home = server.login_get(&boss, "/home?lang=ja");
+    home.expect(200);
+    assert!(home.text().contains("ワンタイムパスワード: 利用中"), "{}", home.text());
+    server.stop();
+}

@@ -1,0 +1,491 @@
+//! One-time passwords on the certificate-login listener: the code that finishes a login, token
+//! issue (トークン発行) with its first verification (認証確認), the app's own provisioning, and a
+//! master's unlock (利用停止解除) and revocation (失効) with its confirmation password.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Redirect, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::accounts::{Account, Password};
+use crate::error::{ErrorCode, WebError};
+use crate::extract::{JsonBody, Partial, Peer, SignedIn};
+use crate::forms::error_page;
+use crate::html;
+use crate::i18n::Lang;
+use crate::login::otp_stopped;
+use crate::otp::{Provisioning, Verdict};
+use crate::pages::{Frame, OtpCodePage, OtpTokenPage};
+use crate::state::{Shared, blocking};
+use crate::stores::{OtpState, OtpToken};
+use crate::tokens::Stage;
+use crate::users::{self, Actor};
+
+/// A code, as sent.
+#[derive(Debug, Deserialize)]
+pub struct CodeBody {
+    code: String,
+}
+
+/// Checks `code` against `login_id`'s token in state `want`, off the async threads, and audits
+/// what happened (never the code).
+async fn check_code(state: &Shared, account: &Account, code: String, want: OtpState) -> Result<Verdict, WebError> {
+    let (worker, login_id) = (state.clone(), account.login_id.clone());
+    let verdict = blocking(move || worker.otp.check(&login_id, &code, want, OffsetDateTime::now_utc())).await??;
+    let event = match verdict {
+        Verdict::Accepted => "otp.accepted",
+        Verdict::Wrong { .. } => "otp.wrong",
+        Verdict::Stopped => "otp.stopped",
+    };
+    state.audit(event, serde_json::json!({ "login_id": account.login_id, "token": want_name(want) })).await;
+    Ok(verdict)
+}
+
+fn want_name(want: OtpState) -> &'static str {
+    match want {
+        OtpState::Pending => "first verification",
+        _ => "login",
+    }
+}
+
+fn wrong_code(failures: u32, max: u32) -> WebError {
+    let left = max.saturating_sub(failures);
+    WebError::new(
+        ErrorCode::InvalidOtp,
+        format!("the one-time password is not correct or was already used; {left} more wrong code(s) stop OTP use"),
+    )
+}
+
+/// The login's last step: the code, for a session at [`Stage::OtpPending`]. A stop ends the
+/// half-finished login.
+async fn finish_login(state: &Shared, partial: &Partial, code: String) -> Result<(), WebError> {
+    if partial.session.stage != Stage::OtpPending {
+        return Err(WebError::new(ErrorCode::InvalidRequest, "this session is not waiting for a one-time password"));
+    }
+    match check_code(state, &partial.account, code, OtpState::Active).await? {
+        Verdict::Accepted => {
+            state.sessions.set_stage(&partial.id, Stage::Complete);
+            tracing::info!(login_id = %partial.account.login_id, "certificate login with OTP");
+            state
+                .audit("login.success", serde_json::json!({ "login_id": partial.account.login_id, "otp": true }))
+                .await;
+            Ok(())
+        }
+        Verdict::Wrong { failures } => Err(wrong_code(failures, state.otp.settings.max_failures)),
+        Verdict::Stopped => {
+            state.sessions.remove(&partial.id);
+            Err(otp_stopped(&partial.account))
+        }
+    }
+}
+
+/// `POST /api/v1/login/otp` `{"code"}`.
+pub async fn api_login_otp(
+    State(state): State<Shared>,
+    peer: Peer,
+    partial: Partial,
+    JsonBody(body): JsonBody<CodeBody>,
+) -> Result<Json<serde_json::Value>, WebError> {
+    state.rate_limit(peer.0.remote)?;
+    finish_login(&state, &partial, body.code).await?;
+    Ok(Json(serde_json::json!({ "login_id": partial.account.login_id, "role": partial.account.role })))
+}
+
+/// A new token, as asked.
+#[derive(Debug, Deserialize)]
+pub struct NewToken {
+    mail: String,
+    activation_password: Password,
+}
+
+/// Token issue: a logged-in session, or one that may only set up a token.
+async fn issue_token(state: &Shared, partial: &Partial, body: NewToken) -> Result<Provisioning, WebError> {
+    if partial.session.stage == Stage::OtpPending {
+        return Err(WebError::new(ErrorCode::OtpRequired, "finish logging in with your one-time password first"));
+    }
+    let (worker, login_id) = (state.clone(), partial.account.login_id.clone());
+    let provisioning =
+        blocking(move || worker.otp.issue(&login_id, &body.mail, &body.activation_password, OffsetDateTime::now_utc()))
+            .await??;
+    state.audit("otp.issued", serde_json::json!({ "login_id": partial.account.login_id })).await;
+    Ok(provisioning)
+}
+
+/// `POST /api/v1/otp/tokens` `{"mail","activation_password"}` → 201 with the service ID, user
+/// ID, otpauth URI and QR code (SVG).
+pub async fn api_issue(
+    State(state): State<Shared>,
+    partial: Partial,
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<Response, WebError> {
+    let provisioning = issue_token(&state, &partial, body).await?;
+    let mut response = (StatusCode::CREATED, Json(&provisioning)).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+fn no_store(response: &mut Response) {
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+}
+
+/// The first verification: the pending token becomes active, and a session that could only set
+/// one up is logged in.
+async fn verify_token(state: &Shared, partial: &Partial, code: String) -> Result<(), WebError> {
+    match check_code(state, &partial.account, code, OtpState::Pending).await? {
+        Verdict::Accepted => {
+            if partial.session.stage == Stage::SetupOnly {
+                state.sessions.set_stage(&partial.id, Stage::Complete);
+            }
+            Ok(())
+        }
+        Verdict::Wrong { failures } => Err(wrong_code(failures, state.otp.settings.max_failures)),
+        Verdict::Stopped => Err(otp_stopped(&partial.account)),
+    }
+}
+
+/// `POST /api/v1/otp/tokens/verify` `{"code"}`.
+pub async fn api_verify(
+    State(state): State<Shared>,
+    peer: Peer,
+    partial: Partial,
+    JsonBody(body): JsonBody<CodeBody>,
+) -> Result<Json<serde_json::Value>, WebError> {
+    state.rate_limit(peer.0.remote)?;
+    verify_token(&state, &partial, body.code).await?;
+    Ok(Json(serde_json::json!({ "login_id": partial.account.login_id, "state": "active" })))
+}
+
+/// `POST /api/v1/otp/provision` body: what the app was shown, and the activation password.
+#[derive(Debug, Deserialize)]
+pub struct ProvisionBody {
+    service_id: String,
+    user_id: String,
+    activation_password: Password,
+}
+
+/// `POST /api/v1/otp/provision` (the app's flow, 手順6): the secret, once.
+pub async fn api_provision(
+    State(state): State<Shared>,
+    peer: Peer,
+    JsonBody(body): JsonBody<ProvisionBody>,
+) -> Result<Response, WebError> {
+    state.rate_limit(peer.0.remote)?;
+    let worker = state.clone();
+    let user_id = body.user_id.clone();
+    let secret = blocking(move || {
+        worker.otp.provision(&body.service_id, &body.user_id, &body.activation_password, OffsetDateTime::now_utc())
+    })
+    .await?;
+    let ok = secret.is_ok();
+    state.audit("otp.provision", serde_json::json!({ "user_id": user_id, "ok": ok })).await;
+    let mut response = Json(secret?).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// The confirmation a master gives for an administrative action.
+#[derive(Debug, Deserialize)]
+pub struct Confirmation {
+    password: Password,
+}
+
+/// `POST /api/v1/users/{login_id}/otp/unlock|revoke` body.
+#[derive(Debug, Deserialize)]
+pub struct ConfirmedBody {
+    confirmation: Confirmation,
+}
+
+/// Checks the master's confirmation password (wrong ones count towards its lock).
+async fn confirm(state: &Shared, master: &Account, confirmation: Password) -> Result<(), WebError> {
+    let (worker, login_id) = (state.clone(), master.login_id.clone());
+    match blocking(move || worker.accounts.confirm(&login_id, &confirmation)).await? {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            state.audit("user.confirmation_failure", serde_json::json!({ "login_id": master.login_id })).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// What a master asks for a user's token.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Unlock,
+    Revoke,
+}
+
+async fn master_action(
+    state: &Shared,
+    master: &Account,
+    login_id: String,
+    confirmation: Password,
+    action: Action,
+) -> Result<OtpToken, WebError> {
+    if master.role != crate::accounts::Role::Master {
+        return Err(WebError::new(ErrorCode::MasterOnly, "only the contract's master user can do this"));
+    }
+    confirm(state, master, confirmation).await?;
+    let (worker, master) = (state.clone(), master.clone());
+    blocking(move || {
+        let (accounts, otp, audit) = (&worker.accounts, &worker.otp, worker.audit.as_ref());
+        match action {
+            Action::Unlock => users::unlock_otp(accounts, otp, audit, Actor::User(&master), &login_id),
+            Action::Revoke => {
+                users::revoke_otp(accounts, otp, audit, Actor::User(&master), &login_id, OffsetDateTime::now_utc())
+            }
+        }
+    })
+    .await?
+}
+
+fn token_json(state: &Shared, token: &OtpToken) -> serde_json::Value {
+    serde_json::json!({
+        "login_id": token.login_id,
+        "state": token.state,
+        "stopped": token.stopped,
+        "reissue_from": token.revoked_at.map(|at| pki::encoding::rfc3339(state.otp.reissue_from(at))),
+    })
+}
+
+/// `POST /api/v1/users/{login_id}/otp/unlock` (master, with its confirmation password).
+pub async fn api_unlock(
+    State(state): State<Shared>,
+    signed_in: SignedIn,
+    Path(login_id): Path<String>,
+    JsonBody(body): JsonBody<ConfirmedBody>,
+) -> Result<Json<serde_json::Value>, WebError> {
+    let token = master_action(&state, &signed_in.account, login_id, body.confirmation.password, Action::Unlock).await?;
+    Ok(Json(token_json(&state, &token)))
+}
+
+/// `POST /api/v1/users/{login_id}/otp/revoke` (master, with its confirmation password).
+pub async fn api_revoke(
+    State(state): State<Shared>,
+    signed_in: SignedIn,
+    Path(login_id): Path<String>,
+    JsonBody(body): JsonBody<ConfirmedBody>,
+) -> Result<Json<serde_json::Value>, WebError> {
+    let token = master_action(&state, &signed_in.account, login_id, body.confirmation.password, Action::Revoke).await?;
+    Ok(Json(token_json(&state, &token)))
+}
+
+// ---- Pages ------------------------------------------------------------------------------
+
+fn checked_form<T: FormCsrf>(
+    state: &Shared,
+    lang: Lang,
+    partial: Result<Partial, WebError>,
+    form: Result<Form<T>, axum::extract::rejection::FormRejection>,
+) -> Result<(Partial, T), Box<Response>> {
+    let t = lang.text();
+    let partial = partial.map_err(|e| Box::new(error_page(state, lang, t.error_title, &e)))?;
+    match form {
+        Ok(Form(form)) if html::tokens_match(&partial.session.csrf, form.csrf()) => Ok((partial, form)),
+        _ => Err(Box::new(error_page(state, lang, t.error_title, &WebError::new(ErrorCode::Csrf, "the form expired")))),
+    }
+}
+
+/// A form that carries the session's CSRF token.
+pub trait FormCsrf {
+    /// The token.
+    fn csrf(&self) -> &str;
+}
+
+/// `GET /otp`: the one-time password that finishes the login.
+pub async fn code_form(State(state): State<Shared>, lang: Lang, partial: Result<Partial, WebError>) -> Response {
+    match partial {
+        Ok(p) if p.session.stage == Stage::OtpPending => html::render(StatusCode::OK, &code_page(lang, &p, None)),
+        Ok(_) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
+        Err(e) => error_page(&state, lang, lang.text().error_title, &e),
+    }
+}
+
+fn code_page(lang: Lang, partial: &Partial, error: Option<String>) -> OtpCodePage {
+    let t = lang.text();
+    OtpCodePage {
+        frame: Frame::new(lang, t.otp_login_title, "/otp"),
+        error,
+        login_id: partial.account.login_id.clone(),
+        csrf: partial.session.csrf.clone(),
+    }
+}
+
+/// The code form's fields.
+#[derive(Debug, Deserialize)]
+pub struct CodeFields {
+    csrf: String,
+    code: String,
+}
+
+impl FormCsrf for CodeFields {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /otp`.
+pub async fn code_submit(
+    State(state): State<Shared>,
+    peer: Peer,
+    lang: Lang,
+    partial: Result<Partial, WebError>,
+    form: Result<Form<CodeFields>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (partial, form) = match checked_form(&state, lang, partial, form) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
+    };
+    let result = match state.rate_limit(peer.0.remote) {
+        Ok(()) => finish_login(&state, &partial, form.code).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
+        Err(e) if e.code == ErrorCode::InvalidOtp => {
+            html::render(e.status(), &code_page(lang, &partial, Some(lang.error(&e))))
+        }
+        Err(e) => error_page(&state, lang, lang.text().error_title, &e),
+    }
+}
+
+/// `GET /otp/token`: token issue (トークン発行).
+pub async fn token_form(State(state): State<Shared>, lang: Lang, partial: Result<Partial, WebError>) -> Response {
+    match partial {
+        Ok(p) if p.session.stage != Stage::OtpPending => {
+            html::render(StatusCode::OK, &token_page(&state, lang, &p, None, None))
+        }
+        Ok(_) => Redirect::to(&format!("/otp?lang={}", lang.code())).into_response(),
+        Err(e) => error_page(&state, lang, lang.text().error_title, &e),
+    }
+}
+
+fn token_page(
+    state: &Shared,
+    lang: Lang,
+    partial: &Partial,
+    issued: Option<Provisioning>,
+    error: Option<String>,
+) -> OtpTokenPage {
+    let t = lang.text();
+    let current = state.otp.token(&partial.account.login_id).ok().flatten();
+    let reissue_from = current
+        .as_ref()
+        .and_then(|tok| tok.revoked_at)
+        .map(|at| state.otp.reissue_from(at))
+        .filter(|from| *from > OffsetDateTime::now_utc())
+        .map(|from| pki::encoding::rfc3339(from.to_offset(state.otp.settings.utc_offset)).replace('Z', ""));
+    let pending = issued.is_some() || current.as_ref().is_some_and(|tok| tok.state == OtpState::Pending);
+    OtpTokenPage {
+        frame: Frame::new(lang, t.otp_token_title, "/otp/token"),
+        error,
+        login_id: partial.account.login_id.clone(),
+        csrf: partial.session.csrf.clone(),
+        setup_only: partial.session.stage == Stage::SetupOnly,
+        active: current.as_ref().is_some_and(|tok| tok.state == OtpState::Active),
+        pending,
+        reissue_from,
+        issued,
+    }
+}
+
+/// The token form's fields.
+#[derive(Debug, Deserialize)]
+pub struct TokenFields {
+    csrf: String,
+    mail: String,
+    activation_password: Password,
+}
+
+impl FormCsrf for TokenFields {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /otp/token`: the token is issued; the page shows the QR code and asks for a code.
+pub async fn token_submit(
+    State(state): State<Shared>,
+    lang: Lang,
+    partial: Result<Partial, WebError>,
+    form: Result<Form<TokenFields>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (partial, form) = match checked_form(&state, lang, partial, form) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
+    };
+    let body = NewToken { mail: form.mail, activation_password: form.activation_password };
+    let mut response = match issue_token(&state, &partial, body).await {
+        Ok(issued) => html::render(StatusCode::OK, &token_page(&state, lang, &partial, Some(issued), None)),
+        Err(e) => html::render(e.status(), &token_page(&state, lang, &partial, None, Some(lang.error(&e)))),
+    };
+    no_store(&mut response);
+    response
+}
+
+/// `POST /otp/token/verify`: the first code (認証確認).
+pub async fn verify_submit(
+    State(state): State<Shared>,
+    peer: Peer,
+    lang: Lang,
+    partial: Result<Partial, WebError>,
+    form: Result<Form<CodeFields>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (partial, form) = match checked_form(&state, lang, partial, form) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
+    };
+    let result = match state.rate_limit(peer.0.remote) {
+        Ok(()) => verify_token(&state, &partial, form.code).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
+        Err(e) if e.code == ErrorCode::InvalidOtp => {
+            html::render(e.status(), &token_page(&state, lang, &partial, None, Some(lang.error(&e))))
+        }
+        Err(e) => error_page(&state, lang, lang.text().error_title, &e),
+    }
+}
+
+/// The fields of a master's unlock and revoke forms.
+#[derive(Debug, Deserialize)]
+pub struct MasterFields {
+    csrf: String,
+    confirmation: Password,
+}
+
+impl crate::forms::SessionForm for MasterFields {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /users/{login_id}/otp/unlock` (master).
+pub async fn unlock_form(
+    State(state): State<Shared>,
+    signed_in: Result<SignedIn, WebError>,
+    lang: Lang,
+    Path(login_id): Path<String>,
+    form: Result<Form<MasterFields>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    crate::forms::session_form(&state, signed_in, lang, form, async move |state, signed_in, form: MasterFields| {
+        master_action(state, &signed_in.account, login_id, form.confirmation, Action::Unlock).await.map(drop)
+    })
+    .await
+}
+
+/// `POST /users/{login_id}/otp/revoke` (master).
+pub async fn revoke_form(
+    State(state): State<Shared>,
+    signed_in: Result<SignedIn, WebError>,
+    lang: Lang,
+    Path(login_id): Path<String>,
+    form: Result<Form<MasterFields>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    crate::forms::session_form(&state, signed_in, lang, form, async move |state, signed_in, form: MasterFields| {
+        master_action(state, &signed_in.account, login_id, form.confirmation, Action::Revoke).await.map(drop)
+    })
+    .await
+}
