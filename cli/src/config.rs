@@ -51,17 +51,21 @@ pub struct OtpSection {
 }
 
 impl Default for OtpSection {
+    /// The service's defaults ([`enroll_server::otp::OtpSettings::default`]), as written.
     fn default() -> Self {
+        let d = enroll_server::otp::OtpSettings::default();
+        let clock = |t: time::Time| format!("{:02}:{:02}", t.hour(), t.minute());
+        let (hours, minutes, _) = d.utc_offset.as_hms();
         Self {
-            required: false,
-            step_secs: 30,
-            digits: 6,
-            max_failures: 5,
-            service_id: "INKAN".into(),
-            reissue_wait_mins: 30,
-            night_start: "20:50".into(),
-            night_end: "08:10".into(),
-            utc_offset: "+09:00".into(),
+            required: d.required,
+            step_secs: d.step_secs,
+            digits: d.digits,
+            max_failures: d.max_failures,
+            service_id: d.service_id,
+            reissue_wait_mins: u32::try_from(d.reissue_wait.whole_minutes()).unwrap_or(30),
+            night_start: clock(d.night.0),
+            night_end: clock(d.night.1),
+            utc_offset: format!("{}{:02}:{:02}", if hours < 0 { '-' } else { '+' }, hours.abs(), minutes.abs()),
         }
     }
 }

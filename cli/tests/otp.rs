@@ -147,26 +147,7 @@ fn totp_tokens_are_issued_verified_and_asked_at_login_with_codes_from_oathtool()
     if let Some(at) = session_args.iter().position(|a| a == "-c") {
         session_args.drain(at..at + 2);
     }
-    let body = work.join("race-otp.json");
-    write(&body, json!({ "code": code }).to_string());
-    let racers: Vec<_> = (0..8)
-        .map(|_| {
-            std::process::Command::new("curl")
-                .args(["-sS", "--max-time", "30", "--cacert", s(&ca.root_crt()), "-o", "/dev/null"])
-                .args(["-w", "%{http_code}", "-H", "Content-Type: application/json"])
-                .args(["--data-binary", &format!("@{}", s(&body))])
-                .args(&session_args)
-                .arg(server.login_url("/api/v1/login/otp"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("starting curl")
-        })
-        .collect();
-    let statuses: Vec<u16> = racers
-        .into_iter()
-        .map(|c| String::from_utf8_lossy(&c.wait_with_output().expect("curl").stdout).trim().parse().unwrap_or(0))
-        .collect();
+    let statuses = server.race_json(&server.login_url("/api/v1/login/otp"), &json!({ "code": code }), &session_args, 8);
     assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
     assert!(statuses.iter().all(|&s| [200, 400, 401].contains(&s)), "{statuses:?}");
     server.me(&clerk).expect(200);

@@ -325,6 +325,46 @@ impl FormCsrf for CodeFields {
     }
 }
 
+/// Which code a code form sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CodeStep {
+    /// The code that finishes a login.
+    Login,
+    /// The first verification of a new token.
+    FirstVerification,
+}
+
+/// A code form: checks, then home; a wrong code shows its page again with the reason.
+async fn submit_code(
+    state: &Shared,
+    peer: &Peer,
+    lang: Lang,
+    partial: Result<Partial, WebError>,
+    form: Result<Form<CodeFields>, axum::extract::rejection::FormRejection>,
+    step: CodeStep,
+) -> Response {
+    let (partial, form) = match checked_form(state, lang, partial, form) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
+    };
+    let result = match (state.rate_limit(peer.0.remote), step) {
+        (Ok(()), CodeStep::Login) => finish_login(state, &partial, form.code).await,
+        (Ok(()), CodeStep::FirstVerification) => verify_token(state, &partial, form.code).await,
+        (Err(e), _) => Err(e),
+    };
+    match result {
+        Ok(()) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
+        Err(e) if e.code == ErrorCode::InvalidOtp => {
+            let said = Some(lang.error(&e));
+            match step {
+                CodeStep::Login => html::render(e.status(), &code_page(lang, &partial, said)),
+                CodeStep::FirstVerification => html::render(e.status(), &token_page(state, lang, &partial, None, said)),
+            }
+        }
+        Err(e) => error_page(state, lang, lang.text().error_title, &e),
+    }
+}
+
 /// `POST /otp`.
 pub async fn code_submit(
     State(state): State<Shared>,
@@ -333,21 +373,7 @@ pub async fn code_submit(
     partial: Result<Partial, WebError>,
     form: Result<Form<CodeFields>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let (partial, form) = match checked_form(&state, lang, partial, form) {
-        Ok(checked) => checked,
-        Err(page) => return *page,
-    };
-    let result = match state.rate_limit(peer.0.remote) {
-        Ok(()) => finish_login(&state, &partial, form.code).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
-        Err(e) if e.code == ErrorCode::InvalidOtp => {
-            html::render(e.status(), &code_page(lang, &partial, Some(lang.error(&e))))
-        }
-        Err(e) => error_page(&state, lang, lang.text().error_title, &e),
-    }
+    submit_code(&state, &peer, lang, partial, form, CodeStep::Login).await
 }
 
 /// `GET /otp/token`: token issue (トークン発行).
@@ -432,21 +458,7 @@ pub async fn verify_submit(
     partial: Result<Partial, WebError>,
     form: Result<Form<CodeFields>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let (partial, form) = match checked_form(&state, lang, partial, form) {
-        Ok(checked) => checked,
-        Err(page) => return *page,
-    };
-    let result = match state.rate_limit(peer.0.remote) {
-        Ok(()) => verify_token(&state, &partial, form.code).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
-        Err(e) if e.code == ErrorCode::InvalidOtp => {
-            html::render(e.status(), &token_page(&state, lang, &partial, None, Some(lang.error(&e))))
-        }
-        Err(e) => error_page(&state, lang, lang.text().error_title, &e),
-    }
+    submit_code(&state, &peer, lang, partial, form, CodeStep::FirstVerification).await
 }
 
 /// The fields of a master's unlock and revoke forms.

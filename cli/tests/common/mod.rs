@@ -1114,15 +1114,23 @@ impl Service {
 
     /// Sends `csr_pem` on `ticket` from `n` curl processes at once; returns their statuses.
     pub fn race_csr(&self, ticket: &str, csr_pem: &str, n: usize) -> Vec<u16> {
-        let file = self.work.join("race.json");
-        write(&file, json!({ "csr_pem": csr_pem }).to_string());
         let url = self.public_url(&format!("/api/v1/enrollments/{ticket}/csr"));
+        self.race_json(&url, &json!({ "csr_pem": csr_pem }), NONE, n)
+    }
+
+    /// POSTs `body` (JSON) to `url` from `n` curl processes at once, each with `extra`
+    /// arguments; returns their statuses.
+    pub fn race_json<S: AsRef<str>>(&self, url: &str, body: &Value, extra: &[S], n: usize) -> Vec<u16> {
+        let file = self.work.join(format!("race-{}.json", self.calls.fetch_add(1, Ordering::SeqCst)));
+        write(&file, body.to_string());
         let data = format!("@{}", s(&file));
         let racers: Vec<_> = (0..n)
             .map(|_| {
                 Command::new("curl")
                     .args(["-sS", "--max-time", "30", "--cacert", s(&self.root), "-o", "/dev/null"])
-                    .args(["-w", "%{http_code}", "-H", "Content-Type: application/json", "--data-binary", &data, &url])
+                    .args(["-w", "%{http_code}", "-H", "Content-Type: application/json", "--data-binary", &data])
+                    .args(extra.iter().map(AsRef::as_ref))
+                    .arg(url)
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
@@ -1133,7 +1141,7 @@ impl Service {
             .into_iter()
             .map(|c| String::from_utf8_lossy(&c.wait_with_output().expect("curl").stdout).trim().parse().unwrap_or(0))
             .collect();
-        lock(&self.seen).extend(statuses.iter().map(|st| (format!("racing CSR on {url}"), *st)));
+        lock(&self.seen).extend(statuses.iter().map(|st| (format!("racing POST to {url}"), *st)));
         statuses
     }
 
