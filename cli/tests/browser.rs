@@ -75,6 +75,12 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     assert_eq!(results["noCertificateStatus"], 401);
     assert_eq!(results["preprocessingShown"], true, "取得前処理中 is shown while the server checks");
     assert_eq!(results["serverErrors"], serde_json::json!([]), "no 5xx answer to the browser");
+    // One-time passwords in the same browser: token issued, confirmed, asked at the next login.
+    assert_eq!(text("otpServiceId"), "INKAN");
+    assert_eq!(text("otpUriStart"), "otpauth://totp/INKAN:alice");
+    assert!(text("otpHomeState").contains("利用中"), "{results}");
+    assert_eq!(text("otpLoginTitle"), "ワンタイムパスワード認証");
+    assert_eq!(text("otpLoggedIn"), "alice");
     // The certificate Chromium presented came from its NSS database, picked by the
     // auto-selection setting for the login origin.
     assert!(text("p12Import").contains("PKCS12 IMPORT SUCCESSFUL"), "{results}");
@@ -129,7 +135,9 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     assert_eq!(opened, cert_pub, "the PEM key belongs to the certificate");
     openssl(["pkey", "-in", s(&key_pem), "-passin", "pass:wrong", "-noout"]).failed();
 
+    // The operator revokes alice's token (a lost phone): the password is enough again. Then
     // curl logs in with the PKCS#12 over the certificate-login port, plus the password.
+    ca.inkan(["otp", "revoke", "--login-id", "alice"]).ok();
     let client = Client::p12(&p12, P12_PASS, &tmp.join("jar"));
     let login = server.login_api(&client, &password).text();
     assert!(login.contains("\"login_id\":\"alice\""), "{login}");
@@ -148,14 +156,20 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
         "08-login.png",
         "09-home.png",
         "10-login-no-certificate.png",
+        "11-otp-token.png",
+        "12-otp-qr.png",
+        "13-home-otp.png",
+        "14-login-otp.png",
     ] {
         let png = std::fs::read(out.join(name)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{name} is not a screenshot");
     }
     // SIGTERM: exit status 0, no secret in the log, no 5xx.
     let log = server.stop();
-    // Two certificate logins with this certificate: Chromium's first, then curl's.
+    // The certificate logins with this certificate: Chromium's first, Chromium's second (the
+    // password, then the one-time password), then curl's.
     let logins: Vec<&str> = log.lines().filter(|line| line.contains("certificate login")).collect();
-    assert_eq!(logins.len(), 2, "Chromium's and curl's certificate logins:\n{log}");
+    assert_eq!(logins.len(), 4, "Chromium's and curl's certificate logins:\n{log}");
+    assert_eq!(logins.iter().filter(|line| line.contains("certificate login with OTP")).count(), 1, "{logins:?}");
     assert!(logins.iter().all(|line| line.contains(&text("serial"))), "{logins:?}");
 }

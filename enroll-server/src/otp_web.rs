@@ -67,7 +67,8 @@ async fn finish_login(state: &Shared, partial: &Partial, code: String) -> Result
     match check_code(state, &partial.account, code, OtpState::Active).await? {
         Verdict::Accepted => {
             state.sessions.set_stage(&partial.id, Stage::Complete);
-            tracing::info!(login_id = %partial.account.login_id, "certificate login with OTP");
+            let serial = partial.session.certificate;
+            tracing::info!(login_id = %partial.account.login_id, %serial, "certificate login with OTP");
             state
                 .audit("login.success", serde_json::json!({ "login_id": partial.account.login_id, "otp": true }))
                 .await;

@@ -1,6 +1,7 @@
 // The acquisition pipeline in headless Chromium (Debian's), driven by playwright-core:
 // 電子証明書取得 → 取得前処理中 → 取得開始 → 発行処理中 → install (PKCS#12 saved) → 電子証明書ログイン
-// with the saved PKCS#12 → home. Takes a screenshot of each page. Run by cli/tests/browser.rs,
+// with the saved PKCS#12 → home → トークン発行 → 認証確認 → logout → login with certificate,
+// password and one-time password (codes from oathtool). Takes a screenshot of each page. Run by cli/tests/browser.rs,
 // which starts `inkan serve` and checks the saved files with openssl and curl.
 //
 // The certificate login is Chromium's own TLS handshake, as a user's browser would do it: the
@@ -197,6 +198,38 @@ try {
   results.homeLoginId = await login.locator('[data-testid=home-login-id]').textContent();
   results.homeCertificates = await login.locator('[data-testid=certificates]').textContent();
   await shot(login, '09-home.png');
+
+  // トークン発行 → the QR code and 認証確認 with a code computed by oathtool from the page's
+  // URI, as an authenticator app would; then log out and log in with certificate + password +
+  // one-time password.
+  await login.goto(`${loginUrl}/otp/token`);
+  await shot(login, '11-otp-token.png');
+  await login.fill('input[name=mail]', `${loginId}@example.jp`);
+  await login.fill('input[name=activation_password]', '4321');
+  await login.click('[data-testid=submit-otp-token]');
+  await login.waitForSelector('[data-testid=otp-qr] svg');
+  results.otpServiceId = await login.locator('[data-testid=otp-service-id]').textContent();
+  const uri = await login.locator('[data-testid=otp-uri]').textContent();
+  results.otpUriStart = uri.slice(0, uri.indexOf('?'));
+  const secret = new URL(uri).searchParams.get('secret');
+  await shot(login, '12-otp-qr.png');
+  const code = (offset) => mustRun('oathtool', ['--totp', '-b', secret, '-N', `now + ${offset} sec`]).trim();
+  await login.fill('[data-testid=otp-verify-code]', code(0));
+  await login.click('[data-testid=submit-otp-verify]');
+  await login.waitForSelector('[data-testid=home-login-id]');
+  results.otpHomeState = await login.locator('[data-testid=otp-state]').textContent();
+  await shot(login, '13-home-otp.png');
+  await login.click('form[action^="/logout"] button');
+  await login.goto(`${loginUrl}/`);
+  await login.fill('input[name=password]', password);
+  await login.click('[data-testid=submit-login]');
+  await login.waitForSelector('[data-testid=otp-form]');
+  results.otpLoginTitle = await login.locator('h1').textContent();
+  await shot(login, '14-login-otp.png');
+  await login.fill('[data-testid=otp-code]', code(30));
+  await login.click('[data-testid=submit-otp]');
+  await login.waitForSelector('[data-testid=home-login-id]');
+  results.otpLoggedIn = await login.locator('[data-testid=home-login-id]').textContent();
 } finally {
   await withCert.close();
 }
