@@ -7,7 +7,7 @@
 #     afl++ (the fuzz targets, with cargo-afl from crates.io), strongswan-pki with
 #     libstrongswan-extra-plugins (strongSwan's EST client), oathtool (codes as an authenticator
 #     app computes them), zbar-tools and librsvg2-bin (the OTP QR code, rendered and read back)
-#   pkilint: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
+#   pkilint and aiosmtpd: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
 #   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,10 +31,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-if [ ! -x .venv/bin/lint_pkix_cert ]; then
-  echo "== installing pkilint into .venv"
+if [ ! -x .venv/bin/lint_pkix_cert ] || [ ! -x .venv/bin/aiosmtpd ]; then
+  echo "== installing pkilint and aiosmtpd (the tests' SMTP server) into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'pkilint==0.13.3'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'pkilint==0.13.3' 'aiosmtpd==1.4.6'
 fi
 
 if [ ! -d tests/node_modules/playwright-core ]; then

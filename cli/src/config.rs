@@ -33,6 +33,23 @@ pub struct Config {
     /// `[otp]`.
     #[serde(default)]
     pub otp: OtpSection,
+    /// `[mail]`: absent, no mail.
+    #[serde(default)]
+    pub mail: Option<MailSection>,
+}
+
+/// `[mail]`: notices by mail.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSection {
+    pub smtp_url: String,
+    pub from: String,
+}
+
+impl std::fmt::Debug for MailSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSection").field("from", &self.from).finish_non_exhaustive()
+    }
 }
 
 /// `[otp]`: one-time passwords.
@@ -313,6 +330,9 @@ impl Config {
         }
         self.est.address()?;
         self.otp.settings()?;
+        if let Some(mail) = self.mail_settings() {
+            enroll_server::mail::check(&mail).map_err(anyhow::Error::msg)?;
+        }
         for (label, profile) in &self.est.labels {
             let ok = !label.is_empty()
                 && label.len() <= 64
@@ -347,6 +367,16 @@ impl Config {
             default_days: self.ca.default_days,
             max_days: self.ca.max_days,
         }
+    }
+
+    /// `[mail]` as the service's settings (expiry thresholds and scan from `[notify]`).
+    pub fn mail_settings(&self) -> Option<enroll_server::mail::MailSettings> {
+        self.mail.as_ref().map(|m| enroll_server::mail::MailSettings {
+            smtp_url: m.smtp_url.clone(),
+            from: m.from.clone(),
+            expiry_thresholds_days: self.notify.thresholds_days.clone(),
+            scan_interval: std::time::Duration::from_secs(self.notify.scan_interval_secs),
+        })
     }
 
     /// The configured CRL validity.
@@ -397,6 +427,7 @@ impl Config {
             },
             // Checked when the file was read.
             otp: self.otp.settings().unwrap_or_default(),
+            mail: self.mail_settings(),
             ..ServerSettings::default()
         }
     }
@@ -551,6 +582,13 @@ reissue_wait_mins = 30
 night_start = "20:50"
 night_end = "08:10"
 utc_offset = "+09:00"
+
+# [mail]
+# Notices by mail (token issued, token revoked, OTP use stopped, certificate expiry at the
+# [notify] thresholds) to the address a user gave for its token; each is sent once. smtp://
+# (add ?tls=required for STARTTLS) or smtps://; credentials in the URL keep this file private.
+# smtp_url = "smtp://127.0.0.1:25"
+# from = "inkan <noreply@example.jp>"
 
 [est.labels]
 # /.well-known/est/LABEL/... and the profile each label issues under: "client", or "server" /

@@ -366,3 +366,96 @@ fn the_pages_ask_for_the_code_after_the_password() {
     assert!(home.text().contains("ワンタイムパスワード: 利用中"), "{}", home.text());
     server.stop();
 }
+
+/// The mails of a Maildir as Python's email package reads them: (to, subject, body).
+fn mails(maildir: &std::path::Path) -> Vec<(String, String, String)> {
+    let script = r#"
+import email, email.header, json, mailbox, sys
+out = []
+for message in mailbox.Maildir(sys.argv[1], factory=None, create=False):
+    subject = str(email.header.make_header(email.header.decode_header(message["Subject"])))
+    body = message.get_payload(decode=True).decode(message.get_content_charset() or "utf-8")
+    out.append([message["To"], subject, body])
+print(json.dumps(sorted(out)))
+"#;
+    if !maildir.join("new").exists() {
+        return Vec::new();
+    }
+    let out = common::run("python3", ["-c", script, s(maildir)], &[], None);
+    assert!(out.status.success(), "reading the Maildir: {}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("mails as JSON")
+}
+
+/// Token issue, certificate expiry, OTP stop and revocation go to the token's mail address
+/// through a real SMTP server (aiosmtpd), each once, also across a restart.
+#[test]
+fn notices_go_to_the_tokens_mail_address_once() {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/aiosmtpd");
+    assert!(venv.exists(), "needs aiosmtpd in ./.venv: run ./tests/run-all.sh, which installs it");
+    let ca = TestCa::with_rate_limit(1000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let maildir = ca.work().join("maildir");
+    let mut smtp_command = std::process::Command::new(&venv);
+    smtp_command.args(["-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox", s(&maildir)]);
+    let mut smtp = common::Daemon::spawn(smtp_command);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "aiosmtpd did not start: {}", smtp.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ca.configure(&[
+        ("# [mail]", "[mail]"),
+        ("# smtp_url = \"smtp://127.0.0.1:25\"", &format!("smtp_url = \"smtp://127.0.0.1:{port}\"")),
+        ("# from = \"inkan <noreply@example.jp>\"", "from = \"inkan <noreply@example.jp>\""),
+        ("scan_interval_secs = 3600", "scan_interval_secs = 1"),
+    ]);
+    ca.add_user("boss", "master", None);
+    let server = Service::watched(&ca, &[]);
+    let (boss, _) = logged_in(&server, "boss");
+    let (_, secret) = issue(&server, &boss, "boss@example.jp");
+    away_from_step_end();
+    server.login_post(&boss, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool(&secret, -30) })).expect(200);
+    // A certificate 10 days from its end: the 14-day notice.
+    let (_, short) = ca.issue(&common::p256_csr(ca.work(), "short"), "boss", "short", &["--days", "10"]);
+    // Five wrong codes: stopped.
+    relogin(&server, &boss, "boss");
+    for _ in 0..5 {
+        server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": "000002" }));
+    }
+    // The operator lifts it and revokes the token.
+    ca.inkan(["user", "unlock-otp", "--login-id", "boss"]).ok();
+    ca.inkan(["otp", "revoke", "--login-id", "boss"]).ok();
+
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = mails(&maildir);
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let got = wait_for(4);
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(got.iter().all(|(to, _, _)| to == "boss@example.jp"), "{got:#?}");
+    let subjects: Vec<&str> = got.iter().map(|(_, subject, _)| subject.as_str()).collect();
+    for wanted in ["トークンを発行しました", "有効期限のお知らせ", "利用停止のお知らせ", "トークンを失効させました"]
+    {
+        assert!(subjects.iter().any(|s| s.contains(wanted)), "{wanted}: {subjects:?}");
+    }
+    let expiry = got.iter().find(|(_, subject, _)| subject.contains("有効期限")).expect("expiry mail");
+    assert!(expiry.2.contains(&short) && expiry.2.contains("expires soon"), "{}", expiry.2);
+    assert!(got.iter().all(|(_, _, body)| !body.contains(&secret)), "a secret in a mail");
+
+    // Once only: a restart and several scans later, still four.
+    let metrics = server.metrics();
+    assert!(metrics.contains("inkan_mail_total{result=\"sent\"} 4"), "{metrics}");
+    server.stop();
+    let again = Service::watched(&ca, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(mails(&maildir).len(), 4, "no notice twice");
+    again.stop();
+    smtp.signal("KILL");
+    assert!(smtp.wait_exit(Duration::from_secs(10)).is_some());
+}

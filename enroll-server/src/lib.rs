@@ -35,6 +35,7 @@ pub mod html;
 pub mod i18n;
 mod listen;
 pub mod login;
+pub mod mail;
 pub mod metrics;
 pub mod notify;
 pub mod ocsp;

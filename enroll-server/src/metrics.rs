@@ -46,6 +46,10 @@ pub struct Metrics {
     pub notices_sent: AtomicU64,
     /// Failed webhook attempts.
     pub notices_failed: AtomicU64,
+    /// Mail notices sent.
+    pub mails_sent: AtomicU64,
+    /// Failed SMTP rounds.
+    pub mails_failed: AtomicU64,
     /// The last registry census and when it was taken.
     pub census: Mutex<Option<(Instant, Census)>>,
     /// When the root's publications were last looked at for the log's warning.

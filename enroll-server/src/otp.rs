@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::accounts::{Password, hash_secret, verify_secret};
 use crate::error::{ErrorCode, WebError};
+use crate::mail::MailQueue;
 use crate::stores::{Activation, OtpState, OtpStore, OtpToken, StoreError};
 
 /// Bytes of a token secret: 160 bits, as RFC 4226 recommends.
@@ -192,6 +193,7 @@ pub struct Otp {
     key: OtpKey,
     /// The rules.
     pub settings: OtpSettings,
+    mail: Option<MailQueue>,
 }
 
 impl std::fmt::Debug for Otp {
@@ -243,7 +245,26 @@ fn unix(t: OffsetDateTime) -> u64 {
 impl Otp {
     /// The service over `store`, sealing with `key`.
     pub fn new(store: Arc<dyn OtpStore>, key: OtpKey, settings: OtpSettings) -> Self {
-        Self { store, key, settings }
+        Self { store, key, settings, mail: None }
+    }
+
+    /// The same, telling the token's mail address of issue, revocation and stop.
+    pub fn with_mail(mut self, queue: Option<MailQueue>) -> Self {
+        self.mail = queue;
+        self
+    }
+
+    /// The mail queue its notices go to.
+    pub fn mail(&self) -> Option<&MailQueue> {
+        self.mail.as_ref()
+    }
+
+    /// Queues a notice about `token` to its mail address, if it has one and mail is on.
+    fn notice(&self, token: &OtpToken, event: &str, at: OffsetDateTime, ja: &[String], en: &[String], subject: &str) {
+        if let (Some(queue), Some(to)) = (&self.mail, &token.mail) {
+            let key = format!("{event}:{}:{}", token.login_id, at.unix_timestamp());
+            queue.send(&key, to, subject, crate::mail::body(ja, en));
+        }
     }
 
     /// The token of `login_id`.
@@ -332,6 +353,20 @@ impl Otp {
             }),
         };
         self.store.put(&token).map_err(store_error)?;
+        self.notice(
+            &token,
+            "otp.issued",
+            now,
+            &[
+                format!("ログインID {login_id} のワンタイムパスワードのトークンを発行しました。"),
+                "お心当たりがない場合は、管理者（マスターユーザ）または運用担当者にご連絡ください。".into(),
+            ],
+            &[
+                format!("A one-time-password token was issued for login ID {login_id}."),
+                "If this was not you, tell your master user or the operator.".into(),
+            ],
+            "【inkan】トークンを発行しました / A one-time-password token was issued",
+        );
         let uri = self.uri(login_id, &*secret, &token)?;
         let qr_svg = qrcode::QrCode::new(uri.as_bytes())
             .map_err(|e| WebError::internal("QR code", e))?
@@ -463,8 +498,22 @@ impl Otp {
                 }
             })
             .map_err(store_error)?;
-        if stored.is_none() {
-            return Err(no_token());
+        let Some(stored) = stored else { return Err(no_token()) };
+        if verdict == Verdict::Stopped && !token.stopped {
+            self.notice(
+                &stored,
+                "otp.stopped",
+                now,
+                &[
+                    format!("ログインID {login_id} のワンタイムパスワードは、続けて間違えたため利用停止になりました。"),
+                    "再開には、一般ユーザは管理者（マスターユーザ）に、マスターユーザは運用担当者に利用停止解除を依頼してください。".into(),
+                ],
+                &[
+                    format!("One-time-password use of login ID {login_id} is stopped after too many wrong codes."),
+                    "General users ask their master user to lift it; master users ask the operator.".into(),
+                ],
+                "【inkan】ワンタイムパスワード利用停止のお知らせ / One-time-password use stopped",
+            );
         }
         Ok(verdict)
     }
@@ -495,6 +544,22 @@ impl Otp {
             })
             .map_err(store_error)?
             .ok_or_else(|| WebError::new(ErrorCode::NotFound, format!("{login_id} has no OTP token")))?;
+        let at = token.revoked_at.unwrap_or(now);
+        let from = pki::encoding::rfc3339(self.reissue_from(at).to_offset(self.settings.utc_offset)).replace('Z', "");
+        self.notice(
+            &token,
+            "otp.revoked",
+            at,
+            &[
+                format!("ログインID {login_id} のワンタイムパスワードのトークンを失効させました。"),
+                format!("新しいトークンは {from} から発行できます。"),
+            ],
+            &[
+                format!("The one-time-password token of login ID {login_id} was revoked."),
+                format!("A new token can be issued from {from}."),
+            ],
+            "【inkan】トークンを失効させました / A one-time-password token was revoked",
+        );
         Ok(token)
     }
 }

@@ -220,6 +220,12 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "Expiry notices: delivered, and failed webhook attempts.",
         &[("{result=\"sent\"}".into(), load(&m.notices_sent)), ("{result=\"failed\"}".into(), load(&m.notices_failed))],
     );
+    family(
+        "inkan_mail_total",
+        "counter",
+        "Mail notices: sent, and failed SMTP rounds.",
+        &[("{result=\"sent\"}".into(), load(&m.mails_sent)), ("{result=\"failed\"}".into(), load(&m.mails_failed))],
+    );
     let mut response = out.into_response();
     response
         .headers_mut()

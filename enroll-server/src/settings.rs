@@ -39,6 +39,8 @@ pub struct ServerSettings {
     pub connections: ConnectionLimits,
     /// One-time passwords.
     pub otp: crate::otp::OtpSettings,
+    /// Mail notices; `None`: none.
+    pub mail: Option<crate::mail::MailSettings>,
 }
 
 /// EST (RFC 7030) for machines.
@@ -126,6 +128,7 @@ impl Default for ServerSettings {
             notify: None,
             connections: ConnectionLimits::default(),
             otp: crate::otp::OtpSettings::default(),
+            mail: None,
         }
     }
 }

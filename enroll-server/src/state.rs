@@ -28,6 +28,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// One-time-password tokens.
     pub otp: Otp,
+    /// The mail outbox, when `[mail]` is set.
+    pub mail: Option<crate::mail::MailQueue>,
     /// Which expiry notices were delivered.
     pub notices: Arc<dyn NoticeStore>,
     /// The certificate registry.
@@ -68,6 +70,8 @@ pub struct Parts {
     pub accounts: Accounts,
     /// One-time-password tokens.
     pub otp: Otp,
+    /// The mail outbox, when `[mail]` is set.
+    pub mail: Option<crate::mail::MailQueue>,
     /// Which expiry notices were delivered.
     pub notices: Arc<dyn NoticeStore>,
     /// The certificate registry.
@@ -92,6 +96,7 @@ impl AppState {
             settings: parts.settings,
             accounts: parts.accounts,
             otp: parts.otp,
+            mail: parts.mail,
             notices: parts.notices,
             registry: parts.registry,
             issuer: parts.issuer,

@@ -136,7 +136,8 @@ fn open_otp(
         ca::layout::create_private_dir(parent)?;
     }
     let key = enroll_server::otp::OtpKey::load_or_create(&path)?;
-    Ok(enroll_server::otp::Otp::new(stores.otp(), key, settings.otp.clone()))
+    let mail = settings.mail.as_ref().map(|_| enroll_server::mail::MailQueue::new(stores.outbox()));
+    Ok(enroll_server::otp::Otp::new(stores.otp(), key, settings.otp.clone()).with_mail(mail))
 }
 
 /// Runs an operator request: through the running service if there is one, else locally.

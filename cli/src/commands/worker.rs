@@ -99,6 +99,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(Parts {
         settings,
         accounts,
+        mail: otp.mail().cloned(),
         otp,
         notices: stores.notices(),
         registry,

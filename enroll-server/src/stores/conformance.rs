@@ -7,7 +7,10 @@ use std::sync::Arc;
 use pki::Serial;
 use time::OffsetDateTime;
 
-use super::{Account, AccountStore, Activation, EnrollToken, NoticeStore, OtpState, OtpStore, OtpToken, Role};
+use super::{
+    Account, AccountStore, Activation, EnrollToken, MailStore, NoticeStore, OtpState, OtpStore, OtpToken, OutboxMail,
+    Role,
+};
 
 fn account(login_id: &str, role: Role) -> Account {
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -188,4 +191,38 @@ pub fn otp(open: &dyn Fn() -> Arc<dyn OtpStore>) {
     let store = open();
     assert_eq!(store.get("conf-a").expect("get").expect("kept").last_step, Some(100), "kept across reopening");
     assert_eq!(store.get("conf-b").expect("get").expect("kept").failures, 200);
+}
+
+/// The mail outbox: a key is queued once (sent or not), pending lists what waits, a sent mail
+/// stays recorded (and out of pending) across reopening.
+pub fn outbox(open: &dyn Fn() -> Arc<dyn MailStore>) {
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mail = |to: &str| OutboxMail {
+        to: to.to_owned(),
+        subject: "件名 subject".into(),
+        body: "本文 body".into(),
+        queued_at: now,
+        sent_at: None,
+    };
+    {
+        let store = open();
+        assert!(store.enqueue("conf:1", &mail("a@example.jp")).expect("enqueue"));
+        assert!(!store.enqueue("conf:1", &mail("other@example.jp")).expect("enqueue"), "a key is queued once");
+        assert!(store.enqueue("conf:2", &mail("b@example.jp")).expect("enqueue"));
+        let keys: Vec<String> = store.pending().expect("pending").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["conf:1", "conf:2"]);
+        store.mark_sent("conf:1", now).expect("sent");
+        let pending = store.pending().expect("pending");
+        assert_eq!(pending, [("conf:2".to_owned(), mail("b@example.jp"))]);
+        let queued: usize = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| usize::from(store.enqueue("conf:3", &mail("c@example.jp")).expect("q"))))
+                .collect();
+            racers.into_iter().map(|r| r.join().expect("racer")).sum()
+        });
+        assert_eq!(queued, 1, "of concurrent enqueuers of one key, one queues it");
+    }
+    let store = open();
+    assert!(!store.enqueue("conf:1", &mail("a@example.jp")).expect("enqueue"), "sent stays recorded");
+    assert_eq!(store.pending().expect("pending").len(), 2, "conf:2 and conf:3 still wait");
 }

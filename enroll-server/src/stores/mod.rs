@@ -228,6 +228,37 @@ pub trait OtpStore: Send + Sync {
     fn list(&self) -> Result<Vec<OtpToken>, StoreError>;
 }
 
+/// A mail notice in the outbox.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxMail {
+    /// The recipient.
+    pub to: String,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+    /// When it was queued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub queued_at: OffsetDateTime,
+    /// When the SMTP server took it; `None` while it waits.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub sent_at: Option<OffsetDateTime>,
+}
+
+/// The mail outbox: each notice under a key of its own (`otp.issued:LOGIN:TIME`,
+/// `expiry:SERIAL:DAYS`), queued once, kept once sent so that it is not queued again.
+pub trait MailStore: Send + Sync {
+    /// Queues `mail` under `key`, durably; `false` (nothing changed) when the key was queued
+    /// before, sent or not.
+    fn enqueue(&self, key: &str, mail: &OutboxMail) -> Result<bool, StoreError>;
+
+    /// The mails not sent yet, by key.
+    fn pending(&self) -> Result<Vec<(String, OutboxMail)>, StoreError>;
+
+    /// Records, durably, that the mail under `key` was sent at `at`.
+    fn mark_sent(&self, key: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+}
+
 /// Which expiry notices were delivered: per certificate, the nearest threshold (in days)
 /// notified.
 pub trait NoticeStore: Send + Sync {

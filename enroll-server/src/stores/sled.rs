@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pki::Serial;
+use time::OffsetDateTime;
 
-use super::{Account, AccountStore, EnrollToken, NoticeStore, OtpStore, OtpToken, StoreError};
+use super::{Account, AccountStore, EnrollToken, MailStore, NoticeStore, OtpStore, OtpToken, OutboxMail, StoreError};
 
 /// Both stores of one sled directory.
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct SledStores {
     counters: sled::Tree,
     tokens: sled::Tree,
     otp: sled::Tree,
+    outbox: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStores {
@@ -42,11 +44,17 @@ impl SledStores {
         let counters = db.open_tree("counters").map_err(err)?;
         let tokens = db.open_tree("enroll_tokens").map_err(err)?;
         let otp = db.open_tree("otp_tokens").map_err(err)?;
-        Ok(Self { db, accounts, notices, counters, tokens, otp })
+        let outbox = db.open_tree("mail_outbox").map_err(err)?;
+        Ok(Self { db, accounts, notices, counters, tokens, otp, outbox })
     }
 
     /// The account store.
     pub fn accounts(&self) -> Arc<dyn AccountStore> {
+        Arc::new(self.clone())
+    }
+
+    /// The mail outbox.
+    pub fn outbox(&self) -> Arc<dyn MailStore> {
         Arc::new(self.clone())
     }
 
@@ -167,6 +175,38 @@ impl OtpStore for SledStores {
     }
 }
 
+impl MailStore for SledStores {
+    fn enqueue(&self, key: &str, mail: &OutboxMail) -> Result<bool, StoreError> {
+        let value = serde_json::to_vec(mail).map_err(err)?;
+        let swapped = self.outbox.compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(value)).map_err(err)?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    fn pending(&self) -> Result<Vec<(String, OutboxMail)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.outbox.iter() {
+            let (key, value) = item.map_err(err)?;
+            let mail: OutboxMail = serde_json::from_slice(&value).map_err(err)?;
+            if mail.sent_at.is_none() {
+                out.push((String::from_utf8_lossy(&key).into_owned(), mail));
+            }
+        }
+        Ok(out)
+    }
+
+    fn mark_sent(&self, key: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        let Some(value) = self.outbox.get(key.as_bytes()).map_err(err)? else { return Ok(()) };
+        let mut mail: OutboxMail = serde_json::from_slice(&value).map_err(err)?;
+        mail.sent_at = Some(at);
+        self.outbox.insert(key.as_bytes(), serde_json::to_vec(&mail).map_err(err)?).map_err(err)?;
+        self.flush()
+    }
+}
+
 const UNKNOWN_LOGINS: &[u8] = b"unknown_logins";
 
 fn counter(value: Option<&[u8]>) -> u64 {
@@ -206,5 +246,6 @@ mod tests {
         super::super::conformance::accounts(&|| open().accounts());
         super::super::conformance::notices(&|| open().notices());
         super::super::conformance::otp(&|| open().otp());
+        super::super::conformance::outbox(&|| open().outbox());
     }
 }
