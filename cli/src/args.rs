@@ -412,10 +412,27 @@ pub enum UserCommand {
     /// Set a master's confirmation password (確認用パスワード), asked on the web before it
     /// unlocks or revokes its users' tokens (from INKAN_CONFIRMATION_PASSWORD or a prompt).
     ConfirmationPassword(UserIdArgs),
+    /// Give a master a new customer card (お客様カード): a grid of random digits, columns ア–ク
+    /// and rows 1–5, written once as SVG to print and hand over; the web then asks two of its
+    /// cells instead of the confirmation password.
+    Card(UserCardArgs),
     /// Set the names an account's machines may have certified over EST (labels of the server
     /// and client-server profiles): DNS names, `*.D` for any name under D, IP addresses and
     /// networks (10.0.0.0/8). Replaces the policy; --clear removes it.
     Names(UserNamesArgs),
+}
+
+/// `inkan user card`.
+#[derive(Debug, Args)]
+pub struct UserCardArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The master's login ID.
+    #[arg(long, value_name = "ID")]
+    pub login_id: String,
+    /// Where to write the card (SVG, mode 0600); must not exist.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// `inkan user names`.

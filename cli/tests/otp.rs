@@ -459,3 +459,85 @@ fn notices_go_to_the_tokens_mail_address_once() {
     smtp.signal("KILL");
     assert!(smtp.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+/// The 40 digits of a customer card as printed, row by row.
+fn card_digits(svg: &str) -> Vec<u8> {
+    let marker = "font-family=\"monospace\" text-anchor=\"middle\">";
+    svg.match_indices(marker).map(|(at, _)| svg.as_bytes()[at + marker.len()] - b'0').collect()
+}
+
+/// The digit of `cell` (`C4`) on a card.
+fn digit(digits: &[u8], cell: &str) -> String {
+    let column = usize::from(cell.as_bytes()[0] - b'A');
+    let row: usize = cell[1..].parse().expect("row");
+    digits[(row - 1) * 8 + column].to_string()
+}
+
+/// A master whose contract confirms with the customer card: the operator issues the card (SVG,
+/// printable), the service asks two random cells, a wrong answer counts and spends the
+/// challenge, the right digits of the cells asked unlock the general user's OTP.
+#[test]
+fn a_customer_card_confirms_the_masters_actions() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("boss", "master", None);
+    ca.add_user("clerk", "general", Some("boss"));
+    let work = ca.work();
+    let card_file = work.join("boss-card.svg");
+    ca.inkan(["user", "card", "--login-id", "clerk", "--out", s(&work.join("x.svg"))]).refused("for master users");
+    ca.inkan(["user", "card", "--login-id", "nobody-here", "--out", s(&work.join("y.svg"))]).refused("nobody-here");
+    ca.inkan(["user", "card", "--login-id", "boss", "--out", s(&card_file)]).ok();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&card_file).expect("card").permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    ca.inkan(["user", "card", "--login-id", "boss", "--out", s(&card_file)]).refused("exists");
+    let svg = read(&card_file);
+    let digits = card_digits(&svg);
+    assert_eq!(digits.len(), 40, "{svg}");
+    assert!(digits.iter().all(|d| *d <= 9));
+    assert!(svg.contains("ア (A)") && svg.contains("ク (H)"), "{svg}");
+    let png = work.join("card.png");
+    let rendered = common::run("rsvg-convert", ["-o", s(&png), s(&card_file)], &[], None);
+    assert!(rendered.status.success(), "the card is an SVG rsvg renders: {}", rendered.stderr);
+
+    let server = Service::watched(&ca, &[]);
+    let (clerk, _) = logged_in(&server, "clerk");
+    let (_, secret) = issue(&server, &clerk, "clerk@example.jp");
+    away_from_step_end();
+    server.login_post(&clerk, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool(&secret, -30) })).expect(200);
+    relogin(&server, &clerk, "clerk");
+    for _ in 0..5 {
+        server.login_post(&clerk, "/api/v1/login/otp", &json!({ "code": "000003" }));
+    }
+    server.login_api(&clerk, &user_password("clerk")).expect_error(403, "otp_stopped");
+
+    let (boss, _) = logged_in(&server, "boss");
+    let unlock = |confirmation: Value| {
+        server.login_post(&boss, "/api/v1/users/clerk/otp/unlock", &json!({ "confirmation": confirmation }))
+    };
+    unlock(json!({ "password": "anything-at-all" })).expect_error(400, "invalid_request");
+    let challenge = server.login_get(&boss, "/api/v1/confirmation-challenge").json();
+    assert_eq!(challenge["kind"], "card", "{challenge}");
+    let cells: Vec<String> =
+        challenge["cells"].as_array().expect("cells").iter().map(|c| c.as_str().expect("cell").to_owned()).collect();
+    assert_eq!(cells.len(), 2);
+    assert_ne!(cells[0], cells[1]);
+    // A wrong digit: refused, counted, and the challenge is spent.
+    let right = |cells: &[String]| json!({ "cells": { &cells[0]: digit(&digits, &cells[0]), &cells[1]: digit(&digits, &cells[1]) } });
+    let wrong_digit = (digit(&digits, &cells[1]).parse::<u8>().expect("digit") + 1) % 10;
+    let wrong = json!({ "cells": { &cells[0]: digit(&digits, &cells[0]), &cells[1]: wrong_digit.to_string() } });
+    unlock(wrong).expect_error(401, "invalid_credentials");
+    unlock(right(&cells)).expect_error(400, "invalid_request");
+    // Asked again: the right digits of the cells asked now.
+    let challenge = server.login_get(&boss, "/api/v1/confirmation-challenge").json();
+    let cells: Vec<String> =
+        challenge["cells"].as_array().expect("cells").iter().map(|c| c.as_str().expect("cell").to_owned()).collect();
+    let lifted = unlock(right(&cells));
+    lifted.expect(200);
+    assert_eq!(lifted.json()["stopped"], false);
+    // The home page asks two cells of the card, not a password.
+    let home = server.login_get(&boss, "/home?lang=ja");
+    assert!(home.text().contains("お客様カードの数字"), "{}", home.text());
+    assert!(home.text().contains("name=\"cell_a\""), "{}", home.text());
+    let audit = read(&ca.file("audit/audit.log"));
+    assert!(audit.contains("user.card_issued") && audit.contains("user.confirmation_failure"), "{audit}");
+    server.stop();
+}

@@ -254,6 +254,7 @@ impl Accounts {
             created_at: now,
             allowed_names: Vec::new(),
             confirmation_hash: None,
+            card_sealed: None,
         };
         if !self.store.insert(&account)? {
             return Err(AccountError::Exists(login_id.to_owned()));
@@ -398,8 +399,18 @@ impl Accounts {
     /// login passwords; the right one resets the count.
     pub fn confirm(&self, login_id: &str, confirmation: &Password) -> Result<Account, AccountError> {
         let account = self.get(login_id)?.ok_or(AccountError::InvalidCredentials)?;
+        if account.card_sealed.is_some() {
+            return Err(AccountError::BadRole(
+                "this contract confirms with the customer card: give the digits of the cells asked".into(),
+            ));
+        }
         let Some(hash) = account.confirmation_hash.clone() else { return Err(AccountError::NoConfirmation) };
-        let right = verify(confirmation, &hash);
+        self.count_confirmation(login_id, verify(confirmation, &hash))
+    }
+
+    /// Counts a confirmation that was `right` or not (a wrong one towards the lock), and
+    /// answers as [`Accounts::confirm`] does.
+    pub fn count_confirmation(&self, login_id: &str, right: bool) -> Result<Account, AccountError> {
         let threshold = self.settings.lockout_threshold;
         let account = self
             .store
@@ -422,6 +433,13 @@ impl Accounts {
             return Err(AccountError::WrongConfirmation);
         }
         Ok(account)
+    }
+
+    /// Gives `login_id` a customer card (sealed), which replaces a static confirmation password.
+    pub fn set_card(&self, login_id: &str, sealed: Vec<u8>) -> Result<Account, AccountError> {
+        self.store
+            .update(login_id, &mut |a| a.card_sealed = Some(sealed.clone()))?
+            .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 
     /// Sets `login_id`'s confirmation password.

@@ -94,6 +94,11 @@ pub enum AdminRequest {
         /// The new confirmation password.
         password: SecretString,
     },
+    /// Give a master a new customer card (お客様カード); the card comes back once.
+    UserCard {
+        /// The account.
+        login_id: String,
+    },
     /// OTP tokens, one line each.
     OtpList,
     /// Lift an account's OTP stop (利用停止解除).
@@ -284,6 +289,13 @@ pub enum AdminReply {
         /// How many entries it has.
         entries: usize,
     },
+    /// A customer card, to print (its digits are secret).
+    Card {
+        /// The account.
+        login_id: String,
+        /// The printable card, SVG.
+        svg: SecretString,
+    },
     /// OTP tokens.
     OtpTokens {
         /// Them.
@@ -367,6 +379,12 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             let account = users::set_confirmation(accounts, ctx.audit, &login_id, &password.into_password())
                 .map_err(|e| e.message)?;
             AdminReply::Account { account: account.into() }
+        }
+        AdminRequest::UserCard { login_id } => {
+            let accounts = need(ctx.accounts, "account store")?;
+            let otp = need(ctx.otp, "OTP store")?;
+            let (account, svg) = users::issue_card(accounts, otp, ctx.audit, &login_id).map_err(|e| e.message)?;
+            AdminReply::Card { login_id: account.login_id, svg: SecretString(svg.to_string()) }
         }
         AdminRequest::OtpList => {
             let otp = need(ctx.otp, "OTP store")?;

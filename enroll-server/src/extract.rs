@@ -125,6 +125,8 @@ impl FromRequestParts<Shared> for CertLogin {
 /// certificate, which is still valid.
 #[derive(Clone, Debug)]
 pub struct SignedIn {
+    /// The session's ID.
+    pub id: String,
     /// The session.
     pub session: Session,
     /// Its account.
@@ -136,9 +138,9 @@ impl FromRequestParts<Shared> for SignedIn {
 
     /// A session at [`Stage::Complete`].
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, WebError> {
-        let Partial { session, account, .. } = Partial::from_request_parts(parts, state).await?;
+        let Partial { id, session, account } = Partial::from_request_parts(parts, state).await?;
         match session.stage {
-            Stage::Complete => Ok(SignedIn { session, account }),
+            Stage::Complete => Ok(SignedIn { id, session, account }),
             Stage::OtpPending => Err(WebError::new(
                 ErrorCode::OtpRequired,
                 "give your one-time password to finish logging in (POST /api/v1/login/otp)",

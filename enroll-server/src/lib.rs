@@ -25,6 +25,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod card;
 pub mod csrf;
 pub mod enrollment;
 pub mod error;

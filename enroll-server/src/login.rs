@@ -299,7 +299,17 @@ fn home_page(state: &Shared, lang: Lang, signed_in: &SignedIn) -> Result<HomePag
         }
     }
     let own_token = state.otp.token(&account.login_id)?;
+    // A master with a customer card confirms with two of its cells, chosen for this page.
+    let card_cells = match (account.role, &account.card_sealed) {
+        (Role::Master, Some(_)) => {
+            let cells = crate::card::challenge()?;
+            state.sessions.set_challenge(&signed_in.id, Some(cells.clone()));
+            Some(cells.iter().map(|c| format!("{} ({c})", crate::card::label_ja(c))).collect())
+        }
+        _ => None,
+    };
     Ok(HomePage {
+        card_cells,
         otp: otp_label(t, own_token.as_ref()),
         otp_revocable: own_token.as_ref().is_some_and(|tok| tok.state != OtpState::Revoked),
         frame: Frame::new(lang, t.home_title, "/home"),

@@ -254,6 +254,17 @@ impl Otp {
         self
     }
 
+    /// Seals a customer card of `login_id` with the service's key.
+    pub fn seal_card(&self, login_id: &str, card: &crate::card::Card) -> Result<Vec<u8>, WebError> {
+        self.key.seal(&format!("card:{login_id}"), &card.to_bytes())
+    }
+
+    /// Opens a card sealed by [`Otp::seal_card`].
+    pub fn open_card(&self, login_id: &str, sealed: &[u8]) -> Result<crate::card::Card, WebError> {
+        let bytes = self.key.open(&format!("card:{login_id}"), sealed)?;
+        crate::card::Card::from_bytes(&bytes).ok_or_else(|| WebError::internal("customer card", "not a card"))
+    }
+
     /// The mail queue its notices go to.
     pub fn mail(&self) -> Option<&MailQueue> {
         self.mail.as_ref()

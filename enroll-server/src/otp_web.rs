@@ -186,10 +186,20 @@ pub async fn api_provision(
     Ok(response)
 }
 
-/// The confirmation a master gives for an administrative action.
-#[derive(Debug, Deserialize)]
+/// The confirmation a master gives for an administrative action: its static confirmation
+/// password, or the digits of the customer-card cells it was asked.
+#[derive(Deserialize, Default)]
 pub struct Confirmation {
-    password: Password,
+    #[serde(default)]
+    password: Option<Password>,
+    #[serde(default)]
+    cells: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Confirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confirmation").finish_non_exhaustive()
+    }
 }
 
 /// `POST /api/v1/users/{login_id}/otp/unlock|revoke` body.
@@ -198,16 +208,58 @@ pub struct ConfirmedBody {
     confirmation: Confirmation,
 }
 
-/// Checks the master's confirmation password (wrong ones count towards its lock).
-async fn confirm(state: &Shared, master: &Account, confirmation: Password) -> Result<(), WebError> {
+/// Checks the master's confirmation (wrong ones count towards its lock). A card answer is
+/// one try: the cells asked are dropped whatever the answer.
+async fn confirm(state: &Shared, signed_in: &SignedIn, confirmation: Confirmation) -> Result<(), WebError> {
+    let master = &signed_in.account;
     let (worker, login_id) = (state.clone(), master.login_id.clone());
-    match blocking(move || worker.accounts.confirm(&login_id, &confirmation)).await? {
+    let result = match (&master.card_sealed, confirmation) {
+        (Some(sealed), Confirmation { cells: Some(answers), .. }) => {
+            state.sessions.set_challenge(&signed_in.id, None);
+            let Some(cells) = signed_in.session.challenge.clone() else {
+                return Err(WebError::new(
+                    ErrorCode::InvalidRequest,
+                    "ask which cells first (GET /api/v1/confirmation-challenge), then give their digits",
+                ));
+            };
+            let right = state.otp.open_card(&login_id, sealed)?.check(&cells, &answers);
+            blocking(move || worker.accounts.count_confirmation(&login_id, right)).await?
+        }
+        (Some(_), _) => {
+            return Err(WebError::new(
+                ErrorCode::InvalidRequest,
+                "this contract confirms with the customer card: give the digits of the cells asked",
+            ));
+        }
+        (None, Confirmation { password: Some(password), .. }) => {
+            blocking(move || worker.accounts.confirm(&login_id, &password)).await?
+        }
+        (None, _) => {
+            return Err(WebError::new(ErrorCode::InvalidRequest, "give the confirmation password"));
+        }
+    };
+    match result {
         Ok(_) => Ok(()),
         Err(e) => {
             state.audit("user.confirmation_failure", serde_json::json!({ "login_id": master.login_id })).await;
             Err(e.into())
         }
     }
+}
+
+/// `GET /api/v1/confirmation-challenge`: what the next confirmation asks for: the card's cells
+/// (two, chosen now, for one answer) or the static password.
+pub async fn api_challenge(
+    State(state): State<Shared>,
+    signed_in: SignedIn,
+) -> Result<Json<serde_json::Value>, WebError> {
+    if signed_in.account.card_sealed.is_none() {
+        return Ok(Json(serde_json::json!({ "kind": "password" })));
+    }
+    let cells = crate::card::challenge()?;
+    state.sessions.set_challenge(&signed_in.id, Some(cells.clone()));
+    let labels: Vec<String> = cells.iter().map(|c| crate::card::label_ja(c)).collect();
+    Ok(Json(serde_json::json!({ "kind": "card", "cells": cells, "labels": labels })))
 }
 
 /// What a master asks for a user's token.
@@ -219,16 +271,16 @@ enum Action {
 
 async fn master_action(
     state: &Shared,
-    master: &Account,
+    signed_in: &SignedIn,
     login_id: String,
-    confirmation: Password,
+    confirmation: Confirmation,
     action: Action,
 ) -> Result<OtpToken, WebError> {
-    if master.role != crate::accounts::Role::Master {
+    if signed_in.account.role != crate::accounts::Role::Master {
         return Err(WebError::new(ErrorCode::MasterOnly, "only the contract's master user can do this"));
     }
-    confirm(state, master, confirmation).await?;
-    let (worker, master) = (state.clone(), master.clone());
+    confirm(state, signed_in, confirmation).await?;
+    let (worker, master) = (state.clone(), signed_in.account.clone());
     blocking(move || {
         let (accounts, otp, audit) = (&worker.accounts, &worker.otp, worker.audit.as_ref());
         match action {
@@ -257,7 +309,7 @@ pub async fn api_unlock(
     Path(login_id): Path<String>,
     JsonBody(body): JsonBody<ConfirmedBody>,
 ) -> Result<Json<serde_json::Value>, WebError> {
-    let token = master_action(&state, &signed_in.account, login_id, body.confirmation.password, Action::Unlock).await?;
+    let token = master_action(&state, &signed_in, login_id, body.confirmation, Action::Unlock).await?;
     Ok(Json(token_json(&state, &token)))
 }
 
@@ -268,7 +320,7 @@ pub async fn api_revoke(
     Path(login_id): Path<String>,
     JsonBody(body): JsonBody<ConfirmedBody>,
 ) -> Result<Json<serde_json::Value>, WebError> {
-    let token = master_action(&state, &signed_in.account, login_id, body.confirmation.password, Action::Revoke).await?;
+    let token = master_action(&state, &signed_in, login_id, body.confirmation, Action::Revoke).await?;
     Ok(Json(token_json(&state, &token)))
 }
 
@@ -462,16 +514,41 @@ pub async fn verify_submit(
     submit_code(&state, &peer, lang, partial, form, CodeStep::FirstVerification).await
 }
 
-/// The fields of a master's unlock and revoke forms.
-#[derive(Debug, Deserialize)]
+/// The fields of a master's unlock and revoke forms: the confirmation password, or the digits
+/// of the two card cells the page asked.
+#[derive(Deserialize)]
 pub struct MasterFields {
     csrf: String,
-    confirmation: Password,
+    #[serde(default)]
+    confirmation: Option<Password>,
+    #[serde(default)]
+    cell_a: Option<String>,
+    #[serde(default)]
+    cell_b: Option<String>,
+}
+
+impl std::fmt::Debug for MasterFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterFields").finish_non_exhaustive()
+    }
 }
 
 impl crate::forms::SessionForm for MasterFields {
     fn csrf(&self) -> &str {
         &self.csrf
+    }
+}
+
+impl MasterFields {
+    /// The confirmation the form carries, with the cells `signed_in` was asked.
+    fn confirmation(self, signed_in: &SignedIn) -> Confirmation {
+        match (&signed_in.session.challenge, self.cell_a, self.cell_b) {
+            (Some([a, b]), Some(da), Some(db)) => Confirmation {
+                password: None,
+                cells: Some(std::collections::BTreeMap::from([(a.clone(), da), (b.clone(), db)])),
+            },
+            _ => Confirmation { password: self.confirmation, cells: None },
+        }
     }
 }
 
@@ -483,10 +560,7 @@ pub async fn unlock_form(
     Path(login_id): Path<String>,
     form: Result<Form<MasterFields>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    crate::forms::session_form(&state, signed_in, lang, form, async move |state, signed_in, form: MasterFields| {
-        master_action(state, &signed_in.account, login_id, form.confirmation, Action::Unlock).await.map(drop)
-    })
-    .await
+    master_form(state, signed_in, lang, login_id, form, Action::Unlock).await
 }
 
 /// `POST /users/{login_id}/otp/revoke` (master).
@@ -497,8 +571,20 @@ pub async fn revoke_form(
     Path(login_id): Path<String>,
     form: Result<Form<MasterFields>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    master_form(state, signed_in, lang, login_id, form, Action::Revoke).await
+}
+
+async fn master_form(
+    state: Shared,
+    signed_in: Result<SignedIn, WebError>,
+    lang: Lang,
+    login_id: String,
+    form: Result<Form<MasterFields>, axum::extract::rejection::FormRejection>,
+    action: Action,
+) -> Response {
     crate::forms::session_form(&state, signed_in, lang, form, async move |state, signed_in, form: MasterFields| {
-        master_action(state, &signed_in.account, login_id, form.confirmation, Action::Revoke).await.map(drop)
+        let confirmation = form.confirmation(signed_in);
+        master_action(state, signed_in, login_id, confirmation, action).await.map(drop)
     })
     .await
 }

@@ -222,6 +222,8 @@ pub struct HomePage {
     pub otp: &'static str,
     /// It has a token it may revoke.
     pub otp_revocable: bool,
+    /// The customer-card cells its confirmations ask (a master with a card), labelled.
+    pub card_cells: Option<Vec<String>>,
 }
 
 #[cfg(test)]

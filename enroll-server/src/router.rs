@@ -73,6 +73,7 @@ pub fn login_router(state: Shared) -> Router {
         .route("/api/v1/users/{login_id}/unlock", post(users::api_unlock_user))
         .route("/api/v1/users/{login_id}/tokens", post(users::api_create_token))
         .route("/api/v1/login/otp", post(otp_web::api_login_otp))
+        .route("/api/v1/confirmation-challenge", get(otp_web::api_challenge))
         .route("/api/v1/otp/tokens", post(otp_web::api_issue))
         .route("/api/v1/otp/tokens/verify", post(otp_web::api_verify))
         .route("/api/v1/users/{login_id}/otp/unlock", post(otp_web::api_unlock))

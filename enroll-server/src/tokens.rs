@@ -187,6 +187,8 @@ pub struct Session {
     pub csrf: String,
     /// How far the login got.
     pub stage: Stage,
+    /// The customer-card cells asked for the next confirmation.
+    pub challenge: Option<[String; 2]>,
     last_seen: Instant,
 }
 
@@ -218,6 +220,7 @@ impl Sessions {
             certificate,
             csrf: random_token(),
             stage,
+            challenge: None,
             last_seen: Instant::now(),
         };
         let mut map = lock(&self.map);
@@ -240,6 +243,13 @@ impl Sessions {
     pub fn set_stage(&self, id: &str, stage: Stage) {
         if let Some(session) = lock(&self.map).get_mut(id) {
             session.stage = stage;
+        }
+    }
+
+    /// Sets (or clears) the cells session `id` asks for.
+    pub fn set_challenge(&self, id: &str, cells: Option<[String; 2]>) {
+        if let Some(session) = lock(&self.map).get_mut(id) {
+            session.challenge = cells;
         }
     }
 

@@ -262,6 +262,25 @@ pub fn set_confirmation(
     Ok(account)
 }
 
+/// Gives a master a new customer card: sealed on the account, returned once as SVG to print.
+pub fn issue_card(
+    accounts: &Accounts,
+    otp: &Otp,
+    audit: &dyn Audit,
+    login_id: &str,
+) -> Result<(Account, zeroize::Zeroizing<String>), WebError> {
+    match accounts.get(login_id)? {
+        Some(account) if account.role == Role::Master => {}
+        Some(_) => return Err(WebError::new(ErrorCode::InvalidRequest, "customer cards are for master users")),
+        None => return Err(crate::accounts::AccountError::NotFound(login_id.to_owned()).into()),
+    }
+    let card = crate::card::Card::generate()?;
+    let account = accounts.set_card(login_id, otp.seal_card(login_id, &card)?)?;
+    tracing::info!(%login_id, "customer card issued by the operator");
+    audit.record("user.card_issued", serde_json::json!({ "by": "operator", "login_id": login_id }));
+    Ok((account, zeroize::Zeroizing::new(card.svg(login_id))))
+}
+
 /// Whom `by` may act on for OTP: the operator anyone; a master its general users (and itself
 /// where `itself` allows); others nobody (as if the account did not exist).
 fn may_manage(accounts: &Accounts, by: Actor<'_>, login_id: &str, itself: bool) -> Result<(), WebError> {

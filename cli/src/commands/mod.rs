@@ -61,6 +61,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::User(UserCommand::Names(args)) => user::names(&args),
         Command::User(UserCommand::UnlockOtp(args)) => user::unlock_otp(&args),
         Command::User(UserCommand::ConfirmationPassword(args)) => user::confirmation_password(&args),
+        Command::User(UserCommand::Card(args)) => user::card(&args),
         Command::Otp(OtpCommand::List(args)) => user::otp_list(&args),
         Command::Otp(OtpCommand::Revoke(args)) => user::otp_revoke(&args),
         Command::Fixture(args) => fixture::run(&args),

@@ -7,7 +7,7 @@ use enroll_server::admin::{AccountView, AdminReply, AdminRequest, OtpView, Secre
 use pki::encoding::rfc3339;
 
 use super::{Needs, admin, unexpected};
-use crate::args::{TokenCreateArgs, UserAddArgs, UserIdArgs, UserListArgs, UserNamesArgs};
+use crate::args::{TokenCreateArgs, UserAddArgs, UserCardArgs, UserIdArgs, UserListArgs, UserNamesArgs};
 use crate::passphrase;
 
 const NEEDS: Needs = Needs { accounts: true, registry: false, issuer: false };
@@ -105,6 +105,33 @@ pub fn confirmation_password(args: &UserIdArgs) -> anyhow::Result<()> {
         AdminRequest::UserConfirmation { login_id: args.login_id.clone(), password: SecretString::new(&password) };
     let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
     println!("Set the confirmation password of {:?}.", account.login_id);
+    Ok(())
+}
+
+pub fn card(args: &UserCardArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if args.out.exists() {
+        anyhow::bail!("{} exists: a card is written to a new file", args.out.display());
+    }
+    let request = AdminRequest::UserCard { login_id: args.login_id.clone() };
+    let svg = match admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)? {
+        AdminReply::Card { svg, .. } => svg,
+        other => return Err(unexpected(other)),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.out)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
+    file.write_all(svg.reveal().as_bytes())?;
+    file.sync_all()?;
+    println!(
+        "Wrote the customer card of {:?} to {} (print it, hand it over, then delete the file).",
+        args.login_id,
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -63,6 +63,10 @@ pub struct Account {
     /// its administrative actions, set by the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation_hash: Option<String>,
+    /// Its customer card (お客様カード), sealed with the service's key: when set, the master
+    /// confirms with two cells of it instead of a static confirmation password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_sealed: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Account {
