@@ -45,6 +45,7 @@ pub mod otp_web;
 pub mod pages;
 pub mod policy;
 pub mod ports;
+pub mod pskc;
 pub mod publications;
 pub mod publish;
 pub mod revocation;

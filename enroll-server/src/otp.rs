@@ -229,8 +229,8 @@ fn check_mail(mail: &str) -> Result<(), WebError> {
     Ok(())
 }
 
-/// A code as typed: exactly `digits` ASCII digits.
-fn parse_code(code: &str, digits: u32) -> Result<&str, WebError> {
+/// A code as typed: exactly `digits` ASCII digits. Public for the fuzz target.
+pub fn parse_code(code: &str, digits: u32) -> Result<&str, WebError> {
     let code = code.trim();
     if code.len() != digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(WebError::new(ErrorCode::InvalidOtp, format!("a one-time password is {digits} digits")));

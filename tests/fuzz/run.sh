@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]      default: INKAN_FUZZ_SECS or 10 s, every target
 #
 # INKAN_FUZZ_JOBS=N runs N targets at once (default 1, one after the other).
-# Targets: csr, ocsp_request, signer_frame, admin_request, pem_input, est_body. Each starts from its seed
+# Targets: csr, ocsp_request, signer_frame, admin_request, pem_input, est_body, otp_input. Each starts from its seed
 # corpus in tests/fuzz/corpus/TARGET; findings go to target/fuzz/afl/TARGET. Any crash or hang
 # fails the run and names the input. Needs afl++ (Debian) and cargo-afl (crates.io).
 set -euo pipefail
@@ -13,7 +13,7 @@ root="$(cd "$here/../.." && pwd)"
 secs="${1:-${INKAN_FUZZ_SECS:-10}}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(csr ocsp_request signer_frame admin_request pem_input est_body)
+[ "${#targets[@]}" -gt 0 ] || targets=(csr ocsp_request signer_frame admin_request pem_input est_body otp_input)
 
 export CARGO_TARGET_DIR="$root/target/fuzz"
 cd "$here"
