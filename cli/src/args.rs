@@ -152,6 +152,23 @@ pub enum OtpCommand {
     /// Revoke an account's token (トークンの失効); a new one can be issued after the waiting
     /// time of [otp] in inkan.toml.
     Revoke(UserIdArgs),
+    /// Import hardware-token seeds from a PSKC file (RFC 6030, TOTP): users then register a
+    /// token by its serial number and current code. All or nothing: a MAC that does not verify,
+    /// a serial imported before or anything not PSKC imports none.
+    Import(OtpImportArgs),
+}
+
+/// `inkan otp import`.
+#[derive(Debug, Args)]
+pub struct OtpImportArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The PSKC file.
+    #[arg(long, value_name = "FILE")]
+    pub pskc: PathBuf,
+    /// The pre-shared key that encrypts the file's secrets: 32 hex digits in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `inkan token create`.
@@ -412,6 +429,9 @@ pub enum UserCommand {
     /// Set a master's confirmation password (確認用パスワード), asked on the web before it
     /// unlocks or revokes its users' tokens (from INKAN_CONFIRMATION_PASSWORD or a prompt).
     ConfirmationPassword(UserIdArgs),
+    /// Make a master's contract personal (its users may choose not to give a one-time password
+    /// at login) or business (always asked, the default).
+    Contract(UserContractArgs),
     /// Give a master a new customer card (お客様カード): a grid of random digits, columns ア–ク
     /// and rows 1–5, written once as SVG to print and hand over; the web then asks two of its
     /// cells instead of the confirmation password.
@@ -420,6 +440,22 @@ pub enum UserCommand {
     /// and client-server profiles): DNS names, `*.D` for any name under D, IP addresses and
     /// networks (10.0.0.0/8). Replaces the policy; --clear removes it.
     Names(UserNamesArgs),
+}
+
+/// `inkan user contract`.
+#[derive(Debug, Args)]
+pub struct UserContractArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The master's login ID.
+    #[arg(long, value_name = "ID")]
+    pub login_id: String,
+    /// A personal contract.
+    #[arg(long, conflicts_with = "business", required_unless_present = "business")]
+    pub personal: bool,
+    /// A business contract.
+    #[arg(long)]
+    pub business: bool,
 }
 
 /// `inkan user card`.

@@ -541,3 +541,87 @@ fn a_customer_card_confirms_the_masters_actions() {
     assert!(audit.contains("user.card_issued") && audit.contains("user.confirmation_failure"), "{audit}");
     server.stop();
 }
+
+/// `oathtool --totp HEX` (the secret in hex), at `offset` seconds from now.
+fn oathtool_hex(secret_hex: &str, offset: i64) -> String {
+    let when = format!("now {} {} sec", if offset < 0 { "-" } else { "+" }, offset.abs());
+    let out = common::run("oathtool", ["--totp", secret_hex, "-N", &when], &[], None);
+    assert!(out.status.success(), "oathtool: {}", out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+/// Hardware tokens (manual 002): the operator imports seeds from a PSKC file the test makes
+/// with Python's cryptography (encrypted, MACed); a changed file, a wrong key or garbage imports
+/// nothing; a user registers a token by serial number and current code; a personal contract may
+/// choose not to be asked at login, a business one may not.
+#[test]
+fn hardware_tokens_are_imported_from_pskc_and_registered_by_serial_and_code() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.add_user("boss", "master", None);
+    ca.add_user("pat", "master", None);
+    ca.inkan(["user", "contract", "--login-id", "pat", "--personal"]).ok();
+    let work = ca.work();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pskc/make-pskc.py");
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let psk = "000102030405060708090a0b0c0d0e0f";
+    let (secret_a, secret_b) = ("3132333435363738393031323334353637383930", "41424344454647484950515253545556575859ff");
+    let make = |name: &str, extra: &[&str]| {
+        let out = work.join(name);
+        let tokens = [format!("HW-100={secret_a}"), format!("HW-200={secret_b}")];
+        let mut args = vec![s(&script), psk, s(&out), &tokens[0], &tokens[1]];
+        args.extend_from_slice(extra);
+        let made = common::run(s(&python), &args, &[], None);
+        assert!(made.status.success(), "make-pskc.py: {}", made.stderr);
+        out
+    };
+    let good = make("tokens.pskc", &[]);
+    let tampered = make("tampered.pskc", &["--tamper"]);
+    let key = work.join("psk.hex");
+    write(&key, format!("{psk}\n"));
+    let wrong_key = work.join("wrong.hex");
+    write(&wrong_key, "ffffffffffffffffffffffffffffffff\n");
+    let garbage = work.join("garbage.pskc");
+    write(&garbage, "<KeyContainer><oops");
+    let import = |file: &std::path::Path, key: Option<&std::path::Path>| {
+        let mut args = vec!["otp", "import", "--pskc", s(file)];
+        if let Some(key) = key {
+            args.extend(["--key-file", s(key)]);
+        }
+        ca.inkan(args)
+    };
+    import(&tampered, Some(&key)).refused("the MAC does not verify");
+    import(&good, Some(&wrong_key)).refused("does not decrypt");
+    import(&good, None).refused("pre-shared key");
+    import(&garbage, Some(&key)).refused("not XML");
+    let imported = import(&good, Some(&key)).ok();
+    assert!(imported.stdout.contains("Imported 2 hardware token(s): HW-100, HW-200"), "{}", imported.stdout);
+    import(&good, Some(&key)).refused("already imported: HW-100, HW-200");
+
+    let server = Service::watched(&ca, &[]);
+    let (boss, _) = logged_in(&server, "boss");
+    let register = |client: &Client, body: Value| server.login_post(client, "/api/v1/otp/hardware", &body);
+    away_from_step_end();
+    register(&boss, json!({ "serial": "HW-999", "code": "123456" })).expect_error(404, "not_found");
+    let wrong = if oathtool_hex(secret_a, 0) == "000000" { "111111" } else { "000000" };
+    register(&boss, json!({ "serial": "HW-100", "code": wrong })).expect_error(401, "invalid_otp");
+    register(&boss, json!({ "serial": "HW-100", "code": oathtool_hex(secret_a, 0), "ask_at_login": false }))
+        .expect_error(400, "invalid_request");
+    let registered = register(&boss, json!({ "serial": "HW-100", "code": oathtool_hex(secret_a, -30) }));
+    registered.expect(201);
+    assert_eq!(registered.json()["ask_at_login"], true);
+    assert_eq!(relogin(&server, &boss, "boss")["otp_required"], true);
+    server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": oathtool_hex(secret_a, 0) })).expect(200);
+
+    // pat's personal contract: registered with no code at login.
+    let (pat, _) = logged_in(&server, "pat");
+    register(&pat, json!({ "serial": "HW-100", "code": oathtool_hex(secret_a, 0) })).expect_error(404, "not_found");
+    let registered =
+        register(&pat, json!({ "serial": "HW-200", "code": oathtool_hex(secret_b, 0), "ask_at_login": false }));
+    registered.expect(201);
+    assert_eq!(relogin(&server, &pat, "pat")["otp_required"], false);
+    server.me(&pat).expect(200);
+    let audit = read(&ca.file("audit/audit.log"));
+    assert!(audit.contains("otp.seeds_imported") && audit.contains("otp.hardware_registered"), "{audit}");
+    assert!(!audit.contains(secret_a) && !audit.contains(secret_b), "a seed in the audit trail");
+    server.stop();
+}

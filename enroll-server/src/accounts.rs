@@ -255,6 +255,7 @@ impl Accounts {
             allowed_names: Vec::new(),
             confirmation_hash: None,
             card_sealed: None,
+            personal: false,
         };
         if !self.store.insert(&account)? {
             return Err(AccountError::Exists(login_id.to_owned()));
@@ -433,6 +434,13 @@ impl Accounts {
             return Err(AccountError::WrongConfirmation);
         }
         Ok(account)
+    }
+
+    /// Makes `login_id`'s contract personal or business.
+    pub fn set_personal(&self, login_id: &str, personal: bool) -> Result<Account, AccountError> {
+        self.store
+            .update(login_id, &mut |a| a.personal = personal)?
+            .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 
     /// Gives `login_id` a customer card (sealed), which replaces a static confirmation password.

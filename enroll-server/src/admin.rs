@@ -99,6 +99,18 @@ pub enum AdminRequest {
         /// The account.
         login_id: String,
     },
+    /// Import hardware-token seeds (read from a PSKC file by the CLI).
+    OtpImport {
+        /// The seeds.
+        seeds: Vec<SeedWire>,
+    },
+    /// Make a master's contract personal (users may choose no code at login) or business.
+    UserContract {
+        /// The master.
+        login_id: String,
+        /// Personal.
+        personal: bool,
+    },
     /// OTP tokens, one line each.
     OtpList,
     /// Lift an account's OTP stop (利用停止解除).
@@ -202,6 +214,49 @@ impl From<Account> for AccountView {
     }
 }
 
+/// A hardware-token seed on its way to the service: the secret in hex.
+#[derive(Deserialize, Serialize)]
+pub struct SeedWire {
+    /// Serial number.
+    pub serial: String,
+    /// The secret, hex.
+    pub secret_hex: SecretString,
+    /// Digits.
+    pub digits: u32,
+    /// Step in seconds.
+    pub step_secs: u32,
+}
+
+impl std::fmt::Debug for SeedWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedWire").field("serial", &self.serial).finish_non_exhaustive()
+    }
+}
+
+impl SeedWire {
+    /// The wire form of `seed`.
+    pub fn of(seed: &crate::pskc::Seed) -> Self {
+        Self {
+            serial: seed.serial.clone(),
+            secret_hex: SecretString(pki::encoding::hex(&seed.secret)),
+            digits: seed.digits,
+            step_secs: seed.step_secs,
+        }
+    }
+
+    fn into_seed(self) -> Result<crate::pskc::Seed, String> {
+        let secret = pki::encoding::unhex(self.secret_hex.reveal())
+            .filter(|s| (16..=64).contains(&s.len()))
+            .ok_or_else(|| format!("token {}: not a secret", self.serial))?;
+        Ok(crate::pskc::Seed {
+            serial: self.serial,
+            secret: zeroize::Zeroizing::new(secret),
+            digits: self.digits,
+            step_secs: self.step_secs,
+        })
+    }
+}
+
 /// An OTP token as shown to the operator (no secret).
 #[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct OtpView {
@@ -288,6 +343,11 @@ pub enum AdminReply {
         der: Vec<u8>,
         /// How many entries it has.
         entries: usize,
+    },
+    /// Hardware-token seeds were imported.
+    Imported {
+        /// How many.
+        count: usize,
     },
     /// A customer card, to print (its digits are secret).
     Card {
@@ -385,6 +445,29 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             let otp = need(ctx.otp, "OTP store")?;
             let (account, svg) = users::issue_card(accounts, otp, ctx.audit, &login_id).map_err(|e| e.message)?;
             AdminReply::Card { login_id: account.login_id, svg: SecretString(svg.to_string()) }
+        }
+        AdminRequest::OtpImport { seeds } => {
+            let otp = need(ctx.otp, "OTP store")?;
+            let seeds: Vec<crate::pskc::Seed> = seeds.into_iter().map(SeedWire::into_seed).collect::<Result<_, _>>()?;
+            let count = otp.import(&seeds, now).map_err(|e| e.message)?;
+            let serials: Vec<&str> = seeds.iter().map(|s| s.serial.as_str()).collect();
+            ctx.audit.record("otp.seeds_imported", serde_json::json!({ "by": "operator", "serials": serials }));
+            AdminReply::Imported { count }
+        }
+        AdminRequest::UserContract { login_id, personal } => {
+            let accounts = need(ctx.accounts, "account store")?;
+            match accounts.get(&login_id).map_err(|e| text(&e))? {
+                Some(a) if a.role == Role::Master => {}
+                Some(_) => return Err("a contract is set on its master user".into()),
+                None => return Err(format!("no account with login ID {login_id:?}")),
+            }
+            let account = accounts.set_personal(&login_id, personal).map_err(|e| text(&e))?;
+            let kind = if personal { "personal" } else { "business" };
+            ctx.audit.record(
+                "user.contract_set",
+                serde_json::json!({ "by": "operator", "login_id": login_id, "contract": kind }),
+            );
+            AdminReply::Account { account: account.into() }
         }
         AdminRequest::OtpList => {
             let otp = need(ctx.otp, "OTP store")?;

@@ -40,6 +40,7 @@ async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(S
             state.audit("login.otp_stopped", serde_json::json!({ "login_id": account.login_id })).await;
             return Err(otp_stopped(&account));
         }
+        Some(token) if !token.ask_at_login => Stage::Complete,
         Some(_) => Stage::OtpPending,
         None if state.otp.settings.required => Stage::SetupOnly,
         None => Stage::Complete,

@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use crate::accounts::{Password, hash_secret, verify_secret};
 use crate::error::{ErrorCode, WebError};
 use crate::mail::MailQueue;
-use crate::stores::{Activation, OtpState, OtpStore, OtpToken, StoreError};
+use crate::stores::{Activation, HardwareSeed, OtpState, OtpStore, OtpToken, StoreError};
 
 /// Bytes of a token secret: 160 bits, as RFC 4226 recommends.
 const SECRET_LEN: usize = 20;
@@ -254,6 +254,99 @@ impl Otp {
         self
     }
 
+    /// Imports hardware-token seeds (from a PSKC file), all or none: refused, naming them, when
+    /// any serial is known already.
+    pub fn import(&self, seeds: &[crate::pskc::Seed], now: OffsetDateTime) -> Result<usize, WebError> {
+        let mut stored = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            stored.push(HardwareSeed {
+                serial: seed.serial.clone(),
+                sealed_secret: self.key.seal(&format!("hw:{}", seed.serial), &seed.secret)?,
+                digits: seed.digits,
+                step_secs: seed.step_secs,
+                imported_at: now,
+                assigned_to: None,
+            });
+        }
+        match self.store.put_seeds(&stored).map_err(store_error)? {
+            Ok(()) => Ok(stored.len()),
+            Err(taken) => Err(WebError::new(
+                ErrorCode::Exists,
+                format!("already imported: {}; nothing was imported from this file", taken.join(", ")),
+            )),
+        }
+    }
+
+    /// Registers the hardware token `serial` for `login_id` with its current code: the token is
+    /// in use at once (the code is its first verification). `ask_at_login` false is for
+    /// personal contracts only (the caller says which `personal` is).
+    pub fn register_hardware(
+        &self,
+        login_id: &str,
+        serial: &str,
+        code: &str,
+        ask_at_login: bool,
+        personal: bool,
+        now: OffsetDateTime,
+    ) -> Result<OtpToken, WebError> {
+        if !ask_at_login && !personal {
+            return Err(WebError::new(
+                ErrorCode::InvalidRequest,
+                "business contracts always ask for the one-time password at login",
+            ));
+        }
+        let unknown = || WebError::new(ErrorCode::NotFound, "no unregistered hardware token has this serial number");
+        let seed =
+            self.store.seed(serial).map_err(store_error)?.filter(|s| s.assigned_to.is_none()).ok_or_else(unknown)?;
+        match self.token(login_id)? {
+            Some(t) if t.state == OtpState::Active => {
+                return Err(WebError::new(
+                    ErrorCode::Exists,
+                    "this login ID has a token in use (one per login ID); it must be revoked first",
+                ));
+            }
+            Some(OtpToken { state: OtpState::Revoked, revoked_at: Some(at), .. }) if now < self.reissue_from(at) => {
+                return Err(WebError::new(ErrorCode::OtpReissueWait, "a new token cannot be registered yet"));
+            }
+            _ => {}
+        }
+        let secret = self.key.open(&format!("hw:{serial}"), &seed.sealed_secret)?;
+        let code = parse_code(code, seed.digits)?;
+        let candidate = OtpToken {
+            login_id: login_id.to_owned(),
+            user_id: serial.to_owned(),
+            sealed_secret: self.key.seal(login_id, &secret)?,
+            step_secs: seed.step_secs,
+            digits: seed.digits,
+            mail: None,
+            state: OtpState::Active,
+            created_at: now,
+            revoked_at: None,
+            last_step: None,
+            failures: 0,
+            stopped: false,
+            activation: None,
+            serial: Some(serial.to_owned()),
+            ask_at_login,
+        };
+        let totp = self.totp(login_id, &secret, &candidate)?;
+        let step_secs = u64::from(seed.step_secs);
+        let current = unix(now) / step_secs;
+        let matched = [current.saturating_sub(1), current, current + 1].into_iter().find(|&step| {
+            let expected = totp.generate(step * step_secs).to_string();
+            aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), code.as_bytes()).is_ok()
+        });
+        let Some(step) = matched else {
+            return Err(WebError::new(ErrorCode::InvalidOtp, "the code is not the token's current one-time password"));
+        };
+        if !self.store.assign_seed(serial, login_id).map_err(store_error)? {
+            return Err(unknown());
+        }
+        let token = OtpToken { last_step: Some(step), ..candidate };
+        self.store.put(&token).map_err(store_error)?;
+        Ok(token)
+    }
+
     /// Seals a customer card of `login_id` with the service's key.
     pub fn seal_card(&self, login_id: &str, card: &crate::card::Card) -> Result<Vec<u8>, WebError> {
         self.key.seal(&format!("card:{login_id}"), &card.to_bytes())
@@ -362,6 +455,8 @@ impl Otp {
                 tries: 0,
                 expires_at: now + ACTIVATION_TTL,
             }),
+            serial: None,
+            ask_at_login: true,
         };
         self.store.put(&token).map_err(store_error)?;
         self.notice(

@@ -158,6 +158,67 @@ pub async fn api_verify(
     Ok(Json(serde_json::json!({ "login_id": partial.account.login_id, "state": "active" })))
 }
 
+/// `POST /api/v1/otp/hardware` body.
+#[derive(Deserialize)]
+pub struct HardwareBody {
+    serial: String,
+    code: String,
+    #[serde(default = "ask_by_default")]
+    ask_at_login: bool,
+}
+
+fn ask_by_default() -> bool {
+    true
+}
+
+/// `POST /api/v1/otp/hardware` `{"serial","code","ask_at_login"}`: registers a hardware token
+/// the operator imported, by its serial number and current code (manual 002).
+pub async fn api_register_hardware(
+    State(state): State<Shared>,
+    peer: Peer,
+    partial: Partial,
+    JsonBody(body): JsonBody<HardwareBody>,
+) -> Result<Response, WebError> {
+    state.rate_limit(peer.0.remote)?;
+    if partial.session.stage == Stage::OtpPending {
+        return Err(WebError::new(ErrorCode::OtpRequired, "finish logging in with your one-time password first"));
+    }
+    let account = &partial.account;
+    let personal = match account.role {
+        crate::accounts::Role::Master => account.personal,
+        crate::accounts::Role::General => state.accounts.get(&account.master)?.is_some_and(|m| m.personal),
+    };
+    let (worker, login_id) = (state.clone(), account.login_id.clone());
+    let serial = body.serial.trim().to_owned();
+    let registered = {
+        let serial = serial.clone();
+        blocking(move || {
+            worker.otp.register_hardware(
+                &login_id,
+                &serial,
+                &body.code,
+                body.ask_at_login,
+                personal,
+                OffsetDateTime::now_utc(),
+            )
+        })
+        .await?
+    };
+    let ok = registered.is_ok();
+    state
+        .audit(
+            "otp.hardware_registered",
+            serde_json::json!({ "login_id": account.login_id, "serial": serial, "ok": ok }),
+        )
+        .await;
+    let token = registered?;
+    if partial.session.stage == Stage::SetupOnly {
+        state.sessions.set_stage(&partial.id, Stage::Complete);
+    }
+    let out = serde_json::json!({ "serial": token.serial, "state": token.state, "ask_at_login": token.ask_at_login });
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
 /// `POST /api/v1/otp/provision` body: what the app was shown, and the activation password.
 #[derive(Debug, Deserialize)]
 pub struct ProvisionBody {

@@ -76,6 +76,7 @@ pub fn login_router(state: Shared) -> Router {
         .route("/api/v1/confirmation-challenge", get(otp_web::api_challenge))
         .route("/api/v1/otp/tokens", post(otp_web::api_issue))
         .route("/api/v1/otp/tokens/verify", post(otp_web::api_verify))
+        .route("/api/v1/otp/hardware", post(otp_web::api_register_hardware))
         .route("/api/v1/users/{login_id}/otp/unlock", post(otp_web::api_unlock))
         .route("/api/v1/users/{login_id}/otp/revoke", post(otp_web::api_revoke))
         .route("/api/v1/certificates/{serial}/revoke", post(revocation::api_revoke));

@@ -64,6 +64,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::User(UserCommand::Card(args)) => user::card(&args),
         Command::Otp(OtpCommand::List(args)) => user::otp_list(&args),
         Command::Otp(OtpCommand::Revoke(args)) => user::otp_revoke(&args),
+        Command::Otp(OtpCommand::Import(args)) => user::otp_import(&args),
+        Command::User(UserCommand::Contract(args)) => user::contract(&args),
         Command::Fixture(args) => fixture::run(&args),
     }
 }

@@ -7,7 +7,10 @@ use enroll_server::admin::{AccountView, AdminReply, AdminRequest, OtpView, Secre
 use pki::encoding::rfc3339;
 
 use super::{Needs, admin, unexpected};
-use crate::args::{TokenCreateArgs, UserAddArgs, UserCardArgs, UserIdArgs, UserListArgs, UserNamesArgs};
+use crate::args::{
+    OtpImportArgs, TokenCreateArgs, UserAddArgs, UserCardArgs, UserContractArgs, UserIdArgs, UserListArgs,
+    UserNamesArgs,
+};
 use crate::passphrase;
 
 const NEEDS: Needs = Needs { accounts: true, registry: false, issuer: false };
@@ -154,6 +157,46 @@ pub fn otp_revoke(args: &UserIdArgs) -> anyhow::Result<()> {
     let revoked = tokens(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
     let from = revoked.first().and_then(|t| t.reissue_from).map(rfc3339).unwrap_or_default();
     println!("Revoked the token of {:?}; a new one can be issued from {from}.", args.login_id);
+    Ok(())
+}
+
+pub fn otp_import(args: &OtpImportArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut xml = String::new();
+    std::fs::File::open(&args.pskc)
+        .and_then(|f| f.take(enroll_server::pskc::MAX_FILE as u64 + 1).read_to_string(&mut xml))
+        .with_context(|| format!("reading {} (a PSKC file is UTF-8 XML)", args.pskc.display()))?;
+    let psk = match &args.key_file {
+        None => None,
+        Some(path) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            );
+            let bytes = pki::encoding::unhex(text.trim())
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| anyhow::anyhow!("{}: the pre-shared key is 32 hex digits (AES-128)", path.display()))?;
+            Some(zeroize::Zeroizing::new(bytes))
+        }
+    };
+    let seeds = enroll_server::pskc::parse(&xml, psk.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", args.pskc.display()))?;
+    let wire = seeds.iter().map(enroll_server::admin::SeedWire::of).collect();
+    match admin(&DataDir::new(&args.data_dir.data_dir), AdminRequest::OtpImport { seeds: wire }, NEEDS, None)? {
+        AdminReply::Imported { count } => {
+            let serials: Vec<&str> = seeds.iter().map(|s| s.serial.as_str()).collect();
+            println!("Imported {count} hardware token(s): {}.", serials.join(", "));
+            Ok(())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn contract(args: &UserContractArgs) -> anyhow::Result<()> {
+    let request = AdminRequest::UserContract { login_id: args.login_id.clone(), personal: args.personal };
+    let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
+    let kind = if args.personal { "personal" } else { "business" };
+    println!("The contract of {:?} is {kind}.", account.login_id);
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use pki::Serial;
 use time::OffsetDateTime;
 
 use super::{
-    Account, AccountStore, Activation, EnrollToken, MailStore, NoticeStore, OtpState, OtpStore, OtpToken, OutboxMail,
-    Role,
+    Account, AccountStore, Activation, EnrollToken, HardwareSeed, MailStore, NoticeStore, OtpState, OtpStore, OtpToken,
+    OutboxMail, Role,
 };
 
 fn account(login_id: &str, role: Role) -> Account {
@@ -25,6 +25,7 @@ fn account(login_id: &str, role: Role) -> Account {
         created_at: now,
         confirmation_hash: None,
         card_sealed: None,
+        personal: false,
         // A policy on the masters: the store keeps it as given.
         allowed_names: match role {
             Role::Master => ["*.conf.example", "10.0.0.0/8"].iter().filter_map(|n| n.parse().ok()).collect(),
@@ -140,6 +141,8 @@ pub fn otp(open: &dyn Fn() -> Arc<dyn OtpStore>) {
         failures: 0,
         stopped: false,
         activation: Some(Activation { password_hash: "$argon2id$x".into(), tries: 0, expires_at: now }),
+        serial: None,
+        ask_at_login: true,
     };
     {
         let store = open();
@@ -188,10 +191,37 @@ pub fn otp(open: &dyn Fn() -> Arc<dyn OtpStore>) {
             acceptors.into_iter().map(|a| a.join().expect("acceptor")).sum()
         });
         assert_eq!(wins, 1, "a step is accepted once");
+
+        // Hardware seeds: stored all or none, assigned once.
+        let seed = |serial: &str| HardwareSeed {
+            serial: serial.to_owned(),
+            sealed_secret: vec![1; 36],
+            digits: 6,
+            step_secs: 30,
+            imported_at: now,
+            assigned_to: None,
+        };
+        assert_eq!(store.put_seeds(&[seed("HW-1"), seed("HW-2")]).expect("put"), Ok(()));
+        assert_eq!(store.put_seeds(&[seed("HW-3"), seed("HW-2")]).expect("put"), Err(vec!["HW-2".to_owned()]));
+        assert_eq!(store.seed("HW-3").expect("seed"), None, "none of a refused batch");
+        let assigned: usize = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|i| {
+                    let store = &store;
+                    s.spawn(move || usize::from(store.assign_seed("HW-1", &format!("conf-{i}")).expect("assign")))
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().expect("racer")).sum()
+        });
+        assert_eq!(assigned, 1, "a seed goes to one login ID");
+        assert!(!store.assign_seed("HW-9", "conf-a").expect("assign"), "no such seed");
     }
     let store = open();
     assert_eq!(store.get("conf-a").expect("get").expect("kept").last_step, Some(100), "kept across reopening");
     assert_eq!(store.get("conf-b").expect("get").expect("kept").failures, 200);
+    let serials: Vec<String> = store.seeds().expect("seeds").into_iter().map(|s| s.serial).collect();
+    assert_eq!(serials, ["HW-1", "HW-2"]);
+    assert!(store.seed("HW-1").expect("seed").expect("kept").assigned_to.is_some());
 }
 
 /// The mail outbox: a key is queued once (sent or not), pending lists what waits, a sent mail

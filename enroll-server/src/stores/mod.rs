@@ -67,6 +67,10 @@ pub struct Account {
     /// confirms with two cells of it instead of a static confirmation password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card_sealed: Option<Vec<u8>>,
+    /// A personal contract (個人): its users may choose not to give a code at login; a business
+    /// contract (法人, the default) always asks. Set on the master.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
 }
 
 impl fmt::Debug for Account {
@@ -176,6 +180,43 @@ pub struct OtpToken {
     /// The app's provisioning of a pending token: the activation password's hash, wrong tries,
     /// and until when. `None` once the app took the secret.
     pub activation: Option<Activation>,
+    /// The serial number of a hardware token (imported from PSKC); `None` for an app's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Whether a code is asked at login (a personal contract may choose no).
+    #[serde(default = "yes")]
+    pub ask_at_login: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A hardware token's seed, imported by the operator (PSKC), waiting for its user.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HardwareSeed {
+    /// The serial number printed on the token.
+    pub serial: String,
+    /// The secret, sealed with the service's key (associated data `hw:SERIAL`).
+    pub sealed_secret: Vec<u8>,
+    /// Digits of a code.
+    pub digits: u32,
+    /// Time step in seconds.
+    pub step_secs: u32,
+    /// When it was imported.
+    #[serde(with = "time::serde::rfc3339")]
+    pub imported_at: OffsetDateTime,
+    /// The login ID that registered it.
+    pub assigned_to: Option<String>,
+}
+
+impl fmt::Debug for HardwareSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HardwareSeed")
+            .field("serial", &self.serial)
+            .field("assigned_to", &self.assigned_to)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for OtpToken {
@@ -230,6 +271,20 @@ pub trait OtpStore: Send + Sync {
 
     /// Every token, by login ID.
     fn list(&self) -> Result<Vec<OtpToken>, StoreError>;
+
+    /// Stores hardware seeds, durably, all or none: `Err` naming the serials already stored
+    /// (and nothing changed) when any is.
+    fn put_seeds(&self, seeds: &[HardwareSeed]) -> Result<Result<(), Vec<String>>, StoreError>;
+
+    /// The seed of `serial`.
+    fn seed(&self, serial: &str) -> Result<Option<HardwareSeed>, StoreError>;
+
+    /// Assigns the seed of `serial` to `login_id`, durably and atomically: `false` when it is
+    /// gone or already assigned.
+    fn assign_seed(&self, serial: &str, login_id: &str) -> Result<bool, StoreError>;
+
+    /// Every seed, by serial.
+    fn seeds(&self) -> Result<Vec<HardwareSeed>, StoreError>;
 }
 
 /// A mail notice in the outbox.

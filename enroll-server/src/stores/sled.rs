@@ -10,7 +10,10 @@ use std::sync::Arc;
 use pki::Serial;
 use time::OffsetDateTime;
 
-use super::{Account, AccountStore, EnrollToken, MailStore, NoticeStore, OtpStore, OtpToken, OutboxMail, StoreError};
+use super::{
+    Account, AccountStore, EnrollToken, HardwareSeed, MailStore, NoticeStore, OtpStore, OtpToken, OutboxMail,
+    StoreError,
+};
 
 /// Both stores of one sled directory.
 #[derive(Clone)]
@@ -22,6 +25,7 @@ pub struct SledStores {
     tokens: sled::Tree,
     otp: sled::Tree,
     outbox: sled::Tree,
+    seeds: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStores {
@@ -45,7 +49,8 @@ impl SledStores {
         let tokens = db.open_tree("enroll_tokens").map_err(err)?;
         let otp = db.open_tree("otp_tokens").map_err(err)?;
         let outbox = db.open_tree("mail_outbox").map_err(err)?;
-        Ok(Self { db, accounts, notices, counters, tokens, otp, outbox })
+        let seeds = db.open_tree("otp_hardware").map_err(err)?;
+        Ok(Self { db, accounts, notices, counters, tokens, otp, outbox, seeds })
     }
 
     /// The account store.
@@ -172,6 +177,62 @@ impl OtpStore for SledStores {
 
     fn list(&self) -> Result<Vec<OtpToken>, StoreError> {
         self.otp.iter().map(|item| serde_json::from_slice(&item.map_err(err)?.1).map_err(err)).collect()
+    }
+
+    fn put_seeds(&self, seeds: &[HardwareSeed]) -> Result<Result<(), Vec<String>>, StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let values: Vec<(String, Vec<u8>)> = seeds
+            .iter()
+            .map(|s| serde_json::to_vec(s).map(|v| (s.serial.clone(), v)))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let outcome = self.seeds.transaction(|tree| {
+            let mut taken = Vec::new();
+            for (serial, _) in &values {
+                if tree.get(serial.as_bytes())?.is_some() {
+                    taken.push(serial.clone());
+                }
+            }
+            if !taken.is_empty() {
+                return Err(ConflictableTransactionError::Abort(taken));
+            }
+            for (serial, value) in &values {
+                tree.insert(serial.as_bytes(), value.as_slice())?;
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {
+                self.flush()?;
+                Ok(Ok(()))
+            }
+            Err(TransactionError::Abort(taken)) => Ok(Err(taken)),
+            Err(TransactionError::Storage(e)) => Err(err(e)),
+        }
+    }
+
+    fn seed(&self, serial: &str) -> Result<Option<HardwareSeed>, StoreError> {
+        self.seeds.get(serial.as_bytes()).map_err(err)?.map(|v| serde_json::from_slice(&v).map_err(err)).transpose()
+    }
+
+    fn assign_seed(&self, serial: &str, login_id: &str) -> Result<bool, StoreError> {
+        loop {
+            let Some(old) = self.seeds.get(serial.as_bytes()).map_err(err)? else { return Ok(false) };
+            let mut seed: HardwareSeed = serde_json::from_slice(&old).map_err(err)?;
+            if seed.assigned_to.is_some() {
+                return Ok(false);
+            }
+            seed.assigned_to = Some(login_id.to_owned());
+            let new = serde_json::to_vec(&seed).map_err(err)?;
+            if self.seeds.compare_and_swap(serial.as_bytes(), Some(old), Some(new)).map_err(err)?.is_ok() {
+                self.flush()?;
+                return Ok(true);
+            }
+        }
+    }
+
+    fn seeds(&self) -> Result<Vec<HardwareSeed>, StoreError> {
+        self.seeds.iter().map(|item| serde_json::from_slice(&item.map_err(err)?.1).map_err(err)).collect()
     }
 }
 
