@@ -429,8 +429,9 @@ pub enum UserCommand {
     /// Set a master's confirmation password (確認用パスワード), asked on the web before it
     /// unlocks or revokes its users' tokens (from INKAN_CONFIRMATION_PASSWORD or a prompt).
     ConfirmationPassword(UserIdArgs),
-    /// Make a master's contract personal (its users may choose not to give a one-time password
-    /// at login) or business (always asked, the default).
+    /// Set a master's contract: personal (its users may choose not to give a one-time password
+    /// at login) or business (always asked, the default), and whether it requires OTP
+    /// (--require-otp; without it, not).
     Contract(UserContractArgs),
     /// Give a master a new customer card (お客様カード): a grid of random digits, columns ア–ク
     /// and rows 1–5, written once as SVG to print and hand over; the web then asks two of its
@@ -456,6 +457,9 @@ pub struct UserContractArgs {
     /// A business contract.
     #[arg(long)]
     pub business: bool,
+    /// The contract requires OTP: users without a token can only set one up after logging in.
+    #[arg(long)]
+    pub require_otp: bool,
 }
 
 /// `inkan user card`.

@@ -560,15 +560,20 @@ fn hardware_tokens_are_imported_from_pskc_and_registered_by_serial_and_code() {
     ca.add_user("boss", "master", None);
     ca.add_user("pat", "master", None);
     ca.inkan(["user", "contract", "--login-id", "pat", "--personal"]).ok();
+    ca.add_user("corp", "master", None);
+    ca.add_user("corp-1", "general", Some("corp"));
+    ca.inkan(["user", "contract", "--login-id", "corp", "--business", "--require-otp"]).ok();
+    ca.inkan(["user", "contract", "--login-id", "corp-1", "--business"]).refused("set on its master");
     let work = ca.work();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pskc/make-pskc.py");
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let psk = "000102030405060708090a0b0c0d0e0f";
     let (secret_a, secret_b) = ("3132333435363738393031323334353637383930", "41424344454647484950515253545556575859ff");
+    let secret_c = "00112233445566778899aabbccddeeff00112233";
     let make = |name: &str, extra: &[&str]| {
         let out = work.join(name);
-        let tokens = [format!("HW-100={secret_a}"), format!("HW-200={secret_b}")];
-        let mut args = vec![s(&script), psk, s(&out), &tokens[0], &tokens[1]];
+        let tokens = [format!("HW-100={secret_a}"), format!("HW-200={secret_b}"), format!("HW-300={secret_c}")];
+        let mut args = vec![s(&script), psk, s(&out), &tokens[0], &tokens[1], &tokens[2]];
         args.extend_from_slice(extra);
         let made = common::run(s(&python), &args, &[], None);
         assert!(made.status.success(), "make-pskc.py: {}", made.stderr);
@@ -594,8 +599,8 @@ fn hardware_tokens_are_imported_from_pskc_and_registered_by_serial_and_code() {
     import(&good, None).refused("pre-shared key");
     import(&garbage, Some(&key)).refused("not XML");
     let imported = import(&good, Some(&key)).ok();
-    assert!(imported.stdout.contains("Imported 2 hardware token(s): HW-100, HW-200"), "{}", imported.stdout);
-    import(&good, Some(&key)).refused("already imported: HW-100, HW-200");
+    assert!(imported.stdout.contains("Imported 3 hardware token(s): HW-100, HW-200, HW-300"), "{}", imported.stdout);
+    import(&good, Some(&key)).refused("already imported: HW-100, HW-200, HW-300");
 
     let server = Service::watched(&ca, &[]);
     let (boss, _) = logged_in(&server, "boss");
@@ -620,6 +625,23 @@ fn hardware_tokens_are_imported_from_pskc_and_registered_by_serial_and_code() {
     registered.expect(201);
     assert_eq!(relogin(&server, &pat, "pat")["otp_required"], false);
     server.me(&pat).expect(200);
+    // corp's contract requires OTP: its general user without a token can only set one up.
+    let (corp_1, login) = logged_in(&server, "corp-1");
+    assert_eq!(login["otp_setup_required"], true, "{login}");
+    server.me(&corp_1).expect_error(403, "otp_setup_required");
+    // It registers HW-300 on the page, and is logged in.
+    let page = server.login_get(&corp_1, "/otp/token?lang=en");
+    assert!(page.text().contains("data-testid=\"otp-hardware-form\""), "{}", page.text());
+    let csrf = common::between(&page.text(), "name=\"csrf\" value=\"", "\"");
+    let fields = format!("csrf={csrf}&serial=HW-300&code={}&ask_at_login=yes", oathtool_hex(secret_c, 0));
+    let posted = server.post(
+        &server.login_url("/otp/hardware?lang=en"),
+        "application/x-www-form-urlencoded",
+        fields.as_bytes(),
+        &corp_1.args,
+    );
+    assert_eq!(posted.status, 303, "{}", posted.text());
+    server.me(&corp_1).expect(200);
     let audit = read(&ca.file("audit/audit.log"));
     assert!(audit.contains("otp.seeds_imported") && audit.contains("otp.hardware_registered"), "{audit}");
     assert!(!audit.contains(secret_a) && !audit.contains(secret_b), "a seed in the audit trail");

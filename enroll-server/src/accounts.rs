@@ -256,6 +256,7 @@ impl Accounts {
             confirmation_hash: None,
             card_sealed: None,
             personal: false,
+            otp_required: false,
         };
         if !self.store.insert(&account)? {
             return Err(AccountError::Exists(login_id.to_owned()));
@@ -436,10 +437,13 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Makes `login_id`'s contract personal or business.
-    pub fn set_personal(&self, login_id: &str, personal: bool) -> Result<Account, AccountError> {
+    /// Sets `login_id`'s contract: personal or business, OTP required or not.
+    pub fn set_contract(&self, login_id: &str, personal: bool, otp_required: bool) -> Result<Account, AccountError> {
         self.store
-            .update(login_id, &mut |a| a.personal = personal)?
+            .update(login_id, &mut |a| {
+                a.personal = personal;
+                a.otp_required = otp_required;
+            })?
             .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 

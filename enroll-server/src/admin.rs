@@ -104,12 +104,16 @@ pub enum AdminRequest {
         /// The seeds.
         seeds: Vec<SeedWire>,
     },
-    /// Make a master's contract personal (users may choose no code at login) or business.
+    /// Set a master's contract: personal (users may choose no code at login) or business, and
+    /// whether it requires OTP.
     UserContract {
         /// The master.
         login_id: String,
         /// Personal.
         personal: bool,
+        /// OTP required.
+        #[serde(default)]
+        otp_required: bool,
     },
     /// OTP tokens, one line each.
     OtpList,
@@ -454,18 +458,18 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             ctx.audit.record("otp.seeds_imported", serde_json::json!({ "by": "operator", "serials": serials }));
             AdminReply::Imported { count }
         }
-        AdminRequest::UserContract { login_id, personal } => {
+        AdminRequest::UserContract { login_id, personal, otp_required } => {
             let accounts = need(ctx.accounts, "account store")?;
             match accounts.get(&login_id).map_err(|e| text(&e))? {
                 Some(a) if a.role == Role::Master => {}
                 Some(_) => return Err("a contract is set on its master user".into()),
                 None => return Err(format!("no account with login ID {login_id:?}")),
             }
-            let account = accounts.set_personal(&login_id, personal).map_err(|e| text(&e))?;
+            let account = accounts.set_contract(&login_id, personal, otp_required).map_err(|e| text(&e))?;
             let kind = if personal { "personal" } else { "business" };
             ctx.audit.record(
                 "user.contract_set",
-                serde_json::json!({ "by": "operator", "login_id": login_id, "contract": kind }),
+                serde_json::json!({ "by": "operator", "login_id": login_id, "contract": kind, "otp_required": otp_required }),
             );
             AdminReply::Account { account: account.into() }
         }

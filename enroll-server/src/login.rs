@@ -42,7 +42,7 @@ async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(S
         }
         Some(token) if !token.ask_at_login => Stage::Complete,
         Some(_) => Stage::OtpPending,
-        None if state.otp.settings.required => Stage::SetupOnly,
+        None if state.otp.settings.required || contract_requires_otp(state, &account)? => Stage::SetupOnly,
         None => Stage::Complete,
     };
     let (id, _) = state.sessions.create(&account.login_id, cert.record.serial, stage);
@@ -50,6 +50,14 @@ async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(S
     let event = if stage == Stage::OtpPending { "login.password_ok" } else { "login.success" };
     state.audit(event, serde_json::json!({ "login_id": account.login_id, "serial": cert.record.serial })).await;
     Ok((id, account, stage))
+}
+
+/// Whether the account's contract (set on its master) requires OTP.
+fn contract_requires_otp(state: &Shared, account: &Account) -> Result<bool, WebError> {
+    Ok(match account.role {
+        Role::Master => account.otp_required,
+        Role::General => state.accounts.get(&account.master)?.is_some_and(|m| m.otp_required),
+    })
 }
 
 /// The refusal for a user whose OTP use is stopped, naming who lifts it.

@@ -183,11 +183,26 @@ pub async fn api_register_hardware(
     if partial.session.stage == Stage::OtpPending {
         return Err(WebError::new(ErrorCode::OtpRequired, "finish logging in with your one-time password first"));
     }
-    let account = &partial.account;
-    let personal = match account.role {
+    let token = register_hardware(&state, &partial, body).await?;
+    let out = serde_json::json!({ "serial": token.serial, "state": token.state, "ask_at_login": token.ask_at_login });
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Whether the account's contract (set on its master) is personal.
+fn contract_personal(state: &Shared, account: &Account) -> bool {
+    match account.role {
         crate::accounts::Role::Master => account.personal,
-        crate::accounts::Role::General => state.accounts.get(&account.master)?.is_some_and(|m| m.personal),
-    };
+        crate::accounts::Role::General => {
+            state.accounts.get(&account.master).ok().flatten().is_some_and(|m| m.personal)
+        }
+    }
+}
+
+/// Registers a hardware token for the session's account, audits it, and finishes a login
+/// that could only set up a token.
+async fn register_hardware(state: &Shared, partial: &Partial, body: HardwareBody) -> Result<OtpToken, WebError> {
+    let account = &partial.account;
+    let personal = contract_personal(state, account);
     let (worker, login_id) = (state.clone(), account.login_id.clone());
     let serial = body.serial.trim().to_owned();
     let registered = {
@@ -215,8 +230,49 @@ pub async fn api_register_hardware(
     if partial.session.stage == Stage::SetupOnly {
         state.sessions.set_stage(&partial.id, Stage::Complete);
     }
-    let out = serde_json::json!({ "serial": token.serial, "state": token.state, "ask_at_login": token.ask_at_login });
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    Ok(token)
+}
+
+/// The hardware form's fields (`ask_at_login` is a checkbox: present means yes).
+#[derive(Deserialize)]
+pub struct HardwareFields {
+    csrf: String,
+    serial: String,
+    code: String,
+    #[serde(default)]
+    ask_at_login: Option<String>,
+}
+
+impl FormCsrf for HardwareFields {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /otp/hardware`: registers a hardware token from the page.
+pub async fn hardware_submit(
+    State(state): State<Shared>,
+    peer: Peer,
+    lang: Lang,
+    partial: Result<Partial, WebError>,
+    form: Result<Form<HardwareFields>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (partial, form) = match checked_form(&state, lang, partial, form) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
+    };
+    if partial.session.stage == Stage::OtpPending {
+        return Redirect::to(&format!("/otp?lang={}", lang.code())).into_response();
+    }
+    let body = HardwareBody { serial: form.serial, code: form.code, ask_at_login: form.ask_at_login.is_some() };
+    let result = match state.rate_limit(peer.0.remote) {
+        Ok(()) => register_hardware(&state, &partial, body).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Redirect::to(&format!("/home?lang={}", lang.code())).into_response(),
+        Err(e) => html::render(e.status(), &token_page(&state, lang, &partial, None, Some(lang.error(&e)))),
+    }
 }
 
 /// `POST /api/v1/otp/provision` body: what the app was shown, and the activation password.
@@ -527,6 +583,7 @@ fn token_page(
         pending,
         reissue_from,
         issued,
+        personal: contract_personal(state, &partial.account),
     }
 }
 

@@ -149,6 +149,8 @@ pub struct OtpTokenPage {
     pub reissue_from: Option<String>,
     /// The token just issued.
     pub issued: Option<crate::otp::Provisioning>,
+    /// A personal contract: the hardware form offers not to be asked at login.
+    pub personal: bool,
 }
 
 /// One certificate on the home page.

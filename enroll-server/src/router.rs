@@ -64,6 +64,7 @@ pub fn login_router(state: Shared) -> Router {
         .route("/otp", get(otp_web::code_form).post(otp_web::code_submit))
         .route("/otp/token", get(otp_web::token_form).post(otp_web::token_submit))
         .route("/otp/token/verify", post(otp_web::verify_submit))
+        .route("/otp/hardware", post(otp_web::hardware_submit))
         .route("/users/{login_id}/otp/unlock", post(otp_web::unlock_form))
         .route("/users/{login_id}/otp/revoke", post(otp_web::revoke_form))
         .route("/certificates/{serial}/revoke", post(revocation::revoke_form))

@@ -193,10 +193,15 @@ pub fn otp_import(args: &OtpImportArgs) -> anyhow::Result<()> {
 }
 
 pub fn contract(args: &UserContractArgs) -> anyhow::Result<()> {
-    let request = AdminRequest::UserContract { login_id: args.login_id.clone(), personal: args.personal };
+    let request = AdminRequest::UserContract {
+        login_id: args.login_id.clone(),
+        personal: args.personal,
+        otp_required: args.require_otp,
+    };
     let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
     let kind = if args.personal { "personal" } else { "business" };
-    println!("The contract of {:?} is {kind}.", account.login_id);
+    let otp = if args.require_otp { "requires" } else { "does not require" };
+    println!("The contract of {:?} is {kind} and {otp} one-time passwords.", account.login_id);
     Ok(())
 }
 

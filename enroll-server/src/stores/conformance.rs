@@ -26,6 +26,7 @@ fn account(login_id: &str, role: Role) -> Account {
         confirmation_hash: None,
         card_sealed: None,
         personal: false,
+        otp_required: false,
         // A policy on the masters: the store keeps it as given.
         allowed_names: match role {
             Role::Master => ["*.conf.example", "10.0.0.0/8"].iter().filter_map(|n| n.parse().ok()).collect(),

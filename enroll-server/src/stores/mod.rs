@@ -71,6 +71,10 @@ pub struct Account {
     /// contract (法人, the default) always asks. Set on the master.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub personal: bool,
+    /// The contract requires OTP: its users without a token in use can only set one up. Set on
+    /// the master (`[otp] required` requires it of every contract).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub otp_required: bool,
 }
 
 impl fmt::Debug for Account {
