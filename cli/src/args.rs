@@ -460,6 +460,10 @@ pub struct UserContractArgs {
     /// The contract requires OTP: users without a token can only set one up after logging in.
     #[arg(long)]
     pub require_otp: bool,
+    /// The contract's OTP time step for tokens issued from now on: 30 (the standard apps) or
+    /// 60 (the bank apps); default: [otp] step_secs.
+    #[arg(long, value_name = "SECONDS", value_parser = ["30", "60"])]
+    pub otp_step: Option<String>,
 }
 
 /// `inkan user card`.

@@ -33,6 +33,8 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     );
     let ca = TestCa::init(&["--org", "Browser Test Bank"]);
     ca.add_user("alice", "master", None);
+    // A general user, so that the master's home shows its user list with the OTP status.
+    ca.add_user("alice-01", "general", Some("alice"));
     let password = user_password("alice");
     let server = Service::watched(&ca, &[]);
     server.secret(P12_PASS);
@@ -79,6 +81,7 @@ fn acquisition_in_chromium_then_certificate_login_with_the_saved_pkcs12() {
     assert_eq!(text("otpServiceId"), "INKAN");
     assert_eq!(text("otpUriStart"), "otpauth://totp/INKAN:alice");
     assert!(text("otpHomeState").contains("利用中"), "{results}");
+    assert!(text("userOtpState").contains("未設定"), "the master sees its user's OTP state: {results}");
     assert_eq!(text("otpLoginTitle"), "ワンタイムパスワード認証");
     assert_eq!(text("otpLoggedIn"), "alice");
     // The certificate Chromium presented came from its NSS database, picked by the

@@ -121,6 +121,14 @@ fn totp_tokens_are_issued_verified_and_asked_at_login_with_codes_from_oathtool()
     assert_eq!(login["otp_required"], true, "{login}");
     server.me(&boss).expect_error(401, "otp_required");
     server.login_get(&boss, "/home").expect(303);
+    // A code from three steps ago is refused.
+    server
+        .login_post(&boss, "/api/v1/login/otp", &json!({ "code": oathtool(&secret, -90) }))
+        .expect_error(401, "invalid_otp");
+    // A body over the limit (64 KiB) is refused for its size.
+    let huge = format!("{{\"code\":\"{}\"}}", "1".repeat(100 * 1024));
+    let reply = server.post(&server.login_url("/api/v1/login/otp"), "application/json", huge.as_bytes(), &boss.args);
+    assert_eq!(reply.status, 413, "{}", reply.text());
     // The code already used (that step is spent) is refused; the current one works.
     server.login_post(&boss, "/api/v1/login/otp", &json!({ "code": first })).expect_error(401, "invalid_otp");
     away_from_step_end();
@@ -562,7 +570,10 @@ fn hardware_tokens_are_imported_from_pskc_and_registered_by_serial_and_code() {
     ca.inkan(["user", "contract", "--login-id", "pat", "--personal"]).ok();
     ca.add_user("corp", "master", None);
     ca.add_user("corp-1", "general", Some("corp"));
-    ca.inkan(["user", "contract", "--login-id", "corp", "--business", "--require-otp"]).ok();
+    ca.inkan(["user", "contract", "--login-id", "corp", "--business", "--require-otp", "--otp-step", "60"]).ok();
+    let odd = ca.inkan(["user", "contract", "--login-id", "corp", "--otp-step", "45"]);
+    assert_eq!(odd.status.code(), Some(2), "a usage error: {}", odd.stderr);
+    assert!(odd.stderr.contains("'45'") && odd.stderr.contains("30, 60"), "{}", odd.stderr);
     ca.inkan(["user", "contract", "--login-id", "corp-1", "--business"]).refused("set on its master");
     let work = ca.work();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pskc/make-pskc.py");
@@ -642,6 +653,14 @@ fn hardware_tokens_are_imported_from_pskc_and_registered_by_serial_and_code() {
     );
     assert_eq!(posted.status, 303, "{}", posted.text());
     server.me(&corp_1).expect(200);
+    // corp itself sets up an app token: 60-second steps, as its contract says.
+    let (corp, login) = logged_in(&server, "corp");
+    assert_eq!(login["otp_setup_required"], true, "{login}");
+    let (issued, corp_secret) = issue(&server, &corp, "corp@example.jp");
+    assert!(issued["otpauth_uri"].as_str().is_some_and(|u| u.contains("period=60")), "{issued}");
+    let code = common::run("oathtool", ["--totp", "-s", "60s", "-b", &corp_secret], &[], None).stdout.trim().to_owned();
+    server.login_post(&corp, "/api/v1/otp/tokens/verify", &json!({ "code": code })).expect(200);
+    server.me(&corp).expect(200);
     let audit = read(&ca.file("audit/audit.log"));
     assert!(audit.contains("otp.seeds_imported") && audit.contains("otp.hardware_registered"), "{audit}");
     assert!(!audit.contains(secret_a) && !audit.contains(secret_b), "a seed in the audit trail");

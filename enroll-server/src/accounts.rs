@@ -257,6 +257,7 @@ impl Accounts {
             card_sealed: None,
             personal: false,
             otp_required: false,
+            otp_step_secs: None,
         };
         if !self.store.insert(&account)? {
             return Err(AccountError::Exists(login_id.to_owned()));
@@ -438,11 +439,18 @@ impl Accounts {
     }
 
     /// Sets `login_id`'s contract: personal or business, OTP required or not.
-    pub fn set_contract(&self, login_id: &str, personal: bool, otp_required: bool) -> Result<Account, AccountError> {
+    pub fn set_contract(
+        &self,
+        login_id: &str,
+        personal: bool,
+        otp_required: bool,
+        otp_step_secs: Option<u32>,
+    ) -> Result<Account, AccountError> {
         self.store
             .update(login_id, &mut |a| {
                 a.personal = personal;
                 a.otp_required = otp_required;
+                a.otp_step_secs = otp_step_secs;
             })?
             .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }

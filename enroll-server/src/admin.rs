@@ -114,6 +114,9 @@ pub enum AdminRequest {
         /// OTP required.
         #[serde(default)]
         otp_required: bool,
+        /// The contract's OTP time step (30 or 60); `None`: `[otp] step_secs`.
+        #[serde(default)]
+        otp_step_secs: Option<u32>,
     },
     /// OTP tokens, one line each.
     OtpList,
@@ -458,14 +461,18 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             ctx.audit.record("otp.seeds_imported", serde_json::json!({ "by": "operator", "serials": serials }));
             AdminReply::Imported { count }
         }
-        AdminRequest::UserContract { login_id, personal, otp_required } => {
+        AdminRequest::UserContract { login_id, personal, otp_required, otp_step_secs } => {
+            if otp_step_secs.is_some_and(|s| s != 30 && s != 60) {
+                return Err("the OTP step is 30 or 60 seconds".into());
+            }
             let accounts = need(ctx.accounts, "account store")?;
             match accounts.get(&login_id).map_err(|e| text(&e))? {
                 Some(a) if a.role == Role::Master => {}
                 Some(_) => return Err("a contract is set on its master user".into()),
                 None => return Err(format!("no account with login ID {login_id:?}")),
             }
-            let account = accounts.set_contract(&login_id, personal, otp_required).map_err(|e| text(&e))?;
+            let account =
+                accounts.set_contract(&login_id, personal, otp_required, otp_step_secs).map_err(|e| text(&e))?;
             let kind = if personal { "personal" } else { "business" };
             ctx.audit.record(
                 "user.contract_set",

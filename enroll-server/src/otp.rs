@@ -410,6 +410,7 @@ impl Otp {
         login_id: &str,
         mail: &str,
         activation_password: &Password,
+        step_secs: Option<u32>,
         now: OffsetDateTime,
     ) -> Result<Provisioning, WebError> {
         check_mail(mail)?;
@@ -441,7 +442,7 @@ impl Otp {
             login_id: login_id.to_owned(),
             user_id: user_id.clone(),
             sealed_secret: self.key.seal(login_id, &*secret)?,
-            step_secs: self.settings.step_secs,
+            step_secs: step_secs.unwrap_or(self.settings.step_secs),
             digits: self.settings.digits,
             mail: Some(mail.to_owned()),
             state: OtpState::Pending,
@@ -719,10 +720,10 @@ mod tests {
         }
         let pw = Password::new("1234".into());
         for mail in ["", "a", "a@b", "a b@c.jp", "@c.jp", "a@@c.jp"] {
-            assert!(otp.issue("alice", mail, &pw, now).is_err(), "{mail:?}");
+            assert!(otp.issue("alice", mail, &pw, None, now).is_err(), "{mail:?}");
         }
         for activation in ["123", "123456789", "12ab"] {
-            assert!(otp.issue("alice", "a@example.jp", &Password::new(activation.into()), now).is_err());
+            assert!(otp.issue("alice", "a@example.jp", &Password::new(activation.into()), None, now).is_err());
         }
         assert!(otp.token("alice").expect("token").is_none(), "nothing stored");
     }

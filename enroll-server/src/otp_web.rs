@@ -107,9 +107,11 @@ async fn issue_token(state: &Shared, partial: &Partial, body: NewToken) -> Resul
         return Err(WebError::new(ErrorCode::OtpRequired, "finish logging in with your one-time password first"));
     }
     let (worker, login_id) = (state.clone(), partial.account.login_id.clone());
-    let provisioning =
-        blocking(move || worker.otp.issue(&login_id, &body.mail, &body.activation_password, OffsetDateTime::now_utc()))
-            .await??;
+    let step = contract_of(state, &partial.account).and_then(|c| c.otp_step_secs);
+    let provisioning = blocking(move || {
+        worker.otp.issue(&login_id, &body.mail, &body.activation_password, step, OffsetDateTime::now_utc())
+    })
+    .await??;
     state.audit("otp.issued", serde_json::json!({ "login_id": partial.account.login_id })).await;
     Ok(provisioning)
 }
@@ -190,11 +192,14 @@ pub async fn api_register_hardware(
 
 /// Whether the account's contract (set on its master) is personal.
 fn contract_personal(state: &Shared, account: &Account) -> bool {
+    contract_of(state, account).is_some_and(|m| m.personal)
+}
+
+/// The account that holds the contract: the master itself, or a general user's master.
+fn contract_of(state: &Shared, account: &Account) -> Option<Account> {
     match account.role {
-        crate::accounts::Role::Master => account.personal,
-        crate::accounts::Role::General => {
-            state.accounts.get(&account.master).ok().flatten().is_some_and(|m| m.personal)
-        }
+        crate::accounts::Role::Master => Some(account.clone()),
+        crate::accounts::Role::General => state.accounts.get(&account.master).ok().flatten(),
     }
 }
 

@@ -218,6 +218,7 @@ try {
   await login.click('[data-testid=submit-otp-verify]');
   await login.waitForSelector('[data-testid=home-login-id]');
   results.otpHomeState = await login.locator('[data-testid=otp-state]').textContent();
+  results.userOtpState = await login.locator('[data-testid=otp-alice-01]').textContent();
   await shot(login, '13-home-otp.png');
   await login.click('form[action^="/logout"] button');
   await login.goto(`${loginUrl}/`);

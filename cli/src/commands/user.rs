@@ -197,6 +197,7 @@ pub fn contract(args: &UserContractArgs) -> anyhow::Result<()> {
         login_id: args.login_id.clone(),
         personal: args.personal,
         otp_required: args.require_otp,
+        otp_step_secs: args.otp_step.as_deref().and_then(|s| s.parse().ok()),
     };
     let account = one(admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)?)?;
     let kind = if args.personal { "personal" } else { "business" };

@@ -27,6 +27,7 @@ fn account(login_id: &str, role: Role) -> Account {
         card_sealed: None,
         personal: false,
         otp_required: false,
+        otp_step_secs: None,
         // A policy on the masters: the store keeps it as given.
         allowed_names: match role {
             Role::Master => ["*.conf.example", "10.0.0.0/8"].iter().filter_map(|n| n.parse().ok()).collect(),

@@ -75,6 +75,10 @@ pub struct Account {
     /// the master (`[otp] required` requires it of every contract).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub otp_required: bool,
+    /// The contract's OTP time step in seconds (the bank apps use 60), set on the master;
+    /// `None`: `[otp] step_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otp_step_secs: Option<u32>,
 }
 
 impl fmt::Debug for Account {
