@@ -394,8 +394,8 @@ print(json.dumps(sorted(out)))
     serde_json::from_str(&out.stdout).expect("mails as JSON")
 }
 
-/// Token issue, certificate expiry, OTP stop and revocation go to the token's mail address
-/// through a real SMTP server (aiosmtpd), each once, also across a restart.
+/// Token issue, certificate expiry, OTP stop, revocation and an account lock go to the token's
+/// mail address through a real SMTP server (aiosmtpd), each once, also across a restart.
 #[test]
 fn notices_go_to_the_tokens_mail_address_once() {
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/aiosmtpd");
@@ -433,6 +433,10 @@ fn notices_go_to_the_tokens_mail_address_once() {
     // The operator lifts it and revokes the token.
     ca.inkan(["user", "unlock-otp", "--login-id", "boss"]).ok();
     ca.inkan(["otp", "revoke", "--login-id", "boss"]).ok();
+    // Five wrong passwords lock the account (issue 11): the token's address is told.
+    for _ in 0..5 {
+        server.enroll("boss", WRONG).expect_error(401, "invalid_credentials");
+    }
 
     let wait_for = |n: usize| {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -444,25 +448,30 @@ fn notices_go_to_the_tokens_mail_address_once() {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let got = wait_for(4);
-    assert_eq!(got.len(), 4, "{got:#?}");
+    let got = wait_for(5);
+    assert_eq!(got.len(), 5, "{got:#?}");
     assert!(got.iter().all(|(to, _, _)| to == "boss@example.jp"), "{got:#?}");
     let subjects: Vec<&str> = got.iter().map(|(_, subject, _)| subject.as_str()).collect();
-    for wanted in ["トークンを発行しました", "有効期限のお知らせ", "利用停止のお知らせ", "トークンを失効させました"]
-    {
+    for wanted in [
+        "トークンを発行しました",
+        "有効期限のお知らせ",
+        "利用停止のお知らせ",
+        "トークンを失効させました",
+        "ロックされました",
+    ] {
         assert!(subjects.iter().any(|s| s.contains(wanted)), "{wanted}: {subjects:?}");
     }
     let expiry = got.iter().find(|(_, subject, _)| subject.contains("有効期限")).expect("expiry mail");
     assert!(expiry.2.contains(&short) && expiry.2.contains("expires soon"), "{}", expiry.2);
     assert!(got.iter().all(|(_, _, body)| !body.contains(&secret)), "a secret in a mail");
 
-    // Once only: a restart and several scans later, still four.
+    // Once only: a restart and several scans later, still five.
     let metrics = server.metrics();
-    assert!(metrics.contains("inkan_mail_total{result=\"sent\"} 4"), "{metrics}");
+    assert!(metrics.contains("inkan_mail_total{result=\"sent\"} 5"), "{metrics}");
     server.stop();
     let again = Service::watched(&ca, &[]);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(mails(&maildir).len(), 4, "no notice twice");
+    assert_eq!(mails(&maildir).len(), 5, "no notice twice");
     again.stop();
     smtp.signal("KILL");
     assert!(smtp.wait_exit(Duration::from_secs(10)).is_some());

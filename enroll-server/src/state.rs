@@ -149,7 +149,28 @@ impl AppState {
         self.audit("login.failure", serde_json::json!({ "login_id": login_id, "via": via, "code": code })).await;
         if let AccountError::WrongPasswordLocked = e {
             self.audit("account.locked", serde_json::json!({ "login_id": login_id })).await;
+            self.mail_locked(login_id);
         }
+    }
+
+    /// Tells the account's mail address (its token's) that it was locked, when mail is on.
+    fn mail_locked(&self, login_id: &str) {
+        let Some(queue) = &self.mail else { return };
+        let Ok(Some(token)) = self.otp.token(login_id) else { return };
+        let Some(to) = token.mail else { return };
+        let now = time::OffsetDateTime::now_utc();
+        let body = crate::mail::body(
+            &[
+                format!("ログインID {login_id} は、ログインパスワードを続けて間違えたためロックされました。"),
+                "お心当たりがない場合は、管理者（マスターユーザ）または運用担当者にご連絡ください。".into(),
+            ],
+            &[
+                format!("Login ID {login_id} was locked after too many wrong passwords."),
+                "If this was not you, tell your master user or the operator.".into(),
+            ],
+        );
+        let key = format!("account.locked:{login_id}:{}", now.unix_timestamp());
+        queue.send(&key, &to, "【inkan】ログインIDがロックされました / Your login ID was locked", body);
     }
 
     /// Counts one request from `remote` against its per-minute limit.
