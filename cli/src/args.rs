@@ -474,7 +474,7 @@ pub struct UserCardArgs {
     /// The master's login ID.
     #[arg(long, value_name = "ID")]
     pub login_id: String,
-    /// Where to write the card (SVG, mode 0600); must not exist.
+    /// Where to write the card, `.svg` or `.pdf` (mode 0600); must not exist.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }

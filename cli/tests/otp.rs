@@ -514,6 +514,21 @@ fn a_customer_card_confirms_the_masters_actions() {
     let png = work.join("card.png");
     let rendered = common::run("rsvg-convert", ["-o", s(&png), s(&card_file)], &[], None);
     assert!(rendered.status.success(), "the card is an SVG rsvg renders: {}", rendered.stderr);
+    // A PDF card, read back by poppler's pdftotext: the title, the login ID and a 5 x 8 grid.
+    ca.add_user("boss2", "master", None);
+    ca.inkan(["user", "card", "--login-id", "boss2", "--out", s(&work.join("card.txt"))]).refused(".svg or .pdf");
+    let pdf = work.join("boss2-card.pdf");
+    ca.inkan(["user", "card", "--login-id", "boss2", "--out", s(&pdf)]).ok();
+    let text = common::run("pdftotext", ["-layout", s(&pdf), "-"], &[], None);
+    assert!(text.status.success(), "pdftotext: {}", text.stderr);
+    assert!(text.stdout.contains("お客様カード") && text.stdout.contains("login ID: boss2"), "{}", text.stdout);
+    let grid: Vec<Vec<&str>> = text
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 9 && cells.iter().all(|c| c.len() == 1 && c.as_bytes()[0].is_ascii_digit()))
+        .collect();
+    assert_eq!(grid.len(), 5, "five rows of a label and eight digits: {}", text.stdout);
 
     let server = Service::watched(&ca, &[]);
     let (clerk, _) = logged_in(&server, "clerk");

@@ -360,8 +360,8 @@ pub enum AdminReply {
     Card {
         /// The account.
         login_id: String,
-        /// The printable card, SVG.
-        svg: SecretString,
+        /// Its 40 digits, row by row.
+        digits: SecretString,
     },
     /// OTP tokens.
     OtpTokens {
@@ -450,8 +450,9 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
         AdminRequest::UserCard { login_id } => {
             let accounts = need(ctx.accounts, "account store")?;
             let otp = need(ctx.otp, "OTP store")?;
-            let (account, svg) = users::issue_card(accounts, otp, ctx.audit, &login_id).map_err(|e| e.message)?;
-            AdminReply::Card { login_id: account.login_id, svg: SecretString(svg.to_string()) }
+            let (account, card) = users::issue_card(accounts, otp, ctx.audit, &login_id).map_err(|e| e.message)?;
+            let digits: String = card.to_bytes().iter().map(|d| char::from(b'0' + d)).collect();
+            AdminReply::Card { login_id: account.login_id, digits: SecretString(digits) }
         }
         AdminRequest::OtpImport { seeds } => {
             let otp = need(ctx.otp, "OTP store")?;

@@ -143,6 +143,69 @@ impl Card {
     }
 }
 
+impl Card {
+    /// The printable card, PDF (one page): the same grid as [`Card::svg`]. Latin text and digits
+    /// are in Helvetica; the Japanese labels use the standard Japanese font HeiseiKakuGo-W5
+    /// with the UniJIS-UCS2-H encoding, which PDF readers supply (no font is embedded).
+    pub fn pdf(&self, login_id: &str) -> Vec<u8> {
+        let (cell, left, top) = (40.0_f32, 70.0_f32, 220.0_f32);
+        let escape = |s: &str| s.replace('\\', "\\\\").replace('(', "\\(").replace(')', "\\)");
+        let ucs2 = |s: &str| s.encode_utf16().map(|u| format!("{u:04X}")).collect::<String>();
+        let mut content = String::new();
+        content.push_str(&format!("BT /F2 16 Tf {left} 258 Td <{}> Tj ET\n", ucs2("お客様カード")));
+        content.push_str(&format!("BT /F1 12 Tf {} 258 Td (/ Customer card) Tj ET\n", left + 105.0));
+        content.push_str(&format!("BT /F1 11 Tf {left} 242 Td (login ID: {}) Tj ET\n", escape(login_id)));
+        for (c, label) in COLUMNS_JA.iter().enumerate() {
+            let x = left + cell * c as f32 + 8.0;
+            content.push_str(&format!("BT /F2 12 Tf {x} {} Td <{}> Tj ET\n", top + 8.0, ucs2(label)));
+            content.push_str(&format!("BT /F1 9 Tf {} {} Td (\\({}\\)) Tj ET\n", x + 13.0, top + 8.0, COLUMNS[c]));
+        }
+        for (r, row) in self.digits.iter().enumerate() {
+            let y = top - cell * (r + 1) as f32;
+            content.push_str(&format!("BT /F1 12 Tf {} {} Td ({}) Tj ET\n", left - 20.0, y + 14.0, r + 1));
+            for (c, digit) in row.iter().enumerate() {
+                let x = left + cell * c as f32;
+                content.push_str(&format!("{x} {y} {cell} {cell} re S\n"));
+                content.push_str(&format!("BT /F3 18 Tf {} {} Td ({digit}) Tj ET\n", x + 14.0, y + 13.0));
+            }
+        }
+        let objects = [
+            "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 420 280] /Contents 4 0 R \
+             /Resources << /Font << /F1 5 0 R /F2 6 0 R /F3 9 0 R >> >> >>"
+                .to_owned(),
+            format!("<< /Length {} >>\nstream\n{content}endstream", content.len()),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+            "<< /Type /Font /Subtype /Type0 /BaseFont /HeiseiKakuGo-W5 /Encoding /UniJIS-UCS2-H \
+             /DescendantFonts [7 0 R] >>"
+                .to_owned(),
+            "<< /Type /Font /Subtype /CIDFontType0 /BaseFont /HeiseiKakuGo-W5 \
+             /CIDSystemInfo << /Registry (Adobe) /Ordering (Japan1) /Supplement 2 >> /FontDescriptor 8 0 R >>"
+                .to_owned(),
+            "<< /Type /FontDescriptor /FontName /HeiseiKakuGo-W5 /Flags 4 /FontBBox [-92 -250 1010 922] \
+             /ItalicAngle 0 /Ascent 752 /Descent -221 /CapHeight 737 /StemV 114 >>"
+                .to_owned(),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Courier-Bold /Encoding /WinAnsiEncoding >>".to_owned(),
+        ];
+        let mut out = b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n".to_vec();
+        let mut offsets = Vec::with_capacity(objects.len());
+        for (i, object) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = out.len();
+        out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+        for offset in offsets {
+            out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        );
+        out
+    }
+}
+
 /// Two distinct random cells to ask for.
 pub fn challenge() -> Result<[String; 2], crate::error::WebError> {
     let first = usize::from(below(8 * ROWS as u8)?);

@@ -262,13 +262,13 @@ pub fn set_confirmation(
     Ok(account)
 }
 
-/// Gives a master a new customer card: sealed on the account, returned once as SVG to print.
+/// Gives a master a new customer card: sealed on the account, returned once to be printed.
 pub fn issue_card(
     accounts: &Accounts,
     otp: &Otp,
     audit: &dyn Audit,
     login_id: &str,
-) -> Result<(Account, zeroize::Zeroizing<String>), WebError> {
+) -> Result<(Account, crate::card::Card), WebError> {
     match accounts.get(login_id)? {
         Some(account) if account.role == Role::Master => {}
         Some(_) => return Err(WebError::new(ErrorCode::InvalidRequest, "customer cards are for master users")),
@@ -278,7 +278,7 @@ pub fn issue_card(
     let account = accounts.set_card(login_id, otp.seal_card(login_id, &card)?)?;
     tracing::info!(%login_id, "customer card issued by the operator");
     audit.record("user.card_issued", serde_json::json!({ "by": "operator", "login_id": login_id }));
-    Ok((account, zeroize::Zeroizing::new(card.svg(login_id))))
+    Ok((account, card))
 }
 
 /// Whom `by` may act on for OTP: the operator anyone; a master its general users (and itself

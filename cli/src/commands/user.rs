@@ -117,18 +117,29 @@ pub fn card(args: &UserCardArgs) -> anyhow::Result<()> {
     if args.out.exists() {
         anyhow::bail!("{} exists: a card is written to a new file", args.out.display());
     }
+    let pdf = match args.out.extension().and_then(|e| e.to_str()) {
+        Some("pdf") => true,
+        Some("svg") => false,
+        _ => anyhow::bail!("--out {}: name the card .svg or .pdf", args.out.display()),
+    };
     let request = AdminRequest::UserCard { login_id: args.login_id.clone() };
-    let svg = match admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)? {
-        AdminReply::Card { svg, .. } => svg,
+    let digits = match admin(&DataDir::new(&args.data_dir.data_dir), request, NEEDS, None)? {
+        AdminReply::Card { digits, .. } => digits,
         other => return Err(unexpected(other)),
     };
+    let bytes: zeroize::Zeroizing<Vec<u8>> =
+        zeroize::Zeroizing::new(digits.reveal().bytes().map(|b| b.wrapping_sub(b'0')).collect());
+    let card =
+        enroll_server::card::Card::from_bytes(&bytes).ok_or_else(|| anyhow::anyhow!("the service sent no card"))?;
+    let document =
+        zeroize::Zeroizing::new(if pdf { card.pdf(&args.login_id) } else { card.svg(&args.login_id).into_bytes() });
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&args.out)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
-    file.write_all(svg.reveal().as_bytes())?;
+    file.write_all(&document)?;
     file.sync_all()?;
     println!(
         "Wrote the customer card of {:?} to {} (print it, hand it over, then delete the file).",
