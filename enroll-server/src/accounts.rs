@@ -180,8 +180,8 @@ fn verify(password: &Password, hash: &str) -> bool {
 
 /// The argon2id hash of a secret other than a login password (an activation password, a
 /// confirmation password).
-pub fn hash_secret(secret: &Password) -> Result<String, crate::error::WebError> {
-    hash(secret).map_err(|e| crate::error::WebError::internal("hashing", e))
+pub fn hash_secret(secret: &Password) -> Result<String, AccountError> {
+    hash(secret)
 }
 
 /// Whether `secret` matches an argon2id `hash` made by [`hash_secret`].

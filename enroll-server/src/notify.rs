@@ -2,6 +2,9 @@
 //! (`[notify] thresholds_days`; entering several at once, one notice for the nearest),
 //! exactly once across restarts (delivery is recorded in the account store), retried with
 //! backoff while the receiver fails. Revoked and superseded certificates get none.
+//!
+//! The same scan, and every other notice, also goes by mail ([`mail_deliverer`]): the outbox
+//! of `mail` is sent over SMTP (lettre), retried with backoff while the server fails.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +23,13 @@ use tokio::sync::watch;
 
 use pki::encoding::rfc3339;
 
+use crate::mail::{MailQueue, MailSettings};
 use crate::settings::NotifySettings;
 use crate::state::Shared;
-use crate::stores::NoticeStore;
+use crate::stores::{NoticeStore, OutboxMail, StoreError};
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::{Message, SmtpTransport, Transport};
 
 /// One notice.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -226,6 +233,129 @@ pub async fn notifier(state: Shared, settings: NotifySettings, mut stop: watch::
         let wake = pending.values().map(|(_, _, at)| *at).min().unwrap_or(next_scan).min(next_scan);
         tokio::select! {
             _ = tokio::time::sleep_until(wake.max(tokio::time::Instant::now() + Duration::from_millis(50))) => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        }
+    }
+}
+
+// ---- Mail ----------------------------------------------------------------------------------
+
+fn message(from: &Mailbox, mail: &OutboxMail) -> Result<Message, String> {
+    let to: Mailbox = mail.to.parse().map_err(|e| format!("recipient: {e}"))?;
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(mail.subject.clone())
+        .header(ContentType::TEXT_PLAIN)
+        .body(mail.body.clone())
+        .map_err(|e| e.to_string())
+}
+
+/// No expiry notice recorded: the outbox's keys keep each one to once.
+struct ByOutbox;
+
+impl NoticeStore for ByOutbox {
+    fn last(&self, _: &pki::Serial) -> Result<Option<u32>, StoreError> {
+        Ok(None)
+    }
+
+    fn record(&self, _: &pki::Serial, _: u32) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Queues the expiry notices due now for accounts with a token mail address.
+fn queue_expiry(state: &Shared, queue: &MailQueue, thresholds: &[u32], now: OffsetDateTime) {
+    for notice in due(state, &ByOutbox, thresholds, now) {
+        let Ok(Some(token)) = state.otp.token(&notice.account) else { continue };
+        let Some(to) = token.mail else { continue };
+        let key = format!("expiry:{}:{}", notice.serial, notice.threshold);
+        let body = crate::mail::body(
+            &[
+                format!(
+                    "ログインID {} の電子証明書（シリアル番号 {}）の有効期限が近づいています。",
+                    notice.account, notice.serial
+                ),
+                format!("有効期限: {}（残り {} 日）", notice.not_after, notice.days_left),
+                "有効期限が切れる前に、電子証明書再取得の画面から取得し直してください。".into(),
+            ],
+            &[
+                format!("The certificate {} of login ID {} expires soon.", notice.serial, notice.account),
+                format!("It ends at {} ({} days left).", notice.not_after, notice.days_left),
+                "Obtain it again (reissue) before it expires.".into(),
+            ],
+        );
+        queue.send(&key, &to, "【inkan】電子証明書の有効期限のお知らせ / Your certificate expires soon", body);
+    }
+}
+
+/// Sends what the mail outbox holds, until `stop`: at once when woken, every 30 s otherwise, with
+/// backoff (2 s doubling to 5 min) while the server fails; scans for expiry notices every
+/// `scan_interval`.
+pub async fn mail_deliverer(state: Shared, queue: MailQueue, settings: MailSettings, mut stop: watch::Receiver<bool>) {
+    let Ok(from) = settings.from.parse::<Mailbox>() else {
+        tracing::error!("mail: [mail] from is not a mail address; notices are off");
+        return;
+    };
+    let transport = match SmtpTransport::from_url(&settings.smtp_url) {
+        Ok(builder) => Arc::new(builder.timeout(Some(Duration::from_secs(20))).build()),
+        Err(_) => {
+            tracing::error!("mail: [mail] smtp_url is not usable; notices are off");
+            return;
+        }
+    };
+    let mut failures = 0u32;
+    let mut next_scan = tokio::time::Instant::now();
+    loop {
+        if tokio::time::Instant::now() >= next_scan {
+            let (scan_state, scan_queue, thresholds) =
+                (state.clone(), queue.clone(), settings.expiry_thresholds_days.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                queue_expiry(&scan_state, &scan_queue, &thresholds, OffsetDateTime::now_utc());
+            })
+            .await;
+            next_scan = tokio::time::Instant::now() + settings.scan_interval;
+        }
+        let (store, transport, from) = (queue.store().clone(), transport.clone(), from.clone());
+        let sent = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let mut sent = 0;
+            for (key, mail) in store.pending().map_err(|e| e.to_string())? {
+                let message = match message(&from, &mail) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        // A mail that can never be built is recorded as done, not retried.
+                        tracing::error!(%key, error = %e, "mail: a notice cannot be built; dropped");
+                        store.mark_sent(&key, OffsetDateTime::now_utc()).map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                };
+                transport.send(&message).map_err(|e| format!("SMTP: {e}"))?;
+                store.mark_sent(&key, OffsetDateTime::now_utc()).map_err(|e| e.to_string())?;
+                tracing::info!(%key, "mail notice sent");
+                sent += 1;
+            }
+            Ok(sent)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let wait = match sent {
+            Ok(n) => {
+                state.metrics.mails_sent.fetch_add(n as u64, Ordering::Relaxed);
+                failures = 0;
+                Duration::from_secs(30)
+            }
+            Err(e) => {
+                state.metrics.mails_failed.fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                let wait = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
+                tracing::warn!(error = %e, retry_in = ?wait, "mail: notices not sent");
+                wait
+            }
+        };
+        let until = (tokio::time::Instant::now() + wait).min(next_scan);
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = queue.woken().notified(), if failures == 0 => {}
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
     }

@@ -37,41 +37,7 @@ const ACTIVATION_TRIES: u32 = 5;
 /// How long the app may take the secret of a pending token.
 const ACTIVATION_TTL: Duration = Duration::hours(24);
 
-/// The rules, from `[otp]` in inkan.toml.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OtpSettings {
-    /// Whether a user without an active token can do nothing but set one up.
-    pub required: bool,
-    /// Time step in seconds (30 for the standard apps; the bank apps use 60).
-    pub step_secs: u32,
-    /// Digits of a code.
-    pub digits: u32,
-    /// Wrong codes in a row that stop OTP use.
-    pub max_failures: u32,
-    /// The service ID an app is given (サービスID), and the issuer in the otpauth URI.
-    pub service_id: String,
-    /// After a revocation, how long before a new token may be issued.
-    pub reissue_wait: Duration,
-    /// The night window (local times): a token revoked inside it can be replaced from its end.
-    pub night: (time::Time, time::Time),
-    /// The local time zone's offset (Asia/Tokyo: +09:00, no summer time).
-    pub utc_offset: UtcOffset,
-}
-
-impl Default for OtpSettings {
-    fn default() -> Self {
-        Self {
-            required: false,
-            step_secs: 30,
-            digits: 6,
-            max_failures: 5,
-            service_id: "INKAN".into(),
-            reissue_wait: Duration::minutes(30),
-            night: (time::macros::time!(20:50), time::macros::time!(08:10)),
-            utc_offset: time::macros::offset!(+9),
-        }
-    }
-}
+pub use crate::settings::OtpSettings;
 
 /// What the user sees once a token is issued.
 #[derive(Serialize)]

@@ -124,7 +124,7 @@ pub async fn run(
         )));
     }
     if let (Some(queue), Some(settings)) = (state.mail.clone(), state.settings.mail.clone()) {
-        tasks.push(tokio::spawn(crate::mail::deliver(state.clone(), queue, settings, stop.clone())));
+        tasks.push(tokio::spawn(notify::mail_deliverer(state.clone(), queue, settings, stop.clone())));
     }
     if let Some(notify) = state.settings.notify.clone() {
         tasks.push(tokio::spawn(notify::notifier(state.clone(), notify, stop.clone())));

@@ -38,9 +38,9 @@ pub struct ServerSettings {
     /// Connection caps and deadlines, per listener.
     pub connections: ConnectionLimits,
     /// One-time passwords.
-    pub otp: crate::otp::OtpSettings,
+    pub otp: OtpSettings,
     /// Mail notices; `None`: none.
-    pub mail: Option<crate::mail::MailSettings>,
+    pub mail: Option<MailSettings>,
 }
 
 /// EST (RFC 7030) for machines.
@@ -127,8 +127,64 @@ impl Default for ServerSettings {
             crl_refresh: Duration::from_secs(24 * 3600),
             notify: None,
             connections: ConnectionLimits::default(),
-            otp: crate::otp::OtpSettings::default(),
+            otp: OtpSettings::default(),
             mail: None,
         }
+    }
+}
+
+/// The rules, from `[otp]` in inkan.toml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtpSettings {
+    /// Whether a user without an active token can do nothing but set one up.
+    pub required: bool,
+    /// Time step in seconds (30 for the standard apps; the bank apps use 60).
+    pub step_secs: u32,
+    /// Digits of a code.
+    pub digits: u32,
+    /// Wrong codes in a row that stop OTP use.
+    pub max_failures: u32,
+    /// The service ID an app is given (サービスID), and the issuer in the otpauth URI.
+    pub service_id: String,
+    /// After a revocation, how long before a new token may be issued.
+    pub reissue_wait: time::Duration,
+    /// The night window (local times): a token revoked inside it can be replaced from its end.
+    pub night: (time::Time, time::Time),
+    /// The local time zone's offset (Asia/Tokyo: +09:00, no summer time).
+    pub utc_offset: time::UtcOffset,
+}
+
+impl Default for OtpSettings {
+    fn default() -> Self {
+        Self {
+            required: false,
+            step_secs: 30,
+            digits: 6,
+            max_failures: 5,
+            service_id: "INKAN".into(),
+            reissue_wait: time::Duration::minutes(30),
+            night: (time::macros::time!(20:50), time::macros::time!(08:10)),
+            utc_offset: time::macros::offset!(+9),
+        }
+    }
+}
+
+/// `[mail]`: where notices go out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MailSettings {
+    /// `smtp://HOST:PORT` (`?tls=required` for STARTTLS) or `smtps://HOST:PORT`, with
+    /// `USER:PASSWORD@` when the server wants them. Never logged.
+    pub smtp_url: String,
+    /// The From address, `inkan <noreply@example.jp>`.
+    pub from: String,
+    /// Expiry notices at these thresholds, in days.
+    pub expiry_thresholds_days: Vec<u32>,
+    /// How often certificates are checked for expiry notices.
+    pub scan_interval: Duration,
+}
+
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings").field("from", &self.from).finish_non_exhaustive()
     }
 }
