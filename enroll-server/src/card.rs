@@ -41,7 +41,7 @@ fn parse_cell(label: &str) -> Option<(usize, usize)> {
     let first = chars.next()?.to_ascii_uppercase();
     let column = COLUMNS.iter().position(|c| *c == first)?;
     let row: usize = chars.as_str().parse().ok()?;
-    (1..=ROWS).contains(&row).then_some((column, row - 1))
+    (1..=ROWS).contains(&row).then(|| (column, row - 1))
 }
 
 /// How a cell is printed and asked on the pages: `ウ4`.
@@ -241,6 +241,11 @@ mod tests {
         assert_eq!(label_ja("C1"), "ウ1");
         assert_eq!(Card::from_bytes(&card.to_bytes()), Some(card.clone()));
         assert!(Card::from_bytes(&[10; 40]).is_none());
+        // Found by the fuzzer: row 0 underflowed.
+        for bad in ["A0", "C6", "I1", "A", "", "1A", "A-1", "ア1"] {
+            assert_eq!(parse_cell(bad), None, "{bad}");
+        }
+        assert!(!card.check(&["A0".to_owned(), "F4".to_owned()], &answer("2", "9")));
     }
 
     #[test]
