@@ -24,9 +24,15 @@ use crate::tokens::Stage;
 use crate::users::{self, Actor};
 
 /// A code, as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct CodeBody {
     code: String,
+}
+
+impl std::fmt::Debug for CodeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeBody").finish_non_exhaustive()
+    }
 }
 
 /// Checks `code` against `login_id`'s token in state `want`, off the async threads, and audits
@@ -169,6 +175,12 @@ pub struct HardwareBody {
     ask_at_login: bool,
 }
 
+impl std::fmt::Debug for HardwareBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HardwareBody").field("serial", &self.serial).finish_non_exhaustive()
+    }
+}
+
 fn ask_by_default() -> bool {
     true
 }
@@ -246,6 +258,12 @@ pub struct HardwareFields {
     code: String,
     #[serde(default)]
     ask_at_login: Option<String>,
+}
+
+impl std::fmt::Debug for HardwareFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HardwareFields").field("serial", &self.serial).finish_non_exhaustive()
+    }
 }
 
 impl FormCsrf for HardwareFields {
@@ -488,10 +506,16 @@ fn code_page(lang: Lang, partial: &Partial, error: Option<String>) -> OtpCodePag
 }
 
 /// The code form's fields.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct CodeFields {
     csrf: String,
     code: String,
+}
+
+impl std::fmt::Debug for CodeFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeFields").finish_non_exhaustive()
+    }
 }
 
 impl FormCsrf for CodeFields {
