@@ -545,8 +545,15 @@ impl Otp {
         let stored = self
             .store
             .update(login_id, &mut |t| {
-                if t.state != want || t.stopped {
+                if t.stopped {
                     verdict = Verdict::Stopped;
+                    return;
+                }
+                // Replaced or moved on since it was read (a new token, a first verification
+                // that won): this code was checked against another secret or state, and says
+                // nothing about this token.
+                if t.state != want || t.sealed_secret != token.sealed_secret {
+                    verdict = Verdict::Wrong { failures: t.failures };
                     return;
                 }
                 match matched {
