@@ -208,6 +208,17 @@ fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 
+/// The time step whose code `code` is, if it is the code of the current step or one either
+/// side; compared in constant time.
+fn matching_step(totp: &totp_rs::Totp, step_secs: u32, code: &str, now: OffsetDateTime) -> Option<u64> {
+    let step_secs = u64::from(step_secs);
+    let current = unix(now) / step_secs;
+    [current.saturating_sub(1), current, current + 1].into_iter().find(|&step| {
+        let expected = totp.generate(step * step_secs).to_string();
+        aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), code.as_bytes()).is_ok()
+    })
+}
+
 impl Otp {
     /// The service over `store`, sealing with `key`.
     pub fn new(store: Arc<dyn OtpStore>, key: OtpKey, settings: OtpSettings) -> Self {
@@ -264,18 +275,7 @@ impl Otp {
         let unknown = || WebError::new(ErrorCode::NotFound, "no unregistered hardware token has this serial number");
         let seed =
             self.store.seed(serial).map_err(store_error)?.filter(|s| s.assigned_to.is_none()).ok_or_else(unknown)?;
-        match self.token(login_id)? {
-            Some(t) if t.state == OtpState::Active => {
-                return Err(WebError::new(
-                    ErrorCode::Exists,
-                    "this login ID has a token in use (one per login ID); it must be revoked first",
-                ));
-            }
-            Some(OtpToken { state: OtpState::Revoked, revoked_at: Some(at), .. }) if now < self.reissue_from(at) => {
-                return Err(WebError::new(ErrorCode::OtpReissueWait, "a new token cannot be registered yet"));
-            }
-            _ => {}
-        }
+        self.may_have_new_token(login_id, now)?;
         let secret = self.key.open(&format!("hw:{serial}"), &seed.sealed_secret)?;
         let code = parse_code(code, seed.digits)?;
         let candidate = OtpToken {
@@ -296,13 +296,7 @@ impl Otp {
             ask_at_login,
         };
         let totp = self.totp(login_id, &secret, &candidate)?;
-        let step_secs = u64::from(seed.step_secs);
-        let current = unix(now) / step_secs;
-        let matched = [current.saturating_sub(1), current, current + 1].into_iter().find(|&step| {
-            let expected = totp.generate(step * step_secs).to_string();
-            aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), code.as_bytes()).is_ok()
-        });
-        let Some(step) = matched else {
+        let Some(step) = matching_step(&totp, seed.step_secs, code, now) else {
             return Err(WebError::new(ErrorCode::InvalidOtp, "the code is not the token's current one-time password"));
         };
         if !self.store.assign_seed(serial, login_id).map_err(store_error)? {
@@ -369,18 +363,9 @@ impl Otp {
         after_wait.max(night_end.to_offset(UtcOffset::UTC))
     }
 
-    /// Issues a pending token for `login_id` (replacing a pending one); refused while it has an
-    /// active token, and within the waiting time after a revocation.
-    pub fn issue(
-        &self,
-        login_id: &str,
-        mail: &str,
-        activation_password: &Password,
-        step_secs: Option<u32>,
-        now: OffsetDateTime,
-    ) -> Result<Provisioning, WebError> {
-        check_mail(mail)?;
-        check_activation_password(activation_password)?;
+    /// Refuses a new token while `login_id` has one in use (one per login ID), and within the
+    /// waiting time after a revocation, saying from when.
+    fn may_have_new_token(&self, login_id: &str, now: OffsetDateTime) -> Result<(), WebError> {
         match self.token(login_id)? {
             Some(t) if t.state == OtpState::Active => {
                 return Err(WebError::new(
@@ -397,6 +382,22 @@ impl Otp {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Issues a pending token for `login_id` (replacing a pending one); refused while it has an
+    /// active token, and within the waiting time after a revocation.
+    pub fn issue(
+        &self,
+        login_id: &str,
+        mail: &str,
+        activation_password: &Password,
+        step_secs: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<Provisioning, WebError> {
+        check_mail(mail)?;
+        check_activation_password(activation_password)?;
+        self.may_have_new_token(login_id, now)?;
         let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
         aws_lc_rs::rand::fill(&mut *secret).map_err(|e| WebError::internal("random", e))?;
         let mut id = [0u8; 5];
@@ -533,13 +534,7 @@ impl Otp {
         let code = parse_code(code, token.digits)?;
         let secret = self.key.open(login_id, &token.sealed_secret)?;
         let totp = self.totp(login_id, &secret, &token)?;
-        let step_secs = u64::from(token.step_secs);
-        let current = unix(now) / step_secs;
-        // The step whose code this is, if any of the current one and one either side.
-        let matched = [current.saturating_sub(1), current, current + 1].into_iter().find(|&step| {
-            let expected = totp.generate(step * step_secs).to_string();
-            aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), code.as_bytes()).is_ok()
-        });
+        let matched = matching_step(&totp, token.step_secs, code, now);
         let max_failures = self.settings.max_failures;
         let mut verdict = Verdict::Wrong { failures: 0 };
         let stored = self
