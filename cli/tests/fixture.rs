@@ -38,6 +38,24 @@ fn make_set(dir: &Path) -> Value {
     serde_json::from_str(&read(&dir.join("manifest.json"))).expect("manifest.json is JSON")
 }
 
+/// `openssl verify -crl_check_all -purpose sslclient` of a manifest entry's certificate against
+/// the set's root, issuing CA and CRLs.
+fn verify_client(dir: &Path, e: &Value) -> common::Out {
+    openssl([
+        "verify",
+        "-CAfile",
+        s(&dir.join("root.pem")),
+        "-untrusted",
+        s(&dir.join("ca.pem")),
+        "-CRLfile",
+        s(&dir.join("crls.pem")),
+        "-crl_check_all",
+        "-purpose",
+        "sslclient",
+        s(&dir.join(e["certificate"].as_str().expect("certificate"))),
+    ])
+}
+
 fn entry<'a>(manifest: &'a Value, name: &str) -> &'a Value {
     manifest["certificates"]
         .as_array()
@@ -56,19 +74,7 @@ fn every_state_is_told_apart_by_openssl_verify_and_the_manifest_says_so() {
         let e = entry(&manifest, name);
         assert_eq!(e["state"], state, "{e}");
         assert_eq!(e["role"], "client");
-        let out = openssl([
-            "verify",
-            "-CAfile",
-            s(&dir.join("root.pem")),
-            "-untrusted",
-            s(&dir.join("ca.pem")),
-            "-CRLfile",
-            s(&dir.join("crls.pem")),
-            "-crl_check_all",
-            "-purpose",
-            "sslclient",
-            s(&dir.join(e["certificate"].as_str().expect("certificate"))),
-        ]);
+        let out = verify_client(&dir, e);
         let said = format!("{}{}", out.stdout, out.stderr);
         match verdict {
             None => {
@@ -331,19 +337,7 @@ fn a_set_from_the_data_directory_is_recorded_revoked_and_answered_by_the_service
     // openssl judges the files against the data directory's root and the published CRLs.
     for (name, code) in [("alice", 0), ("mallory", 23), ("stranger", 20)] {
         let e = entry(&manifest, name);
-        let out = openssl([
-            "verify",
-            "-CAfile",
-            s(&out_dir.join("root.pem")),
-            "-untrusted",
-            s(&out_dir.join("ca.pem")),
-            "-CRLfile",
-            s(&out_dir.join("crls.pem")),
-            "-crl_check_all",
-            "-purpose",
-            "sslclient",
-            s(&out_dir.join(e["certificate"].as_str().expect("certificate"))),
-        ]);
+        let out = verify_client(&out_dir, e);
         let said = format!("{}{}", out.stdout, out.stderr);
         match code {
             0 => assert!(out.status.success(), "{name}: {said}"),

@@ -471,6 +471,15 @@ impl Accounts {
             .ok_or_else(|| AccountError::NotFound(login_id.to_owned()))
     }
 
+    /// The account that holds `account`'s contract (personal or business, OTP rules): the
+    /// master itself, or a general user's master.
+    pub fn contract_of(&self, account: &Account) -> Result<Option<Account>, AccountError> {
+        match account.role {
+            Role::Master => Ok(Some(account.clone())),
+            Role::General => self.get(&account.master),
+        }
+    }
+
     /// Replaces the account's allowed-names policy.
     pub fn set_allowed_names(
         &self,

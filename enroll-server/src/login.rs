@@ -54,10 +54,7 @@ async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(S
 
 /// Whether the account's contract (set on its master) requires OTP.
 fn contract_requires_otp(state: &Shared, account: &Account) -> Result<bool, WebError> {
-    Ok(match account.role {
-        Role::Master => account.otp_required,
-        Role::General => state.accounts.get(&account.master)?.is_some_and(|m| m.otp_required),
-    })
+    Ok(state.accounts.contract_of(account)?.is_some_and(|m| m.otp_required))
 }
 
 /// The refusal for a user whose OTP use is stopped, naming who lifts it.

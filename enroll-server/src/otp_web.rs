@@ -207,12 +207,9 @@ fn contract_personal(state: &Shared, account: &Account) -> bool {
     contract_of(state, account).is_some_and(|m| m.personal)
 }
 
-/// The account that holds the contract: the master itself, or a general user's master.
+/// The account that holds the contract, if it can be read.
 fn contract_of(state: &Shared, account: &Account) -> Option<Account> {
-    match account.role {
-        crate::accounts::Role::Master => Some(account.clone()),
-        crate::accounts::Role::General => state.accounts.get(&account.master).ok().flatten(),
-    }
+    state.accounts.contract_of(account).ok().flatten()
 }
 
 /// Registers a hardware token for the session's account, audits it, and finishes a login
