@@ -353,6 +353,9 @@ fn ocsp_answers_good_revoked_and_unknown_and_openssl_verifies_them() {
     let raw = download(&service, &format!("/ocsp/{base64}"), &work.join("get-raw.der"));
     raw.expect(200);
     assert_eq!(raw.body, fetched.body, "the raw GET gets the cached answer the encoded one got");
+    let slashed = download(&service, &format!("/ocsp/{}/", url_encode(&base64)), &work.join("get-slash.der"));
+    slashed.expect(200);
+    assert_eq!(slashed.body, fetched.body, "a trailing slash after the request is dropped");
 
     // Revoked while serving: the very next query says so.
     let before = OffsetDateTime::now_utc().replace_nanosecond(0).expect("whole seconds");

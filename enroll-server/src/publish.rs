@@ -82,9 +82,16 @@ pub async fn ocsp_post(State(state): State<Shared>, headers: HeaderMap, body: By
     ocsp_answer(state, body.to_vec()).await
 }
 
-/// `GET /ocsp/{base64 of the DER request}` (RFC 5019 §5), the base64 URL-encoded.
+/// `GET /ocsp/{base64 of the DER request}` (RFC 5019 §5), the base64 URL-encoded. A slash
+/// some clients append is dropped when it cannot be the last base64 digit (after padding, or
+/// one character past whole groups of four).
 pub async fn ocsp_get(State(state): State<Shared>, Path(encoded): Path<String>) -> Response {
-    match pki::encoding::base64_decode(&encoded) {
+    let digits = encoded.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').count();
+    let encoded = match encoded.strip_suffix('/') {
+        Some(rest) if rest.ends_with('=') || digits % 4 == 1 => rest,
+        _ => encoded.as_str(),
+    };
+    match pki::encoding::base64_decode(encoded) {
         Some(der) => ocsp_answer(state, der).await,
         None => ocsp_answer(state, Vec::new()).await,
     }

@@ -84,8 +84,7 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Decodes base64 leniently, as OCSP GET requests arrive (RFC 5019 §5): the standard and the
-/// URL-safe alphabets, padding optional, whitespace and a trailing slash ignored. `None` for
-/// anything else.
+/// URL-safe alphabets, padding optional, whitespace ignored. `None` for anything else.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let value = |c: u8| -> Option<u32> {
         Some(u32::from(match c {
@@ -98,7 +97,6 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }))
     };
     let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
-    let clean = clean.strip_suffix(b"/").unwrap_or(&clean);
     let mut out = Vec::with_capacity(clean.len() * 3 / 4);
     for chunk in clean.chunks(4) {
         let mut acc = 0u32;
@@ -362,6 +360,9 @@ mod tests {
         assert_eq!(base64_decode("T"), None);
         assert_eq!(base64_decode("T!=="), None);
         assert_eq!(base64_decode("-_8/"), base64_decode("+/8/"));
+        // '/' is a digit like any other, also the last one (a PSKC value once lost its last byte).
+        assert_eq!(base64_decode("////"), Some(vec![0xff, 0xff, 0xff]));
+        assert_eq!(base64_decode("AAA/"), Some(vec![0x00, 0x00, 0x3f]));
         let t = OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("time");
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
     }
