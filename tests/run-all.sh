@@ -7,7 +7,8 @@
 #     afl++ (the fuzz targets, with cargo-afl from crates.io), strongswan-pki with
 #     libstrongswan-extra-plugins (strongSwan's EST client), oathtool (codes as an authenticator
 #     app computes them), zbar-tools and librsvg2-bin (the OTP QR code, rendered and read back),
-#     poppler-utils (the customer card's PDF, read back by pdftotext)
+#     poppler-utils (the customer card's PDF, read back by pdftotext), softhsm2 and opensc
+#     (CA keys in a PKCS#11 token, checked with pkcs11-tool)
 #   pkilint and aiosmtpd: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
 #   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
 set -euo pipefail
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++ strongswan-pki libstrongswan-extra-plugins oathtool zbar-tools librsvg2-bin poppler-utils)
+packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++ strongswan-pki libstrongswan-extra-plugins oathtool zbar-tools librsvg2-bin poppler-utils softhsm2 opensc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -78,6 +78,7 @@ fn child(entries: usize) -> Result<(), String> {
         root_cert_url: None,
         ca_ocsp_url: None,
         config_toml: String::new(),
+        token: None,
     };
     let ca_pass = Passphrase::new("bench issuing passphrase".into());
     ceremony::init(
@@ -98,7 +99,7 @@ fn child(entries: usize) -> Result<(), String> {
         default_days: 365,
         max_days: 825,
     };
-    let authority = CertificateAuthority::new(&der, Box::new(signer), ledger, settings).expect("ca");
+    let authority = CertificateAuthority::new(&der, signer, ledger, settings).expect("ca");
     let socket = dir.path().join("signer.sock");
     let listener = ca::remote::bind(&socket).expect("bind");
     let service =

@@ -148,6 +148,7 @@ fn bench() -> Result<(), String> {
         root_cert_url: Some("http://127.0.0.1:8080/root.crt".into()),
         ca_ocsp_url: None,
         config_toml: String::new(),
+        token: None,
     };
     let root_pass = Passphrase::new("bench root passphrase".into());
     let ca_pass = Passphrase::new("bench ca passphrase".into());
@@ -163,7 +164,7 @@ fn bench() -> Result<(), String> {
     let authority = |db: &str, durability| {
         let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
         let store = Arc::new(SledStore::open_with(&dir.path().join(db), durability).expect("store"));
-        let ca = CertificateAuthority::new(&der, Box::new(signer), store.clone(), settings.clone()).expect("ca");
+        let ca = CertificateAuthority::new(&der, signer, store.clone(), settings.clone()).expect("ca");
         (ca, store)
     };
 
@@ -205,13 +206,13 @@ fn bench() -> Result<(), String> {
     let (stage_signer, _) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
     stage("validate CSR (parse+verify)", &|| drop(pki::csr::validate(&csr).expect("csr")));
     stage("prepare (build+lint TBS)", &|| drop(prepare().expect("prepare")));
-    stage("sign", &|| drop(ca::Signer::sign(&stage_signer, prepared.tbs_der()).expect("sign")));
+    stage("sign", &|| drop(stage_signer.sign(prepared.tbs_der()).expect("sign")));
 
     let (fast_ca, fast_store) = authority("db-unsafe", Durability::Unsafe);
     let ledger_ca = |path: &str, synced: bool| {
         let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
         let ledger = Arc::new(ca::ledger::LogLedger::open_with(&dir.path().join(path), synced).expect("ledger"));
-        let ca = CertificateAuthority::new(&der, Box::new(signer), ledger.clone(), settings.clone()).expect("ca");
+        let ca = CertificateAuthority::new(&der, signer, ledger.clone(), settings.clone()).expect("ca");
         (ca, ledger)
     };
     let (log_ca, log) = ledger_ca("ledger.log", true);

@@ -10,6 +10,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::authority::random_serial;
 use crate::layout::{self, DataDir};
+use crate::pkcs11::TokenKey;
 use crate::signer::{CaKeyType, FileSigner, RcgenKey, Signer};
 use crate::{Error, Passphrase};
 
@@ -33,6 +34,54 @@ pub struct InitOptions {
     pub ca_ocsp_url: Option<String>,
     /// The commented configuration file to write beside the keys.
     pub config_toml: String,
+    /// Make both keys inside this PKCS#11 token instead of encrypted files.
+    pub token: Option<TokenOptions>,
+}
+
+/// The token `init` makes the CA keys in.
+#[derive(Debug, Clone)]
+pub struct TokenOptions {
+    /// The PKCS#11 module (shared library).
+    pub module: std::path::PathBuf,
+    /// The token's label.
+    pub token_label: String,
+}
+
+/// A new CA key: in a file (written encrypted) or in a token (the file names it).
+enum NewKey {
+    File(FileSigner),
+    Token(crate::pkcs11::TokenSigner, TokenKey),
+}
+
+impl NewKey {
+    fn make(options: &InitOptions, role: &str, pin: &Passphrase) -> Result<Self, Error> {
+        match &options.token {
+            None => Ok(Self::File(FileSigner::generate(options.key_type)?)),
+            Some(token) => {
+                let suffix = pki::encoding::hex(&random_serial()?.as_bytes()[..4]);
+                let key = TokenKey {
+                    pkcs11_module: token.module.clone(),
+                    token_label: token.token_label.clone(),
+                    key_label: format!("inkan-{role}-{suffix}"),
+                };
+                Ok(Self::Token(key.generate(pin, options.key_type)?, key))
+            }
+        }
+    }
+
+    fn signer(&self) -> &dyn Signer {
+        match self {
+            Self::File(s) => s,
+            Self::Token(s, _) => s,
+        }
+    }
+
+    fn file_text(&self, passphrase: &Passphrase) -> Result<zeroize::Zeroizing<String>, Error> {
+        match self {
+            Self::File(s) => s.to_encrypted_pem(passphrase),
+            Self::Token(_, key) => Ok(zeroize::Zeroizing::new(key.to_file_text())),
+        }
+    }
 }
 
 /// What `init` made.
@@ -47,7 +96,9 @@ pub struct InitReport {
 /// Creates the offline root and the issuing CA signed by it under `dir`.
 ///
 /// Refuses if any CA file exists. Everything is written into a staging directory first and
-/// moved into place at the end, so a failure leaves no partial CA behind.
+/// moved into place at the end, so a failure leaves no partial CA behind. With a token, both
+/// passphrases are its user PIN (no strength rule: the token sets its own), and the keys are
+/// made there with fresh labels.
 pub fn init(
     dir: &DataDir,
     options: &InitOptions,
@@ -55,8 +106,10 @@ pub fn init(
     ca_passphrase: &Passphrase,
     now: OffsetDateTime,
 ) -> Result<InitReport, Error> {
-    root_passphrase.check_strength()?;
-    ca_passphrase.check_strength()?;
+    if options.token.is_none() {
+        root_passphrase.check_strength()?;
+        ca_passphrase.check_strength()?;
+    }
     for path in dir.ca_files().iter().chain([&dir.config()]) {
         if path.exists() {
             return Err(Error::AlreadyInitialised { path: path.clone() });
@@ -72,14 +125,16 @@ pub fn init(
     Validity::for_days(now, options.ca_days, Some(&root_validity))?;
     layout::create_private_dir(dir.path())?;
 
-    let root = FileSigner::generate(options.key_type)?;
+    let root_key = NewKey::make(options, "root", root_passphrase)?;
+    let root = root_key.signer();
     let root_params =
         profile::root_ca_params(&options.organization, &random_serial()?, &root_validity, root.public_key());
     let root_cert = root_params
-        .self_signed(&RcgenKey(&root))
+        .self_signed(&RcgenKey(root))
         .map_err(|e| pki::Error::Encoding { what: "root certificate", detail: e.to_string() })?;
 
-    let ca = FileSigner::generate(options.key_type)?;
+    let ca_key = NewKey::make(options, "ca", ca_passphrase)?;
+    let ca = ca_key.signer();
     let ca_validity = Validity::for_days(now, options.ca_days, Some(&root_validity))?;
     let ca_params = profile::issuing_ca_params(
         &options.organization,
@@ -90,7 +145,7 @@ pub fn init(
         options.root_cert_url.as_deref(),
         options.ca_ocsp_url.as_deref(),
     );
-    let root_issuer = rcgen::Issuer::from_params(&root_params, RcgenKey(&root));
+    let root_issuer = rcgen::Issuer::from_params(&root_params, RcgenKey(root));
     let ca_cert = ca_params
         .signed_by(ca.public_key(), &root_issuer)
         .map_err(|e| pki::Error::Encoding { what: "issuing CA certificate", detail: e.to_string() })?;
@@ -105,10 +160,10 @@ pub fn init(
     let staged = DataDir::new(&staging);
     layout::create_private_dir(&staged.root_dir())?;
     layout::create_private_dir(&staged.ca_dir())?;
-    layout::write_new(&staged.root_key(), root.to_encrypted_pem(root_passphrase)?.as_bytes(), 0o600)?;
+    layout::write_new(&staged.root_key(), root_key.file_text(root_passphrase)?.as_bytes(), 0o600)?;
     layout::write_new(&staged.root_cert(), root_cert.pem().as_bytes(), 0o644)?;
     layout::write_new(&staged.root_crl_number(), b"0\n", 0o644)?;
-    layout::write_new(&staged.ca_key(), ca.to_encrypted_pem(ca_passphrase)?.as_bytes(), 0o600)?;
+    layout::write_new(&staged.ca_key(), ca_key.file_text(ca_passphrase)?.as_bytes(), 0o600)?;
     layout::write_new(&staged.ca_cert(), ca_cert.pem().as_bytes(), 0o644)?;
     layout::write_new(&staged.config(), options.config_toml.as_bytes(), 0o644)?;
 
@@ -122,11 +177,19 @@ pub fn init(
     Ok(InitReport { root_der: root_cert.der().to_vec(), ca_der: ca_cert.der().to_vec() })
 }
 
-/// Loads a CA key and checks it against its certificate.
-pub fn load_signer(key: &Path, certificate: &Path, passphrase: &Passphrase) -> Result<(FileSigner, Vec<u8>), Error> {
+/// Loads a CA key and checks it against its certificate. `key` is an encrypted key file
+/// (`passphrase` decrypts it) or names a key in a PKCS#11 token (`passphrase` is its PIN).
+pub fn load_signer(
+    key: &Path,
+    certificate: &Path,
+    passphrase: &Passphrase,
+) -> Result<(Box<dyn Signer>, Vec<u8>), Error> {
     let der = layout::read_certificate(certificate)?;
     let issuer = IssuerInfo::from_der(&der)?;
-    let signer = FileSigner::load(key, passphrase)?;
+    let signer: Box<dyn Signer> = match TokenKey::read(key)? {
+        Some(token) => Box::new(token.open(passphrase)?),
+        None => Box::new(FileSigner::load(key, passphrase)?),
+    };
     if signer.public_key() != issuer.public_key() {
         return Err(Error::KeyMismatch { key: key.into(), certificate: certificate.into() });
     }

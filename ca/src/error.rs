@@ -55,6 +55,13 @@ pub enum Error {
         /// The file found.
         path: PathBuf,
     },
+    /// A key in a PKCS#11 token that cannot be made, found or used (no such token or key,
+    /// a wrong PIN, a module that does not load).
+    #[error("PKCS#11: {detail}")]
+    Token {
+        /// What was wrong (never the PIN).
+        detail: String,
+    },
     /// The signing operation failed in the crypto library.
     #[error("signing failed in the crypto library")]
     Signing,

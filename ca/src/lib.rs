@@ -1,6 +1,7 @@
 //! inkan's certificate authority: the only crate that opens private keys.
 //!
-//! - [`signer`]: the [`Signer`] trait and the encrypted-PKCS#8 [`FileSigner`].
+//! - [`signer`]: the [`Signer`] trait and the encrypted-PKCS#8 [`FileSigner`]; [`pkcs11`]: a
+//!   key inside a PKCS#11 token ([`pkcs11::TokenSigner`]).
 //! - [`authority`]: [`CertificateAuthority`], which issues in the order of ARCHITECTURE.md
 //!   (validate → prepare and lint → record pending → sign → record certificate → return) and
 //!   signs CRLs with a persisted, monotonic number.
@@ -33,6 +34,7 @@ mod error;
 pub mod fixture;
 pub mod layout;
 pub mod ledger;
+pub mod pkcs11;
 pub mod remote;
 pub mod responder;
 mod secret;

@@ -41,7 +41,7 @@ pub fn local_authority(
 ) -> Result<CertificateAuthority, Error> {
     let (signer, der) = crate::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), passphrase)?;
     let ledger = LogLedger::open_with(&dir.ledger(), durability == Durability::Flush)?;
-    CertificateAuthority::new(&der, Box::new(signer), Arc::new(ledger), settings)
+    CertificateAuthority::new(&der, signer, Arc::new(ledger), settings)
 }
 
 /// Keeps the latest CRL under DATA_DIR/crl/, where the HTTP listener serves it from.

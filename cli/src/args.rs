@@ -564,6 +564,14 @@ pub struct InitArgs {
     pub root_passphrase_file: Option<PathBuf>,
     #[command(flatten)]
     pub ca_passphrase: CaPassphraseArg,
+    /// Make both CA keys inside a PKCS#11 token (non-extractable) with this module (a shared
+    /// library, e.g. /usr/lib/softhsm/libsofthsm2.so). The token's user PIN then comes from
+    /// --ca-passphrase-file, INKAN_CA_PASSPHRASE or a prompt, here and wherever a CA key is used.
+    #[arg(long, value_name = "PATH", requires = "token_label")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The label of the token to make the keys in (with --pkcs11-module).
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pub token_label: Option<String>,
 }
 
 /// `inkan issue`.

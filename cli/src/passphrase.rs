@@ -1,5 +1,6 @@
 //! Where passphrases come from: a file named by a flag, an environment variable, or a prompt
-//! on the terminal. Never from an argument, so they stay out of `ps` and shell history.
+//! on the terminal. Never from an argument, so they stay out of `ps` and shell history. For a
+//! key in a PKCS#11 token the same sources give the token's user PIN.
 
 use std::path::Path;
 
@@ -56,6 +57,23 @@ fn first_line(path: &Path) -> anyhow::Result<String> {
 
 /// Resolves the passphrase for `key`. With `confirm` (a new key), a prompt asks twice.
 pub fn resolve(key: Key, file: Option<&Path>, confirm: bool) -> anyhow::Result<Passphrase> {
+    resolve_as(key, file, confirm, None)
+}
+
+/// Resolves what unlocks the existing key file `key_file`: its passphrase, or the user PIN of
+/// the token it names (from the same file, variable or prompt).
+pub fn resolve_for(key: Key, key_file: &Path, file: Option<&Path>) -> anyhow::Result<Passphrase> {
+    let token = ca::pkcs11::TokenKey::read(key_file).ok().flatten().map(|t| t.token_label);
+    resolve_as(key, file, false, token.as_deref())
+}
+
+/// Resolves the user PIN of the token `token_label` through `key`'s sources (`init` with a
+/// token: the PIN exists already, so a prompt asks once).
+pub fn resolve_pin(key: Key, file: Option<&Path>, token_label: &str) -> anyhow::Result<Passphrase> {
+    resolve_as(key, file, false, Some(token_label))
+}
+
+fn resolve_as(key: Key, file: Option<&Path>, confirm: bool, token: Option<&str>) -> anyhow::Result<Passphrase> {
     if let Some(file) = file {
         let first = first_line(file)
             .with_context(|| format!("reading the {} passphrase from {}", key.name(), file.display()))?;
@@ -73,7 +91,10 @@ pub fn resolve(key: Key, file: Option<&Path>, confirm: bool) -> anyhow::Result<P
         }
         return Ok(Passphrase::new(value));
     }
-    let prompt = format!("Passphrase for the {}: ", key.name());
+    let prompt = match token {
+        Some(label) => format!("User PIN of token {label:?} ({}): ", key.name()),
+        None => format!("Passphrase for the {}: ", key.name()),
+    };
     let first = rpassword::prompt_password(&prompt).map_err(|_| {
         anyhow::anyhow!(
             "no passphrase for the {}: set {}, pass {} FILE, or run in a terminal",

@@ -58,7 +58,7 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
             default_days: 365,
             max_days: 825,
         };
-        let authority = CertificateAuthority::new(&der, Box::new(signer), store, settings).unwrap();
+        let authority = CertificateAuthority::new(&der, signer, store, settings).unwrap();
         let started = Instant::now();
         std::thread::scope(|s| {
             for t in 0..THREADS {

@@ -45,6 +45,7 @@ fn backdated_ca(days_ago: i64) -> TestCa {
         root_cert_url: Some("http://127.0.0.1:8080/root.crt".into()),
         ca_ocsp_url: None,
         config_toml: read(&proto.join("inkan.toml")),
+        token: None,
     };
     let then = OffsetDateTime::now_utc() - time::Duration::days(days_ago);
     ca::ceremony::init(

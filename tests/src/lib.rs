@@ -146,12 +146,13 @@ impl TestCa {
             root_cert_url: Some(format!("{BASE}/root.crt")),
             ca_ocsp_url: None,
             config_toml: "# test\n".into(),
+            token: None,
         };
         let ca_pass = Passphrase::new("test issuing passphrase".into());
         ceremony::init(&data, &options, &root_passphrase(), &ca_pass, time::OffsetDateTime::now_utc()).unwrap();
         let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).unwrap();
         let registry = Arc::new(SledStore::open(&data.db()).unwrap());
-        let ca = CertificateAuthority::new(&der, Box::new(signer), registry.clone(), settings()).unwrap();
+        let ca = CertificateAuthority::new(&der, signer, registry.clone(), settings()).unwrap();
         Self { root_pem: data.root_cert(), ca_pem: data.ca_cert(), dir, data, ca, registry }
     }
 

@@ -202,8 +202,7 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
     let registry = Arc::new(SledStore::open(&data.db()).unwrap());
     let (signer, der) =
         ca::ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(CA_PASS.into())).unwrap();
-    let reopened =
-        CertificateAuthority::new(&der, Box::new(signer), registry.clone(), inkan_tests::settings()).unwrap();
+    let reopened = CertificateAuthority::new(&der, signer, registry.clone(), inkan_tests::settings()).unwrap();
     let entries = ca::Registry::revoked_unexpired(registry.as_ref(), now).unwrap();
     let listed: Vec<String> = entries.iter().map(|e| e.serial.to_string()).collect();
     assert_eq!(listed, [revoked.record.serial.to_string()], "the revocation survives reopening");

@@ -42,7 +42,7 @@ pub fn root_crl(args: &RootSignCrlArgs) -> anyhow::Result<()> {
             dir.path().display()
         );
     }
-    let passphrase = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), false)?;
+    let passphrase = passphrase::resolve_for(Key::Root, &dir.root_key(), args.root_passphrase_file.as_deref())?;
     let published = publish_root(&dir, &passphrase, args.days)?;
     if let Some(out) = &args.out {
         super::write_output(Some(out), &published.crl)?;

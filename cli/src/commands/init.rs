@@ -24,6 +24,14 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
             anyhow::bail!("{} already exists; refusing to overwrite an existing CA", path.display());
         }
     }
+    if let Some(label) = &args.token_label {
+        if key_type == ca::CaKeyType::Ed25519 {
+            anyhow::bail!("--key-type ed25519 is not made in a token; use ecdsa-p256, ecdsa-p384 or rsa-3072");
+        }
+        // One token, one user PIN for both keys.
+        let pin = passphrase::resolve_pin(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), label)?;
+        return create(&dir, args, key_type, &pin, &pin);
+    }
     let root_pass = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), true)?;
     let ca_pass = passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), true)?;
     create(&dir, args, key_type, &root_pass, &ca_pass)
@@ -37,7 +45,13 @@ pub fn create(
     root_pass: &ca::Passphrase,
     ca_pass: &ca::Passphrase,
 ) -> anyhow::Result<()> {
-    if root_pass == ca_pass {
+    let token = match (&args.pkcs11_module, &args.token_label) {
+        (Some(module), Some(label)) => {
+            Some(ca::ceremony::TokenOptions { module: module.clone(), token_label: label.clone() })
+        }
+        _ => None,
+    };
+    if token.is_none() && root_pass == ca_pass {
         anyhow::bail!("use different passphrases for the root and the issuing CA keys");
     }
     let urls = Urls::new(&args.base_url);
@@ -50,8 +64,12 @@ pub fn create(
         root_cert_url: Some(urls.root_cert),
         ca_ocsp_url: Some(urls.ocsp),
         config_toml: config::default_toml(&args.org, &args.base_url, &args.server_names),
+        token,
     };
-    eprintln!("Creating the root and issuing CA keys ({}) ...", args.key_type);
+    match &args.token_label {
+        Some(label) => eprintln!("Creating the root and issuing CA keys ({}) in token {label:?} ...", args.key_type),
+        None => eprintln!("Creating the root and issuing CA keys ({}) ...", args.key_type),
+    }
     let report =
         ceremony::init(dir, &options, root_pass, ca_pass, time::OffsetDateTime::now_utc()).context("inkan init")?;
     let config = config::Config::load(&dir.config())?;
@@ -73,7 +91,12 @@ pub fn create(
     let root = Summary::from_der(&report.root_der)?;
     let ca = Summary::from_der(&report.ca_der)?;
     println!("Created a CA in {}", dir.path().display());
-    println!("  root CA     {}  (offline: keep root/root.key and its passphrase apart)", root.subject);
+    match &args.token_label {
+        Some(label) => {
+            println!("  root CA     {}  (its key is in token {label:?}; root/root.key names it)", root.subject)
+        }
+        None => println!("  root CA     {}  (offline: keep root/root.key and its passphrase apart)", root.subject),
+    }
     println!("              SHA-256 {}", root.sha256_fingerprint);
     println!("              valid until {}", pki::encoding::rfc3339(root.not_after));
     println!("  issuing CA  {}", ca.subject);

@@ -176,7 +176,7 @@ fn admin(
             let issuer = match (&registry, needs.issuer) {
                 (Some(registry), true) => {
                     let file = pass.and_then(|p| p.ca_passphrase_file.as_deref());
-                    let passphrase = passphrase::resolve(Key::Ca, file, false)?;
+                    let passphrase = passphrase::resolve_for(Key::Ca, &dir.ca_key(), file)?;
                     let authority =
                         local_authority(dir, config.profile_settings(), &passphrase, ca::sled_store::Durability::Flush)
                             .map_err(|e| in_use(e.to_string(), &dir.ledger()))?;

@@ -53,6 +53,8 @@ fn dev_setup(dir: &DataDir) -> anyhow::Result<PathBuf> {
         root_crl_days: 365,
         root_passphrase_file: None,
         ca_passphrase: crate::args::CaPassphraseArg { ca_passphrase_file: None },
+        pkcs11_module: None,
+        token_label: None,
     };
     super::init::create(dir, &args, ca::CaKeyType::EcdsaP256, &passes[0], &passes[1])?;
     Ok(secrets)
@@ -74,8 +76,26 @@ fn lock_data_dir(dir: &DataDir) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// What a PKCS#11 module may need from the environment, the only variables the signer child
+/// inherits: SoftHSM's configuration file, and the variables named (comma-separated) in
+/// INKAN_PKCS11_ENV for other modules.
+fn module_environment() -> Vec<(String, std::ffi::OsString)> {
+    let named = std::env::var("INKAN_PKCS11_ENV").unwrap_or_default();
+    let names = std::iter::once("SOFTHSM2_CONF").chain(named.split(',').map(str::trim).filter(|n| !n.is_empty()));
+    let mut passed = Vec::new();
+    for name in names {
+        if name.starts_with("INKAN_") {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(name) {
+            passed.push((name.to_owned(), value));
+        }
+    }
+    passed
+}
+
 /// The signer child: the passphrase on its standard input, then a pipe it watches; no
-/// environment of ours.
+/// environment of ours but what a PKCS#11 module reads ([`module_environment`]).
 fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase, no_fsync: bool) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the inkan executable")?;
     let mut child = Command::new(exe)
@@ -85,6 +105,7 @@ fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase, no_fsync:
         .arg(socket)
         .args(no_fsync.then_some("--danger-no-fsync"))
         .env_clear()
+        .envs(module_environment())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -208,7 +229,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 );
             }
             require_ca(&dir)?;
-            let passphrase = Arc::new(passphrase::resolve(Key::Ca, ca_pass_file.as_deref(), false)?);
+            let passphrase = Arc::new(passphrase::resolve_for(Key::Ca, &dir.ca_key(), ca_pass_file.as_deref())?);
             passphrase_lock = sandbox::lock_in_memory(passphrase.expose_for_pipe());
             // Checked here, where the operator sees the answer, before the child tries.
             ca::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), &passphrase)?;

@@ -28,7 +28,7 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
         }
         Passphrase::new(line)
     } else {
-        passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), false)?
+        passphrase::resolve_for(Key::Ca, &dir.ca_key(), args.ca_passphrase.ca_passphrase_file.as_deref())?
     };
     let durability = if args.danger_no_fsync { Durability::Unsafe } else { Durability::Flush };
     let authority = local_authority(&dir, config.profile_settings(), &passphrase, durability)

@@ -614,8 +614,7 @@ impl TestCa {
             default_days: 365,
             max_days: 825,
         };
-        let authority =
-            ca::CertificateAuthority::new(&der, Box::new(signer), ledger, settings).expect("the CA library");
+        let authority = ca::CertificateAuthority::new(&der, signer, ledger, settings).expect("the CA library");
         let csr = std::fs::read(csr).expect("reading the CSR");
         let request = ca::IssueRequest {
             csr: &csr,

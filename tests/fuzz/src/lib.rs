@@ -20,6 +20,7 @@ pub fn signer() -> &'static ca::remote::SignerService {
                 root_cert_url: None,
                 ca_ocsp_url: None,
                 config_toml: String::new(),
+                token: None,
             };
             ca::ceremony::init(&dir, &options, &root, &pass, time::OffsetDateTime::now_utc()).expect("init");
             let settings = pki::ProfileSettings {
