@@ -14,6 +14,9 @@
 //! The durable figures mean something only on a disk: the files go under `INKAN_BENCH_DIR`,
 //! or the system's temporary directory, or (when that is tmpfs) the target directory, and the
 //! benchmark refuses to run on tmpfs or ramfs.
+//!
+//! Last, when SoftHSM2 is installed: the same issuance with the CA key in a PKCS#11 token
+//! beside a key file (`--token-only` runs just that).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -102,6 +105,16 @@ fn main() -> ExitCode {
 
 fn bench() -> Result<(), String> {
     let seconds: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3.0);
+    if std::env::args().any(|a| a == "--token-only") {
+        if std::env::var_os("SOFTHSM2_CONF").is_some() {
+            return token::compare(seconds);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("inkan-bench-softhsm-")
+            .tempdir_in(bench_root())
+            .map_err(|e| e.to_string())?;
+        return token::run_beside(seconds, dir.path());
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     // The files first: refused on tmpfs before anything is measured.
@@ -270,5 +283,120 @@ fn bench() -> Result<(), String> {
         ));
     }
     println!("the durable ledger holds {} issuances", records.len());
-    Ok(())
+    token::run_beside(seconds, dir.path())
+}
+
+/// The same issuance with the CA key in a PKCS#11 token (SoftHSM2) beside a key file, in one
+/// run. SoftHSM reads its configuration from SOFTHSM2_CONF, which this process cannot set for
+/// itself: the comparison runs in a child of this benchmark (`--token-only`) with it set.
+mod token {
+    use super::*;
+
+    /// SoftHSM2 as Debian installs it, or INKAN_BENCH_PKCS11_MODULE.
+    fn module() -> PathBuf {
+        std::env::var_os("INKAN_BENCH_PKCS11_MODULE")
+            .map_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"), PathBuf::from)
+    }
+
+    const PIN: &str = "bench-pin-1234";
+
+    /// Makes a token under `dir` and runs [`compare`] in a child with SOFTHSM2_CONF set.
+    pub fn run_beside(seconds: f64, dir: &Path) -> Result<(), String> {
+        if !module().exists() {
+            println!("PKCS#11: skipped, no module at {} (install softhsm2)", module().display());
+            return Ok(());
+        }
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).map_err(|e| e.to_string())?;
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
+            .map_err(|e| e.to_string())?;
+        let made = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", "bench", "--pin", PIN, "--so-pin", "bench-so-5678"])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .map_err(|e| format!("softhsm2-util: {e}"))?;
+        if !made.status.success() {
+            return Err(format!("softhsm2-util: {}", String::from_utf8_lossy(&made.stderr)));
+        }
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let status = Command::new(exe)
+            .args(["--token-only", &seconds.to_string()])
+            .env("SOFTHSM2_CONF", &conf)
+            .env("INKAN_BENCH_DIR", dir)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() { Ok(()) } else { Err(format!("the PKCS#11 comparison failed ({status})")) }
+    }
+
+    /// Issuance/s through the durable signer ledger with a P-256 key file and with a P-256 key
+    /// in the token, and the raw signatures/s of each key, at 1 and 8 issuers.
+    pub fn compare(seconds: f64) -> Result<(), String> {
+        let root = bench_root();
+        let dir = tempfile::Builder::new().prefix("inkan-bench-token-").tempdir_in(&root).map_err(|e| e.to_string())?;
+        let pass = Passphrase::new("bench ca passphrase".into());
+        let pin = Passphrase::new(PIN.into());
+        let settings = ProfileSettings {
+            organization: "bench".into(),
+            crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
+            ca_issuers_url: None,
+            ocsp_url: None,
+            default_days: 365,
+            max_days: 825,
+        };
+        let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+        let csr = rcgen::CertificateParams::default().serialize_request(&subject_key).map_err(|e| e.to_string())?;
+        let csr = csr.der().to_vec();
+        let request = IssueRequest {
+            csr: &csr,
+            account: "bench-user",
+            profile: Profile::Client,
+            sans: &[],
+            days: None,
+            request_id: None,
+        };
+        println!(
+            "CA key in a PKCS#11 token (SoftHSM2, {}) beside a key file, P-256, durable signer ledger",
+            module().display()
+        );
+        println!("{:>28}  {:>8}  {:>10}  {:>10}", "key", "issuers", "issued/s", "signs/s");
+        for (label, token) in [("encrypted PKCS#8 file", None), ("SoftHSM2 token", Some(module()))] {
+            let data = DataDir::new(dir.path().join(if token.is_some() { "token" } else { "file" }));
+            let options = InitOptions {
+                key_type: CaKeyType::EcdsaP256,
+                organization: "bench".into(),
+                root_days: 3650,
+                ca_days: 1825,
+                root_crl_url: None,
+                root_cert_url: None,
+                ca_ocsp_url: None,
+                config_toml: String::new(),
+                token: token.map(|module| ceremony::TokenOptions { module, token_label: "bench".into() }),
+            };
+            let (root_pass, ca_pass) = if options.token.is_some() {
+                (pin.clone(), pin.clone())
+            } else {
+                (Passphrase::new("bench root passphrase".into()), pass.clone())
+            };
+            ceremony::init(&data, &options, &root_pass, &ca_pass, time::OffsetDateTime::now_utc())
+                .map_err(|e| e.to_string())?;
+            let (signer, der) =
+                ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).map_err(|e| e.to_string())?;
+            let (raw_signer, _) =
+                ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).map_err(|e| e.to_string())?;
+            let ledger = Arc::new(ca::ledger::LogLedger::open_with(&data.ledger(), true).map_err(|e| e.to_string())?);
+            let ca = CertificateAuthority::new(&der, signer, ledger, settings.clone()).map_err(|e| e.to_string())?;
+            let message = vec![0x5a_u8; 450];
+            for threads in [1, 8] {
+                let signs = rate(run_for(threads, seconds / 2.0, || {
+                    raw_signer.sign(&message).expect("sign");
+                }));
+                let issued = rate(run_for(threads, seconds, || {
+                    ca.issue(&request).expect("issue");
+                }));
+                println!("{label:>28}  {threads:>8}  {issued:>10.0}  {signs:>10.0}");
+            }
+        }
+        Ok(())
+    }
 }
