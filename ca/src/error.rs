@@ -62,6 +62,12 @@ pub enum Error {
         /// What was wrong (never the PIN).
         detail: String,
     },
+    /// A backup that cannot be made, or an archive that cannot be restored.
+    #[error("backup: {detail}")]
+    Backup {
+        /// What was wrong.
+        detail: String,
+    },
     /// The signing operation failed in the crypto library.
     #[error("signing failed in the crypto library")]
     Signing,

@@ -141,6 +141,17 @@ impl DataDir {
         self.path.join("audit")
     }
 
+    /// The audit trail.
+    pub fn audit_log(&self) -> PathBuf {
+        self.audit_dir().join("audit.log")
+    }
+
+    /// Where a running service exports its stores for `inkan backup` (the web worker writes
+    /// there, the CLI reads and removes).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.path.join("snapshot")
+    }
+
     /// The file a running `inkan serve` holds locked.
     pub fn serve_lock(&self) -> PathBuf {
         self.path.join("serve.lock")

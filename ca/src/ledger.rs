@@ -109,6 +109,24 @@ fn checksum(kind: u8, payload: &[u8]) -> [u8; 8] {
     out
 }
 
+/// How many leading bytes of a ledger are whole, checked records: what a copy of a ledger
+/// being appended to keeps.
+pub fn whole_records(bytes: &[u8]) -> usize {
+    let mut at = 0usize;
+    while let Some(head) = bytes.get(at..at + 12) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        if len == 0 || len > MAX_FRAME {
+            break;
+        }
+        let Some(body) = bytes.get(at + 12..at + 12 + len as usize) else { break };
+        if checksum(body[0], &body[1..]) != head[4..12] {
+            break;
+        }
+        at += 12 + len as usize;
+    }
+    at
+}
+
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(13 + payload.len());
     out.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());

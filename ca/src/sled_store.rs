@@ -177,6 +177,13 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Writes every tree to `out` for a backup ([`crate::backup::export_sled`]), holding the
+    /// writer lock so no read-modify-write change lands half in it.
+    pub fn export(&self, out: &mut impl std::io::Write) -> Result<crate::backup::TreeCounts, crate::Error> {
+        let _writer = self.lock();
+        crate::backup::export_sled(&self.db, out)
+    }
+
     /// Registries made before the `v` index existed get it built once, from the records.
     fn build_valid_index(&self) -> Result<(), RegistryError> {
         if self.db.contains_key(V_INDEX_BUILT).map_err(backend)? {

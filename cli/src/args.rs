@@ -97,6 +97,16 @@ pub enum Command {
     /// Example: inkan fixture --ephemeral --out fixtures --client alice --client mallory:revoked
     /// --client old:expired --server localhost,127.0.0.1
     Fixture(FixtureArgs),
+    /// Back up the data directory into one archive (tar): the stores, the ledger, the audit
+    /// trail, the configuration, certificates and CRLs, with a manifest (SHA-256 per file).
+    ///
+    /// Works while `serve` runs (the service exports its stores through its admin socket).
+    /// Private keys only with --include-keys, as they are (encrypted files; a key in a PKCS#11
+    /// token stays in the token). Never passphrases.
+    Backup(BackupArgs),
+    /// Restore a backup into a new or empty data directory, after checking every file against
+    /// the manifest and the audit trail's chain; a damaged or partial archive changes nothing.
+    Restore(RestoreArgs),
     /// The web worker `serve` starts: it binds the listeners, gives up what it does not need
     /// and serves. Not for operators: run `inkan serve`.
     #[command(hide = true)]
@@ -705,4 +715,28 @@ pub struct RootSignCrlArgs {
     /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
     #[arg(long, value_name = "FILE")]
     pub root_passphrase_file: Option<PathBuf>,
+}
+
+/// `inkan backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The archive to write (a new file, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Also the private key files (the CA keys encrypted as they are; the service's TLS, OCSP
+    /// responder and OTP sealing keys): keep such an archive as safe as the keys.
+    #[arg(long)]
+    pub include_keys: bool,
+}
+
+/// `inkan restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The archive `inkan backup` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
 }

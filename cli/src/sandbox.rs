@@ -130,7 +130,7 @@ pub fn share_socket(socket: &Path, gid: u32) -> anyhow::Result<()> {
 
 /// The directories of the data directory the web worker writes.
 pub fn worker_dirs(dir: &DataDir) -> Vec<PathBuf> {
-    vec![dir.db(), dir.web(), dir.path().join("server"), dir.crl_dir(), dir.audit_dir()]
+    vec![dir.db(), dir.web(), dir.path().join("server"), dir.crl_dir(), dir.audit_dir(), dir.snapshot_dir()]
 }
 
 /// System paths the web worker reads: TLS roots and name resolution (expiry notices), time

@@ -26,6 +26,8 @@ use crate::users::{self, Actor};
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
+    /// Export the stores for a backup (into DATA_DIR/snapshot/).
+    Snapshot,
     /// Create an account.
     UserAdd {
         /// Login ID.
@@ -308,6 +310,11 @@ impl OtpView {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum AdminReply {
+    /// The stores, exported for a backup.
+    Snapshot {
+        /// One export file per store.
+        stores: Vec<SnapshotStore>,
+    },
     /// One account.
     Account {
         /// It.
@@ -385,6 +392,20 @@ pub enum AdminReply {
     },
 }
 
+/// One store exported for a backup: its name (`db`, `web`), the file, each tree's count.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotStore {
+    /// The store.
+    pub name: String,
+    /// The export file (under DATA_DIR/snapshot/).
+    pub path: std::path::PathBuf,
+    /// Records per tree.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Exports the running service's stores (set by the process that opened them).
+pub type Snapshotter = dyn Fn() -> Result<Vec<SnapshotStore>, String> + Send + Sync;
+
 /// What a command may touch. Commands that need a part that is `None` fail with a message
 /// (the CLI opens only what a command needs).
 pub struct AdminContext<'a> {
@@ -400,6 +421,8 @@ pub struct AdminContext<'a> {
     pub audit: &'a dyn Audit,
     /// What follows a revocation or issuance (the running service's [`Events`]).
     pub events: &'a dyn Events,
+    /// Exports the stores, in a running service.
+    pub snapshot: Option<&'a Snapshotter>,
 }
 
 fn need<'a, T: ?Sized>(part: Option<&'a T>, what: &str) -> Result<&'a T, String> {
@@ -418,6 +441,7 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
     let now = OffsetDateTime::now_utc();
     let text = |e: &dyn std::fmt::Display| e.to_string();
     Ok(match request {
+        AdminRequest::Snapshot => AdminReply::Snapshot { stores: need(ctx.snapshot, "store export")?()? },
         AdminRequest::UserAdd { login_id, role, master, password } => {
             let accounts = need(ctx.accounts, "account store")?;
             let account = users::create(
@@ -645,6 +669,7 @@ async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
                 issuer: Some(state.issuer.as_ref()),
                 audit: state.audit.as_ref(),
                 events: state.as_ref(),
+                snapshot: state.snapshotter(),
             };
             execute(&ctx, request)
         })

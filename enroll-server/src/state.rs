@@ -60,6 +60,8 @@ pub struct AppState {
     revoked_queue: Mutex<Vec<Serial>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Exports the stores for `inkan backup`, set by the process that opened them.
+    snapshotter: std::sync::OnceLock<Box<crate::admin::Snapshotter>>,
 }
 
 /// The parts of an [`AppState`] that are not made here.
@@ -111,7 +113,18 @@ impl AppState {
             ocsp_wake: tokio::sync::Notify::new(),
             revoked_queue: Mutex::new(Vec::new()),
             metrics: Metrics::default(),
+            snapshotter: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what exports the stores for a backup (once).
+    pub fn set_snapshotter(&self, snapshotter: Box<crate::admin::Snapshotter>) {
+        let _ = self.snapshotter.set(snapshotter);
+    }
+
+    /// What exports the stores, once set.
+    pub fn snapshotter(&self) -> Option<&crate::admin::Snapshotter> {
+        self.snapshotter.get().map(AsRef::as_ref)
     }
 
     /// The revoked serials whose OCSP answers are to be signed ahead of requests.

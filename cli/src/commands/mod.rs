@@ -5,6 +5,7 @@
 //! stores opened here. Both paths run `enroll_server::admin::execute`.
 
 mod audit;
+mod backup;
 mod crl;
 mod est;
 mod fixture;
@@ -67,6 +68,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Otp(OtpCommand::Import(args)) => user::otp_import(&args),
         Command::User(UserCommand::Contract(args)) => user::contract(&args),
         Command::Fixture(args) => fixture::run(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
     }
 }
 
@@ -89,6 +92,8 @@ struct Needs {
     registry: bool,
     /// The CA key (asks for its passphrase).
     issuer: bool,
+    /// The registry and the web stores, to export them for a backup.
+    snapshot: bool,
 }
 
 /// Opens the registry, explaining the one failure operators will meet: another process has it.
@@ -160,15 +165,16 @@ fn admin(
                 require_ca(dir)?;
             }
             let config = Config::load(&dir.config())?;
-            let registry = if needs.registry || needs.issuer {
+            let registry = if needs.registry || needs.issuer || needs.snapshot {
                 Some(Arc::new(open_registry(dir, ca::sled_store::Durability::Flush)?))
             } else {
                 None
             };
+            let web = if needs.accounts || needs.snapshot { Some(open_web_stores(dir)?) } else { None };
             let (accounts, otp) = if needs.accounts {
-                let stores = open_web_stores(dir)?;
+                let stores = web.as_ref().context("the web stores")?;
                 let settings = config.server_settings(dir);
-                (Some(accounts(&stores, dir, &config)?), Some(open_otp(dir, &stores, &settings)?))
+                (Some(accounts(stores, dir, &config)?), Some(open_otp(dir, stores, &settings)?))
             } else {
                 (None, None)
             };
@@ -193,7 +199,17 @@ fn admin(
                 issuer: issuer.as_ref().map(|i| i as &dyn pki::request::Issuer),
                 audit: &sink,
                 events: &NoEvents,
+                snapshot: None,
             };
+            let snapshotter = match (&registry, &web, needs.snapshot) {
+                (Some(registry), Some(web), true) => {
+                    let (registry, web) = (registry.clone(), web.clone());
+                    let dir = dir.clone();
+                    Some(move || backup::snapshot_stores(&dir, &registry, &web))
+                }
+                _ => None,
+            };
+            let ctx = AdminContext { snapshot: snapshotter.as_ref().map(|f| f as &admin::Snapshotter), ..ctx };
             admin::execute(&ctx, request)
         }
     };

@@ -71,7 +71,8 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     }
 
     let durability = if args.danger_no_fsync { Durability::Unsafe } else { Durability::Flush };
-    let registry: Arc<dyn ca::Registry> = Arc::new(open_registry(&dir, durability)?);
+    let registry_store = Arc::new(open_registry(&dir, durability)?);
+    let registry: Arc<dyn ca::Registry> = registry_store.clone();
     let stores = SledStores::open(&dir.web()).map_err(|e| in_use(e.to_string(), &dir.web()))?;
     let accounts = Accounts::new(stores.accounts(), settings.accounts.clone())?;
     let otp = open_otp(&dir, &stores, &settings)?;
@@ -108,6 +109,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         public_url: public_url.clone(),
         login_url: login_url.clone(),
     })?);
+    {
+        let (dir, stores) = (dir.clone(), stores.clone());
+        state.set_snapshotter(Box::new(move || super::backup::snapshot_stores(&dir, &registry_store, &stores)));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     audit.append("service.worker_start", serde_json::json!({ "pid": std::process::id() }))?;
     let mut signals = {

@@ -53,6 +53,11 @@ impl SledStores {
         Ok(Self { db, accounts, notices, counters, tokens, otp, outbox, seeds })
     }
 
+    /// The database itself, for a backup's export.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// The account store.
     pub fn accounts(&self) -> Arc<dyn AccountStore> {
         Arc::new(self.clone())
