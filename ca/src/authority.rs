@@ -102,6 +102,20 @@ impl CertificateAuthority {
         self.signer.as_ref()
     }
 
+    /// Signs a checkpoint of the audit trail (`lines` long, its last line hashing to `head`)
+    /// with the CA key and records it in the ledger; returns it.
+    pub fn checkpoint_audit(
+        &self,
+        lines: u64,
+        head: String,
+        now: time::OffsetDateTime,
+    ) -> Result<crate::checkpoint::SignedCheckpoint, Error> {
+        let signed =
+            crate::checkpoint::statement(lines, head, now).sign(self.signer(), self.issuer.certificate_der())?;
+        self.store.record_checkpoint(&signed.to_json())?;
+        Ok(signed)
+    }
+
     /// The profile settings.
     pub fn settings(&self) -> &ProfileSettings {
         &self.settings

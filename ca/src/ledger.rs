@@ -34,6 +34,14 @@ pub trait Ledger: Send + Sync {
     fn next_crl_number(&self) -> Result<u64, RegistryError>;
     /// The issuance recorded under `serial`.
     fn lookup(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError>;
+    /// Records a signed audit checkpoint (JSON), durably. Only the signer's ledger keeps them.
+    fn record_checkpoint(&self, _doc: &[u8]) -> Result<(), RegistryError> {
+        Err(backend("this ledger keeps no audit checkpoints; the signer's does"))
+    }
+    /// The latest signed audit checkpoint (JSON).
+    fn latest_checkpoint(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 impl<T: Registry + ?Sized> Ledger for T {
@@ -61,6 +69,7 @@ impl<T: Registry + ?Sized> Ledger for T {
 const PENDING: u8 = 1;
 const ISSUED: u8 = 2;
 const CRL_NUMBER: u8 = 3;
+const AUDIT_CHECKPOINT: u8 = 4;
 /// Frames larger than this are not ours (a corrupt length): the tail is cut there.
 const MAX_FRAME: u32 = 1 << 20;
 
@@ -77,6 +86,8 @@ struct Index {
     entries: HashMap<Serial, Entry>,
     requests: HashMap<[u8; 16], Serial>,
     crl_number: u64,
+    /// The latest signed audit checkpoint (JSON).
+    checkpoint: Option<Vec<u8>>,
 }
 
 /// The append-only ledger file.
@@ -109,22 +120,39 @@ fn checksum(kind: u8, payload: &[u8]) -> [u8; 8] {
     out
 }
 
+/// The whole, checked records at the start of a ledger's bytes: (kind, payload, end offset).
+fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8], usize)> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let head = bytes.get(at..at + 12)?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        if len == 0 || len > MAX_FRAME {
+            return None;
+        }
+        let body = bytes.get(at + 12..at + 12 + len as usize)?;
+        if checksum(body[0], &body[1..]) != head[4..12] {
+            return None;
+        }
+        at += 12 + len as usize;
+        Some((body[0], &body[1..], at))
+    })
+}
+
 /// How many leading bytes of a ledger are whole, checked records: what a copy of a ledger
 /// being appended to keeps.
 pub fn whole_records(bytes: &[u8]) -> usize {
-    let mut at = 0usize;
-    while let Some(head) = bytes.get(at..at + 12) {
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-        if len == 0 || len > MAX_FRAME {
-            break;
-        }
-        let Some(body) = bytes.get(at + 12..at + 12 + len as usize) else { break };
-        if checksum(body[0], &body[1..]) != head[4..12] {
-            break;
-        }
-        at += 12 + len as usize;
-    }
-    at
+    frames(bytes).last().map_or(0, |(_, _, end)| end)
+}
+
+/// The latest audit checkpoint in the ledger file at `path` (read only; the signer may be
+/// appending).
+pub fn read_checkpoint(path: &Path) -> Result<Option<Vec<u8>>, RegistryError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(backend(format!("reading {}: {e}", path.display()))),
+    };
+    Ok(frames(&bytes).filter(|(kind, _, _)| *kind == AUDIT_CHECKPOINT).last().map(|(_, payload, _)| payload.to_vec()))
 }
 
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -157,7 +185,8 @@ impl LogLedger {
             .map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
         file.try_lock()
             .map_err(|_| backend(format!("{} is in use by another inkan process (lock)", path.display())))?;
-        let mut index = Index { file, end: 0, entries: HashMap::new(), requests: HashMap::new(), crl_number: 0 };
+        let mut index =
+            Index { file, end: 0, entries: HashMap::new(), requests: HashMap::new(), crl_number: 0, checkpoint: None };
         Self::replay(path, &mut index)?;
         let reader = File::open(path).map_err(backend)?;
         let syncer = index.file.try_clone().map_err(backend)?;
@@ -209,6 +238,7 @@ impl LogLedger {
                     let n = payload.try_into().map(u64::from_be_bytes).map_err(|_| backend("bad CRL number"))?;
                     index.crl_number = index.crl_number.max(n);
                 }
+                AUDIT_CHECKPOINT => index.checkpoint = Some(payload.to_vec()),
                 _ => break,
             }
             offset += 4 + 8 + u64::from(len);
@@ -273,6 +303,19 @@ fn tracing_free_warning(path: &Path, bytes: u64) {
 }
 
 impl Ledger for LogLedger {
+    fn record_checkpoint(&self, doc: &[u8]) -> Result<(), RegistryError> {
+        {
+            let mut index = self.lock();
+            Self::append(&mut index, AUDIT_CHECKPOINT, doc)?;
+            index.checkpoint = Some(doc.to_vec());
+        }
+        self.durable()
+    }
+
+    fn latest_checkpoint(&self) -> Option<Vec<u8>> {
+        self.lock().checkpoint.clone()
+    }
+
     fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
         let mut payload = Vec::with_capacity(17 + 128);
         match request_id {

@@ -16,7 +16,8 @@
 //! - [`service`]: [`service::CaService`], the `pki::request::Issuer` the web tier holds: it
 //!   sends orders to the signer and records what comes back; [`credential`]: the service's own
 //!   keys and certificates.
-//! - [`audit`]: the hash-chained audit trail; [`backup`]: backup archives and restore.
+//! - [`audit`]: the hash-chained audit trail; [`checkpoint`]: its signed checkpoints;
+//!   [`backup`]: backup archives and restore.
 //! - [`layout`]: the data directory's files.
 //!
 //! The design overview (processes, trust boundaries, issuance order) is `docs/ARCHITECTURE.md`
@@ -29,6 +30,7 @@ pub mod audit;
 pub mod authority;
 pub mod backup;
 pub mod ceremony;
+pub mod checkpoint;
 pub mod credential;
 mod durable;
 mod error;

@@ -356,7 +356,7 @@ mod tests {
         let mut raw = vec![0xff; 48];
         raw.extend([0x01; 48]);
         let der = ecdsa_der(&raw).expect("der");
-        assert_eq!(&der[..3], &[0x30, 0x66, 0x02]);
+        assert_eq!(&der[..3], &[0x30, 0x65, 0x02]);
         assert_eq!(der.len(), 2 + (2 + 49) + (2 + 48));
         assert_eq!(ecdsa_der(&[1, 2, 3]), None);
         let long = tlv(0x04, &[vec![7; 300]]);

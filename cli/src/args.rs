@@ -342,6 +342,10 @@ pub enum AuditCommand {
 pub struct AuditArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    /// Check the trail against this signed checkpoint (a copy of /audit/checkpoint kept
+    /// elsewhere) instead of the latest one in the signer's ledger.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// `inkan audit tail`.

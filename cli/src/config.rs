@@ -36,6 +36,25 @@ pub struct Config {
     /// `[mail]`: absent, no mail.
     #[serde(default)]
     pub mail: Option<MailSection>,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: signed checkpoints of the audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// A checkpoint after this many new lines.
+    pub checkpoint_lines: u64,
+    /// And at least this often while lines are added, in seconds.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self { checkpoint_lines: 1000, checkpoint_interval_secs: 300 }
+    }
 }
 
 /// `[mail]`: notices by mail.
@@ -306,6 +325,9 @@ impl Config {
         if self.notify.thresholds_days.is_empty() || self.notify.thresholds_days.contains(&0) {
             bail!("[notify] thresholds_days must list days of at least 1, like [30, 14, 7, 1]");
         }
+        if self.audit.checkpoint_lines == 0 || self.audit.checkpoint_interval_secs == 0 {
+            bail!("[audit] checkpoint_lines and checkpoint_interval_secs must be at least 1");
+        }
         if self.notify.scan_interval_secs == 0 {
             bail!("[notify] scan_interval_secs must be at least 1");
         }
@@ -557,6 +579,13 @@ session_idle_timeout_secs = 900
 thresholds_days = [30, 14, 7, 1]
 # How often certificates are checked, in seconds.
 scan_interval_secs = 3600
+
+[audit]
+# The signer signs a checkpoint of the audit trail (its line count and last line's hash) after
+# this many new lines, and at least this often while lines are added; published at
+# /audit/checkpoint. `inkan audit verify` checks the trail against the latest.
+checkpoint_lines = 1000
+checkpoint_interval_secs = 300
 
 [est]
 # EST (RFC 7030) for machines: HTTPS at /.well-known/est/ (cacerts, csrattrs, simpleenroll with

@@ -293,6 +293,20 @@ pub async fn root_crl(State(state): State<Shared>) -> Response {
     crl_file(&state, pki::published::ROOT_CRL, 1).await
 }
 
+/// `GET /audit/checkpoint`: the latest signed checkpoint of the audit trail (JSON), for
+/// whoever keeps a copy to check the trail against later (`inkan audit verify --checkpoint`).
+pub async fn audit_checkpoint(State(state): State<Shared>) -> Response {
+    match tokio::fs::read(state.settings.crl_dir.join(pki::published::AUDIT_CHECKPOINT)).await {
+        Ok(json) => {
+            let mut response = json.into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "no audit checkpoint signed yet\n").into_response(),
+    }
+}
+
 /// Anything else on the plain-HTTP listener.
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()

@@ -105,6 +105,7 @@ pub fn publish_router(state: Shared) -> Router {
         .route("/root.crt", get(publish::root_certificate))
         .route("/crl/ca.crl", get(publish::ca_crl))
         .route("/crl/root.crl", get(publish::root_crl))
+        .route("/audit/checkpoint", get(publish::audit_checkpoint))
         .route("/ocsp", post(publish::ocsp_post))
         .route("/ocsp/{*request}", get(publish::ocsp_get))
         .route("/metrics", get(publish::metrics))

@@ -7,3 +7,5 @@ pub const ROOT_CRL: &str = "root.crl";
 pub const CA_CRL: &str = "ca.crl";
 /// The root's OCSP answer about the issuing CA (signed at the ceremony).
 pub const CA_OCSP: &str = "ca-ocsp.der";
+/// The latest signed checkpoint of the audit trail (JSON), served at `/audit/checkpoint`.
+pub const AUDIT_CHECKPOINT: &str = "audit-checkpoint.json";

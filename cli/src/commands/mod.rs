@@ -243,3 +243,9 @@ impl enroll_server::ports::Audit for AuditSink {
         }
     }
 }
+
+/// The CA certificates of the data directory (DER) a signature may be checked with: the
+/// issuing CA.
+fn ca_certificates(dir: &DataDir) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(vec![ca::layout::read_certificate(&dir.ca_cert())?])
+}

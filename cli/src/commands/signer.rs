@@ -54,6 +54,7 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
 
     // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
     let stop = Arc::new(AtomicBool::new(false));
+    spawn_checkpoints(&dir, service.clone(), stop.clone(), &config.audit);
     let wake = {
         let (stop, socket) = (stop.clone(), socket.clone());
         move |why: &str| {
@@ -91,4 +92,61 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     audit.append("signer.stop", serde_json::json!({ "pid": pid }))?;
     Ok(())
+}
+
+/// Signs checkpoints of the audit trail: after `checkpoint_lines` new lines, or once
+/// `checkpoint_interval_secs` have passed since the last while lines were added. Each goes into
+/// the ledger and is published at DATA_DIR/crl/audit-checkpoint.json (`/audit/checkpoint`). A
+/// trail shorter than the last checkpoint is never signed again: the signer says so instead.
+fn spawn_checkpoints(
+    dir: &DataDir,
+    service: Arc<SignerService>,
+    stop: Arc<AtomicBool>,
+    settings: &crate::config::AuditSection,
+) {
+    use ca::checkpoint::{SignedCheckpoint, Tail};
+    let (path, published) = (dir.audit_log(), dir.crl_dir().join(pki::published::AUDIT_CHECKPOINT));
+    let every = settings.checkpoint_lines;
+    let interval = std::time::Duration::from_secs(settings.checkpoint_interval_secs);
+    std::thread::spawn(move || {
+        let mut tail = Tail::new(&path);
+        let last = service.authority.ledger().latest_checkpoint();
+        let mut covered = last.and_then(|doc| SignedCheckpoint::from_json(&doc).ok()).map_or(0, |c| c.checkpoint.lines);
+        let mut since = std::time::Instant::now();
+        let mut warned = false;
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let (lines, head) = match tail.poll() {
+                Ok(state) if state.0 >= covered => state,
+                Ok((lines, _)) => {
+                    if !std::mem::replace(&mut warned, true) {
+                        eprintln!(
+                            "signer: the audit trail has {lines} lines, fewer than the {covered} its last checkpoint \
+                             covers: lines were cut off; no checkpoint is signed (run `inkan audit verify`)"
+                        );
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut warned, true) {
+                        eprintln!("signer: audit checkpoints stopped: {e}");
+                    }
+                    continue;
+                }
+            };
+            if lines == covered || (lines - covered < every && since.elapsed() < interval) {
+                continue;
+            }
+            match service.authority.checkpoint_audit(lines, head, time::OffsetDateTime::now_utc()) {
+                Ok(signed) => {
+                    covered = lines;
+                    since = std::time::Instant::now();
+                    if let Err(e) = layout::replace(&published, &signed.to_json(), 0o644) {
+                        eprintln!("signer: publishing the audit checkpoint: {e}");
+                    }
+                }
+                Err(e) => eprintln!("signer: signing an audit checkpoint: {e}"),
+            }
+        }
+    });
 }
