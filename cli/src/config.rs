@@ -422,6 +422,7 @@ impl Config {
                 labels: self.est.labels.clone(),
             },
             crl_dir: dir.crl_dir(),
+            ca_max_days: self.ca.max_days,
             admin_socket: dir.admin_socket(),
             enrollment: EnrollmentSettings {
                 validity_days: self.enrollment.validity_days,

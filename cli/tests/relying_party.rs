@@ -219,3 +219,39 @@ fn ca_status_warns_before_the_roots_publications_run_out() {
     ca.inkan(["root", "sign-crl"]).ok();
     ca.inkan(["ca", "status"]).ok();
 }
+
+/// An issuing CA with less validity left than `[ca] max_days` plus 30 days: `inkan ca status`,
+/// the metrics and the service's log say it must be rolled over, and by when.
+#[test]
+fn the_issuing_ca_rollover_is_announced_before_certificates_would_be_cut_short() {
+    let ca = TestCa::init(&["--ca-days", "845"]);
+    let status = ca.inkan(["ca", "status"]);
+    assert_eq!(status.status.code(), Some(2), "{}", status.text());
+    assert!(status.stdout.contains("issuing CA rollover due"), "{}", status.stdout);
+    assert!(
+        status.stderr.contains("must be rolled over before") && status.stderr.contains("[ca] max_days (825 days)"),
+        "{}",
+        status.stderr
+    );
+    let json = ca.inkan(["ca", "status", "--json"]);
+    let items: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let rollover = items
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|i| i["what"] == "issuing CA rollover due")
+        .expect("the rollover item");
+    assert!(rollover["days_left"].as_i64().is_some_and(|d| (19..=20).contains(&d)), "{rollover}");
+    let server = Service::start(&ca, &[]);
+    let metrics = server.metrics();
+    let line = metrics.lines().find(|l| l.starts_with("inkan_issuing_ca_rollover_seconds_left ")).expect("metric");
+    let seconds: u64 = line.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()).expect("number");
+    assert!((19 * 86_400..=20 * 86_400).contains(&seconds), "{line}");
+    let log = server.stop();
+    assert!(log.contains("must be rolled over before"), "the service's log says so:\n{log}");
+
+    // A CA with room to spare: no warning.
+    let roomy = TestCa::init(&[]);
+    let fine = roomy.inkan(["ca", "status"]).ok();
+    assert!(!fine.stderr.contains("rolled over"), "{}", fine.stderr);
+}

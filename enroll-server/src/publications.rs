@@ -10,6 +10,33 @@ use time::{Duration, OffsetDateTime};
 /// A warning starts this long before a publication runs out.
 pub const WARN_WITHIN: Duration = Duration::days(30);
 
+/// From when the issuing CA (valid until `ca_not_after`) can no longer give a certificate the
+/// longest validity (`max_days`): certificates are cut short to its end from then on, so a new
+/// issuing CA must have taken over before.
+pub fn rollover_by(ca_not_after: OffsetDateTime, max_days: u32) -> OffsetDateTime {
+    ca_not_after.checked_sub(Duration::days(i64::from(max_days))).unwrap_or(ca_not_after)
+}
+
+/// The warning about the issuing CA at `now`: from [`WARN_WITHIN`] before [`rollover_by`].
+pub fn rollover_problem(ca_not_after: OffsetDateTime, max_days: u32, now: OffsetDateTime) -> Option<String> {
+    let by = rollover_by(ca_not_after, max_days);
+    let when = pki::encoding::rfc3339(by);
+    let until = pki::encoding::rfc3339(ca_not_after);
+    if by <= now {
+        Some(format!(
+            "the issuing CA (valid until {until}) has less validity left than [ca] max_days ({max_days} days): \
+             certificates are cut short to its end since {when}; roll it over to a new issuing CA signed by the root"
+        ))
+    } else if by - now <= WARN_WITHIN {
+        Some(format!(
+            "the issuing CA (valid until {until}) must be rolled over before {when}: from then on certificates of \
+             [ca] max_days ({max_days} days) would outlive it and are cut short"
+        ))
+    } else {
+        None
+    }
+}
+
 /// One published file and when it runs out.
 #[derive(Debug, Clone)]
 pub struct Publication {
@@ -89,4 +116,21 @@ pub fn read(crl_dir: &Path) -> Vec<Publication> {
             offline: false,
         },
     ]
+}
+
+#[cfg(test)]
+mod rollover_tests {
+    use super::*;
+
+    #[test]
+    fn the_rollover_warning_starts_thirty_days_before_certificates_would_be_cut_short() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let ca_end = now + Duration::days(825 + 31);
+        assert_eq!(rollover_by(ca_end, 825), now + Duration::days(31));
+        assert_eq!(rollover_problem(ca_end, 825, now), None);
+        let soon = rollover_problem(ca_end, 825, now + Duration::days(2)).expect("a warning");
+        assert!(soon.contains("must be rolled over before"), "{soon}");
+        let late = rollover_problem(ca_end, 825, now + Duration::days(40)).expect("a warning");
+        assert!(late.contains("cut short to its end since"), "{late}");
+    }
 }

@@ -171,6 +171,15 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "Seconds until a publication runs out (root_crl and ca_ocsp are signed offline: inkan root sign-crl).",
         &left,
     );
+    if let Ok(ca) = pki::certificate::Summary::from_der(state.issuer.ca_certificate()) {
+        let by = crate::publications::rollover_by(ca.not_after, state.settings.ca_max_days);
+        family(
+            "inkan_issuing_ca_rollover_seconds_left",
+            "gauge",
+            "Seconds until the issuing CA can no longer give a certificate [ca] max_days of validity (0: past).",
+            &[(String::new(), u64::try_from((by - now).whole_seconds()).unwrap_or(0))],
+        );
+    }
     let limits = state.settings.connections;
     let listeners = crate::metrics::LISTENERS.iter().zip(&m.listeners);
     let rows = |f: &dyn Fn(&crate::metrics::ListenerStats) -> u64| -> Vec<(String, u64)> {
@@ -353,6 +362,11 @@ fn warn_of_root_publications(state: &Shared) {
         if let Some(problem) = publication.problem(now) {
             tracing::warn!("{problem}");
         }
+    }
+    if let Ok(ca) = pki::certificate::Summary::from_der(state.issuer.ca_certificate())
+        && let Some(problem) = crate::publications::rollover_problem(ca.not_after, state.settings.ca_max_days, now)
+    {
+        tracing::warn!("{problem}");
     }
     *last = Some(Instant::now());
 }

@@ -17,6 +17,9 @@ pub struct ServerSettings {
     pub est: EstSettings,
     /// Where published CRLs are read from (`DATA_DIR/crl`).
     pub crl_dir: PathBuf,
+    /// `[ca] max_days`: the longest validity a certificate gets (the issuing CA's rollover
+    /// warning starts 30 days before it has less left).
+    pub ca_max_days: u32,
     /// The admin socket (`DATA_DIR/admin.sock`).
     pub admin_socket: PathBuf,
     /// Enrollment rules.
@@ -113,6 +116,7 @@ impl Default for ServerSettings {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             est: EstSettings { listen: Some(SocketAddr::from(([127, 0, 0, 1], 8445))), labels: Default::default() },
             crl_dir: PathBuf::from("crl"),
+            ca_max_days: 825,
             admin_socket: PathBuf::from("admin.sock"),
             enrollment: EnrollmentSettings {
                 validity_days: 365,

@@ -34,6 +34,21 @@ pub fn run(args: &CaStatusArgs) -> anyhow::Result<()> {
         };
         items.push(Item { what: what.into(), file: path.display().to_string(), valid_until, days_left, warning });
     }
+    // The issuing CA must be rolled over before it can no longer give certificates their
+    // longest validity.
+    if let Ok(ca) =
+        layout::read_certificate(&dir.ca_cert()).and_then(|der| Ok(pki::certificate::Summary::from_der(&der)?))
+    {
+        let max_days = crate::config::Config::load(&dir.config()).map_or(825, |c| c.ca.max_days);
+        let by = publications::rollover_by(ca.not_after, max_days);
+        items.push(Item {
+            what: "issuing CA rollover due".into(),
+            file: dir.ca_cert().display().to_string(),
+            valid_until: Some(rfc3339(by)),
+            days_left: Some((by - now).whole_days()),
+            warning: publications::rollover_problem(ca.not_after, max_days, now),
+        });
+    }
     for p in publications::read(&dir.crl_dir()) {
         let next = p.next_update.as_ref().ok().copied();
         items.push(Item {
