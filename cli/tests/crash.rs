@@ -67,8 +67,11 @@ fn post(port: u16, root: &Path, path: &str, body: &str) -> Answer {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (rest, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
     let (headers, body) = rest.rsplit_once("\r\n\r\n").unwrap_or(("", rest));
+    // curl fails (exit 18, 52, 56...) when the transfer was cut, even after a 201's headers: a
+    // body that never arrived whole is no certificate received. Status 0: no answer.
+    let status = if out.status.success() { code.trim().parse().unwrap_or(0) } else { 0 };
     Answer {
-        status: code.trim().parse().unwrap_or(0),
+        status,
         retry_after: headers.lines().any(|l| l.to_ascii_lowercase().starts_with("retry-after:")),
         body: body.to_owned(),
     }

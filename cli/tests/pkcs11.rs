@@ -176,6 +176,22 @@ fn ca_keys_made_in_softhsm_sign_what_the_service_issues_and_openssl_verifies_it(
     .ok();
     assert!(ocsp.text().contains("Response verify OK"), "{}", ocsp.text());
     assert!(ocsp.stdout.contains(": revoked"), "{}", ocsp.stdout);
+
+    // A signer killed is started again by serve, and opens the token again.
+    kill("KILL", service.signer_pid.expect("serve's signer"));
+    let fresh = genpkey(work, "fresh", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let csr = req(work, "fresh", &fresh, &[]);
+    let again = work.join("again.crt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tried = ca.inkan(["issue", "--csr", s(&csr), "--account", "alice", "--out", s(&again)]);
+        if tried.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no issuance 30 s after the signer was killed: {}", tried.text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    ca.openssl_verify(&again, &[]).ok();
     service.stop();
 
     // The root ceremony signs its CRL with the root key in the token (the PIN where the root
@@ -184,6 +200,20 @@ fn ca_keys_made_in_softhsm_sign_what_the_service_issues_and_openssl_verifies_it(
     token.inkan(&["root", "sign-crl", "--out", s(&root_crl)]).ok();
     let verified = openssl(["crl", "-inform", "DER", "-in", s(&root_crl), "-CAfile", s(&ca.root_crt()), "-noout"]);
     assert!(verified.text().contains("verify OK"), "{}", verified.text());
+
+    // A backup keeps the files that name the token keys (no key leaves the token); restored
+    // elsewhere, the directory signs with the same token.
+    let archive = work.join("token.tar");
+    token.inkan(&["backup", "--out", s(&archive), "--include-keys"]).ok();
+    let text = String::from_utf8_lossy(&std::fs::read(&archive).expect("archive")).into_owned();
+    assert!(!text.contains("ENCRYPTED PRIVATE KEY") && text.contains("key-label"), "no CA key file, only references");
+    let elsewhere = work.join("elsewhere");
+    run(inkan_bin(), ["restore", "--from", s(&archive), "--data-dir", s(&elsewhere)], &token.env(), None).ok();
+    assert_eq!(read(&elsewhere.join("ca/ca.key")), read(&ca.file("ca/ca.key")));
+    let moved = work.join("moved.crt");
+    let args = ["issue", "--csr", s(&csr), "--account", "alice", "--out", s(&moved), "--data-dir", s(&elsewhere)];
+    run(inkan_bin(), args, &token.env(), None).ok();
+    ca.openssl_verify(&moved, &[]).ok();
 }
 
 #[test]
