@@ -43,6 +43,7 @@ pub mod responder;
 mod secret;
 pub mod service;
 pub mod signer;
+pub mod sled_export;
 pub mod sled_store;
 
 pub use authority::{CertificateAuthority, IssueRequest, Issued};

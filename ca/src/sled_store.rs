@@ -177,11 +177,11 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Writes every tree to `out` for a backup ([`crate::backup::export_sled`]), holding the
+    /// Writes every tree to `out` for a backup ([`crate::sled_export::export_sled`]), holding the
     /// writer lock so no read-modify-write change lands half in it.
-    pub fn export(&self, out: &mut impl std::io::Write) -> Result<crate::backup::TreeCounts, crate::Error> {
+    pub fn export(&self, out: &mut impl std::io::Write) -> Result<crate::sled_export::TreeCounts, crate::Error> {
         let _writer = self.lock();
-        crate::backup::export_sled(&self.db, out)
+        crate::sled_export::export_sled(&self.db, out)
     }
 
     /// Registries made before the `v` index existed get it built once, from the records.

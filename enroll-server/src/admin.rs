@@ -4,6 +4,7 @@
 //!
 //! The socket protocol: one JSON request per line, one JSON response line, then close.
 
+pub use crate::ports::{SnapshotStore, Snapshotter};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -391,20 +392,6 @@ pub enum AdminReply {
         message: String,
     },
 }
-
-/// One store exported for a backup: its name (`db`, `web`), the file, each tree's count.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SnapshotStore {
-    /// The store.
-    pub name: String,
-    /// The export file (under DATA_DIR/snapshot/).
-    pub path: std::path::PathBuf,
-    /// Records per tree.
-    pub counts: std::collections::BTreeMap<String, u64>,
-}
-
-/// Exports the running service's stores (set by the process that opened them).
-pub type Snapshotter = dyn Fn() -> Result<Vec<SnapshotStore>, String> + Send + Sync;
 
 /// What a command may touch. Commands that need a part that is `None` fail with a message
 /// (the CLI opens only what a command needs).

@@ -1,9 +1,11 @@
 //! What the service needs from outside itself, as traits: the audit trail ([`Audit`]) and what
-//! must follow a revocation or an issuance in a running service ([`Events`]). The CA is
+//! must follow a revocation or an issuance in a running service ([`Events`]), and what exports
+//! the stores for a backup ([`Snapshotter`]). The CA is
 //! `pki::request::Issuer` and the registry `pki::registry::Registry`; the web tier never holds
 //! a CA key.
 
 use pki::Serial;
+use serde::{Deserialize, Serialize};
 
 /// Where security events go: the audit trail. `record` returns once the event is durable; a
 /// failure to write is logged, never shown to the client. Details carry identifiers only,
@@ -31,3 +33,17 @@ impl Events for NoEvents {
     fn revoked(&self, _: &[Serial]) {}
     fn issued(&self) {}
 }
+
+/// One store exported for a backup: its name (`db`, `web`), the file, each tree's count.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotStore {
+    /// The store.
+    pub name: String,
+    /// The export file (under DATA_DIR/snapshot/).
+    pub path: std::path::PathBuf,
+    /// Records per tree.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Exports the running service's stores (set by the process that opened them).
+pub type Snapshotter = dyn Fn() -> Result<Vec<SnapshotStore>, String> + Send + Sync;

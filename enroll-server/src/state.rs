@@ -61,7 +61,7 @@ pub struct AppState {
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Exports the stores for `inkan backup`, set by the process that opened them.
-    snapshotter: std::sync::OnceLock<Box<crate::admin::Snapshotter>>,
+    snapshotter: std::sync::OnceLock<Box<crate::ports::Snapshotter>>,
 }
 
 /// The parts of an [`AppState`] that are not made here.
@@ -118,12 +118,12 @@ impl AppState {
     }
 
     /// Sets what exports the stores for a backup (once).
-    pub fn set_snapshotter(&self, snapshotter: Box<crate::admin::Snapshotter>) {
+    pub fn set_snapshotter(&self, snapshotter: Box<crate::ports::Snapshotter>) {
         let _ = self.snapshotter.set(snapshotter);
     }
 
     /// What exports the stores, once set.
-    pub fn snapshotter(&self) -> Option<&crate::admin::Snapshotter> {
+    pub fn snapshotter(&self) -> Option<&crate::ports::Snapshotter> {
         self.snapshotter.get().map(AsRef::as_ref)
     }
 
