@@ -239,7 +239,15 @@ impl LogLedger {
                     index.crl_number = index.crl_number.max(n);
                 }
                 AUDIT_CHECKPOINT => index.checkpoint = Some(payload.to_vec()),
-                _ => break,
+                // A whole, checked record of a kind this inkan does not know was written by a
+                // newer one: cutting it off like a torn tail would lose it.
+                other => {
+                    return Err(backend(format!(
+                        "{}: a record of kind {other} at byte {offset}, written by a newer inkan; refusing to open \
+                         the ledger (nothing was changed)",
+                        path.display()
+                    )));
+                }
             }
             offset += 4 + 8 + u64::from(len);
         }
@@ -453,5 +461,26 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
         let ledger = LogLedger::open(&path).expect("reopen after corruption");
         assert_eq!(ledger.next_crl_number().expect("3 again"), 3, "the corrupt CRL-number record was dropped");
+        ledger.record_checkpoint(br#"{"checkpoint":1}"#).expect("checkpoint");
+        drop(ledger);
+        assert_eq!(read_checkpoint(&path).expect("read").as_deref(), Some(&br#"{"checkpoint":1}"#[..]));
+        assert_eq!(
+            LogLedger::open(&path).expect("reopen").latest_checkpoint().as_deref(),
+            Some(&br#"{"checkpoint":1}"#[..])
+        );
+    }
+
+    #[test]
+    fn a_record_of_an_unknown_kind_is_refused_not_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.log");
+        LogLedger::open(&path).expect("open").record_pending(&record(1), None).expect("pending");
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(&frame(99, b"from a newer inkan")).expect("write");
+        drop(file);
+        let before = std::fs::read(&path).expect("read");
+        let refused = LogLedger::open(&path).expect_err("refused");
+        assert!(refused.to_string().contains("kind 99") && refused.to_string().contains("newer inkan"), "{refused}");
+        assert_eq!(std::fs::read(&path).expect("read"), before, "nothing was cut");
     }
 }
