@@ -138,8 +138,16 @@ fn a_damaged_partial_or_foreign_archive_is_refused_and_changes_nothing() {
     let ca = TestCa::init(&[]);
     ca.add_user("boss", "master", None);
     let work = ca.work();
+    // Exports a backup that died left behind: removed once an hour old, not before.
+    let (stale, recent) = (ca.file("snapshot/0123456789abcdef"), ca.file("snapshot/fedcba9876543210"));
+    for folder in [&stale, &recent] {
+        std::fs::create_dir_all(folder).expect("dir");
+        write(&folder.join("db.export"), "left behind");
+    }
+    run("touch", ["-d", "2 hours ago", s(&stale)], &[], None).ok();
     let archive = work.join("b.tar");
     ca.inkan(["backup", "--out", s(&archive)]).ok();
+    assert!(!stale.exists() && recent.exists(), "only the stale export is removed");
     ca.inkan(["backup", "--out", s(&archive)]).refused("exists");
     let bytes = std::fs::read(&archive).expect("archive");
     let find = |needle: &[u8]| bytes.windows(needle.len()).position(|w| w == needle).expect("in the archive");

@@ -16,6 +16,7 @@ pub(crate) fn snapshot_stores(
     registry: &SledStore,
     web: &SledStores,
 ) -> Result<Vec<SnapshotStore>, String> {
+    remove_stale(&dir.snapshot_dir());
     let folder = dir.snapshot_dir().join(pki::encoding::hex(&rand_bytes()));
     ca::layout::create_private_dir(&folder).map_err(|e| e.to_string())?;
     type Export<'a> = &'a dyn Fn(&mut std::io::BufWriter<std::fs::File>) -> Result<ca::backup::TreeCounts, ca::Error>;
@@ -29,6 +30,22 @@ pub(crate) fn snapshot_stores(
         Ok(SnapshotStore { name: name.to_owned(), path, counts })
     };
     Ok(vec![write("db", &|out| registry.export(out))?, write("web", &|out| ca::backup::export_sled(web.db(), out))?])
+}
+
+/// Exports an hour old or more were left by a backup that died before it removed them.
+fn remove_stale(snapshots: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(snapshots) else { return };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if old && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn rand_bytes() -> [u8; 8] {
