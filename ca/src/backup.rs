@@ -114,29 +114,27 @@ fn data_files(dir: &DataDir, include_keys: bool) -> Result<Vec<PathBuf>, Error> 
     Ok(out)
 }
 
-/// The ledger's whole records (a record being appended is left out).
-fn ledger_prefix(path: &Path) -> Result<Vec<u8>, Error> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let keep = crate::ledger::whole_records(&bytes);
-            Ok(bytes[..keep].to_vec())
+/// The audit trail's whole lines now: their length in bytes and their count (read in chunks).
+fn audit_prefix(path: &Path) -> Result<(u64, u64), Error> {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(Error::io("reading", path)(e)),
+    };
+    let len = file.metadata().map_err(Error::io("reading", path))?.len();
+    let mut reader = file.take(len);
+    let (mut at, mut whole, mut lines) = (0u64, 0u64, 0u64);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut chunk).map_err(Error::io("reading", path))?;
+        if n == 0 {
+            return Ok((whole, lines));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io("reading", path)(e)),
-    }
-}
-
-/// The audit trail's whole lines.
-fn audit_prefix(path: &Path) -> Result<(Vec<u8>, u64), Error> {
-    match fs::read(path) {
-        Ok(mut bytes) => {
-            let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            bytes.truncate(keep);
-            let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
-            Ok((bytes, lines))
+        for (i, _) in chunk[..n].iter().enumerate().filter(|(_, b)| **b == b'\n') {
+            whole = at + i as u64 + 1;
+            lines += 1;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), 0)),
-        Err(e) => Err(Error::io("reading", path)(e)),
+        at += n as u64;
     }
 }
 
@@ -144,8 +142,54 @@ fn sha256_hex(bytes: &[u8]) -> String {
     pki::encoding::hex(digest::digest(&digest::SHA256, bytes).as_ref())
 }
 
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    context: digest::Context,
+    read: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, context: digest::Context::new(&digest::SHA256), read: 0 }
+    }
+
+    /// Reads what is left, then gives the size and SHA-256 (hex) of everything read.
+    fn finish(mut self) -> std::io::Result<(u64, String)> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok((self.read, pki::encoding::hex(self.context.finish().as_ref())))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.context.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// One member to write: the first `len` bytes of a file (a ledger or trail being appended to
+/// keeps growing past them).
+struct Member {
+    name: String,
+    path: PathBuf,
+    len: u64,
+    mode: u32,
+}
+
+impl Member {
+    fn open(&self) -> Result<Hashing<std::io::Take<std::io::BufReader<fs::File>>>, Error> {
+        let file = fs::File::open(&self.path).map_err(Error::io("reading", &self.path))?;
+        Ok(Hashing::new(std::io::BufReader::new(file).take(self.len)))
+    }
+}
+
 /// Writes the archive of `dir` to `out` (a new file, 0600). `stores` are the exports of the
-/// sled stores, made first (by the running service, or by the caller on a stopped one).
+/// sled stores, made first (by the running service, or by the caller on a stopped one). Every
+/// member is read twice, a chunk at a time: once for the manifest, which comes first, once into
+/// the archive, where its hash is checked again.
 pub fn write_archive(
     dir: &DataDir,
     stores: &[StoreExport],
@@ -153,39 +197,44 @@ pub fn write_archive(
     now: time::OffsetDateTime,
     out: &Path,
 ) -> Result<Manifest, Error> {
-    let mut contents: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let size = |path: &Path| fs::metadata(path).map(|m| m.len()).map_err(Error::io("reading", path));
+    let mut members = Vec::new();
     let mut store_counts = BTreeMap::new();
     for store in stores {
-        let bytes = fs::read(&store.path).map_err(Error::io("reading", &store.path))?;
-        contents.push((format!("stores/{}.export", store.name), bytes, 0o600));
+        let name = format!("stores/{}.export", store.name);
+        members.push(Member { name, path: store.path.clone(), len: size(&store.path)?, mode: 0o600 });
         store_counts.insert(store.name.clone(), store.counts.clone());
     }
-    let ledger = ledger_prefix(&dir.ledger())?;
-    let ledger_bytes = ledger.len() as u64;
-    contents.push((relative(dir, &dir.ledger()), ledger, 0o600));
-    let (audit, audit_lines) = audit_prefix(&dir.audit_log())?;
-    contents.push((relative(dir, &dir.audit_log()), audit, 0o600));
+    let ledger_bytes =
+        crate::ledger::whole_records(&dir.ledger()).map_err(|e| Error::Backup { detail: e.to_string() })?;
+    if ledger_bytes > 0 {
+        members.push(Member { name: relative(dir, &dir.ledger()), path: dir.ledger(), len: ledger_bytes, mode: 0o600 });
+    }
+    let (audit_bytes, audit_lines) = audit_prefix(&dir.audit_log())?;
+    if audit_bytes > 0 {
+        let name = relative(dir, &dir.audit_log());
+        members.push(Member { name, path: dir.audit_log(), len: audit_bytes, mode: 0o600 });
+    }
     for path in data_files(dir, include_keys)? {
         let full = dir.path().join(&path);
-        let bytes = fs::read(&full).map_err(Error::io("reading", &full))?;
         let mode = fs::metadata(&full).map_err(Error::io("reading", &full))?.permissions().mode();
         let mode = if mode & 0o044 != 0 { 0o644 } else { 0o600 };
-        contents.push((path.to_string_lossy().into_owned(), bytes, mode));
+        members.push(Member { name: path.to_string_lossy().into_owned(), len: size(&full)?, path: full, mode });
+    }
+    let mut files = Vec::with_capacity(members.len());
+    for member in &members {
+        let (size, sha256) = member.open()?.finish().map_err(Error::io("reading", &member.path))?;
+        if size != member.len {
+            return Err(Error::Backup { detail: format!("{} changed while it was read", member.path.display()) });
+        }
+        files.push(FileEntry { path: member.name.clone(), size, sha256, mode: member.mode });
     }
     let manifest = Manifest {
         format: FORMAT.into(),
         created: pki::encoding::rfc3339(now),
         inkan_version: env!("CARGO_PKG_VERSION").into(),
         include_keys,
-        files: contents
-            .iter()
-            .map(|(path, bytes, mode)| FileEntry {
-                path: path.clone(),
-                size: bytes.len() as u64,
-                sha256: sha256_hex(bytes),
-                mode: *mode,
-            })
-            .collect(),
+        files,
         stores: store_counts,
         audit_lines,
         ledger_bytes,
@@ -199,23 +248,38 @@ pub fn write_archive(
         .mode_private()
         .open(&staged)
         .map_err(Error::io("creating", &staged))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let mut append = |name: &str, bytes: &[u8]| -> Result<(), Error> {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o600);
-        header.set_mtime(u64::try_from(now.unix_timestamp()).unwrap_or(0));
-        header.set_cksum();
-        tar.append_data(&mut header, name, bytes).map_err(Error::io("writing", &staged))
-    };
-    append(MANIFEST_HASH, format!("{}\n", sha256_hex(&manifest_json)).as_bytes())?;
-    append(MANIFEST, &manifest_json)?;
-    for (path, bytes, _) in &contents {
-        append(path, bytes)?;
+    let written = (|| {
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+        let header = |size: u64| {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(size);
+            header.set_mode(0o600);
+            header.set_mtime(u64::try_from(now.unix_timestamp()).unwrap_or(0));
+            header.set_cksum();
+            header
+        };
+        let hash_line = format!("{}\n", sha256_hex(&manifest_json));
+        for (name, bytes) in [(MANIFEST_HASH, hash_line.as_bytes()), (MANIFEST, manifest_json.as_slice())] {
+            tar.append_data(&mut header(bytes.len() as u64), name, bytes).map_err(Error::io("writing", &staged))?;
+        }
+        for (member, entry) in members.iter().zip(&manifest.files) {
+            let mut reader = member.open()?;
+            tar.append_data(&mut header(member.len), &member.name, &mut reader)
+                .map_err(Error::io("writing", &staged))?;
+            if reader.finish().map_err(Error::io("reading", &member.path))? != (entry.size, entry.sha256.clone()) {
+                return Err(Error::Backup {
+                    detail: format!("{} changed while the backup was written", member.path.display()),
+                });
+            }
+        }
+        let writer = tar.into_inner().map_err(Error::io("writing", &staged))?;
+        let file = writer.into_inner().map_err(|e| Error::io("writing", &staged)(e.into_error()))?;
+        file.sync_all().map_err(Error::io("syncing", &staged))
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&staged);
+        return Err(e);
     }
-    let writer = tar.into_inner().map_err(Error::io("writing", &staged))?;
-    let file = writer.into_inner().map_err(|e| Error::io("writing", &staged)(e.into_error()))?;
-    file.sync_all().map_err(Error::io("syncing", &staged))?;
     fs::rename(&staged, out).map_err(Error::io("moving into place", out))?;
     Ok(manifest)
 }
@@ -243,7 +307,9 @@ pub struct Restored {
     pub audit_lines: u64,
 }
 
-/// Restores the archive at `from` into `dir`, which must be empty or not exist.
+/// Restores the archive at `from` into `dir`, which must be empty or not exist. The archive is
+/// read twice, a chunk at a time: first to check every member against the manifest, then into
+/// the staging directory, checking each hash again.
 pub fn restore(from: &Path, dir: &DataDir) -> Result<Restored, Error> {
     let refuse = |detail: String| Error::Backup { detail };
     if dir.path().exists() {
@@ -255,36 +321,51 @@ pub fn restore(from: &Path, dir: &DataDir) -> Result<Restored, Error> {
             )));
         }
     }
-    let files = read_archive(from)?;
-    let manifest = check(&files, from)?;
+    let manifest = check(from)?;
+    let by_name: BTreeMap<&str, &FileEntry> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
 
     layout::create_private_dir(dir.path())?;
     let staging = dir.path().join(".restore-staging");
     let result = (|| {
         layout::create_private_dir(&staging)?;
         let staged = DataDir::new(&staging);
-        for entry in &manifest.files {
-            let bytes = &files[&entry.path];
-            if let Some(name) = entry.path.strip_prefix("stores/").and_then(|n| n.strip_suffix(".export")) {
-                let target = match name {
+        each_member(from, |name, entry| {
+            let Some(expected) = by_name.get(name) else { return Ok(()) };
+            let mut reader = Hashing::new(entry);
+            if let Some(store) = name.strip_prefix("stores/").and_then(|n| n.strip_suffix(".export")) {
+                let target = match store {
                     "db" => staged.db(),
                     "web" => staged.web(),
                     other => return Err(refuse(format!("unknown store {other:?} in the archive"))),
                 };
-                let counts = import_sled(bytes, &target)?;
-                if manifest.stores.get(name) != Some(&counts) {
+                let counts = import_sled(&mut reader, &target)?;
+                if manifest.stores.get(store) != Some(&counts) {
                     return Err(refuse(format!(
-                        "store {name}: the records read back differ from the manifest's counts"
+                        "store {store}: the records read back differ from the manifest's counts"
                     )));
                 }
-                continue;
+            } else {
+                let target = staging.join(name);
+                if let Some(parent) = target.parent() {
+                    layout::create_private_dir(parent)?;
+                }
+                let mode = if expected.mode == 0o644 { 0o644 } else { 0o600 };
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode_private()
+                    .open(&target)
+                    .map_err(Error::io("creating", &target))?;
+                std::io::copy(&mut reader, &mut file).map_err(Error::io("writing", &target))?;
+                file.set_permissions(fs::Permissions::from_mode(mode)).map_err(Error::io("writing", &target))?;
+                file.sync_all().map_err(Error::io("syncing", &target))?;
             }
-            let target = staging.join(&entry.path);
-            if let Some(parent) = target.parent() {
-                layout::create_private_dir(parent)?;
+            let (size, sha256) = reader.finish().map_err(Error::io("reading", from))?;
+            if (size, sha256.as_str()) != (expected.size, expected.sha256.as_str()) {
+                return Err(refuse(format!("{}: {name} changed since it was checked", from.display())));
             }
-            layout::write_new(&target, bytes, if entry.mode == 0o644 { 0o644 } else { 0o600 })?;
-        }
+            Ok(())
+        })?;
         let audit_lines = if staged.audit_log().exists() {
             match audit::verify(&staged.audit_log())? {
                 audit::Verdict::Intact { lines } if lines == manifest.audit_lines => lines,
@@ -319,13 +400,17 @@ pub fn restore(from: &Path, dir: &DataDir) -> Result<Restored, Error> {
     }
 }
 
-/// Every member of the archive, by name; refuses anything but plain files with safe names.
-fn read_archive(from: &Path) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+/// The largest manifest read (a million files' worth).
+const MAX_MANIFEST: u64 = 256 << 20;
+
+/// Runs `visit` on every member of the archive with its name, in order; refuses anything but
+/// plain files with names that stay inside the data directory, and a name seen twice.
+fn each_member(from: &Path, mut visit: impl FnMut(&str, &mut dyn Read) -> Result<(), Error>) -> Result<(), Error> {
     let refuse = |detail: String| Error::Backup { detail: format!("{}: {detail}", from.display()) };
     let file = fs::File::open(from).map_err(Error::io("opening", from))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-    let mut files = BTreeMap::new();
     let entries = archive.entries().map_err(|e| refuse(format!("not a tar archive: {e}")))?;
+    let mut seen = std::collections::BTreeSet::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| refuse(format!("a damaged archive: {e}")))?;
         if entry.header().entry_type() != tar::EntryType::Regular {
@@ -336,43 +421,63 @@ fn read_archive(from: &Path) -> Result<BTreeMap<String, Vec<u8>>, Error> {
             return Err(refuse(format!("the member name {} leaves the data directory", path.display())));
         }
         let name = path.to_string_lossy().into_owned();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| refuse(format!("{name} is cut off: {e}")))?;
-        if files.insert(name.clone(), bytes).is_some() {
+        if !seen.insert(name.clone()) {
             return Err(refuse(format!("{name} is in the archive twice")));
         }
+        visit(&name, &mut entry).map_err(|e| match e {
+            Error::Io { path, source, .. } if path == from => refuse(format!("{name} is cut off: {source}")),
+            other => other,
+        })?;
     }
-    Ok(files)
+    Ok(())
 }
 
-/// Checks the manifest's hash, then every file against it; returns the manifest.
-fn check(files: &BTreeMap<String, Vec<u8>>, from: &Path) -> Result<Manifest, Error> {
+/// Reads the archive once: the manifest, checked against its hash, and every member's size
+/// and hash against it; returns the manifest.
+fn check(from: &Path) -> Result<Manifest, Error> {
     let refuse = |detail: String| Error::Backup { detail: format!("{}: {detail}", from.display()) };
-    let (Some(hash), Some(json)) = (files.get(MANIFEST_HASH), files.get(MANIFEST)) else {
+    let (mut hash, mut json) = (None, None);
+    let mut found: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    each_member(from, |name, entry| {
+        let io = |e: std::io::Error| Error::io("reading", from)(e);
+        if name == MANIFEST_HASH || name == MANIFEST {
+            let mut bytes = Vec::new();
+            entry.take(MAX_MANIFEST).read_to_end(&mut bytes).map_err(io)?;
+            if name == MANIFEST { json = Some(bytes) } else { hash = Some(bytes) }
+        } else {
+            found.insert(name.to_owned(), Hashing::new(entry).finish().map_err(io)?);
+        }
+        Ok(())
+    })?;
+    let (Some(hash), Some(json)) = (hash, json) else {
         return Err(refuse("no manifest: not an inkan backup, or cut off".into()));
     };
-    if String::from_utf8_lossy(hash).trim() != sha256_hex(json) {
+    if String::from_utf8_lossy(&hash).trim() != sha256_hex(&json) {
         return Err(refuse("the manifest does not match its SHA-256: the archive was changed".into()));
     }
     let manifest: Manifest =
-        serde_json::from_slice(json).map_err(|e| refuse(format!("the manifest is not readable: {e}")))?;
+        serde_json::from_slice(&json).map_err(|e| refuse(format!("the manifest is not readable: {e}")))?;
     if manifest.format != FORMAT {
         return Err(refuse(format!("format {:?}; this inkan reads {FORMAT:?}", manifest.format)));
     }
     for entry in &manifest.files {
-        let Some(bytes) = files.get(&entry.path) else {
-            return Err(refuse(format!("{} is missing: the archive is partial", entry.path)));
-        };
-        if bytes.len() as u64 != entry.size || sha256_hex(bytes) != entry.sha256 {
-            return Err(refuse(format!(
-                "{} does not match its SHA-256 in the manifest: the archive is damaged",
-                entry.path
-            )));
+        match found.get(&entry.path) {
+            None => return Err(refuse(format!("{} is missing: the archive is partial", entry.path))),
+            Some((size, sha256)) if *size != entry.size || *sha256 != entry.sha256 => {
+                return Err(refuse(format!(
+                    "{} does not match its SHA-256 in the manifest: the archive is damaged",
+                    entry.path
+                )));
+            }
+            Some(_) => {}
         }
     }
-    let listed = manifest.files.len() + 2;
-    if files.len() != listed {
-        return Err(refuse(format!("{} members where the manifest lists {listed}", files.len())));
+    if found.len() != manifest.files.len() {
+        return Err(refuse(format!(
+            "{} members where the manifest lists {}",
+            found.len() + 2,
+            manifest.files.len() + 2
+        )));
     }
     Ok(manifest)
 }

@@ -120,39 +120,53 @@ fn checksum(kind: u8, payload: &[u8]) -> [u8; 8] {
     out
 }
 
-/// The whole, checked records at the start of a ledger's bytes: (kind, payload, end offset).
-fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8], usize)> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        let head = bytes.get(at..at + 12)?;
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-        if len == 0 || len > MAX_FRAME {
-            return None;
-        }
-        let body = bytes.get(at + 12..at + 12 + len as usize)?;
-        if checksum(body[0], &body[1..]) != head[4..12] {
-            return None;
-        }
-        at += 12 + len as usize;
-        Some((body[0], &body[1..], at))
-    })
+/// The next whole, checked record: its body (kind, then payload) and the bytes it took; `None`
+/// at the end, or at a torn or corrupt record (where a crash cut the file).
+fn next_frame(reader: &mut impl Read) -> Option<(Vec<u8>, u64)> {
+    let mut head = [0u8; 12];
+    reader.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    if len == 0 || len > MAX_FRAME {
+        return None;
+    }
+    let mut body = vec![0u8; len as usize];
+    reader.read_exact(&mut body).ok()?;
+    (checksum(body[0], &body[1..]) == head[4..12]).then_some((body, 12 + u64::from(len)))
 }
 
-/// How many leading bytes of a ledger are whole, checked records: what a copy of a ledger
-/// being appended to keeps.
-pub fn whole_records(bytes: &[u8]) -> usize {
-    frames(bytes).last().map_or(0, |(_, _, end)| end)
+/// How many leading bytes of the ledger at `path` are whole, checked records now: what a copy
+/// of a ledger being appended to keeps. Reads one record at a time.
+pub fn whole_records(path: &Path) -> Result<u64, RegistryError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(backend(format!("reading {}: {e}", path.display()))),
+    };
+    let len = file.metadata().map_err(backend)?.len();
+    let mut reader = BufReader::new(file.take(len));
+    let mut whole = 0;
+    while let Some((_, taken)) = next_frame(&mut reader) {
+        whole += taken;
+    }
+    Ok(whole)
 }
 
 /// The latest audit checkpoint in the ledger file at `path` (read only; the signer may be
 /// appending).
 pub fn read_checkpoint(path: &Path) -> Result<Option<Vec<u8>>, RegistryError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    let file = match File::open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(backend(format!("reading {}: {e}", path.display()))),
     };
-    Ok(frames(&bytes).filter(|(kind, _, _)| *kind == AUDIT_CHECKPOINT).last().map(|(_, payload, _)| payload.to_vec()))
+    let mut reader = BufReader::new(file);
+    let mut latest = None;
+    while let Some((body, _)) = next_frame(&mut reader) {
+        if body[0] == AUDIT_CHECKPOINT {
+            latest = Some(body[1..].to_vec());
+        }
+    }
+    Ok(latest)
 }
 
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -197,23 +211,8 @@ impl LogLedger {
     fn replay(path: &Path, index: &mut Index) -> Result<(), RegistryError> {
         let mut reader = BufReader::new(File::open(path).map_err(backend)?);
         let mut offset = 0u64;
-        loop {
-            let mut head = [0u8; 12];
-            if reader.read_exact(&mut head).is_err() {
-                break;
-            }
-            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-            if len == 0 || len > MAX_FRAME {
-                break;
-            }
-            let mut body = vec![0u8; len as usize];
-            if reader.read_exact(&mut body).is_err() {
-                break;
-            }
+        while let Some((body, taken)) = next_frame(&mut reader) {
             let (kind, payload) = (body[0], &body[1..]);
-            if checksum(kind, payload) != head[4..12] {
-                break;
-            }
             let payload_at = offset + 13;
             match kind {
                 PENDING => {
@@ -249,7 +248,7 @@ impl LogLedger {
                     )));
                 }
             }
-            offset += 4 + 8 + u64::from(len);
+            offset += taken;
         }
         let actual = index.file.metadata().map_err(backend)?.len();
         if actual != offset {

@@ -4,7 +4,7 @@
 //! u32 BE length + bytes), and u32::MAX.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::Error;
@@ -44,30 +44,35 @@ fn write_field(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(bytes)
 }
 
-/// Reads an export made by [`export_sled`] into a new sled database at `dir`.
-pub fn import_sled(export: &[u8], dir: &Path) -> Result<TreeCounts, Error> {
+/// Reads an export made by [`export_sled`] into a new sled database at `dir`, one record at a
+/// time (a field is held only as far as its bytes arrive).
+pub fn import_sled(mut export: impl Read, dir: &Path) -> Result<TreeCounts, Error> {
     let bad = |detail: &str| Error::Backup { detail: format!("store export: {detail}") };
-    let mut rest = export.strip_prefix(EXPORT_MAGIC).ok_or_else(|| bad("not an inkan store export"))?;
+    let mut magic = [0u8; EXPORT_MAGIC.len()];
+    if export.read_exact(&mut magic).is_err() || magic != EXPORT_MAGIC {
+        return Err(bad("not an inkan store export"));
+    }
     let db = sled::Config::new()
         .path(dir)
         .open()
         .map_err(|e| Error::Backup { detail: format!("creating {}: {e}", dir.display()) })?;
     let store = |e: sled::Error| Error::Backup { detail: format!("writing {}: {e}", dir.display()) };
     let mut counts = TreeCounts::new();
-    while !rest.is_empty() {
-        let kind = take_field(&mut rest).ok_or_else(|| bad("cut off in a tree's type"))?;
-        let name = take_field(&mut rest).ok_or_else(|| bad("cut off in a tree's name"))?;
+    // The end of the export is the end of a tree: nothing more where a tree's type would start.
+    while let Some(kind) = take_field(&mut export, true).map_err(|_| bad("cut off in a tree's type"))? {
+        let name = take_field(&mut export, false).ok().flatten().ok_or_else(|| bad("cut off in a tree's name"))?;
         if kind != b"tree" {
             return Err(bad("a collection that is not a tree"));
         }
         let tree = db.open_tree(&name).map_err(store)?;
         let mut n = 0u64;
         loop {
-            match take_u32(&mut rest).ok_or_else(|| bad("cut off in a tree"))? {
+            match take_u32(&mut export).ok_or_else(|| bad("cut off in a tree"))? {
                 END_OF_TREE => break,
                 2 => {
-                    let key = take_field(&mut rest).ok_or_else(|| bad("cut off in a record"))?;
-                    let value = take_field(&mut rest).ok_or_else(|| bad("cut off in a record"))?;
+                    let mut field =
+                        || take_field(&mut export, false).ok().flatten().ok_or_else(|| bad("cut off in a record"));
+                    let (key, value) = (field()?, field()?);
                     tree.insert(key, value).map_err(store)?;
                     n += 1;
                 }
@@ -80,20 +85,33 @@ pub fn import_sled(export: &[u8], dir: &Path) -> Result<TreeCounts, Error> {
     Ok(counts)
 }
 
-fn take_u32(rest: &mut &[u8]) -> Option<u32> {
-    let (head, tail) = rest.split_first_chunk::<4>()?;
-    *rest = tail;
-    Some(u32::from_be_bytes(*head))
+fn take_u32(input: &mut impl Read) -> Option<u32> {
+    let mut bytes = [0u8; 4];
+    input.read_exact(&mut bytes).ok()?;
+    Some(u32::from_be_bytes(bytes))
 }
 
-fn take_field(rest: &mut &[u8]) -> Option<Vec<u8>> {
-    let len = usize::try_from(take_u32(rest)?).ok()?;
-    if rest.len() < len {
-        return None;
+/// A length-prefixed field. With `at_boundary`, a clean end of input before the length is
+/// `Ok(None)`; anything else cut off is an error.
+fn take_field(input: &mut impl Read, at_boundary: bool) -> Result<Option<Vec<u8>>, ()> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match input.read(&mut len[got..]) {
+            Ok(0) if got == 0 && at_boundary => return Ok(None),
+            Ok(0) => return Err(()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(()),
+        }
     }
-    let (field, tail) = rest.split_at(len);
-    *rest = tail;
-    Some(field.to_vec())
+    let len = u64::from(u32::from_be_bytes(len));
+    let mut field = Vec::new();
+    input.take(len).read_to_end(&mut field).map_err(|_| ())?;
+    if field.len() as u64 != len {
+        return Err(());
+    }
+    Ok(Some(field))
 }
 
 #[cfg(test)]
@@ -110,7 +128,7 @@ mod tests {
         let mut export = Vec::new();
         let counts = export_sled(&db, &mut export).expect("export");
         assert_eq!(counts.get("things"), Some(&2));
-        let imported = import_sled(&export, &dir.path().join("b")).expect("import");
+        let imported = import_sled(export.as_slice(), &dir.path().join("b")).expect("import");
         assert_eq!(imported, counts);
         let back = sled::Config::new().path(dir.path().join("b")).open().expect("reopen");
         assert_eq!(back.open_tree("things").expect("tree").get(b"k2").expect("get").map(|v| v.len()), Some(70_000));
