@@ -102,8 +102,13 @@ fn child(entries: usize) -> Result<(), String> {
     let authority = CertificateAuthority::new(&der, signer, ledger, settings).expect("ca");
     let socket = dir.path().join("signer.sock");
     let listener = ca::remote::bind(&socket).expect("bind");
-    let service =
-        Arc::new(SignerService { authority, root_der: Vec::new(), server_names: Vec::new(), ocsp: None, audit: None });
+    let service = Arc::new(SignerService {
+        authorities: ca::generations::Authorities::single(authority),
+        root_der: Vec::new(),
+        server_names: Vec::new(),
+        ocsp: None,
+        audit: None,
+    });
     std::thread::spawn(move || ca::remote::serve(listener, service, Arc::new(AtomicBool::new(false))));
 
     let now = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
@@ -123,7 +128,7 @@ fn child(entries: usize) -> Result<(), String> {
     let before = peak_rss_mib();
     let client = SignerClient::new(&socket);
     let started = Instant::now();
-    let crl = client.sign_crl(&revoked, time::Duration::days(7)).expect("sign");
+    let crl = client.sign_crl(1, &revoked, time::Duration::days(7)).expect("sign");
     let elapsed = started.elapsed();
     let peak = peak_rss_mib();
     let out = dir.path().join("ca.crl");

@@ -49,6 +49,8 @@ pub struct CertificateAuthority {
     store: Arc<dyn Ledger>,
     settings: ProfileSettings,
     on_signed: Option<SignedHook>,
+    /// Which generation of the issuing CA this is (1: made by `init`).
+    generation: u16,
 }
 
 /// Called with each certificate just signed, while the ledger records it: the signer writes its
@@ -77,7 +79,18 @@ impl CertificateAuthority {
         if issuer.public_key() != signer.public_key() {
             return Err(Error::KeyMismatch { key: "(signer)".into(), certificate: "(issuer)".into() });
         }
-        Ok(Self { issuer, signer, store, settings, on_signed: None })
+        Ok(Self { issuer, signer, store, settings, on_signed: None, generation: 1 })
+    }
+
+    /// This CA as generation `generation` of the issuing CA (its records say so).
+    pub fn with_generation(mut self, generation: u16) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Which generation of the issuing CA this is.
+    pub fn generation(&self) -> u16 {
+        self.generation
     }
 
     /// Runs `hook` for every certificate signed, alongside its durable recording.
@@ -172,6 +185,7 @@ impl CertificateAuthority {
                 not_after: validity.not_after,
                 recorded_at: now,
                 state: State::Pending,
+                issuer: self.generation,
             };
             match self.store.record_pending(&record, request.request_id.as_ref()) {
                 Ok(()) => {}

@@ -1,7 +1,6 @@
 //! Key ceremonies: creating the root and issuing CA, and signing the root's CRL.
 
 use std::fs;
-use std::path::Path;
 
 use pki::crl::{self, CrlOrder};
 use pki::profile;
@@ -9,6 +8,7 @@ use pki::{IssuerInfo, Validity};
 use time::{Duration, OffsetDateTime};
 
 use crate::authority::random_serial;
+pub use crate::key_file::load_signer;
 use crate::layout::{self, DataDir};
 use crate::pkcs11::TokenKey;
 use crate::signer::{CaKeyType, FileSigner, RcgenKey, Signer};
@@ -177,23 +177,108 @@ pub fn init(
     Ok(InitReport { root_der: root_cert.der().to_vec(), ca_der: ca_cert.der().to_vec() })
 }
 
-/// Loads a CA key and checks it against its certificate. `key` is an encrypted key file
-/// (`passphrase` decrypts it) or names a key in a PKCS#11 token (`passphrase` is its PIN).
-pub fn load_signer(
-    key: &Path,
-    certificate: &Path,
-    passphrase: &Passphrase,
-) -> Result<(Box<dyn Signer>, Vec<u8>), Error> {
-    let der = layout::read_certificate(certificate)?;
-    let issuer = IssuerInfo::from_der(&der)?;
-    let signer: Box<dyn Signer> = match TokenKey::read(key)? {
-        Some(token) => Box::new(token.open(passphrase)?),
-        None => Box::new(FileSigner::load(key, passphrase)?),
-    };
-    if signer.public_key() != issuer.public_key() {
-        return Err(Error::KeyMismatch { key: key.into(), certificate: certificate.into() });
+/// What `inkan ca rollover` makes.
+#[derive(Debug, Clone)]
+pub struct RolloverOptions {
+    /// Organization (O=) of the new CA's subject.
+    pub organization: String,
+    /// From when the new CA issues (the service switches at this moment).
+    pub active_from: OffsetDateTime,
+    /// Its validity in days (capped at the root's).
+    pub days: u32,
+    /// URL of the root's CRL, written into the new CA certificate.
+    pub root_crl_url: Option<String>,
+    /// URL of the root certificate (AIA).
+    pub root_cert_url: Option<String>,
+    /// URL of the OCSP responder that answers for the new CA with the root's pre-signed answer.
+    pub ca_ocsp_url: Option<String>,
+}
+
+/// Makes the next generation of the issuing CA (a ceremony with the root key): a new key of the
+/// current generation's type (in the same token when that one is in a token, else encrypted
+/// with `ca_passphrase`, which must open the current key), certified by the root as "Issuing CA
+/// N", that takes over issuance at `options.active_from`. Written to `ca/gen-N/` through a
+/// staging directory; refused while another generation still waits for its moment.
+pub fn rollover(
+    dir: &DataDir,
+    options: &RolloverOptions,
+    root_passphrase: &Passphrase,
+    ca_passphrase: &Passphrase,
+    now: OffsetDateTime,
+) -> Result<crate::generations::Generation, Error> {
+    let generations = crate::generations::list(dir)?;
+    let last =
+        generations.last().ok_or_else(|| Error::io("reading", &dir.ca_cert())(std::io::ErrorKind::NotFound.into()))?;
+    if last.active_from > now {
+        return Err(Error::Rollover {
+            detail: format!(
+                "generation {} already takes over at {}; a new rollover after that",
+                last.number,
+                pki::encoding::rfc3339(last.active_from)
+            ),
+        });
     }
-    Ok((signer, der))
+    if options.active_from < now - Duration::minutes(5) {
+        return Err(Error::Rollover { detail: "the moment the new CA takes over is in the past".into() });
+    }
+    let number =
+        last.number.checked_add(1).ok_or_else(|| Error::Rollover { detail: "no generation number is left".into() })?;
+    let (root, root_der) = load_signer(&dir.root_key(), &dir.root_cert(), root_passphrase)?;
+    let root_info = IssuerInfo::from_der(&root_der)?;
+    let (current, _) = load_signer(&last.key, &last.cert, ca_passphrase)?;
+    let key_type = match current.public_key().kind() {
+        pki::KeyKind::EcdsaP256 => CaKeyType::EcdsaP256,
+        pki::KeyKind::EcdsaP384 => CaKeyType::EcdsaP384,
+        pki::KeyKind::Ed25519 => CaKeyType::Ed25519,
+        pki::KeyKind::Rsa { .. } => CaKeyType::Rsa3072,
+    };
+    drop(current);
+    let validity = Validity::for_days(now, options.days, Some(&root_info.validity()))?;
+    let suffix = pki::encoding::hex(&random_serial()?.as_bytes()[..4]);
+    let key = match TokenKey::read(&last.key)? {
+        Some(token) => {
+            let key = TokenKey { key_label: format!("inkan-ca{number}-{suffix}"), ..token };
+            NewKey::Token(key.generate(ca_passphrase, key_type)?, key)
+        }
+        None => NewKey::File(FileSigner::generate(key_type)?),
+    };
+    let signer = key.signer();
+    let mut params = profile::issuing_ca_params(
+        &options.organization,
+        &random_serial()?,
+        &validity,
+        signer.public_key(),
+        options.root_crl_url.as_deref(),
+        options.root_cert_url.as_deref(),
+        options.ca_ocsp_url.as_deref(),
+    );
+    profile::name_issuing_ca_generation(&mut params, &options.organization, number);
+    let root_cert_der = rustls_pki_types::CertificateDer::from(root_der.as_slice());
+    let root_issuer = rcgen::Issuer::from_ca_cert_der(&root_cert_der, RcgenKey(root.as_ref()))
+        .map_err(|e| pki::Error::Encoding { what: "root certificate", detail: e.to_string() })?;
+    let cert = params
+        .signed_by(signer.public_key(), &root_issuer)
+        .map_err(|e| pki::Error::Encoding { what: "issuing CA certificate", detail: e.to_string() })?;
+    IssuerInfo::from_der(cert.der())?;
+
+    let target = crate::generations::generation_dir(dir, number);
+    let staging = dir.ca_dir().join(format!(".gen-{number}-staging"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(Error::io("removing", &staging))?;
+    }
+    layout::create_private_dir(&staging)?;
+    layout::write_new(&staging.join("ca.key"), key.file_text(ca_passphrase)?.as_bytes(), 0o600)?;
+    layout::write_new(&staging.join("ca.crt"), cert.pem().as_bytes(), 0o644)?;
+    let from = options.active_from.replace_nanosecond(0).unwrap_or(options.active_from);
+    layout::write_new(&staging.join("active-from"), format!("{}\n", pki::encoding::rfc3339(from)).as_bytes(), 0o644)?;
+    fs::rename(&staging, &target).map_err(Error::io("moving into place", &target))?;
+    layout::sync_dir(&dir.ca_dir())?;
+    Ok(crate::generations::Generation {
+        number,
+        cert: target.join("ca.crt"),
+        key: target.join("ca.key"),
+        active_from: from,
+    })
 }
 
 /// What the offline root publishes for relying parties: its CRL, and an OCSP answer about the
@@ -204,6 +289,8 @@ pub struct RootPublications {
     pub crl: Vec<u8>,
     /// The root's OCSP answer for the issuing CA certificate: good (DER `OCSPResponse`).
     pub ca_ocsp: Vec<u8>,
+    /// The same for each later generation of the issuing CA (`inkan ca rollover`).
+    pub later_ca_ocsp: Vec<(u16, Vec<u8>)>,
 }
 
 /// Signs the root's CRL and its OCSP answer about the issuing CA (a ceremony: needs the root
@@ -238,15 +325,22 @@ pub fn sign_root_publications(
     let signature = root.sign(prepared.tbs_der())?;
     let crl = prepared.assemble(&signature);
 
-    // The issuing CA's status, signed by the root itself (RFC 6960 §4.2.2.2: the CA that issued
-    // the certificate may answer for it).
-    let ca_der = layout::read_certificate(&dir.ca_cert())?;
-    let ca_serial = pki::certificate::Summary::from_der(&ca_der)?;
-    let serial = pki::encoding::unhex(&ca_serial.serial)
-        .ok_or_else(|| pki::Error::InvalidIssuer { detail: "the issuing CA's serial".into() })?;
+    // Each issuing CA's status, signed by the root itself (RFC 6960 §4.2.2.2: the CA that
+    // issued the certificate may answer for it).
     let responder = pki::ocsp::Responder::new(&der)?;
-    let id = pki::ocsp::CertId::for_serial(&issuer, pki::ocsp::CertIdHash::Sha1, &serial);
-    let prepared = pki::ocsp::prepare_response(&responder, &id, pki::ocsp::CertStatus::Good, now, now, next_update)?;
-    let signature = root.sign(prepared.tbs_der())?;
-    Ok(RootPublications { crl, ca_ocsp: prepared.assemble(&signature) })
+    let mut answers = Vec::new();
+    for (n, _, ca_der) in crate::generations::certificates(dir)? {
+        let ca_serial = pki::certificate::Summary::from_der(&ca_der)?;
+        let serial = pki::encoding::unhex(&ca_serial.serial)
+            .ok_or_else(|| pki::Error::InvalidIssuer { detail: "the issuing CA's serial".into() })?;
+        let id = pki::ocsp::CertId::for_serial(&issuer, pki::ocsp::CertIdHash::Sha1, &serial);
+        let status = pki::ocsp::CertStatus::Good;
+        let prepared = pki::ocsp::prepare_response(&responder, &id, status, now, now, next_update)?;
+        let signature = root.sign(prepared.tbs_der())?;
+        answers.push((n, prepared.assemble(&signature)));
+    }
+    let mut answers = answers.into_iter();
+    let (_, ca_ocsp) =
+        answers.next().ok_or_else(|| Error::io("reading", &dir.ca_cert())(std::io::ErrorKind::NotFound.into()))?;
+    Ok(RootPublications { crl, ca_ocsp, later_ca_ocsp: answers.collect() })
 }

@@ -62,6 +62,12 @@ pub enum Error {
         /// What was wrong (never the PIN).
         detail: String,
     },
+    /// A rollover of the issuing CA that cannot be made now.
+    #[error("rollover: {detail}")]
+    Rollover {
+        /// Why.
+        detail: String,
+    },
     /// A backup that cannot be made, or an archive that cannot be restored.
     #[error("backup: {detail}")]
     Backup {

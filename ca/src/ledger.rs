@@ -417,6 +417,7 @@ mod tests {
             not_after: now + Duration::days(30),
             recorded_at: now,
             state: State::Pending,
+            issuer: 1,
         }
     }
 

@@ -35,6 +35,8 @@ pub mod credential;
 mod durable;
 mod error;
 pub mod fixture;
+pub mod generations;
+mod key_file;
 pub mod layout;
 pub mod ledger;
 pub mod pkcs11;

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::audit::AuditLog;
+use crate::generations::Authorities;
 use crate::responder::{OcspSigner, SignError};
-use crate::{CertificateAuthority, Error, IssueRequest};
+use crate::{Error, IssueRequest};
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
@@ -106,8 +107,9 @@ impl From<&OcspOrder> for OcspEntry {
 }
 
 impl OcspEntry {
-    /// The order it asks for, or why it is malformed.
-    pub fn order(&self) -> Result<OcspOrder, String> {
+    /// The order it asks for (about generation `issuer`'s certificates), or why it is
+    /// malformed.
+    pub fn order(&self, issuer: u16) -> Result<OcspOrder, String> {
         if self.serial.is_empty() || self.serial.len() > 32 {
             return Err(format!("a serial of {} bytes is not one a CA issues", self.serial.len()));
         }
@@ -131,8 +133,23 @@ impl OcspEntry {
                 CertStatus::Revoked { at, reason }
             }
         };
-        Ok(OcspOrder { serial: self.serial.clone(), hash, status })
+        Ok(OcspOrder { serial: self.serial.clone(), hash, status, issuer })
     }
+}
+
+/// One generation of the issuing CA in a `CaInfo` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireGeneration {
+    /// Its number.
+    pub number: u16,
+    /// From when it issues (Unix seconds).
+    pub active_from: i64,
+    /// Its certificate.
+    pub der: Der,
+}
+
+fn first_generation() -> u16 {
+    1
 }
 
 /// One revoked certificate in a CRL request: serial, revocation time (Unix seconds), reason code.
@@ -166,11 +183,17 @@ pub enum Request {
         entries: Vec<CrlEntry>,
         /// Seconds from thisUpdate to nextUpdate.
         validity_secs: i64,
+        /// The issuing-CA generation whose CRL it is (its certificates only).
+        #[serde(default = "first_generation")]
+        issuer: u16,
     },
     /// Sign OCSP answers, one per entry.
     SignOcsp {
         /// What to answer.
         entries: Vec<OcspEntry>,
+        /// The issuing-CA generation asked about.
+        #[serde(default = "first_generation")]
+        issuer: u16,
     },
     /// The issuing CA and root certificates.
     CaInfo,
@@ -187,6 +210,9 @@ pub enum Response {
         /// The certificate, DER.
         #[serde(with = "hex")]
         der: Vec<u8>,
+        /// The issuing-CA generation that signed it.
+        #[serde(default = "first_generation")]
+        issuer: u16,
     },
     /// A CRL.
     Crl {
@@ -208,12 +234,15 @@ pub enum Response {
     },
     /// The CA certificates.
     CaInfo {
-        /// The issuing CA certificate, DER.
+        /// The issuing CA certificate that issues now, DER.
         #[serde(with = "hex")]
         ca: Vec<u8>,
         /// The root certificate, DER.
         #[serde(with = "hex")]
         root: Vec<u8>,
+        /// Every generation of the issuing CA, oldest first.
+        #[serde(default)]
+        generations: Vec<WireGeneration>,
     },
     /// The request was refused (`rejected`: the sender's fault) or failed (`internal`).
     Error {
@@ -263,15 +292,15 @@ fn read_frame(stream: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
 /// The signer: the issuing CA over its ledger, the root certificate, the OCSP responder, an
 /// audit log, and what it certifies for servers.
 pub struct SignerService {
-    /// The CA.
-    pub authority: CertificateAuthority,
+    /// The CA, every generation of it.
+    pub authorities: Authorities,
     /// The root certificate, DER.
     pub root_der: Vec<u8>,
     /// The names a server certificate may carry (`[ca] server_names` in inkan.toml, by default
     /// the service's own names): the signer certifies no other, whoever asks.
     pub server_names: Vec<pki::names::AllowedName>,
-    /// The delegated OCSP responder, when this signer answers OCSP.
-    pub ocsp: Option<OcspSigner>,
+    /// The delegated OCSP responders (one per generation), when this signer answers OCSP.
+    pub ocsp: Option<Vec<OcspSigner>>,
     /// Where signing events go.
     pub audit: Option<Arc<AuditLog>>,
 }
@@ -333,7 +362,8 @@ impl SignerService {
                     days,
                     request_id: Some(request_id),
                 };
-                match self.authority.issue(&request) {
+                let authority = self.authorities.current(OffsetDateTime::now_utc());
+                match authority.issue(&request) {
                     Ok(issued) => {
                         // Fresh signings are audited by the CA's signed hook (see `signed_hook`),
                         // alongside the ledger's sync; a replay is audited here.
@@ -343,7 +373,11 @@ impl SignerService {
                                 serde_json::json!({ "serial": issued.record.serial, "account": account, "profile": profile }),
                             );
                         }
-                        Response::Issued { serial: issued.record.serial, der: issued.der }
+                        Response::Issued {
+                            serial: issued.record.serial,
+                            der: issued.der,
+                            issuer: authority.generation(),
+                        }
                     }
                     Err(e @ Error::RequestIdReused) => rejected(e.to_string()),
                     Err(Error::Pki(e @ (pki::Error::Lint { .. } | pki::Error::Encoding { .. }))) => {
@@ -357,7 +391,10 @@ impl SignerService {
                     }
                 }
             }
-            Request::SignCrl { entries, validity_secs } => {
+            Request::SignCrl { entries, validity_secs, issuer } => {
+                let Some(authority) = self.authorities.get(issuer) else {
+                    return rejected(format!("no issuing CA of generation {issuer} here"));
+                };
                 let now = OffsetDateTime::now_utc();
                 let now = now.replace_nanosecond(0).unwrap_or(now);
                 if !(3600..=366 * 86_400).contains(&validity_secs) {
@@ -374,29 +411,38 @@ impl SignerService {
                     if revoked_at > now + time::Duration::minutes(5) {
                         return rejected(format!("{serial} is revoked in the future"));
                     }
+                    // A CRL lists its own CA's certificates only.
+                    if let Ok(Some(record)) = authority.ledger().lookup(&serial)
+                        && record.issuer != issuer
+                    {
+                        return rejected(format!("{serial} was issued by generation {}, not {issuer}", record.issuer));
+                    }
                     revoked.push(RevokedEntry { serial, revoked_at, reason });
                 }
                 let count = revoked.len();
-                match self.authority.sign_crl_for(&revoked, now, time::Duration::seconds(validity_secs)) {
+                match authority.sign_crl_for(&revoked, now, time::Duration::seconds(validity_secs)) {
                     Ok(der) => {
-                        self.audit("crl.signed", serde_json::json!({ "entries": count }));
+                        self.audit("crl.signed", serde_json::json!({ "entries": count, "issuer": issuer }));
                         Response::Crl { der }
                     }
                     Err(e) => Response::Error { kind: "internal".into(), message: e.to_string() },
                 }
             }
-            Request::SignOcsp { entries } => {
-                let Some(ocsp) = &self.ocsp else {
+            Request::SignOcsp { entries, issuer } => {
+                let (Some(authority), Some(ocsp)) = (
+                    self.authorities.get(issuer),
+                    self.ocsp.as_ref().and_then(|all| all.iter().find(|o| o.generation() == issuer)),
+                ) else {
                     return Response::Error {
                         kind: "internal".into(),
                         message: "this signer has no OCSP responder".into(),
                     };
                 };
-                let orders = match entries.iter().map(OcspEntry::order).collect::<Result<Vec<_>, _>>() {
+                let orders = match entries.iter().map(|e| e.order(issuer)).collect::<Result<Vec<_>, _>>() {
                     Ok(orders) => orders,
                     Err(message) => return rejected(message),
                 };
-                match ocsp.sign(&self.authority, &orders, OffsetDateTime::now_utc()) {
+                match ocsp.sign(authority, &orders, OffsetDateTime::now_utc()) {
                     Ok((answers, responder, made)) => {
                         if made {
                             let serial = pki::certificate::Summary::from_der(&responder).map(|s| s.serial).ok();
@@ -420,9 +466,19 @@ impl SignerService {
                     }
                 }
             }
-            Request::CaInfo => {
-                Response::CaInfo { ca: self.authority.issuer().certificate_der().to_vec(), root: self.root_der.clone() }
-            }
+            Request::CaInfo => Response::CaInfo {
+                ca: self.authorities.current(OffsetDateTime::now_utc()).issuer().certificate_der().to_vec(),
+                root: self.root_der.clone(),
+                generations: self
+                    .authorities
+                    .all()
+                    .map(|(from, ca)| WireGeneration {
+                        number: ca.generation(),
+                        active_from: from.unix_timestamp(),
+                        der: Der(ca.issuer().certificate_der().to_vec()),
+                    })
+                    .collect(),
+            },
         }
     }
 }
@@ -577,7 +633,7 @@ impl SignerClient {
         profile: Profile,
         sans: &[San],
         days: Option<u32>,
-    ) -> Result<(Serial, Vec<u8>), RemoteError> {
+    ) -> Result<(Serial, Vec<u8>, u16), RemoteError> {
         let request = Request::Issue {
             request_id: request_id.to_vec(),
             csr: csr_der.to_vec(),
@@ -587,25 +643,31 @@ impl SignerClient {
             days,
         };
         match self.call(&request)? {
-            Response::Issued { serial, der } => Ok((serial, der)),
+            Response::Issued { serial, der, issuer } => Ok((serial, der, issuer)),
             other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
         }
     }
 
-    /// Sign a CRL of `entries`.
-    pub fn sign_crl(&self, entries: &[RevokedEntry], validity: time::Duration) -> Result<Vec<u8>, RemoteError> {
+    /// Sign generation `issuer`'s CRL of `entries`.
+    pub fn sign_crl(
+        &self,
+        issuer: u16,
+        entries: &[RevokedEntry],
+        validity: time::Duration,
+    ) -> Result<Vec<u8>, RemoteError> {
         let entries =
             entries.iter().map(|e| CrlEntry(e.serial, e.revoked_at.unix_timestamp(), e.reason.code())).collect();
-        match self.call(&Request::SignCrl { entries, validity_secs: validity.whole_seconds() })? {
+        match self.call(&Request::SignCrl { entries, validity_secs: validity.whole_seconds(), issuer })? {
             Response::Crl { der } => Ok(der),
             other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
         }
     }
 
-    /// Signed OCSP answers, one per order, and the responder certificate they carry.
-    pub fn sign_ocsp(&self, orders: &[OcspOrder]) -> Result<(Vec<SignedOcsp>, Vec<u8>), RemoteError> {
+    /// Signed OCSP answers about generation `issuer`'s certificates, one per order, and the
+    /// responder certificate they carry.
+    pub fn sign_ocsp(&self, issuer: u16, orders: &[OcspOrder]) -> Result<(Vec<SignedOcsp>, Vec<u8>), RemoteError> {
         let entries = orders.iter().map(OcspEntry::from).collect();
-        match self.call(&Request::SignOcsp { entries })? {
+        match self.call(&Request::SignOcsp { entries, issuer })? {
             Response::Ocsp { answers, this_update, next_update, responder } => {
                 let time = |t| {
                     OffsetDateTime::from_unix_timestamp(t)
@@ -627,10 +689,22 @@ impl SignerClient {
         }
     }
 
-    /// The issuing CA and root certificates (DER).
-    pub fn ca_info(&self) -> Result<(Vec<u8>, Vec<u8>), RemoteError> {
+    /// Every generation of the issuing CA (number, from when it issues, DER) and the root
+    /// certificate (DER).
+    pub fn ca_info(&self) -> Result<(Vec<crate::generations::GenerationCertificate>, Vec<u8>), RemoteError> {
         match self.call(&Request::CaInfo)? {
-            Response::CaInfo { ca, root } => Ok((ca, root)),
+            Response::CaInfo { ca, root, generations } => {
+                let mut list = Vec::with_capacity(generations.len().max(1));
+                for g in generations {
+                    let from = OffsetDateTime::from_unix_timestamp(g.active_from)
+                        .map_err(|_| RemoteError::Internal("a generation's time is out of range".into()))?;
+                    list.push((g.number, from, g.der.0));
+                }
+                if list.is_empty() {
+                    list.push((1, OffsetDateTime::UNIX_EPOCH, ca));
+                }
+                Ok((list, root))
+            }
             other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
         }
     }

@@ -53,6 +53,7 @@ impl Key {
 /// out.
 pub struct OcspSigner {
     dir: DataDir,
+    generation: u16,
     key: Mutex<Option<Key>>,
     rng: SystemRandom,
 }
@@ -77,10 +78,15 @@ pub enum Refusal {
     FutureRevocation(String),
 }
 
-fn files(dir: &DataDir) -> CredentialFiles {
+/// Generation 1's responder lives in `ocsp/`, generation N's in `ocsp/gen-N/`.
+fn files(dir: &DataDir, generation: u16) -> CredentialFiles {
+    let place = |path: std::path::PathBuf| match (generation, path.parent(), path.file_name()) {
+        (2.., Some(parent), Some(name)) => parent.join(format!("gen-{generation}")).join(name),
+        _ => path,
+    };
     CredentialFiles {
-        cert: dir.ocsp_cert(),
-        key: dir.ocsp_key(),
+        cert: place(dir.ocsp_cert()),
+        key: place(dir.ocsp_key()),
         tag: "ocsp-responder\n".into(),
         renew_within: RENEW_WITHIN,
     }
@@ -103,7 +109,17 @@ fn issue_for(authority: &CertificateAuthority, csr: Vec<u8>) -> Result<Vec<u8>, 
 impl OcspSigner {
     /// The responder of the data directory `dir` (its files are read when first needed).
     pub fn new(dir: &DataDir) -> Self {
-        Self { dir: dir.clone(), key: Mutex::new(None), rng: SystemRandom::new() }
+        Self::for_generation(dir, 1)
+    }
+
+    /// The responder for the certificates of issuing-CA generation `generation`.
+    pub fn for_generation(dir: &DataDir, generation: u16) -> Self {
+        Self { dir: dir.clone(), generation, key: Mutex::new(None), rng: SystemRandom::new() }
+    }
+
+    /// Which generation's certificates it answers for.
+    pub fn generation(&self) -> u16 {
+        self.generation
     }
 
     /// Signs one answer per order, after checking each against the CA's ledger. Returns the
@@ -124,7 +140,7 @@ impl OcspSigner {
                         Some(serial) => authority.ledger().lookup(&serial).map_err(Error::from)?,
                         None => None,
                     };
-                    if !issued.is_some_and(|r| r.state == State::Issued) {
+                    if !issued.is_some_and(|r| r.state == State::Issued && r.issuer == authority.generation()) {
                         return Err(SignError::Refused(Refusal::NotGood(pki::encoding::hex(&order.serial))));
                     }
                 }
@@ -138,7 +154,8 @@ impl OcspSigner {
         let mut made = false;
         if slot.as_ref().is_none_or(|key| key.not_after - now <= RENEW_WITHIN) {
             let ca = authority.issuer().certificate_der();
-            let (credential, fresh) = credential::ensure(&files(&self.dir), ca, now, |csr| issue_for(authority, csr))?;
+            let (credential, fresh) =
+                credential::ensure(&files(&self.dir, self.generation), ca, now, |csr| issue_for(authority, csr))?;
             *slot = Some(Key::from_credential(&credential)?);
             made = fresh;
         }

@@ -17,31 +17,31 @@ use time::{Duration, OffsetDateTime};
 
 use crate::audit::AuditLog;
 use crate::credential::{self, Credential, CredentialFiles, OCSP_ACCOUNT, SERVER_ACCOUNT};
+use crate::generations::Authorities;
 use crate::layout::{self, DataDir};
 use crate::ledger::LogLedger;
 use crate::remote::{RemoteError, SignerClient};
 use crate::responder::{OcspSigner, SignError};
 use crate::sled_store::Durability;
-use crate::{CertificateAuthority, Error, IssueRequest, Passphrase};
+use crate::{Error, IssueRequest, Passphrase};
 
 /// Where certificates get signed.
 pub enum SignerLink {
-    /// The CA key loaded here, over its ledger (offline CLI commands).
-    Local(Box<CertificateAuthority>),
+    /// The CA keys (every generation) loaded here, over their ledger (offline CLI commands).
+    Local(Box<Authorities>),
     /// A signer process.
     Remote(SignerClient),
 }
 
-/// Loads the issuing CA of `dir` in this process, over the signer's ledger.
+/// Loads every generation of the issuing CA of `dir` in this process, over the signer's ledger.
 pub fn local_authority(
     dir: &DataDir,
     settings: ProfileSettings,
     passphrase: &Passphrase,
     durability: Durability,
-) -> Result<CertificateAuthority, Error> {
-    let (signer, der) = crate::ceremony::load_signer(&dir.ca_key(), &dir.ca_cert(), passphrase)?;
+) -> Result<Authorities, Error> {
     let ledger = LogLedger::open_with(&dir.ledger(), durability == Durability::Flush)?;
-    CertificateAuthority::new(&der, signer, Arc::new(ledger), settings)
+    Authorities::load(dir, &settings, passphrase, Arc::new(ledger))
 }
 
 /// Keeps the latest CRL under DATA_DIR/crl/, where the HTTP listener serves it from.
@@ -54,13 +54,16 @@ pub fn publish_crl(dir: &DataDir, name: &str, der: &[u8]) -> Result<(), Error> {
 pub struct CaService {
     link: SignerLink,
     registry: Arc<dyn Registry>,
-    ca_der: Vec<u8>,
+    /// Every generation of the issuing CA: number, from when it issues, certificate (DER).
+    generations: Vec<crate::generations::GenerationCertificate>,
+    /// Each generation's subject, to tell which one signed a certificate.
+    subjects: Vec<(u16, String)>,
     root_der: Vec<u8>,
     dir: DataDir,
     crl_validity: Duration,
     audit: Arc<AuditLog>,
-    /// Signs OCSP answers when the CA is loaded here.
-    local_ocsp: OcspSigner,
+    /// Signs OCSP answers when the CA is loaded here (one responder per generation).
+    local_ocsp: Vec<OcspSigner>,
     /// The OCSP responder certificate last seen in the registry.
     responder: Mutex<Option<Vec<u8>>>,
 }
@@ -89,7 +92,13 @@ fn ca_error(e: Error) -> IssueError {
 }
 
 /// The record of a certificate signed elsewhere, read from its DER.
-fn record_of(der: &[u8], serial: Serial, account: &str, profile: Profile) -> Result<CertRecord, IssueError> {
+fn record_of(
+    der: &[u8],
+    serial: Serial,
+    account: &str,
+    profile: Profile,
+    issuer: u16,
+) -> Result<CertRecord, IssueError> {
     let summary = pki::certificate::Summary::from_der(der).map_err(|e| IssueError::Internal(e.to_string()))?;
     let now = OffsetDateTime::now_utc();
     Ok(CertRecord {
@@ -101,6 +110,7 @@ fn record_of(der: &[u8], serial: Serial, account: &str, profile: Profile) -> Res
         not_after: summary.not_after,
         recorded_at: now.replace_nanosecond(0).unwrap_or(now),
         state: State::Issued,
+        issuer,
     })
 }
 
@@ -114,30 +124,46 @@ impl CaService {
         crl_validity: Duration,
         audit: Arc<AuditLog>,
     ) -> Result<Self, Error> {
-        let (ca_der, root_der) = match &link {
-            SignerLink::Local(authority) => {
-                (authority.issuer().certificate_der().to_vec(), layout::read_certificate(&dir.root_cert())?)
-            }
+        let (generations, root_der) = match &link {
+            SignerLink::Local(authorities) => (
+                authorities
+                    .all()
+                    .map(|(from, ca)| (ca.generation(), from, ca.issuer().certificate_der().to_vec()))
+                    .collect::<Vec<_>>(),
+                layout::read_certificate(&dir.root_cert())?,
+            ),
             SignerLink::Remote(client) => {
                 client.ca_info().map_err(|e| Error::Signer(format!("asking for the CA certificates: {e}")))?
             }
         };
+        let mut subjects = Vec::with_capacity(generations.len());
+        for (n, _, der) in &generations {
+            subjects.push((*n, pki::certificate::Summary::from_der(der)?.subject));
+        }
+        let local_ocsp = generations.iter().map(|(n, _, _)| OcspSigner::for_generation(dir, *n)).collect();
         Ok(Self {
             link,
             registry,
-            ca_der,
+            generations,
+            subjects,
             root_der,
             dir: dir.clone(),
             crl_validity,
             audit,
-            local_ocsp: OcspSigner::new(dir),
+            local_ocsp,
             responder: Mutex::new(None),
         })
     }
 
-    fn sign(&self, order: &IssueOrder) -> Result<(Serial, Vec<u8>), IssueError> {
+    /// The generation whose subject issued a certificate (its issuer name).
+    fn generation_of(&self, issuer: &str) -> u16 {
+        self.subjects.iter().find(|(_, subject)| subject == issuer).map_or(1, |(n, _)| *n)
+    }
+
+    fn sign(&self, order: &IssueOrder) -> Result<(Serial, Vec<u8>, u16), IssueError> {
         match &self.link {
-            SignerLink::Local(authority) => {
+            SignerLink::Local(authorities) => {
+                let authority = authorities.current(OffsetDateTime::now_utc());
                 let request = IssueRequest {
                     csr: &order.csr_der,
                     account: &order.account,
@@ -147,7 +173,7 @@ impl CaService {
                     request_id: Some(order.request_id),
                 };
                 let issued = authority.issue(&request).map_err(ca_error)?;
-                Ok((issued.record.serial, issued.der))
+                Ok((issued.record.serial, issued.der, authority.generation()))
             }
             SignerLink::Remote(client) => client
                 .issue(order.request_id, &order.csr_der, &order.account, order.profile, &order.sans, order.days)
@@ -168,7 +194,8 @@ impl CaService {
             if self.registry.get(&serial).map_err(|e| IssueError::Internal(e.to_string()))?.is_some() {
                 return Ok(None);
             }
-            let record = record_of(der, serial, OCSP_ACCOUNT, Profile::OcspResponder)?;
+            let issuer = self.generation_of(&summary.issuer);
+            let record = record_of(der, serial, OCSP_ACCOUNT, Profile::OcspResponder, issuer)?;
             self.registry.record_certificate(&record, der, true).map_err(|e| IssueError::Internal(e.to_string()))?;
             Ok(Some(serial))
         };
@@ -182,10 +209,35 @@ impl CaService {
         }
     }
 
-    /// Has the signer make its OCSP responder certificate if it has none (or one close to
-    /// expiry), and records it in the registry: a service announces it from the start.
+    /// Has the signer make its OCSP responder certificates (one per generation) if it has none
+    /// (or one close to expiry), and records them in the registry: a service announces them
+    /// from the start.
     pub fn ensure_ocsp_responder(&self) -> Result<(), IssueError> {
-        self.sign_ocsp(&[]).map(drop)
+        for (n, _, _) in &self.generations {
+            self.sign_ocsp_of(*n, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Answers about generation `issuer`'s certificates, signed by its responder, whose
+    /// certificate is recorded the first time it is seen.
+    fn sign_ocsp_of(&self, issuer: u16, batch: &[OcspOrder]) -> Result<Vec<SignedOcsp>, IssueError> {
+        let (signed, responder) = match &self.link {
+            SignerLink::Local(authorities) => {
+                let unknown = || IssueError::Rejected(format!("no issuing CA of generation {issuer}"));
+                let authority = authorities.get(issuer).ok_or_else(unknown)?;
+                let ocsp = self.local_ocsp.iter().find(|o| o.generation() == issuer).ok_or_else(unknown)?;
+                let (signed, responder, _) =
+                    ocsp.sign(authority, batch, OffsetDateTime::now_utc()).map_err(|e| match e {
+                        SignError::Refused(refusal) => IssueError::Rejected(refusal.to_string()),
+                        SignError::Failed(e) => IssueError::Internal(e.to_string()),
+                    })?;
+                (signed, responder)
+            }
+            SignerLink::Remote(client) => client.sign_ocsp(issuer, batch).map_err(remote_error)?,
+        };
+        self.adopt_responder(&responder);
+        Ok(signed)
     }
 
     /// The service's TLS certificate chain and key for `names`: issued through the signer and
@@ -199,23 +251,24 @@ impl CaService {
             renew_within: Duration::days(30),
         };
         let mut issued_serial = None;
-        let (credential, made) = credential::ensure(&files, &self.ca_der, OffsetDateTime::now_utc(), |csr_der| {
-            let mut request_id = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut request_id).map_err(|_| Error::NoRandomness)?;
-            let order = IssueOrder {
-                csr_der,
-                account: SERVER_ACCOUNT.into(),
-                profile: Profile::Server,
-                sans,
-                days: Some(365),
-                request_id,
-                supersede: true,
-            };
-            let issued =
-                self.issue(&order).map_err(|e| Error::Signer(format!("issuing the service's certificate: {e}")))?;
-            issued_serial = Some((issued.serial, issued.superseded));
-            Ok(issued.der)
-        })?;
+        let (credential, made) =
+            credential::ensure(&files, self.ca_certificate(), OffsetDateTime::now_utc(), |csr_der| {
+                let mut request_id = [0u8; 16];
+                aws_lc_rs::rand::fill(&mut request_id).map_err(|_| Error::NoRandomness)?;
+                let order = IssueOrder {
+                    csr_der,
+                    account: SERVER_ACCOUNT.into(),
+                    profile: Profile::Server,
+                    sans,
+                    days: Some(365),
+                    request_id,
+                    supersede: true,
+                };
+                let issued =
+                    self.issue(&order).map_err(|e| Error::Signer(format!("issuing the service's certificate: {e}")))?;
+                issued_serial = Some((issued.serial, issued.superseded));
+                Ok(issued.der)
+            })?;
         if let (true, Some((serial, superseded))) = (made, issued_serial) {
             self.audit.append(
                 "service.certificate_issued",
@@ -227,6 +280,11 @@ impl CaService {
 }
 
 impl CaService {
+    /// The generation that issues at `now`.
+    fn current_generation(&self, now: OffsetDateTime) -> u16 {
+        self.generations.iter().rev().find(|(_, from, _)| *from <= now).map_or(1, |(n, _, _)| *n)
+    }
+
     /// Refuses a key reported compromised, and a key another account holds a valid
     /// certificate for: a key belongs to one account.
     fn check_key(&self, order: &IssueOrder) -> Result<(), IssueError> {
@@ -253,8 +311,8 @@ impl CaService {
 impl Issuer for CaService {
     fn issue(&self, order: &IssueOrder) -> Result<IssuedCertificate, IssueError> {
         self.check_key(order)?;
-        let (serial, der) = self.sign(order)?;
-        let record = record_of(&der, serial, &order.account, order.profile)?;
+        let (serial, der, issuer) = self.sign(order)?;
+        let record = record_of(&der, serial, &order.account, order.profile, issuer)?;
         // The audit line and the registry's record are synced side by side. The line names the
         // certificates this one supersedes as read just before.
         let supersedes: Vec<String> = if order.supersede {
@@ -287,39 +345,59 @@ impl Issuer for CaService {
         Ok(IssuedCertificate { serial, der, not_before: record.not_before, not_after: record.not_after, superseded })
     }
 
+    /// Signs and publishes the CRL of every generation (each lists its own certificates);
+    /// returns the current generation's.
     fn sign_crl(&self) -> Result<Vec<u8>, IssueError> {
         let now = OffsetDateTime::now_utc();
         let now = now.replace_nanosecond(0).unwrap_or(now);
-        let entries = self.registry.revoked_unexpired(now).map_err(|e| IssueError::Internal(e.to_string()))?;
-        let der = match &self.link {
-            SignerLink::Local(authority) => authority
-                .sign_crl_for(&entries, now, self.crl_validity)
-                .map_err(|e| IssueError::Internal(e.to_string()))?,
-            SignerLink::Remote(client) => client.sign_crl(&entries, self.crl_validity).map_err(remote_error)?,
-        };
-        publish_crl(&self.dir, pki::published::CA_CRL, &der).map_err(|e| IssueError::Internal(e.to_string()))?;
-        let _ = self.audit.append("crl.published", serde_json::json!({ "entries": entries.len() }));
-        Ok(der)
+        let current = self.current_generation(now);
+        let mut out = Vec::new();
+        for (n, _, _) in &self.generations {
+            let entries =
+                self.registry.revoked_unexpired_by(now, *n).map_err(|e| IssueError::Internal(e.to_string()))?;
+            let der = match &self.link {
+                SignerLink::Local(authorities) => authorities
+                    .get(*n)
+                    .ok_or_else(|| IssueError::Internal(format!("no issuing CA of generation {n}")))?
+                    .sign_crl_for(&entries, now, self.crl_validity)
+                    .map_err(|e| IssueError::Internal(e.to_string()))?,
+                SignerLink::Remote(client) => client.sign_crl(*n, &entries, self.crl_validity).map_err(remote_error)?,
+            };
+            publish_crl(&self.dir, &pki::published::ca_crl(*n), &der)
+                .map_err(|e| IssueError::Internal(e.to_string()))?;
+            let _ = self.audit.append("crl.published", serde_json::json!({ "entries": entries.len(), "issuer": n }));
+            if *n == current {
+                out = der;
+            }
+        }
+        Ok(out)
     }
 
+    /// Signs answers generation by generation (each generation's responder answers for its
+    /// own certificates), returned in the order asked.
     fn sign_ocsp(&self, orders: &[OcspOrder]) -> Result<Vec<SignedOcsp>, IssueError> {
-        let (answers, responder) = match &self.link {
-            SignerLink::Local(authority) => {
-                let (answers, responder, _) =
-                    self.local_ocsp.sign(authority, orders, OffsetDateTime::now_utc()).map_err(|e| match e {
-                        SignError::Refused(refusal) => IssueError::Rejected(refusal.to_string()),
-                        SignError::Failed(e) => IssueError::Internal(e.to_string()),
-                    })?;
-                (answers, responder)
+        let mut answers: Vec<Option<SignedOcsp>> = vec![None; orders.len()];
+        let mut issuers: Vec<u16> = orders.iter().map(|o| o.issuer).collect();
+        issuers.sort_unstable();
+        issuers.dedup();
+        for issuer in issuers {
+            let (at, batch): (Vec<usize>, Vec<OcspOrder>) =
+                orders.iter().enumerate().filter(|(_, o)| o.issuer == issuer).map(|(i, o)| (i, o.clone())).unzip();
+            let signed = self.sign_ocsp_of(issuer, &batch)?;
+            for (i, answer) in at.into_iter().zip(signed) {
+                answers[i] = Some(answer);
             }
-            SignerLink::Remote(client) => client.sign_ocsp(orders).map_err(remote_error)?,
-        };
-        self.adopt_responder(&responder);
-        Ok(answers)
+        }
+        answers.into_iter().map(|a| a.ok_or_else(|| IssueError::Internal("an OCSP answer is missing".into()))).collect()
     }
 
     fn ca_certificate(&self) -> &[u8] {
-        &self.ca_der
+        let current = self.current_generation(OffsetDateTime::now_utc());
+        self.generations.iter().find(|(n, _, _)| *n == current).map(|(_, _, der)| der.as_slice()).unwrap_or_default()
+    }
+
+    fn ca_generations(&self) -> Vec<(u16, &[u8])> {
+        self.generations.iter().map(|(n, _, der)| (*n, der.as_slice())).collect()
     }
 
     fn root_certificate(&self) -> &[u8] {

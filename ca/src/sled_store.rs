@@ -80,22 +80,29 @@ fn seconds(t: OffsetDateTime) -> [u8; 8] {
 
 /// Records are stored in a fixed binary layout (version 1), a quarter of their JSON size:
 /// version, serial(16), profile, key sha256(32), notBefore, notAfter, recordedAt (i64 BE
-/// seconds each), state, revokedAt, reason code, then the account in UTF-8.
+/// seconds each), state, revokedAt, reason code, then the account in UTF-8. Version 2, for a
+/// certificate of a later issuing-CA generation, puts the generation (u16 BE) before the
+/// account; generation 1 stays version 1, which older inkan reads.
 const RECORD_V1: u8 = 1;
+const RECORD_V2: u8 = 2;
 const FIXED: usize = 1 + 16 + 1 + 32 + 8 * 3 + 1 + 8 + 1;
 
 /// The CRL index value: notAfter, revocation time, reason code.
+/// (The issuing-CA generation follows, u16 BE, when it is not 1.)
 fn revocation_entry(record: &CertRecord, at: OffsetDateTime, reason: RevocationReason) -> Vec<u8> {
-    let mut entry = Vec::with_capacity(17);
+    let mut entry = Vec::with_capacity(19);
     entry.extend_from_slice(&seconds(record.not_after));
     entry.extend_from_slice(&seconds(at));
     entry.push(reason.code());
+    if record.issuer != 1 {
+        entry.extend_from_slice(&record.issuer.to_be_bytes());
+    }
     entry
 }
 
 pub(crate) fn encode_record(record: &CertRecord) -> Result<Vec<u8>, RegistryError> {
-    let mut v = Vec::with_capacity(FIXED + record.account.len());
-    v.push(RECORD_V1);
+    let mut v = Vec::with_capacity(FIXED + 2 + record.account.len());
+    v.push(if record.issuer == 1 { RECORD_V1 } else { RECORD_V2 });
     v.extend_from_slice(record.serial.as_bytes());
     v.push(match record.profile {
         pki::Profile::Client => 0,
@@ -115,15 +122,20 @@ pub(crate) fn encode_record(record: &CertRecord) -> Result<Vec<u8>, RegistryErro
     v.push(state);
     v.extend_from_slice(&at.to_be_bytes());
     v.push(reason);
+    if record.issuer != 1 {
+        v.extend_from_slice(&record.issuer.to_be_bytes());
+    }
     v.extend_from_slice(record.account.as_bytes());
     Ok(v)
 }
 
 pub(crate) fn decode_record(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryError> {
     let corrupt = |detail: &str| RegistryError::Corrupt { key: format!("{k:02x?}"), detail: detail.into() };
-    if v.len() < FIXED || v[0] != RECORD_V1 {
-        return Err(corrupt("not a version 1 record"));
-    }
+    let (issuer, account_at) = match v.first() {
+        Some(&RECORD_V1) if v.len() >= FIXED => (1, FIXED),
+        Some(&RECORD_V2) if v.len() >= FIXED + 2 => (u16::from_be_bytes([v[FIXED], v[FIXED + 1]]), FIXED + 2),
+        _ => return Err(corrupt("not a version 1 or 2 record")),
+    };
     let time = |at: usize| -> Result<OffsetDateTime, RegistryError> {
         let bytes: [u8; 8] = v[at..at + 8].try_into().map_err(|_| corrupt("short time"))?;
         OffsetDateTime::from_unix_timestamp(i64::from_be_bytes(bytes)).map_err(|_| corrupt("time out of range"))
@@ -146,7 +158,7 @@ pub(crate) fn decode_record(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryEr
         },
         _ => return Err(corrupt("bad state")),
     };
-    let account = std::str::from_utf8(&v[FIXED..]).map_err(|_| corrupt("account is not UTF-8"))?;
+    let account = std::str::from_utf8(&v[account_at..]).map_err(|_| corrupt("account is not UTF-8"))?;
     Ok(CertRecord {
         serial,
         account: account.to_owned(),
@@ -156,6 +168,7 @@ pub(crate) fn decode_record(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryEr
         not_after: time(58)?,
         recorded_at: time(66)?,
         state,
+        issuer,
     })
 }
 
@@ -175,6 +188,31 @@ impl SledStore {
         let store = Self { db, group: GroupCommit::default(), durability, writer: Mutex::new(()) };
         store.build_valid_index()?;
         Ok(store)
+    }
+
+    /// The CRL index's unexpired entries, of one issuing-CA generation or all.
+    fn revoked_entries(&self, now: OffsetDateTime, issuer: Option<u16>) -> Result<Vec<RevokedEntry>, RegistryError> {
+        let now = seconds(now);
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([b'r']) {
+            let (k, v) = item.map_err(backend)?;
+            let corrupt = || RegistryError::Corrupt { key: format!("{k:02x?}"), detail: "bad revocation entry".into() };
+            let serial = Serial::from_bytes(&k[1..]).ok_or_else(corrupt)?;
+            let (not_after, rest) = v.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            if *not_after < now {
+                continue;
+            }
+            let (at, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let reason = rest.first().and_then(|c| RevocationReason::from_code(*c)).ok_or_else(corrupt)?;
+            let generation = rest.get(1..3).map_or(1, |g| u16::from_be_bytes([g[0], g[1]]));
+            if issuer.is_some_and(|wanted| wanted != generation) {
+                continue;
+            }
+            let at = i64::try_from(u64::from_be_bytes(*at)).map_err(|_| corrupt())?;
+            let revoked_at = OffsetDateTime::from_unix_timestamp(at).map_err(|_| corrupt())?;
+            out.push(RevokedEntry { serial, revoked_at, reason });
+        }
+        Ok(out)
     }
 
     /// Writes every tree to `out` for a backup ([`crate::sled_export::export_sled`]), holding the
@@ -436,23 +474,11 @@ impl Registry for SledStore {
     }
 
     fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, RegistryError> {
-        let now = seconds(now);
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix([b'r']) {
-            let (k, v) = item.map_err(backend)?;
-            let corrupt = || RegistryError::Corrupt { key: format!("{k:02x?}"), detail: "bad revocation entry".into() };
-            let serial = Serial::from_bytes(&k[1..]).ok_or_else(corrupt)?;
-            let (not_after, rest) = v.split_first_chunk::<8>().ok_or_else(corrupt)?;
-            if *not_after < now {
-                continue;
-            }
-            let (at, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-            let reason = rest.first().and_then(|c| RevocationReason::from_code(*c)).ok_or_else(corrupt)?;
-            let at = i64::try_from(u64::from_be_bytes(*at)).map_err(|_| corrupt())?;
-            let revoked_at = OffsetDateTime::from_unix_timestamp(at).map_err(|_| corrupt())?;
-            out.push(RevokedEntry { serial, revoked_at, reason });
-        }
-        Ok(out)
+        self.revoked_entries(now, None)
+    }
+
+    fn revoked_unexpired_by(&self, now: OffsetDateTime, issuer: u16) -> Result<Vec<RevokedEntry>, RegistryError> {
+        self.revoked_entries(now, Some(issuer))
     }
 
     fn block_key(&self, key_sha256: &[u8; 32], serial: &Serial, at: OffsetDateTime) -> Result<bool, RegistryError> {

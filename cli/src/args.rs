@@ -22,6 +22,14 @@ pub struct DataDirArg {
     pub data_dir: PathBuf,
 }
 
+/// Where the root key's passphrase comes from when INKAN_ROOT_PASSPHRASE is not set.
+#[derive(Debug, Args, Clone)]
+pub struct RootPassphraseArg {
+    /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub root_passphrase_file: Option<PathBuf>,
+}
+
 /// Where the issuing CA's passphrase comes from when INKAN_CA_PASSPHRASE is not set.
 #[derive(Debug, Args, Clone)]
 pub struct CaPassphraseArg {
@@ -573,9 +581,8 @@ pub struct InitArgs {
     /// root sign-crl` before then).
     #[arg(long, default_value_t = 365, value_name = "DAYS")]
     pub root_crl_days: u32,
-    /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
-    #[arg(long, value_name = "FILE")]
-    pub root_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub root_passphrase: RootPassphraseArg,
     #[command(flatten)]
     pub ca_passphrase: CaPassphraseArg,
     /// Make both CA keys inside a PKCS#11 token (non-extractable) with this module (a shared
@@ -691,6 +698,31 @@ pub enum CaCommand {
     /// The root and issuing CA certificates, the CRLs and the root's OCSP answer: how long each
     /// is valid, with a warning for what expires within 30 days (exit status 2 then).
     Status(CaStatusArgs),
+    /// Make the next issuing CA (a ceremony with the root key): a new key, certified by the
+    /// root, that issues from --at on. The one before keeps signing CRLs and OCSP answers for
+    /// its certificates. Run it with the service stopped, or restart it after: the signer loads
+    /// keys only as it starts.
+    Rollover(CaRolloverArgs),
+}
+
+/// `inkan ca rollover`.
+#[derive(Debug, Args)]
+pub struct CaRolloverArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// From when the new CA issues (RFC 3339, e.g. 2027-04-01T00:00:00+09:00); default now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Validity of the new issuing CA, in days (capped at the root's).
+    #[arg(long, default_value_t = 3652, value_name = "DAYS")]
+    pub days: u32,
+    /// Days until the root CRL and the root's OCSP answers it signs again expire.
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    pub root_crl_days: u32,
+    #[command(flatten)]
+    pub root_passphrase: RootPassphraseArg,
+    #[command(flatten)]
+    pub ca_passphrase: CaPassphraseArg,
 }
 
 /// `inkan ca status`.
@@ -716,9 +748,8 @@ pub struct RootSignCrlArgs {
     /// (`inkan ca status` warns 30 days ahead).
     #[arg(long, default_value_t = 365, value_name = "DAYS")]
     pub days: u32,
-    /// Read the root key's passphrase from FILE instead of INKAN_ROOT_PASSPHRASE or a prompt.
-    #[arg(long, value_name = "FILE")]
-    pub root_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub root_passphrase: RootPassphraseArg,
 }
 
 /// `inkan backup`.

@@ -158,7 +158,11 @@ async fn answer(
     }
     let result = match operation {
         Operation::CaCerts => {
-            let certs = [state.issuer.ca_certificate(), state.issuer.root_certificate()];
+            // Every generation of the issuing CA (the one issuing now first), then the root.
+            let current = state.issuer.ca_certificate();
+            let mut certs = vec![current];
+            certs.extend(state.issuer.ca_generations().into_iter().rev().map(|(_, der)| der).filter(|d| *d != current));
+            certs.push(state.issuer.root_certificate());
             return base64_body(CERTS_ONLY, &pki::encoding::pkcs7_certs_only(certs));
         }
         Operation::CsrAttrs => return base64_body("application/csrattrs", CSR_ATTRS),

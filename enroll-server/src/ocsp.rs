@@ -50,8 +50,9 @@ impl Answer {
     }
 }
 
-/// (SHA-1 CertID, serial as sent): serials of inkan's form and others alike.
-type Key = (bool, Vec<u8>);
+/// (issuing-CA generation, SHA-1 CertID, serial as sent): serials of inkan's form and others
+/// alike.
+type Key = (u16, bool, Vec<u8>);
 
 /// How many answers for certificates the CA does not know (status unknown) may be signed per
 /// second, and in a burst: past it such requests get an unsigned "unauthorized", so random
@@ -105,13 +106,13 @@ impl Budget {
     }
 }
 
-/// The cache of signed answers for one issuing CA, and the root's answer about that CA.
+/// The cache of signed answers for every generation of the issuing CA, and the root's
+/// answers about each of them.
 pub struct OcspCache {
-    issuer: IssuerInfo,
+    issuers: Vec<(u16, IssuerInfo, RootAnswer)>,
     cache: Mutex<Cached>,
     signed: AtomicU64,
     unknown_budget: Budget,
-    root: RootAnswer,
 }
 
 /// The root's pre-signed answer about the issuing CA (`inkan root sign-crl` writes it): read
@@ -148,15 +149,16 @@ impl RootAnswer {
 
 impl std::fmt::Debug for OcspCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OcspCache").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("OcspCache").field("issuers", &self.issuers.len()).finish_non_exhaustive()
     }
 }
 
-/// What the registry says of `serial`, as an OCSP status: a serial not of inkan's form is
-/// no certificate of this CA.
-fn status_of(registry: &dyn Registry, serial: &[u8]) -> Result<CertStatus, RegistryError> {
+/// What the registry says of `serial`, as an OCSP status from generation `issuer`: a serial
+/// not of inkan's form, or of another generation, is no certificate of this CA.
+fn status_of(registry: &dyn Registry, serial: &[u8], issuer: u16) -> Result<CertStatus, RegistryError> {
     let Some(serial) = Serial::from_bytes(serial) else { return Ok(CertStatus::Unknown) };
     Ok(match registry.get(&serial)? {
+        Some(record) if record.issuer != issuer => CertStatus::Unknown,
         Some(record) => match record.state {
             State::Issued => CertStatus::Good,
             State::Revoked { at, reason } => {
@@ -176,19 +178,31 @@ impl OcspCache {
     /// A cache for answers about certificates of the issuing CA `ca_der`, which also serves
     /// the root's (`root_der`) pre-signed answer about that CA from `root_answer`.
     pub fn new(ca_der: &[u8], root_der: &[u8], root_answer: &std::path::Path) -> Result<Self, pki::Error> {
-        let ca_serial = pki::certificate::Summary::from_der(ca_der)?.serial;
-        let root = RootAnswer {
-            root: IssuerInfo::from_der(root_der).ok(),
-            ca_serial: pki::encoding::unhex(&ca_serial).unwrap_or_default(),
-            file: root_answer.to_owned(),
-            loaded: Mutex::new(None),
-        };
+        Self::for_generations(&[(1, ca_der, root_answer.to_owned())], root_der)
+    }
+
+    /// A cache for every generation of the issuing CA: number, certificate, and the file of the
+    /// root's pre-signed answer about it.
+    pub fn for_generations(
+        generations: &[(u16, &[u8], std::path::PathBuf)],
+        root_der: &[u8],
+    ) -> Result<Self, pki::Error> {
+        let mut issuers = Vec::with_capacity(generations.len());
+        for (n, ca_der, root_answer) in generations {
+            let ca_serial = pki::certificate::Summary::from_der(ca_der)?.serial;
+            let root = RootAnswer {
+                root: IssuerInfo::from_der(root_der).ok(),
+                ca_serial: pki::encoding::unhex(&ca_serial).unwrap_or_default(),
+                file: root_answer.clone(),
+                loaded: Mutex::new(None),
+            };
+            issuers.push((*n, IssuerInfo::from_der(ca_der)?, root));
+        }
         Ok(Self {
-            issuer: IssuerInfo::from_der(ca_der)?,
+            issuers,
             cache: Mutex::new(Cached::default()),
             signed: AtomicU64::new(0),
             unknown_budget: Budget::new(),
-            root,
         })
     }
 
@@ -204,7 +218,7 @@ impl OcspCache {
     /// Caches `answer` unless a revocation forgot its serial after its status was read.
     fn insert(&self, key: Key, answer: Answer, read_at: u64) {
         let mut cache = self.lock();
-        if !cache.current(&key.1, read_at) {
+        if !cache.current(&key.2, read_at) {
             return;
         }
         if cache.answers.len() >= MAX_CACHED {
@@ -234,11 +248,16 @@ impl OcspCache {
             let read_at = self.lock().generation;
             let mut orders = Vec::with_capacity(chunk.len());
             let mut asked = Vec::with_capacity(chunk.len());
-            for key @ (sha1, serial) in chunk {
-                match status_of(registry, serial) {
+            for key @ (issuer, sha1, serial) in chunk {
+                match status_of(registry, serial, *issuer) {
                     Ok(CertStatus::Unknown) if !self.unknown_budget.take() => {}
                     Ok(status) => {
-                        orders.push(OcspOrder { serial: serial.clone(), hash: hash_of(*sha1), status });
+                        orders.push(OcspOrder {
+                            serial: serial.clone(),
+                            hash: hash_of(*sha1),
+                            status,
+                            issuer: *issuer,
+                        });
                         asked.push(key.clone());
                     }
                     Err(e) => tracing::error!(error = %e, "OCSP: registry"),
@@ -283,17 +302,20 @@ impl OcspCache {
             Ok(id) => id,
             Err(_) => return Answer::error(ErrorStatus::MalformedRequest, "malformed"),
         };
-        if !id.is_issued_by(&self.issuer) {
-            // The issuing CA itself, asked of the root (with SHA-1, as the answer was signed).
-            let about_ca = self.root.root.as_ref().is_some_and(|root| id.is_issued_by(root))
-                && id.serial == self.root.ca_serial
-                && id.hash == CertIdHash::Sha1;
-            return match about_ca.then(|| self.root.answer()).flatten() {
+        let Some(generation) = self.issuers.iter().find(|(_, issuer, _)| id.is_issued_by(issuer)).map(|(n, _, _)| *n)
+        else {
+            // An issuing CA itself, asked of the root (with SHA-1, as the answer was signed).
+            let about = self.issuers.iter().map(|(_, _, root)| root).find(|root| {
+                root.root.as_ref().is_some_and(|r| id.is_issued_by(r))
+                    && id.serial == root.ca_serial
+                    && id.hash == CertIdHash::Sha1
+            });
+            return match about.and_then(RootAnswer::answer) {
                 Some(answer) => answer,
                 None => Answer::error(ErrorStatus::Unauthorized, "unauthorized"),
             };
-        }
-        let key = (id.hash == CertIdHash::Sha1, id.serial);
+        };
+        let key = (generation, id.hash == CertIdHash::Sha1, id.serial);
         if let Some(answer) = self.lock().answers.get(&key)
             && answer.next_update.is_some_and(|next| next - now > REFRESH_WHEN_LEFT)
         {
@@ -306,7 +328,7 @@ impl OcspCache {
                 None => Answer::error(ErrorStatus::Unauthorized, "unauthorized"),
             },
             Err(e) => {
-                tracing::warn!(error = %e, serial = %pki::encoding::hex(&key.1), "OCSP: the signer did not sign");
+                tracing::warn!(error = %e, serial = %pki::encoding::hex(&key.2), "OCSP: the signer did not sign");
                 Answer::error(ErrorStatus::TryLater, "error")
             }
         }
@@ -324,8 +346,10 @@ impl OcspCache {
         }
         for serial in serials {
             let bytes = serial.as_bytes().to_vec();
-            cache.answers.remove(&(true, bytes.clone()));
-            cache.answers.remove(&(false, bytes.clone()));
+            for (issuer, _, _) in &self.issuers {
+                cache.answers.remove(&(*issuer, true, bytes.clone()));
+                cache.answers.remove(&(*issuer, false, bytes.clone()));
+            }
             cache.forgotten.insert(bytes, generation);
         }
     }
@@ -338,8 +362,12 @@ impl OcspCache {
         registry: &dyn Registry,
         issuer: &dyn Issuer,
     ) -> Result<usize, IssueError> {
-        let keys: Vec<Key> =
-            serials.iter().flat_map(|s| [(true, s.as_bytes().to_vec()), (false, s.as_bytes().to_vec())]).collect();
+        let mut keys: Vec<Key> = Vec::with_capacity(serials.len() * 2);
+        for serial in serials {
+            // Asked of the generation that issued it.
+            let issuer = registry.get(serial).ok().flatten().map_or(1, |record| record.issuer);
+            keys.extend([(issuer, true, serial.as_bytes().to_vec()), (issuer, false, serial.as_bytes().to_vec())]);
+        }
         Ok(self.sign_keys(&keys, registry, issuer)?.len())
     }
 
@@ -496,6 +524,7 @@ mod tests {
             not_after: now + Duration::days(30),
             recorded_at: now,
             state,
+            issuer: 1,
         }
     }
 

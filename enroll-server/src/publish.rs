@@ -171,7 +171,7 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "Seconds until a publication runs out (root_crl and ca_ocsp are signed offline: inkan root sign-crl).",
         &left,
     );
-    if let Ok(ca) = pki::certificate::Summary::from_der(state.issuer.ca_certificate()) {
+    if let Ok(ca) = pki::certificate::Summary::from_der(newest_ca(&state)) {
         let by = crate::publications::rollover_by(ca.not_after, state.settings.ca_max_days);
         family(
             "inkan_issuing_ca_rollover_seconds_left",
@@ -287,6 +287,38 @@ pub async fn ca_certificate(State(state): State<Shared>) -> Response {
     der_response("application/pkix-cert", state.issuer.ca_certificate().to_vec())
 }
 
+/// `GET /ca/{n}/ca.crt`: generation `n` of the issuing CA (DER), where its certificates'
+/// AIA points.
+pub async fn ca_generation_certificate(State(state): State<Shared>, Path(n): Path<u16>) -> Response {
+    match state.issuer.ca_generations().into_iter().find(|(g, _)| *g == n) {
+        Some((_, der)) => der_response("application/pkix-cert", der.to_vec()),
+        None => (StatusCode::NOT_FOUND, "no issuing CA of that generation\n").into_response(),
+    }
+}
+
+/// `GET /ca-chain.pem`: every generation of the issuing CA, the one that issues now first,
+/// then the root (PEM): what a relying party installs to accept certificates of all of them.
+pub async fn ca_chain(State(state): State<Shared>) -> Response {
+    let current = state.issuer.ca_certificate().to_vec();
+    let mut chain = vec![current.clone()];
+    chain
+        .extend(state.issuer.ca_generations().into_iter().rev().map(|(_, der)| der.to_vec()).filter(|d| *d != current));
+    chain.push(state.issuer.root_certificate().to_vec());
+    let pem = pki::encoding::certificates_pem(chain.iter().map(Vec::as_slice));
+    let mut response = pem.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pem-certificate-chain"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    response
+}
+
+/// `GET /crl/{n}/ca.crl`: the CRL of generation `n` of the issuing CA.
+pub async fn ca_generation_crl(State(state): State<Shared>, Path(n): Path<u16>) -> Response {
+    if n < 2 {
+        return (StatusCode::NOT_FOUND, "generation 1's CRL is /crl/ca.crl\n").into_response();
+    }
+    crl_file(&state, &pki::published::ca_crl(n), 0).await
+}
+
 /// `GET /root.crt`: the root certificate (DER).
 pub async fn root_certificate(State(state): State<Shared>) -> Response {
     der_response("application/pkix-cert", state.issuer.root_certificate().to_vec())
@@ -300,6 +332,12 @@ pub async fn ca_crl(State(state): State<Shared>) -> Response {
 /// `GET /crl/root.crl`: the root's CRL.
 pub async fn root_crl(State(state): State<Shared>) -> Response {
     crl_file(&state, pki::published::ROOT_CRL, 1).await
+}
+
+/// The newest generation of the issuing CA (a successor waiting for its moment counts: the
+/// rollover is done).
+fn newest_ca(state: &Shared) -> &[u8] {
+    state.issuer.ca_generations().last().map_or(state.issuer.ca_certificate(), |(_, der)| der)
 }
 
 /// `GET /audit/checkpoint`: the latest signed checkpoint of the audit trail (JSON), for
@@ -363,7 +401,7 @@ fn warn_of_root_publications(state: &Shared) {
             tracing::warn!("{problem}");
         }
     }
-    if let Ok(ca) = pki::certificate::Summary::from_der(state.issuer.ca_certificate())
+    if let Ok(ca) = pki::certificate::Summary::from_der(newest_ca(state))
         && let Some(problem) = crate::publications::rollover_problem(ca.not_after, state.settings.ca_max_days, now)
     {
         tracing::warn!("{problem}");

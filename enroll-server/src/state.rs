@@ -91,8 +91,13 @@ pub struct Parts {
 impl AppState {
     /// The state of a service made of `parts`.
     pub fn new(parts: Parts) -> Result<Self, pki::Error> {
-        let root_answer = parts.settings.crl_dir.join(pki::published::CA_OCSP);
-        let ocsp = OcspCache::new(parts.issuer.ca_certificate(), parts.issuer.root_certificate(), &root_answer)?;
+        let generations: Vec<_> = parts
+            .issuer
+            .ca_generations()
+            .into_iter()
+            .map(|(n, der)| (n, der, parts.settings.crl_dir.join(pki::published::ca_ocsp(n))))
+            .collect();
+        let ocsp = OcspCache::for_generations(&generations, parts.issuer.root_certificate())?;
         Ok(Self {
             limiter: RateLimiter::new(parts.settings.rate_limit_per_minute),
             settings: parts.settings,

@@ -13,8 +13,9 @@ pub struct TlsMaterial {
     pub chain: Vec<CertificateDer<'static>>,
     /// The server key, PKCS#8 DER.
     pub key: PrivatePkcs8KeyDer<'static>,
-    /// The issuing CA certificate: the trust anchor for client certificates.
-    pub client_ca: CertificateDer<'static>,
+    /// Every generation of the issuing CA: the trust anchors for client certificates (a
+    /// certificate of an earlier generation logs in until it expires).
+    pub client_cas: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -38,11 +39,13 @@ pub fn public_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>
 }
 
 /// Certificate-login listener: asks for a client certificate in the handshake and accepts
-/// only chains to our issuing CA, valid now. No certificate is allowed through, so the page
+/// only chains to our issuing CA (any generation), valid now. No certificate is allowed through, so the page
 /// can explain what is missing; revocation is checked per request against the live registry.
 pub fn login_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let mut roots = RootCertStore::empty();
-    roots.add(material.client_ca.clone())?;
+    for ca in &material.client_cas {
+        roots.add(ca.clone())?;
+    }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()

@@ -143,6 +143,11 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
+/// Reads an RFC 3339 time (`2026-12-02T09:00:00Z`, any offset); `None` for anything else.
+pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// The byte offset just past the first `-----END ...-----` line, if there is one.
 fn end_of_first_block(text: &[u8]) -> Option<usize> {
     const END: &[u8] = b"-----END ";

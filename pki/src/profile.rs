@@ -323,6 +323,13 @@ pub fn issuing_ca_params(
     params
 }
 
+/// Names the issuing CA of generation `generation` ("Issuing CA" for 1; each rollover's
+/// successor is "Issuing CA 2", "3"...), so a certificate's issuer tells which one signed it.
+pub fn name_issuing_ca_generation(params: &mut CertificateParams, organization: &str, generation: u16) {
+    let name = if generation <= 1 { "Issuing CA".to_owned() } else { format!("Issuing CA {generation}") };
+    params.distinguished_name = ca_subject(organization, &name);
+}
+
 const OID_AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
 const OID_OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
 const OID_AD_OCSP: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1];

@@ -31,6 +31,14 @@ pub struct CertRecord {
     pub recorded_at: OffsetDateTime,
     /// Where it is in its life.
     pub state: State,
+    /// The generation of the issuing CA that signed it: 1 for the CA `inkan init` made, 2, 3...
+    /// for those `inkan ca rollover` made.
+    #[serde(default = "first_generation")]
+    pub issuer: u16,
+}
+
+fn first_generation() -> u16 {
+    1
 }
 
 /// The recorded state of a certificate.
@@ -156,6 +164,18 @@ pub trait Registry: Send + Sync {
 
     /// The revoked certificates that have not expired by `now`: the CRL's entries.
     fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, RegistryError>;
+
+    /// The revoked, unexpired certificates issuing-CA generation `issuer` signed: what its
+    /// CRL lists.
+    fn revoked_unexpired_by(&self, now: OffsetDateTime, issuer: u16) -> Result<Vec<RevokedEntry>, RegistryError> {
+        let mut out = Vec::new();
+        for entry in self.revoked_unexpired(now)? {
+            if self.get(&entry.serial)?.is_some_and(|record| record.issuer == issuer) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
 
     /// Increments and returns the CRL number (the first is 1), durably.
     fn next_crl_number(&self) -> Result<u64, RegistryError>;

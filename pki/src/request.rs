@@ -52,6 +52,8 @@ pub struct OcspOrder {
     pub hash: crate::ocsp::CertIdHash,
     /// Good, revoked (when and why) or unknown.
     pub status: crate::ocsp::CertStatus,
+    /// The generation of the issuing CA asked about (its CertID's issuer), which signs it.
+    pub issuer: u16,
 }
 
 /// A signed OCSP answer and its validity.
@@ -78,8 +80,14 @@ pub trait Issuer: Send + Sync {
     /// Signs OCSP answers, one per order, in order.
     fn sign_ocsp(&self, orders: &[OcspOrder]) -> Result<Vec<SignedOcsp>, IssueError>;
 
-    /// The issuing CA certificate (DER).
+    /// The issuing CA certificate (DER): the generation that issues now.
     fn ca_certificate(&self) -> &[u8];
+
+    /// Every generation of the issuing CA, oldest first: its number and certificate (DER).
+    /// Each answers (CRL, OCSP) for the certificates it issued.
+    fn ca_generations(&self) -> Vec<(u16, &[u8])> {
+        vec![(1, self.ca_certificate())]
+    }
 
     /// The root certificate (DER).
     fn root_certificate(&self) -> &[u8];

@@ -42,7 +42,8 @@ pub fn root_crl(args: &RootSignCrlArgs) -> anyhow::Result<()> {
             dir.path().display()
         );
     }
-    let passphrase = passphrase::resolve_for(Key::Root, &dir.root_key(), args.root_passphrase_file.as_deref())?;
+    let passphrase =
+        passphrase::resolve_for(Key::Root, &dir.root_key(), args.root_passphrase.root_passphrase_file.as_deref())?;
     let published = publish_root(&dir, &passphrase, args.days)?;
     if let Some(out) = &args.out {
         super::write_output(Some(out), &published.crl)?;
@@ -61,5 +62,8 @@ pub fn publish_root(dir: &DataDir, passphrase: &ca::Passphrase, days: u32) -> an
     let published = ca::ceremony::sign_root_publications(dir, passphrase, OffsetDateTime::now_utc(), validity)?;
     publish_crl(dir, pki::published::ROOT_CRL, &published.crl)?;
     publish_crl(dir, pki::published::CA_OCSP, &published.ca_ocsp)?;
+    for (n, answer) in &published.later_ca_ocsp {
+        publish_crl(dir, &pki::published::ca_ocsp(*n), answer)?;
+    }
     Ok(published)
 }

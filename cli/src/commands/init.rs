@@ -32,7 +32,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<()> {
         let pin = passphrase::resolve_pin(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), label)?;
         return create(&dir, args, key_type, &pin, &pin);
     }
-    let root_pass = passphrase::resolve(Key::Root, args.root_passphrase_file.as_deref(), true)?;
+    let root_pass = passphrase::resolve(Key::Root, args.root_passphrase.root_passphrase_file.as_deref(), true)?;
     let ca_pass = passphrase::resolve(Key::Ca, args.ca_passphrase.ca_passphrase_file.as_deref(), true)?;
     create(&dir, args, key_type, &root_pass, &ca_pass)
 }

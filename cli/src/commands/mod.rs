@@ -47,6 +47,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Crl(args) => crl::ca_crl(&args),
         Command::Root(RootCommand::SignCrl(args)) => crl::root_crl(&args),
         Command::Ca(CaCommand::Status(args)) => status::run(&args),
+        Command::Ca(CaCommand::Rollover(args)) => status::rollover(&args),
         Command::Serve(args) => serve::run(&args),
         Command::User(UserCommand::Add(args)) => user::add(&args),
         Command::User(UserCommand::List(args)) => user::list(&args),
@@ -244,8 +245,8 @@ impl enroll_server::ports::Audit for AuditSink {
     }
 }
 
-/// The CA certificates of the data directory (DER) a signature may be checked with: the
-/// issuing CA.
+/// The CA certificates of the data directory (DER) a signature may be checked with: every
+/// generation of the issuing CA.
 fn ca_certificates(dir: &DataDir) -> anyhow::Result<Vec<Vec<u8>>> {
-    Ok(vec![ca::layout::read_certificate(&dir.ca_cert())?])
+    Ok(ca::generations::certificates(dir)?.into_iter().map(|(_, _, der)| der).collect())
 }

@@ -58,6 +58,8 @@ struct Listed<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     revocation_reason: Option<&'static str>,
     key_sha256: String,
+    /// The generation of the issuing CA that signed it (1: the CA `init` made).
+    issuer: u16,
 }
 
 impl<'a> Listed<'a> {
@@ -76,6 +78,7 @@ impl<'a> Listed<'a> {
             revoked_at,
             revocation_reason,
             key_sha256: pki::encoding::hex(&r.key_sha256),
+            issuer: r.issuer,
         }
     }
 }
@@ -122,9 +125,12 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
-    println!("{:<32}  {:<20}  {:<7}  {:<20}  STATUS", "SERIAL", "ACCOUNT", "PROFILE", "NOT AFTER");
+    println!("{:<32}  {:<20}  {:<7}  {:<20}  {:<3}  STATUS", "SERIAL", "ACCOUNT", "PROFILE", "NOT AFTER", "CA");
     for l in &listed {
-        println!("{:<32}  {:<20}  {:<7}  {:<20}  {}", l.serial, l.account, l.profile, l.not_after, l.status);
+        println!(
+            "{:<32}  {:<20}  {:<7}  {:<20}  {:<3}  {}",
+            l.serial, l.account, l.profile, l.not_after, l.issuer, l.status
+        );
     }
     eprintln!("{} certificate(s)", listed.len());
     Ok(())

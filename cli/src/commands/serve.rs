@@ -51,7 +51,7 @@ fn dev_setup(dir: &DataDir) -> anyhow::Result<PathBuf> {
         root_days: 7305,
         ca_days: 3652,
         root_crl_days: 365,
-        root_passphrase_file: None,
+        root_passphrase: crate::args::RootPassphraseArg { root_passphrase_file: None },
         ca_passphrase: crate::args::CaPassphraseArg { ca_passphrase_file: None },
         pkcs11_module: None,
         token_label: None,

@@ -47,10 +47,11 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     }
     let pid = std::process::id();
     audit.append("signer.start", serde_json::json!({ "socket": socket, "pid": pid }))?;
-    let authority = authority.with_signed_hook(SignerService::signed_hook(audit.clone()));
-    let ocsp = Some(OcspSigner::new(&dir));
+    let hook = SignerService::signed_hook(audit.clone());
+    let authorities = authority.map(|ca| ca.with_signed_hook(hook.clone()));
+    let ocsp = Some(authorities.all().map(|(_, ca)| OcspSigner::for_generation(&dir, ca.generation())).collect());
     let server_names = config.server_policy()?;
-    let service = Arc::new(SignerService { authority, root_der, server_names, ocsp, audit: Some(audit.clone()) });
+    let service = Arc::new(SignerService { authorities, root_der, server_names, ocsp, audit: Some(audit.clone()) });
 
     // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
     let stop = Arc::new(AtomicBool::new(false));
@@ -110,7 +111,7 @@ fn spawn_checkpoints(
     let interval = std::time::Duration::from_secs(settings.checkpoint_interval_secs);
     std::thread::spawn(move || {
         let mut tail = Tail::new(&path);
-        let last = service.authority.ledger().latest_checkpoint();
+        let last = service.authorities.current(time::OffsetDateTime::now_utc()).ledger().latest_checkpoint();
         let mut covered = last.and_then(|doc| SignedCheckpoint::from_json(&doc).ok()).map_or(0, |c| c.checkpoint.lines);
         let mut since = std::time::Instant::now();
         let mut warned = false;
@@ -137,7 +138,8 @@ fn spawn_checkpoints(
             if lines == covered || (lines - covered < every && since.elapsed() < interval) {
                 continue;
             }
-            match service.authority.checkpoint_audit(lines, head, time::OffsetDateTime::now_utc()) {
+            let now = time::OffsetDateTime::now_utc();
+            match service.authorities.current(now).checkpoint_audit(lines, head, now) {
                 Ok(signed) => {
                     covered = lines;
                     since = std::time::Instant::now();

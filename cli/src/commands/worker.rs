@@ -90,7 +90,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let tls = enroll_server::tls::TlsMaterial {
         chain: credential.chain.iter().cloned().map(CertificateDer::from).collect(),
         key: PrivatePkcs8KeyDer::from(credential.key.to_vec()),
-        client_ca: CertificateDer::from(pki::request::Issuer::ca_certificate(&ca_service).to_vec()),
+        client_cas: pki::request::Issuer::ca_generations(&ca_service)
+            .into_iter()
+            .map(|(_, der)| CertificateDer::from(der.to_vec()))
+            .collect(),
     };
     drop(credential);
 

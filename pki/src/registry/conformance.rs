@@ -17,6 +17,7 @@ fn record(n: u8, account: &str, not_after: OffsetDateTime) -> CertRecord {
         not_after,
         recorded_at: not_after - Duration::days(30),
         state: State::Pending,
+        issuer: 1,
     }
 }
 
