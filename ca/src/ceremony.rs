@@ -281,6 +281,50 @@ pub fn rollover(
     })
 }
 
+/// A cross-certificate for a new root (a root rollover, a ceremony with the old root key): the
+/// new root's subject and key, certified by the old root, so that a client trusting only the old
+/// root verifies chains under the new one (leaf → issuing CA → cross-certificate → old root).
+/// Valid from `now` for `days`, capped at both roots' ends. The new root must be one inkan made
+/// (its subject `O=…, CN=… Root CA`): the cross-certificate repeats its subject and key
+/// identifier exactly, or path building would not find it.
+pub fn cross_sign(
+    dir: &DataDir,
+    new_root_der: &[u8],
+    root_passphrase: &Passphrase,
+    now: OffsetDateTime,
+    days: u32,
+) -> Result<Vec<u8>, Error> {
+    let new_root = IssuerInfo::from_der(new_root_der)?;
+    let (old, old_der) = load_signer(&dir.root_key(), &dir.root_cert(), root_passphrase)?;
+    let old_root = IssuerInfo::from_der(&old_der)?;
+    if old_root.public_key() == new_root.public_key() {
+        return Err(Error::Rollover { detail: "the new root has the old root's key".into() });
+    }
+    let end = old_root.validity().not_after.min(new_root.validity().not_after);
+    let mut validity = Validity::for_days(now, days, Some(&old_root.validity()))?;
+    validity.not_after = validity.not_after.min(end);
+    let organization = pki::certificate::subject_organization(new_root_der)?;
+    let mut params = profile::root_ca_params(&organization, &random_serial()?, &validity, new_root.public_key());
+    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(new_root.key_id().to_vec());
+    params.use_authority_key_identifier_extension = true;
+    let old_cert = rustls_pki_types::CertificateDer::from(old_der.as_slice());
+    let issuer = rcgen::Issuer::from_ca_cert_der(&old_cert, RcgenKey(old.as_ref()))
+        .map_err(|e| pki::Error::Encoding { what: "root certificate", detail: e.to_string() })?;
+    let cross = params
+        .signed_by(new_root.public_key(), &issuer)
+        .map_err(|e| pki::Error::Encoding { what: "cross-certificate", detail: e.to_string() })?;
+    let made = IssuerInfo::from_der(cross.der())?;
+    if made.subject_name_der() != new_root.subject_name_der() {
+        return Err(Error::Rollover {
+            detail: format!(
+                "the new root's subject {:?} is not one inkan makes (O=…, CN=… Root CA)",
+                new_root.subject()
+            ),
+        });
+    }
+    Ok(cross.der().to_vec())
+}
+
 /// What the offline root publishes for relying parties: its CRL, and an OCSP answer about the
 /// issuing CA signed ahead (the root has no responder online).
 #[derive(Debug, Clone)]

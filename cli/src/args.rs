@@ -690,6 +690,29 @@ pub enum RootCommand {
     /// Sign the root's CRL and its OCSP answer about the issuing CA: a ceremony that needs the
     /// root passphrase. Both go to DATA_DIR/crl/, where the service publishes them.
     SignCrl(RootSignCrlArgs),
+    /// Cross-certify a new root with this (old) root's key: the root rollover ceremony. Clients
+    /// that trust only the old root then verify certificates under the new one through the
+    /// cross-certificate (publish it beside the new chain).
+    CrossSign(RootCrossSignArgs),
+}
+
+/// `inkan root cross-sign`.
+#[derive(Debug, Args)]
+pub struct RootCrossSignArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The new root certificate (PEM or DER), e.g. the root/root.crt of a data directory that
+    /// `inkan init` made for the new hierarchy.
+    #[arg(long, value_name = "FILE")]
+    pub new_root: PathBuf,
+    /// Where to write the cross-certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Its validity in days (capped at the end of both roots).
+    #[arg(long, default_value_t = 1826, value_name = "DAYS")]
+    pub days: u32,
+    #[command(flatten)]
+    pub root_passphrase: RootPassphraseArg,
 }
 
 /// `inkan ca ...`.

@@ -28,6 +28,15 @@ fn issue(ca: &TestCa, account: &str, name: &str) -> (PathBuf, PathBuf, String) {
     (cert, key, serial)
 }
 
+/// pkilint (in ./.venv): `TOOL lint -s WARNING FILES` reports nothing.
+fn pkilint(tool: &str, files: &[&Path]) {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin").join(tool);
+    let mut args = vec!["lint", "-s", "WARNING"];
+    args.extend(files.iter().map(|f| s(f)));
+    let out = run(s(&bin), args, &[], None);
+    assert!(out.status.success() && out.text().trim().is_empty(), "{tool} {files:?}:\n{}", out.text());
+}
+
 fn pem_file(path: &Path, der: &[u8]) {
     write(path, pki::encoding::pem_encode("CERTIFICATE", der));
 }
@@ -72,6 +81,8 @@ fn a_new_issuing_ca_takes_over_at_its_moment_and_the_old_one_keeps_answering() {
     ca.inkan(["ca", "rollover"]).refused("generation 2 already takes over at");
     let ca2 = ca.file("ca/gen-2/ca.crt");
     openssl(["verify", "-x509_strict", "-CAfile", s(&ca.root_crt()), s(&ca2)]).ok();
+    pkilint("lint_pkix_cert", &[&ca2]);
+    pkilint("lint_pkix_signer_signee_cert_chain", &[&ca.root_crt(), &ca2]);
     let status = ca.inkan(["ca", "status"]).ok();
     assert!(status.stdout.contains(&format!("issuing CA 2 (from {at_text})")), "{}", status.stdout);
 
@@ -206,4 +217,48 @@ fn a_new_issuing_ca_takes_over_at_its_moment_and_the_old_one_keeps_answering() {
     let (offline, _, _) = issue(&ca, "ann", "ann-offline");
     assert!(issuer_of(&offline).contains("CN=inkan Issuing CA 2"), "{}", issuer_of(&offline));
     ca.inkan(["audit", "verify"]).ok();
+}
+
+/// Root rollover: a new hierarchy (`inkan init` elsewhere) cross-certified by the old root. A
+/// client that trusts only the old root verifies the new hierarchy's leaves through the
+/// cross-certificate, and not without it; one that trusts the new root verifies them directly.
+#[test]
+fn a_client_trusting_only_the_old_root_verifies_new_leaves_through_the_cross_certificate() {
+    let old = TestCa::init(&[]);
+    let new = TestCa::init(&["--org", "inkan 2027"]);
+    let work = old.work().to_owned();
+    let key = genpkey(&work, "leaf", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let csr = req(&work, "leaf", &key, &[]);
+    let (leaf, _) = new.issue(&csr, "dan", "leaf", &[]);
+
+    let cross = work.join("cross.pem");
+    let made = old.inkan(["root", "cross-sign", "--new-root", s(&new.root_crt()), "--out", s(&cross)]).ok();
+    assert!(made.stdout.contains("O=inkan 2027, CN=inkan 2027 Root CA"), "{}", made.stdout);
+    let text = openssl(["x509", "-in", s(&cross), "-noout", "-text"]).ok().stdout;
+    assert!(text.contains("Issuer: O = inkan, CN = inkan Root CA"), "{text}");
+    assert!(text.contains("Subject: O = inkan 2027, CN = inkan 2027 Root CA"), "{text}");
+    assert!(text.contains("CA:TRUE"), "{text}");
+    pkilint("lint_pkix_cert", &[&cross]);
+    pkilint("lint_pkix_signer_signee_cert_chain", &[&old.root_crt(), &cross]);
+
+    let with_cross = work.join("untrusted.pem");
+    write(&with_cross, format!("{}{}", read(&new.ca_crt()), read(&cross)));
+    let verify = |anchor: &Path, untrusted: &Path| {
+        openssl_env(["verify", "-x509_strict", "-CAfile", s(anchor), "-untrusted", s(untrusted), s(&leaf)], &[])
+    };
+    verify(&old.root_crt(), &with_cross).ok();
+    let without = verify(&old.root_crt(), &new.ca_crt());
+    assert!(!without.status.success(), "without the cross-certificate the old root cannot reach the leaf");
+    verify(&new.root_crt(), &new.ca_crt()).ok();
+
+    // Refused: a root cross-signing itself, a file that is no certificate, a wrong passphrase.
+    let again = work.join("again.pem");
+    old.inkan(["root", "cross-sign", "--new-root", s(&old.root_crt()), "--out", s(&again)])
+        .refused("the old root's key");
+    write(&work.join("junk.crt"), "junk");
+    old.inkan(["root", "cross-sign", "--new-root", s(&work.join("junk.crt")), "--out", s(&again)]).failed();
+    let wrong = [("INKAN_ROOT_PASSPHRASE", Some("not the root passphrase")), ("INKAN_CA_PASSPHRASE", Some(CA_PASS))];
+    old.inkan_env(["root", "cross-sign", "--new-root", s(&new.root_crt()), "--out", s(&again)], &wrong)
+        .refused("wrong passphrase");
+    assert!(!again.exists(), "nothing written by a refused ceremony");
 }

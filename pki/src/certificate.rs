@@ -336,3 +336,15 @@ pub fn public_key_of(der: &[u8]) -> Result<SubjectKey, Error> {
     crate::encoding::expect_no_trailing(rest, "certificate")?;
     SubjectKey::from_parsed(cert.public_key())
 }
+
+/// The organization (O=) of a certificate's subject: what inkan names its CAs after.
+pub fn subject_organization(der: &[u8]) -> Result<String, Error> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| Error::Encoding { what: "certificate", detail: e.to_string() })?;
+    cert.subject()
+        .iter_organization()
+        .next()
+        .and_then(|o| o.as_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Encoding { what: "certificate", detail: "its subject has no organization (O=)".into() })
+}

@@ -67,3 +67,28 @@ pub fn publish_root(dir: &DataDir, passphrase: &ca::Passphrase, days: u32) -> an
     }
     Ok(published)
 }
+
+/// `inkan root cross-sign`: the old root certifies the new root's key and subject.
+pub fn cross_sign(args: &crate::args::RootCrossSignArgs) -> anyhow::Result<()> {
+    let dir = DataDir::new(&args.data_dir.data_dir);
+    if !(1..=36_525).contains(&args.days) {
+        anyhow::bail!("--days must be between 1 and 36525");
+    }
+    let new_root = ca::layout::read_certificate(&args.new_root)?;
+    let passphrase =
+        passphrase::resolve_for(Key::Root, &dir.root_key(), args.root_passphrase.root_passphrase_file.as_deref())?;
+    let der = ca::ceremony::cross_sign(&dir, &new_root, &passphrase, OffsetDateTime::now_utc(), args.days)?;
+    let summary = pki::certificate::Summary::from_der(&der)?;
+    ca::layout::write_new(&args.out, pki::encoding::pem_encode("CERTIFICATE", &der).as_bytes(), 0o644)?;
+    let audit = ca::audit::AuditLog::new(dir.path(), "cli");
+    audit.append(
+        "root.cross_signed",
+        serde_json::json!({ "subject": summary.subject, "issuer": summary.issuer, "serial": summary.serial, "sha256": summary.sha256_fingerprint }),
+    )?;
+    println!("Cross-certificate written to {}", args.out.display());
+    println!("  subject     {} (the new root's name and key)", summary.subject);
+    println!("  issuer      {}", summary.issuer);
+    println!("  valid until {}", pki::encoding::rfc3339(summary.not_after));
+    println!("Publish it beside the new chain: clients that trust only the old root verify through it.");
+    Ok(())
+}

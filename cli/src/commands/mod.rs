@@ -46,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Show(args) => registry::show(&args),
         Command::Crl(args) => crl::ca_crl(&args),
         Command::Root(RootCommand::SignCrl(args)) => crl::root_crl(&args),
+        Command::Root(RootCommand::CrossSign(args)) => crl::cross_sign(&args),
         Command::Ca(CaCommand::Status(args)) => status::run(&args),
         Command::Ca(CaCommand::Rollover(args)) => status::rollover(&args),
         Command::Serve(args) => serve::run(&args),
