@@ -31,14 +31,14 @@ pub fn signer() -> &'static ca::remote::SignerService {
                 default_days: 365,
                 max_days: 825,
             };
-            let authority =
+            let authorities =
                 ca::service::local_authority(&dir, settings, &pass, ca::sled_store::Durability::Unsafe).expect("CA");
             let root_der = ca::layout::read_certificate(&dir.root_cert()).expect("root");
-            let ocsp = Some(ca::responder::OcspSigner::new(&dir));
+            let ocsp = Some(vec![ca::responder::OcspSigner::new(&dir)]);
             (
                 tmp,
                 ca::remote::SignerService {
-                    authority,
+                    authorities,
                     root_der,
                     server_names: vec!["localhost".parse().expect("name")],
                     ocsp,
