@@ -78,9 +78,10 @@ pub struct StoreExport {
 
 /// Whether a data-directory file is a secret: kept only with `include_keys` (a key file that
 /// names a token key is no secret).
-fn is_key(dir: &DataDir, path: &Path) -> bool {
-    let keys = [dir.root_key(), dir.ca_key(), dir.server_key(), dir.otp_key(), dir.ocsp_key()];
-    if !keys.iter().any(|k| k == path) {
+/// Every `.key` file is one: the root's, each issuing-CA generation's, the OCSP responders',
+/// the service's TLS and OTP sealing keys.
+fn is_key(path: &Path) -> bool {
+    if path.extension().is_none_or(|e| e != "key") {
         return false;
     }
     !matches!(crate::pkcs11::TokenKey::read(path), Ok(Some(_)))
@@ -105,7 +106,7 @@ fn data_files(dir: &DataDir, include_keys: bool) -> Result<Vec<PathBuf>, Error> 
             let kind = entry.file_type().map_err(Error::io("reading", &path))?;
             if kind.is_dir() {
                 pending.push(path);
-            } else if kind.is_file() && path != dir.serve_lock() && (include_keys || !is_key(dir, &path)) {
+            } else if kind.is_file() && path != dir.serve_lock() && (include_keys || !is_key(&path)) {
                 out.push(path.strip_prefix(dir.path()).unwrap_or(&path).to_owned());
             }
         }

@@ -352,7 +352,13 @@ impl Issuer for CaService {
         let now = now.replace_nanosecond(0).unwrap_or(now);
         let current = self.current_generation(now);
         let mut out = Vec::new();
-        for (n, _, _) in &self.generations {
+        for (n, _, ca_der) in &self.generations {
+            // A generation whose own certificate has expired has no unexpired certificate left
+            // (each was capped at its end): its CRL ends with it.
+            let expired = pki::certificate::Summary::from_der(ca_der).is_ok_and(|ca| ca.not_after < now);
+            if expired && *n != current {
+                continue;
+            }
             let entries =
                 self.registry.revoked_unexpired_by(now, *n).map_err(|e| IssueError::Internal(e.to_string()))?;
             let der = match &self.link {

@@ -217,6 +217,15 @@ fn a_new_issuing_ca_takes_over_at_its_moment_and_the_old_one_keeps_answering() {
     let (offline, _, _) = issue(&ca, "ann", "ann-offline");
     assert!(issuer_of(&offline).contains("CN=inkan Issuing CA 2"), "{}", issuer_of(&offline));
     ca.inkan(["audit", "verify"]).ok();
+
+    // A backup without keys leaves out every generation's key and responder key.
+    let archive = work.join("after-rollover.tar");
+    ca.inkan(["backup", "--out", s(&archive)]).ok();
+    let bytes = std::fs::read(&archive).expect("archive");
+    assert!(!String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"), "no key in the archive");
+    let members = run("tar", ["-tf", s(&archive)], &[], None).ok().stdout;
+    assert!(members.contains("ca/gen-2/ca.crt") && members.contains("ca/gen-2/active-from"), "{members}");
+    assert!(!members.contains(".key"), "{members}");
 }
 
 /// Root rollover: a new hierarchy (`inkan init` elsewhere) cross-certified by the old root. A

@@ -308,7 +308,20 @@ mod tests {
     #[test]
     fn sled_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let open = || SledStores::open(dir.path()).expect("open");
+        // A store just dropped may hold the directory's lock a moment longer (sled's background
+        // work on a loaded machine): reopening waits for it, boundedly.
+        let open = || {
+            for _ in 0..100 {
+                match SledStores::open(dir.path()) {
+                    Ok(stores) => return stores,
+                    Err(e) if e.to_string().contains("lock") => {
+                        std::thread::sleep(std::time::Duration::from_millis(50))
+                    }
+                    Err(e) => panic!("open: {e}"),
+                }
+            }
+            SledStores::open(dir.path()).expect("open after 5 s")
+        };
         super::super::conformance::accounts(&|| open().accounts());
         super::super::conformance::notices(&|| open().notices());
         super::super::conformance::otp(&|| open().otp());
