@@ -234,6 +234,23 @@ fn rsa_and_p256_keys_in_a_token_issue_locally_and_sign_crls() {
         let crl_pem = work.join("ca-crl.pem");
         openssl(["crl", "-inform", "DER", "-in", s(&crl), "-out", s(&crl_pem)]).ok();
         ca.openssl_verify(&cert, &["-crl_check", "-CRLfile", s(&crl_pem)]).ok();
+        if key_type != "ecdsa-p256" {
+            continue;
+        }
+        // A rollover makes the next issuing key in the same token, and it signs from then on.
+        token.inkan(&["ca", "rollover"]).ok();
+        let label = token.key_label("ca/gen-2/ca.key");
+        let keys = private_keys(&token.objects("privkey"));
+        let (_, block) = keys.iter().find(|(l, _)| *l == label).expect("the new key is in the token");
+        assert!(between(block, "Access:", "\n").contains("never extractable"), "{block}");
+        let next = work.join("next.crt");
+        let key = genpkey(work, "next", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+        let csr = req(work, "next", &key, &[]);
+        token.inkan(&["issue", "--csr", s(&csr), "--account", "bob", "--out", s(&next)]).ok();
+        let gen2 = ca.file("ca/gen-2/ca.crt");
+        openssl(["verify", "-x509_strict", "-CAfile", s(&ca.root_crt()), "-untrusted", s(&gen2), s(&next)]).ok();
+        let issuer = openssl(["x509", "-in", s(&next), "-noout", "-issuer"]).ok().stdout;
+        assert!(issuer.contains("Issuing CA 2"), "{issuer}");
     }
 }
 
