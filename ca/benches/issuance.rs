@@ -88,6 +88,18 @@ fn run_for<F: Fn() + Sync>(threads: usize, seconds: f64, op: F) -> (u64, f64) {
     (done.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
 }
 
+/// A P-256 CSR (DER) for the issuances measured.
+fn bench_csr() -> Result<Vec<u8>, String> {
+    let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&subject_key).map_err(|e| e.to_string())?;
+    Ok(csr.der().to_vec())
+}
+
+/// The issuance measured: a client certificate from `csr`, no request id.
+fn bench_request(csr: &[u8]) -> IssueRequest<'_> {
+    IssueRequest { csr, account: "bench-user", profile: Profile::Client, sans: &[], days: None, request_id: None }
+}
+
 /// Operations per second.
 fn rate((done, secs): (u64, f64)) -> f64 {
     done as f64 / secs
@@ -181,17 +193,8 @@ fn bench() -> Result<(), String> {
         (ca, store)
     };
 
-    let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("csr key");
-    let csr = rcgen::CertificateParams::default().serialize_request(&subject_key).expect("csr");
-    let csr = csr.der().to_vec();
-    let request = IssueRequest {
-        csr: &csr,
-        account: "bench-user",
-        profile: Profile::Client,
-        sans: &[],
-        days: None,
-        request_id: None,
-    };
+    let csr = bench_csr()?;
+    let request = bench_request(&csr);
 
     println!("inkan in-process issuance benchmark ({seconds} s per figure, {cores} cores)");
     println!("raw aws-lc-rs ECDSA P-256 sign+verify: {raw_1:.0} ops/s (1 thread), {raw_n:.0} ops/s ({cores} threads)");
@@ -344,17 +347,8 @@ mod token {
             default_days: 365,
             max_days: 825,
         };
-        let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-        let csr = rcgen::CertificateParams::default().serialize_request(&subject_key).map_err(|e| e.to_string())?;
-        let csr = csr.der().to_vec();
-        let request = IssueRequest {
-            csr: &csr,
-            account: "bench-user",
-            profile: Profile::Client,
-            sans: &[],
-            days: None,
-            request_id: None,
-        };
+        let csr = bench_csr()?;
+        let request = bench_request(&csr);
         println!(
             "CA key in a PKCS#11 token (SoftHSM2, {}) beside a key file, P-256, durable signer ledger",
             module().display()
