@@ -90,6 +90,13 @@ pub enum Command {
     /// One-time-password tokens (TOTP): list them, revoke one.
     #[command(subcommand)]
     Otp(OtpCommand),
+    /// API consent (OAuth 2.0): register the third-party services users may connect.
+    #[command(subcommand)]
+    Oauth(OauthCommand),
+    /// The contracts' resources (accounts) that per-resource scopes name, each with the inquiry
+    /// PIN (照会用暗証番号) a user gives once before allowing a service to read it.
+    #[command(subcommand)]
+    Resource(ResourceCommand),
     /// One-time enrollment tokens: a machine enrolls over EST with its login ID and a token
     /// instead of the account's password.
     #[command(subcommand)]
@@ -174,6 +181,115 @@ pub enum OtpCommand {
     /// token by its serial number and current code. All or nothing: a MAC that does not verify,
     /// a serial imported before or anything not PSKC imports none.
     Import(OtpImportArgs),
+}
+
+/// `inkan oauth`.
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// Registered clients.
+    #[command(subcommand)]
+    Client(OauthClientCommand),
+}
+
+/// `inkan oauth client`.
+#[derive(Debug, Subcommand)]
+pub enum OauthClientCommand {
+    /// Register a client (a confidential one). It authenticates with mutual TLS
+    /// (tls_client_auth, RFC 8705): in the TLS handshake it presents a certificate inkan issued
+    /// whose subject is --tls-subject; private_key_jwt is not supported.
+    ///
+    /// Example: inkan oauth client add --name 家計簿アプリ --company "Kakeibo K.K."
+    /// --redirect-uri https://kakeibo.example/callback --scope certificates:read
+    /// --scope balance:read --tls-subject "O=Example Bank, CN=kakeibo-app"
+    Add(OauthClientAddArgs),
+    /// Every registered client.
+    List(UserListArgs),
+    /// Remove a client: its grants end and their tokens stop working at once.
+    Remove(OauthClientRemoveArgs),
+}
+
+/// `inkan oauth client add`.
+#[derive(Debug, Args)]
+pub struct OauthClientAddArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The client ID (letters, digits, '-', '_', '.'); made up when not given.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// The service's name, shown to users on the consent page.
+    #[arg(long)]
+    pub name: String,
+    /// The company that runs it, shown to users.
+    #[arg(long)]
+    pub company: String,
+    /// A redirect URI (https; http only on a loopback address), matched exactly. Repeat for
+    /// more.
+    #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+    pub redirect_uris: Vec<String>,
+    /// A scope it may ask for (configured in [oauth.scopes]). Repeat for more.
+    #[arg(long = "scope", value_name = "SCOPE", required = true)]
+    pub scopes: Vec<String>,
+    /// How long its grants last, in days (default: [oauth] grant_days, 90).
+    #[arg(long, value_name = "DAYS")]
+    pub grant_days: Option<u32>,
+    /// Let its users log in with login ID + password instead of a certificate.
+    #[arg(long)]
+    pub allow_password_login: bool,
+    /// The subject of the client's certificate, as `inkan show` prints it ("O=Org, CN=app").
+    #[arg(long, value_name = "DN")]
+    pub tls_subject: String,
+    /// Print the client as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `inkan oauth client remove`.
+#[derive(Debug, Args)]
+pub struct OauthClientRemoveArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The client ID.
+    pub client_id: String,
+}
+
+/// `inkan resource`.
+#[derive(Debug, Subcommand)]
+pub enum ResourceCommand {
+    /// Add a resource to a contract; its inquiry PIN (4 to 8 digits) comes from
+    /// INKAN_RESOURCE_PIN or a prompt.
+    Add(ResourceAddArgs),
+    /// Every resource, with who registered its PIN.
+    List(UserListArgs),
+    /// Remove a resource.
+    Remove(ResourceRemoveArgs),
+}
+
+/// `inkan resource add`.
+#[derive(Debug, Args)]
+pub struct ResourceAddArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The contract: its master user's login ID.
+    #[arg(long, value_name = "LOGIN_ID")]
+    pub contract: String,
+    /// What users see (普通預金 1234567).
+    #[arg(long)]
+    pub label: String,
+    /// The resource ID; made up when not given.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Print the resource as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `inkan resource remove`.
+#[derive(Debug, Args)]
+pub struct ResourceRemoveArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The resource ID.
+    pub id: String,
 }
 
 /// `inkan otp import`.

@@ -39,6 +39,121 @@ pub struct Config {
     /// `[audit]`.
     #[serde(default)]
     pub audit: AuditSection,
+    /// `[oauth]`.
+    #[serde(default)]
+    pub oauth: OauthSection,
+}
+
+/// `[oauth]`: API consent (the OAuth authorization server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OauthSection {
+    pub access_token_secs: i64,
+    pub code_secs: i64,
+    pub request_uri_secs: i64,
+    pub grant_days: u32,
+    pub risk_signals: Vec<String>,
+    pub terms_ja: Option<String>,
+    pub terms_en: Option<String>,
+    pub explanation_ja: Option<String>,
+    pub explanation_en: Option<String>,
+    pub scopes: Vec<ScopeSection>,
+}
+
+/// `[[oauth.scopes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSection {
+    pub name: String,
+    pub ja: String,
+    pub en: String,
+    #[serde(default)]
+    pub per_resource: bool,
+}
+
+impl Default for OauthSection {
+    fn default() -> Self {
+        let d = enroll_server::oauth::OAuthSettings::default();
+        Self {
+            access_token_secs: d.access_token_ttl.whole_seconds(),
+            code_secs: d.code_ttl.whole_seconds(),
+            request_uri_secs: d.request_uri_ttl.whole_seconds(),
+            grant_days: d.grant_days,
+            risk_signals: vec!["new_device".into(), "new_network".into(), "recent_failures".into()],
+            terms_ja: None,
+            terms_en: None,
+            explanation_ja: None,
+            explanation_en: None,
+            scopes: Vec::new(),
+        }
+    }
+}
+
+impl OauthSection {
+    /// The settings, checked.
+    pub fn settings(&self) -> anyhow::Result<enroll_server::oauth::OAuthSettings> {
+        let mut s = enroll_server::oauth::OAuthSettings::default();
+        if !(60..=3600).contains(&self.access_token_secs) {
+            bail!("[oauth] access_token_secs must be between 60 and 3600");
+        }
+        if !(1..=60).contains(&self.code_secs) {
+            bail!("[oauth] code_secs must be between 1 and 60");
+        }
+        if !(10..=599).contains(&self.request_uri_secs) {
+            bail!("[oauth] request_uri_secs must be between 10 and 599 (under ten minutes)");
+        }
+        if !(1..=365).contains(&self.grant_days) {
+            bail!("[oauth] grant_days must be between 1 and 365");
+        }
+        s.access_token_ttl = time::Duration::seconds(self.access_token_secs);
+        s.code_ttl = time::Duration::seconds(self.code_secs);
+        s.request_uri_ttl = time::Duration::seconds(self.request_uri_secs);
+        s.grant_days = self.grant_days;
+        s.risk = enroll_server::oauth::RiskSignals::default();
+        for signal in &self.risk_signals {
+            match signal.as_str() {
+                "new_device" => s.risk.new_device = true,
+                "new_network" => s.risk.new_network = true,
+                "recent_failures" => s.risk.recent_failures = true,
+                other => {
+                    bail!("[oauth] risk_signals: {other:?} is not a signal (new_device, new_network, recent_failures)")
+                }
+            }
+        }
+        if let Some(ja) = &self.terms_ja {
+            s.terms.0.clone_from(ja);
+        }
+        if let Some(en) = &self.terms_en {
+            s.terms.1.clone_from(en);
+        }
+        if let Some(ja) = &self.explanation_ja {
+            s.explanation.0.clone_from(ja);
+        }
+        if let Some(en) = &self.explanation_en {
+            s.explanation.1.clone_from(en);
+        }
+        if !self.scopes.is_empty() {
+            s.scopes.clear();
+            for scope in &self.scopes {
+                let ok = !scope.name.is_empty()
+                    && scope.name.len() <= 64
+                    && scope.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_.-".contains(&b));
+                if !ok {
+                    bail!("[[oauth.scopes]] name {:?}: use 1 to 64 of a-z, 0-9, ':', '_', '.', '-'", scope.name);
+                }
+                if s.scope(&scope.name).is_some() {
+                    bail!("[[oauth.scopes]] {} is listed twice", scope.name);
+                }
+                s.scopes.push(enroll_server::oauth::ScopeDef {
+                    name: scope.name.clone(),
+                    ja: scope.ja.clone(),
+                    en: scope.en.clone(),
+                    per_resource: scope.per_resource,
+                });
+            }
+        }
+        Ok(s)
+    }
 }
 
 /// `[audit]`: signed checkpoints of the audit trail.
@@ -352,6 +467,7 @@ impl Config {
         }
         self.est.address()?;
         self.otp.settings()?;
+        self.oauth.settings()?;
         if let Some(mail) = self.mail_settings() {
             enroll_server::mail::check(&mail).map_err(anyhow::Error::msg)?;
         }
@@ -612,6 +728,37 @@ reissue_wait_mins = 30
 night_start = "20:50"
 night_end = "08:10"
 utc_offset = "+09:00"
+
+[oauth]
+# API consent (API連携認証): third-party services registered with `inkan oauth client add` send
+# users here to allow them access (OAuth 2.0, FAPI 2.0 shape: PAR, PKCE, mutual-TLS clients,
+# certificate-bound tokens). Lifetimes in seconds; grants in days (a client may have its own).
+access_token_secs = 600
+code_secs = 60
+request_uri_secs = 90
+grant_days = 90
+# When the user's secret question (追加認証) is asked: a browser never seen for the user, an
+# address outside the networks of the user's recent logins, wrong passwords since the last
+# right one. An empty list never asks.
+risk_signals = ["new_device", "new_network", "recent_failures"]
+# The API terms (API利用規定) and the consent page's explanation, your own text:
+# terms_ja = "..."
+# terms_en = "..."
+# explanation_ja = "..."
+# explanation_en = "..."
+
+# The scopes clients may ask for, with what users read. per_resource: the user chooses which
+# of the contract's resources (`inkan resource add`) it covers, and registers their PINs.
+[[oauth.scopes]]
+name = "certificates:read"
+ja = "電子証明書の照会"
+en = "Read your certificates"
+
+[[oauth.scopes]]
+name = "balance:read"
+ja = "残高照会"
+en = "Read account balances"
+per_resource = true
 
 # [mail]
 # Notices by mail (token issued, token revoked, OTP use stopped, certificate expiry at the

@@ -124,6 +124,11 @@ pub fn confirmation_password(login_id: &str) -> anyhow::Result<enroll_server::ac
     secret_for(login_id, "INKAN_CONFIRMATION_PASSWORD", "Confirmation password")
 }
 
+/// A resource's inquiry PIN (照会用暗証番号): INKAN_RESOURCE_PIN, else a prompt (twice).
+pub fn resource_pin(label: &str) -> anyhow::Result<enroll_server::accounts::Password> {
+    secret_for(label, "INKAN_RESOURCE_PIN", "Inquiry PIN")
+}
+
 fn secret_for(login_id: &str, variable: &str, what: &str) -> anyhow::Result<enroll_server::accounts::Password> {
     use enroll_server::accounts::Password;
     if let Some(value) = std::env::var_os(variable) {

@@ -140,6 +140,36 @@ pub enum AdminRequest {
         /// The policy's entries.
         names: Vec<pki::names::AllowedName>,
     },
+    /// Register an OAuth client.
+    OauthClientAdd {
+        /// It.
+        spec: crate::oauth::operator::ClientSpec,
+    },
+    /// The OAuth clients.
+    OauthClientList,
+    /// Remove an OAuth client (its grants end).
+    OauthClientRemove {
+        /// Its ID.
+        client_id: String,
+    },
+    /// Add a contract's resource with its inquiry PIN.
+    ResourceAdd {
+        /// Its ID; `None`: made up.
+        id: Option<String>,
+        /// The contract (master login ID).
+        contract: String,
+        /// What users see.
+        label: String,
+        /// The inquiry PIN.
+        pin: SecretString,
+    },
+    /// The resources.
+    ResourceList,
+    /// Remove a resource.
+    ResourceRemove {
+        /// Its ID.
+        id: String,
+    },
     /// Make a one-time enrollment token (EST simpleenroll).
     TokenCreate {
         /// The account it enrolls.
@@ -386,6 +416,21 @@ pub enum AdminReply {
         #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
     },
+    /// OAuth clients.
+    OauthClients {
+        /// Them.
+        clients: Vec<crate::stores::oauth::OAuthClient>,
+    },
+    /// Resources.
+    Resources {
+        /// Them.
+        resources: Vec<crate::oauth::operator::ResourceView>,
+    },
+    /// Done; the message says what happened.
+    Done {
+        /// What.
+        message: String,
+    },
     /// The command failed; the message says why.
     Error {
         /// What went wrong.
@@ -400,6 +445,8 @@ pub struct AdminContext<'a> {
     pub accounts: Option<&'a Accounts>,
     /// The OTP tokens (opened with the accounts).
     pub otp: Option<&'a crate::otp::Otp>,
+    /// The OAuth authorization server (opened with the accounts).
+    pub oauth: Option<&'a crate::oauth::OAuth>,
     /// The registry.
     pub registry: Option<&'a dyn Registry>,
     /// The CA.
@@ -586,6 +633,44 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .map_err(|e| e.message)?;
             AdminReply::Token { login_id, secret: SecretString(secret.to_string()), expires_at: token.expires_at }
         }
+        AdminRequest::OauthClientAdd { spec } => {
+            let client = crate::oauth::operator::add_client(need(ctx.oauth, "OAuth store")?, ctx.audit, spec, now)?;
+            AdminReply::OauthClients { clients: vec![client] }
+        }
+        AdminRequest::OauthClientList => {
+            AdminReply::OauthClients { clients: need(ctx.oauth, "OAuth store")?.store.clients().map_err(|e| text(&e))? }
+        }
+        AdminRequest::OauthClientRemove { client_id } => {
+            let ended =
+                crate::oauth::operator::remove_client(need(ctx.oauth, "OAuth store")?, ctx.audit, &client_id, now)?;
+            AdminReply::Done { message: format!("client {client_id} removed; {ended} grant(s) ended") }
+        }
+        AdminRequest::ResourceAdd { id, contract, label, pin } => {
+            let resource = crate::oauth::operator::add_resource(
+                need(ctx.oauth, "OAuth store")?,
+                need(ctx.accounts, "account store")?,
+                ctx.audit,
+                id,
+                &contract,
+                &label,
+                &pin.into_password(),
+                now,
+            )?;
+            AdminReply::Resources { resources: vec![resource] }
+        }
+        AdminRequest::ResourceList => AdminReply::Resources {
+            resources: need(ctx.oauth, "OAuth store")?
+                .store
+                .resources()
+                .map_err(|e| text(&e))?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        },
+        AdminRequest::ResourceRemove { id } => {
+            crate::oauth::operator::remove_resource(need(ctx.oauth, "OAuth store")?, ctx.audit, &id)?;
+            AdminReply::Done { message: format!("resource {id} removed") }
+        }
         AdminRequest::Crl => {
             let issuer = need(ctx.issuer, "CA")?;
             let registry = need(ctx.registry, "registry")?;
@@ -652,6 +737,7 @@ async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
             let ctx = AdminContext {
                 accounts: Some(&state.accounts),
                 otp: Some(&state.otp),
+                oauth: Some(&state.oauth),
                 registry: Some(state.registry.as_ref()),
                 issuer: Some(state.issuer.as_ref()),
                 audit: state.audit.as_ref(),

@@ -66,6 +66,11 @@ pub async fn secure_headers(mut response: Response) -> Response {
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
     ];
     for (name, value) in fixed {
+        // A page may widen its own policy (the consent page's form goes on to the client's
+        // redirect URI); every other response gets the fixed one.
+        if name == header::CONTENT_SECURITY_POLICY && headers.contains_key(&name) {
+            continue;
+        }
         headers.insert(name, HeaderValue::from_static(value));
     }
     if !headers.contains_key(header::CACHE_CONTROL) {

@@ -39,6 +39,7 @@ pub mod login;
 pub mod mail;
 pub mod metrics;
 pub mod notify;
+pub mod oauth;
 pub mod ocsp;
 pub mod otp;
 pub mod otp_web;

@@ -132,9 +132,28 @@ fn me_json(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<ser
     }))
 }
 
-/// `GET /api/v1/me`: the account and its certificates with days to expiry.
-pub async fn api_me(State(state): State<Shared>, signed_in: SignedIn) -> Result<Json<serde_json::Value>, WebError> {
-    Ok(Json(me_json(&state, &signed_in.account, OffsetDateTime::now_utc())?))
+/// `GET /api/v1/me`: the account and its certificates with days to expiry. A session, or an
+/// access token with scope `certificates:read` over the certificate it is bound to.
+pub async fn api_me(
+    State(state): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    signed_in: Result<SignedIn, WebError>,
+) -> Response {
+    let account = match crate::oauth::grants::bearer_token(&headers) {
+        Some(token) => match crate::oauth::grants::check_bearer(&state, &peer, token, "certificates:read").await {
+            Ok(bearer) => bearer.account,
+            Err(e) => return e.into_response(),
+        },
+        None => match signed_in {
+            Ok(signed_in) => signed_in.account,
+            Err(e) => return e.into_response(),
+        },
+    };
+    match me_json(&state, &account, OffsetDateTime::now_utc()) {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 // ---- Pages ------------------------------------------------------------------------------
@@ -315,6 +334,9 @@ fn home_page(state: &Shared, lang: Lang, signed_in: &SignedIn) -> Result<HomePag
         _ => None,
     };
     Ok(HomePage {
+        grants: crate::oauth::grants::grant_rows(state, lang, account)?,
+        has_question: crate::oauth::grants::has_question(state, &account.login_id),
+        ow: crate::oauth::grants::words(lang),
         card_cells,
         otp: otp_label(t, own_token.as_ref()),
         otp_revocable: own_token.as_ref().is_some_and(|tok| tok.state != OtpState::Revoked),

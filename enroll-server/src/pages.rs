@@ -196,6 +196,12 @@ pub struct UserRow {
 #[derive(Debug, Template)]
 #[template(path = "home.html")]
 pub struct HomePage {
+    /// The grants in force the user may see (its own; a master's users' too).
+    pub grants: Vec<crate::oauth::grants::GrantRow>,
+    /// Whether the user registered a secret question.
+    pub has_question: bool,
+    /// The words of the API-consent parts.
+    pub ow: &'static crate::oauth::OAuthText,
     /// Frame.
     pub frame: Frame,
     /// The account.

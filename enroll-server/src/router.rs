@@ -8,10 +8,11 @@ use axum::routing::{get, post};
 
 use crate::error::{ErrorCode, WebError};
 use crate::state::Shared;
-use crate::{csrf, enrollment, est, html, login, otp_web, publish, revocation, users};
+use crate::{csrf, enrollment, est, html, login, oauth, otp_web, publish, revocation, users};
 
 const ENROLL_JS: &str = include_str!("../assets/enroll.js");
 const ACQUIRE_JS: &str = include_str!("../assets/acquire.js");
+const OAUTH_JS: &str = include_str!("../assets/oauth.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 
 async fn request_timeout(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -35,6 +36,7 @@ fn assets(router: Router<Shared>) -> Router<Shared> {
     router
         .route("/assets/enroll.js", get(|| async { html::asset("text/javascript; charset=utf-8", ENROLL_JS) }))
         .route("/assets/acquire.js", get(|| async { html::asset("text/javascript; charset=utf-8", ACQUIRE_JS) }))
+        .route("/assets/oauth.js", get(|| async { html::asset("text/javascript; charset=utf-8", OAUTH_JS) }))
         .route("/assets/style.css", get(|| async { html::asset("text/css; charset=utf-8", STYLE_CSS) }))
 }
 
@@ -80,7 +82,20 @@ pub fn login_router(state: Shared) -> Router {
         .route("/api/v1/otp/hardware", post(otp_web::api_register_hardware))
         .route("/api/v1/users/{login_id}/otp/unlock", post(otp_web::api_unlock))
         .route("/api/v1/users/{login_id}/otp/revoke", post(otp_web::api_revoke))
-        .route("/api/v1/certificates/{serial}/revoke", post(revocation::api_revoke));
+        .route("/api/v1/certificates/{serial}/revoke", post(revocation::api_revoke))
+        .route("/grants/{id}/end", post(oauth::grants::end_form))
+        .route("/secret-question", post(oauth::grants::question_form))
+        .route("/api/v1/grants", get(oauth::grants::api_list))
+        .route("/api/v1/grants/{id}/end", post(oauth::grants::api_end))
+        .route("/api/v1/secret-question", post(oauth::grants::api_question))
+        .route("/.well-known/oauth-authorization-server", get(oauth::endpoints::metadata))
+        .route("/oauth/par", post(oauth::endpoints::par))
+        .route("/oauth/token", post(oauth::endpoints::token))
+        .route("/oauth/introspect", post(oauth::endpoints::introspect))
+        .route("/oauth/revoke", post(oauth::endpoints::revoke))
+        .route("/oauth/authorize", get(oauth::flow::authorize))
+        .route("/oauth/flow", get(oauth::flow::show))
+        .route("/oauth/flow/{step}", post(oauth::flow::submit));
     common_layers(assets(router), &state)
 }
 

@@ -112,6 +112,7 @@ pub async fn run(
         tokio::spawn(listen::serve(http, publish_router(state.clone()), config(None, 2), stop.clone())),
         tokio::spawn(publish::crl_publisher(state.clone(), stop.clone())),
         tokio::spawn(publish::ocsp_refresher(state.clone(), stop.clone())),
+        tokio::spawn(crate::oauth::purger(state.clone(), stop.clone())),
     ];
     if let Some(est) = listeners.est {
         // Asks for a client certificate (simplereenroll) without requiring one (simpleenroll).

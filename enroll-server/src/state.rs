@@ -32,6 +32,8 @@ pub struct AppState {
     pub mail: Option<crate::mail::MailQueue>,
     /// Which expiry notices were delivered.
     pub notices: Arc<dyn NoticeStore>,
+    /// The OAuth authorization server (API連携認証).
+    pub oauth: crate::oauth::OAuth,
     /// The certificate registry.
     pub registry: Arc<dyn Registry>,
     /// The CA.
@@ -76,6 +78,8 @@ pub struct Parts {
     pub mail: Option<crate::mail::MailQueue>,
     /// Which expiry notices were delivered.
     pub notices: Arc<dyn NoticeStore>,
+    /// The OAuth authorization server.
+    pub oauth: crate::oauth::OAuth,
     /// The certificate registry.
     pub registry: Arc<dyn Registry>,
     /// The CA.
@@ -105,6 +109,7 @@ impl AppState {
             otp: parts.otp,
             mail: parts.mail,
             notices: parts.notices,
+            oauth: parts.oauth,
             registry: parts.registry,
             issuer: parts.issuer,
             audit: parts.audit,

@@ -114,6 +114,20 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Encodes `bytes` as base64url without padding (RFC 4648 §5): PKCE challenges, `x5t#S256`,
+/// tokens.
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (j, b)| n | u32::from(*b) << (16 - 8 * j));
+        for k in 0..=chunk.len() {
+            text.push(char::from(ALPHABET[(n >> (18 - 6 * k) & 63) as usize]));
+        }
+    }
+    text
+}
+
 /// Encodes `bytes` as standard base64 with padding, in lines of 64 characters ending in LF
 /// (the body of a PEM block, or of an EST answer).
 pub fn base64_lines(bytes: &[u8]) -> String {
@@ -306,6 +320,17 @@ mod tests {
     fn pem_with_surrounding_whitespace_decodes() {
         let text = format!("\n  {}\n\n", block("AQID"));
         assert_eq!(decode_one(text.as_bytes(), "CSR", LABELS), Ok(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn base64url_matches_rfc_7636_appendix_b() {
+        // The PKCE example: the challenge of the verifier below, from the RFC's own bytes.
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        assert_eq!(base64url(digest.as_ref()), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(base64url(b""), "");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64_decode(&base64url(&[0xfb, 0xff, 0x01, 0x02])), Some(vec![0xfb, 0xff, 0x01, 0x02]));
     }
 
     #[test]

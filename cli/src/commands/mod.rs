@@ -11,6 +11,7 @@ mod est;
 mod fixture;
 mod init;
 mod issue;
+mod oauth;
 mod registry;
 mod serve;
 mod signer;
@@ -31,7 +32,8 @@ use enroll_server::ports::NoEvents;
 use enroll_server::stores::sled::SledStores;
 
 use crate::args::{
-    AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, OtpCommand, RootCommand, TokenCommand, UserCommand,
+    AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, OauthClientCommand, OauthCommand, OtpCommand,
+    ResourceCommand, RootCommand, TokenCommand, UserCommand,
 };
 use crate::config::Config;
 use crate::passphrase::{self, Key};
@@ -65,6 +67,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::User(UserCommand::UnlockOtp(args)) => user::unlock_otp(&args),
         Command::User(UserCommand::ConfirmationPassword(args)) => user::confirmation_password(&args),
         Command::User(UserCommand::Card(args)) => user::card(&args),
+        Command::Oauth(OauthCommand::Client(OauthClientCommand::Add(args))) => oauth::client_add(&args),
+        Command::Oauth(OauthCommand::Client(OauthClientCommand::List(args))) => oauth::client_list(&args),
+        Command::Oauth(OauthCommand::Client(OauthClientCommand::Remove(args))) => oauth::client_remove(&args),
+        Command::Resource(ResourceCommand::Add(args)) => oauth::resource_add(&args),
+        Command::Resource(ResourceCommand::List(args)) => oauth::resource_list(&args),
+        Command::Resource(ResourceCommand::Remove(args)) => oauth::resource_remove(&args),
         Command::Otp(OtpCommand::List(args)) => user::otp_list(&args),
         Command::Otp(OtpCommand::Revoke(args)) => user::otp_revoke(&args),
         Command::Otp(OtpCommand::Import(args)) => user::otp_import(&args),
@@ -173,12 +181,13 @@ fn admin(
                 None
             };
             let web = if needs.accounts || needs.snapshot { Some(open_web_stores(dir)?) } else { None };
-            let (accounts, otp) = if needs.accounts {
+            let (accounts, otp, oauth) = if needs.accounts {
                 let stores = web.as_ref().context("the web stores")?;
                 let settings = config.server_settings(dir);
-                (Some(accounts(stores, dir, &config)?), Some(open_otp(dir, stores, &settings)?))
+                let oauth = enroll_server::oauth::OAuth::new(stores.oauth()?, config.oauth.settings()?);
+                (Some(accounts(stores, dir, &config)?), Some(open_otp(dir, stores, &settings)?), Some(oauth))
             } else {
-                (None, None)
+                (None, None, None)
             };
             let audit = Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
             let issuer = match (&registry, needs.issuer) {
@@ -197,6 +206,7 @@ fn admin(
             let ctx = AdminContext {
                 accounts: accounts.as_ref(),
                 otp: otp.as_ref(),
+                oauth: oauth.as_ref(),
                 registry: registry.as_deref().map(|r| r as &dyn pki::registry::Registry),
                 issuer: issuer.as_ref().map(|i| i as &dyn pki::request::Issuer),
                 audit: &sink,

@@ -106,6 +106,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         mail: otp.mail().cloned(),
         otp,
         notices: stores.notices(),
+        oauth: enroll_server::oauth::OAuth::new(stores.oauth()?, config.oauth.settings()?),
         registry,
         issuer: Arc::new(ca_service),
         audit: Arc::new(AuditSink(audit.clone())),

@@ -259,3 +259,147 @@ pub fn outbox(open: &dyn Fn() -> Arc<dyn MailStore>) {
     assert!(!store.enqueue("conf:1", &mail("a@example.jp")).expect("enqueue"), "sent stays recorded");
     assert_eq!(store.pending().expect("pending").len(), 2, "conf:2 and conf:3 still wait");
 }
+
+/// OAuth: clients and resources inserted once; a flow taken and a code first redeemed by one
+/// of 8 concurrent callers; a code's second redemption told apart; a grant's tokens revoked
+/// together; profiles made on first change; purge removes what lapsed and nothing else; all
+/// of it still there after reopening.
+pub fn oauth(open: &dyn Fn() -> Arc<dyn super::oauth::OAuthStore>) {
+    use super::oauth::{
+        CodeRecord, Flow, FlowStage, Grant, GrantResource, OAuthClient, Redeemed, Resource, TokenKind, TokenRecord,
+    };
+    let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let later = at + time::Duration::hours(1);
+    let client = OAuthClient {
+        client_id: "conf-client".into(),
+        name: "家計簿".into(),
+        company: "Conf K.K.".into(),
+        redirect_uris: vec!["https://conf.example/cb".into()],
+        scopes: vec!["certificates:read".into()],
+        grant_days: 90,
+        allow_password_login: false,
+        tls_subject: "O=Conf, CN=conf-app".into(),
+        created_at: at,
+    };
+    let flow = Flow {
+        client_id: "conf-client".into(),
+        redirect_uri: "https://conf.example/cb".into(),
+        scopes: vec!["certificates:read".into()],
+        state: Some("s".into()),
+        code_challenge: "c".into(),
+        stage: FlowStage::Pushed,
+        csrf: "x".into(),
+        login_id: None,
+        risky: false,
+        chosen_scopes: Vec::new(),
+        chosen_resources: Vec::new(),
+        pin_failures: 0,
+        expires_at: later,
+    };
+    let grant = Grant {
+        id: "conf-grant".into(),
+        login_id: "conf-user".into(),
+        contract: "conf-master".into(),
+        client_id: "conf-client".into(),
+        scopes: vec!["certificates:read".into()],
+        resources: vec![GrantResource { id: "r1".into(), label: "普通 1".into() }],
+        granted_at: at,
+        expires_at: later,
+        ended_at: None,
+        ended_by: None,
+    };
+    let token = |grant_id: &str, kind| TokenRecord {
+        kind,
+        grant_id: grant_id.into(),
+        client_id: "conf-client".into(),
+        login_id: "conf-user".into(),
+        scopes: vec!["certificates:read".into()],
+        x5t_s256: "t".into(),
+        issued_at: at,
+        expires_at: later,
+        revoked: false,
+    };
+    {
+        let store = open();
+        assert!(store.insert_client(&client).expect("insert"), "a new client is registered");
+        assert!(!store.insert_client(&OAuthClient { name: "other".into(), ..client.clone() }).expect("insert"));
+        assert_eq!(store.client("conf-client").expect("get"), Some(client.clone()), "the first stays");
+        let resource = Resource {
+            id: "r1".into(),
+            contract: "conf-master".into(),
+            label: "普通 1".into(),
+            pin_hash: "h".into(),
+            registered: Vec::new(),
+            created_at: at,
+        };
+        assert!(store.insert_resource(&resource).expect("insert"));
+        assert!(!store.insert_resource(&resource).expect("insert"), "a taken resource ID is refused");
+        let changed = store.update_resource("r1", &mut |r| r.registered.push("conf-user".into())).expect("update");
+        assert_eq!(changed.map(|r| r.registered), Some(vec!["conf-user".to_owned()]));
+        assert_eq!(store.update_resource("nope", &mut |_| {}).expect("update"), None);
+
+        // Of 8 concurrent takers of a flow, and redeemers of a code, one wins.
+        store.put_flow("par:1", &flow).expect("put flow");
+        let code = CodeRecord {
+            grant_id: "conf-grant".into(),
+            client_id: "conf-client".into(),
+            redirect_uri: "https://conf.example/cb".into(),
+            code_challenge: "c".into(),
+            expires_at: later,
+            used: false,
+        };
+        store.put_code(&[7; 32], &code).expect("put code");
+        let (taken, first) = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let store = store.clone();
+                    scope.spawn(move || {
+                        let took = store.take_flow("par:1").expect("take").is_some();
+                        let first = matches!(store.redeem_code(&[7; 32]).expect("redeem"), Some(Redeemed::First(_)));
+                        (took, first)
+                    })
+                })
+                .collect();
+            let outcomes: Vec<(bool, bool)> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+            (outcomes.iter().filter(|o| o.0).count(), outcomes.iter().filter(|o| o.1).count())
+        });
+        assert_eq!((taken, first), (1, 1), "one taker of the flow, one first redemption of the code");
+        assert!(matches!(store.redeem_code(&[7; 32]).expect("redeem"), Some(Redeemed::Again(c)) if c.used));
+        assert_eq!(store.redeem_code(&[8; 32]).expect("redeem"), None);
+
+        store.put_grant(&grant).expect("put grant");
+        store.put_grant(&Grant { id: "conf-other".into(), ..grant.clone() }).expect("put grant");
+        store.put_token(&[1; 32], &token("conf-grant", TokenKind::Access)).expect("put");
+        store.put_token(&[2; 32], &token("conf-grant", TokenKind::Refresh)).expect("put");
+        store.put_token(&[3; 32], &token("conf-other", TokenKind::Access)).expect("put");
+        assert_eq!(store.revoke_grant_tokens("conf-grant").expect("revoke"), 2, "both tokens of the grant");
+        assert_eq!(store.revoke_grant_tokens("conf-grant").expect("revoke"), 0, "none left in force");
+        assert!(!store.token(&[3; 32]).expect("get").expect("there").revoked, "another grant's token stays");
+        assert!(store.revoke_token(&[3; 32]).expect("revoke"));
+        assert!(!store.revoke_token(&[4; 32]).expect("revoke"));
+        let ended = store.update_grant("conf-other", &mut |g| g.ended_at = Some(at)).expect("update");
+        assert_eq!(ended.and_then(|g| g.ended_at), Some(at));
+
+        let profile = store.update_profile("conf-user", &mut |p| p.networks.push("127.0.0.0/24".into())).expect("p");
+        assert_eq!(profile.networks, ["127.0.0.0/24"], "made on first change");
+        assert_eq!(store.profile("nobody").expect("get"), None);
+    }
+    {
+        let store = open();
+        assert_eq!(store.clients().expect("list").len(), 1, "clients survive reopening");
+        assert!(store.token(&[1; 32]).expect("get").expect("there").revoked, "revocations survive reopening");
+        assert_eq!(store.grant("conf-grant").expect("get"), Some(grant.clone()));
+        assert!(store.profile("conf-user").expect("get").is_some());
+        // Before anything lapsed, purge takes the ended grant and its token only.
+        assert_eq!(store.purge(at).expect("purge"), 2);
+        assert!(store.grant("conf-grant").expect("get").is_some());
+        assert!(store.token(&[1; 32]).expect("get").is_some());
+        assert_eq!(store.grant("conf-other").expect("get"), None);
+        // After: the rest (grant, two tokens, the code).
+        assert_eq!(store.purge(later).expect("purge"), 4);
+        assert_eq!(store.grants().expect("list"), Vec::new());
+        assert!(store.remove_client("conf-client").expect("remove"));
+        assert!(!store.remove_client("conf-client").expect("remove"));
+        assert!(store.remove_resource("r1").expect("remove"));
+    }
+}

@@ -7,7 +7,9 @@
 //! another) cannot interleave with.
 
 pub mod conformance;
+pub mod oauth;
 pub mod sled;
+pub mod sled_oauth;
 
 use std::fmt;
 

@@ -73,6 +73,11 @@ impl SledStores {
         Arc::new(self.clone())
     }
 
+    /// The OAuth stores, in the same database.
+    pub fn oauth(&self) -> Result<Arc<dyn super::oauth::OAuthStore>, StoreError> {
+        Ok(Arc::new(super::sled_oauth::SledOAuth::open(&self.db)?))
+    }
+
     /// The notice store.
     pub fn notices(&self) -> Arc<dyn NoticeStore> {
         Arc::new(self.clone())
@@ -326,5 +331,6 @@ mod tests {
         super::super::conformance::notices(&|| open().notices());
         super::super::conformance::otp(&|| open().otp());
         super::super::conformance::outbox(&|| open().outbox());
+        super::super::conformance::oauth(&|| open().oauth().expect("oauth trees"));
     }
 }
