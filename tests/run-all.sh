@@ -9,7 +9,7 @@
 #     app computes them), zbar-tools and librsvg2-bin (the OTP QR code, rendered and read back),
 #     poppler-utils (the customer card's PDF, read back by pdftotext), softhsm2 and opensc
 #     (CA keys in a PKCS#11 token, checked with pkcs11-tool)
-#   pkilint and aiosmtpd: in a Python venv at ./.venv;  playwright-core: npm ci in ./tests
+#   pkilint and aiosmtpd: in a Python venv at ./.venv;  playwright-core, openid-client, undici: npm ci in ./tests
 #   then: cargo fmt --check, cargo clippy -D warnings, cargo nextest (all crates), node --test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +39,8 @@ if [ ! -x .venv/bin/lint_pkix_cert ] || [ ! -x .venv/bin/aiosmtpd ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'pkilint==0.13.3' 'aiosmtpd==1.4.6'
 fi
 
-if [ ! -d tests/node_modules/playwright-core ]; then
-  echo "== installing playwright-core (npm ci in tests/)"
+if [ ! -d tests/node_modules/playwright-core ] || [ ! -d tests/node_modules/openid-client ] || [ ! -d tests/node_modules/undici ]; then
+  echo "== installing playwright-core, openid-client and undici (npm ci in tests/)"
   (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
