@@ -72,8 +72,8 @@ pub fn grant_rows(state: &Shared, lang: Lang, account: &Account) -> Result<Vec<G
                 client,
                 scopes,
                 resources: g.resources.iter().map(|r| r.label.as_str()).collect::<Vec<_>>().join(", "),
-                granted: pki::encoding::rfc3339(g.granted_at),
-                expires: pki::encoding::rfc3339(g.expires_at),
+                granted: g.granted_at.date().to_string(),
+                expires: g.expires_at.date().to_string(),
                 login_id: g.login_id,
                 id: g.id,
             }
