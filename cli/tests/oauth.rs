@@ -666,7 +666,7 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
     };
     par_as_other().expect(201);
     ca.inkan(["oauth", "client", "remove", &other_id]).ok();
-    assert_eq!(client_ids(&ca).0, [kakeibo_id.clone()]);
+    assert_eq!(client_ids(&ca).0, std::slice::from_ref(&kakeibo_id));
     let removed = par_as_other();
     removed.expect(401);
     assert_eq!(removed.json()["error"], "invalid_client", "{}", removed.text());

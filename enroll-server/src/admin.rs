@@ -650,9 +650,7 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 need(ctx.oauth, "OAuth store")?,
                 need(ctx.accounts, "account store")?,
                 ctx.audit,
-                id,
-                &contract,
-                &label,
+                crate::oauth::operator::ResourceSpec { id, contract, label },
                 &pin.into_password(),
                 now,
             )?;

@@ -91,7 +91,7 @@ pub fn add_client(
     if !oauth.store.insert_client(&client).map_err(|e| e.to_string())? {
         return Err(format!("client ID {client_id} is taken"));
     }
-    let _ = audit.record(
+    audit.record(
         "oauth.client_added",
         serde_json::json!({ "client_id": client.client_id, "name": client.name, "redirect_uris": client.redirect_uris,
             "scopes": client.scopes, "tls_subject": client.tls_subject, "allow_password_login": client.allow_password_login }),
@@ -111,7 +111,7 @@ pub fn remove_client(oauth: &OAuth, audit: &dyn Audit, client_id: &str, now: Off
             ended += 1;
         }
     }
-    let _ = audit.record("oauth.client_removed", serde_json::json!({ "client_id": client_id, "grants_ended": ended }));
+    audit.record("oauth.client_removed", serde_json::json!({ "client_id": client_id, "grants_ended": ended }));
     Ok(ended)
 }
 
@@ -134,17 +134,28 @@ impl From<Resource> for ResourceView {
     }
 }
 
+/// A resource as the operator describes it.
+#[derive(Debug, Clone)]
+pub struct ResourceSpec {
+    /// Its ID; `None`: made up.
+    pub id: Option<String>,
+    /// The contract (master login ID).
+    pub contract: String,
+    /// What users see.
+    pub label: String,
+}
+
 /// Adds a resource to a contract, with its inquiry PIN (4 to 8 digits).
 pub fn add_resource(
     oauth: &OAuth,
     accounts: &Accounts,
     audit: &dyn Audit,
-    id: Option<String>,
-    contract: &str,
-    label: &str,
+    spec: ResourceSpec,
     pin: &Password,
     now: OffsetDateTime,
 ) -> Result<ResourceView, String> {
+    let ResourceSpec { id, contract, label } = spec;
+    let (contract, label) = (contract.as_str(), label.as_str());
     let id = id.unwrap_or_else(|| short_id("r-"));
     check_id(&id, "resource ID")?;
     let master = accounts.get(contract).map_err(|e| e.to_string())?;
@@ -166,8 +177,7 @@ pub fn add_resource(
     if !oauth.store.insert_resource(&resource).map_err(|e| e.to_string())? {
         return Err(format!("resource ID {id} is taken"));
     }
-    let _ =
-        audit.record("resource.added", serde_json::json!({ "id": id, "contract": contract, "label": resource.label }));
+    audit.record("resource.added", serde_json::json!({ "id": id, "contract": contract, "label": resource.label }));
     Ok(resource.into())
 }
 
@@ -176,6 +186,6 @@ pub fn remove_resource(oauth: &OAuth, audit: &dyn Audit, id: &str) -> Result<(),
     if !oauth.store.remove_resource(id).map_err(|e| e.to_string())? {
         return Err(format!("no resource {id}"));
     }
-    let _ = audit.record("resource.removed", serde_json::json!({ "id": id }));
+    audit.record("resource.removed", serde_json::json!({ "id": id }));
     Ok(())
 }
