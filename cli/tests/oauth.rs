@@ -734,3 +734,132 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
         );
     }
 }
+
+/// The verifier of [`CHALLENGE`] (RFC 7636 appendix B).
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// A master sees its general user's grant on `/api/v1/grants` and ends it: the client's tokens
+/// stop at once, and the audit trail names the master. The general user sees only its own, and
+/// cannot end a grant it does not see. (curl drives the pages here; the browser test above
+/// covers the user's own 連携解除.)
+#[test]
+fn a_master_sees_and_ends_its_general_users_grant() {
+    let ca = TestCa::init(&["--org", ORG]);
+    ca.configure(&[("rate_limit_per_minute = 30", "rate_limit_per_minute = 1000")]);
+    ca.add_user("boss", "master", None);
+    ca.add_user("boss-01", "general", Some("boss"));
+    ca.add_user("boss-02", "general", Some("boss"));
+    let work = ca.work().to_owned();
+    let app_key = work.join("app.key");
+    let (app_crt, _) = ca.issue(&p256_csr(&work, "app"), "app", "app", &["--chain"]);
+    let server = Service::watched(&ca, &[]);
+    let app = add_client(
+        &ca,
+        &[
+            "--name",
+            "App",
+            "--company",
+            "App K.K.",
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "certificates:read",
+            "--tls-subject",
+            &format!("O={ORG}, CN=app"),
+        ],
+    );
+    let app_id = app["client_id"].as_str().unwrap().to_owned();
+    let as_app = |path: &str, fields: &[String]| {
+        let mut args = vec!["--cert".to_owned(), s(&app_crt).to_owned(), "--key".to_owned(), s(&app_key).to_owned()];
+        for field in fields {
+            args.extend(["--data-urlencode".to_owned(), field.clone()]);
+        }
+        server.curl(&server.login_url(path), &args)
+    };
+    let person = |login_id: &str| {
+        let enrolled = server.acquire(login_id, login_id);
+        Client::pem(&enrolled.cert, &enrolled.key, &work.join(format!("{login_id}.jar")))
+    };
+    let (worker, boss, other) = (person("boss-01"), person("boss"), person("boss-02"));
+
+    // boss-01 allows the app through the pages (one scope: no choice page, no question asked
+    // without one registered).
+    let par = as_app(
+        "/oauth/par",
+        &[
+            format!("client_id={app_id}"),
+            "response_type=code".into(),
+            "redirect_uri=https://app.example/cb".into(),
+            "scope=certificates:read".into(),
+            format!("code_challenge={CHALLENGE}"),
+            "code_challenge_method=S256".into(),
+            "state=s1".into(),
+        ],
+    );
+    par.expect(201);
+    let request_uri = par.json()["request_uri"].as_str().unwrap().to_owned();
+    let page = server.curl(
+        &server.login_url(&format!("/oauth/authorize?client_id={app_id}&request_uri={request_uri}")),
+        &worker.args,
+    );
+    page.expect(200);
+    let csrf = common::between(&page.text(), "name=\"csrf\" value=\"", "\"");
+    let form = |path: &str, fields: &[String]| {
+        let mut args = worker.args.clone();
+        for field in fields {
+            args.extend(["--data-urlencode".to_owned(), field.clone()]);
+        }
+        server.curl(&server.login_url(path), &args)
+    };
+    let consent =
+        form("/oauth/flow/login", &[format!("csrf={csrf}"), format!("password={}", user_password("boss-01"))]);
+    consent.expect(200);
+    assert!(consent.text().contains("data-testid=\"consent-form\""), "{}", consent.text());
+    let back = form("/oauth/flow/consent", &[format!("csrf={csrf}"), "decision=allow".into(), "continue=on".into()]);
+    back.expect(303);
+    let location = back.header_values("location").pop().unwrap_or_default();
+    assert!(location.starts_with("https://app.example/cb?code="), "{location}");
+    assert!(location.contains("&state=s1&iss="), "{location}");
+    let code = location.split("code=").nth(1).and_then(|c| c.split('&').next()).unwrap().to_owned();
+    let tokens = as_app(
+        "/oauth/token",
+        &[
+            format!("client_id={app_id}"),
+            "grant_type=authorization_code".into(),
+            format!("code={code}"),
+            "redirect_uri=https://app.example/cb".into(),
+            format!("code_verifier={VERIFIER}"),
+        ],
+    );
+    tokens.expect(200);
+    let access = tokens.json()["access_token"].as_str().unwrap().to_owned();
+    server.secret(&access);
+    let introspect = || as_app("/oauth/introspect", &[format!("client_id={app_id}"), format!("token={access}")]).json();
+    assert_eq!(introspect()["active"], true);
+
+    // The master's list has its user's grant; the other general user's has none.
+    server.login_api(&boss, &user_password("boss")).expect(200);
+    server.login_api(&other, &user_password("boss-02")).expect(200);
+    let listed = server.login_get(&boss, "/api/v1/grants").json();
+    let grants = listed["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{listed}");
+    assert_eq!(grants[0]["login_id"], "boss-01");
+    assert_eq!(grants[0]["client_id"], app_id.as_str());
+    let id = grants[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.login_get(&other, "/api/v1/grants").json()["grants"], json!([]));
+    let refused = server.login_post_empty(&other, &format!("/api/v1/grants/{id}/end"));
+    refused.expect_error(404, "not_found");
+    assert_eq!(introspect()["active"], true, "a user who may not see the grant did not end it");
+
+    // The master ends it: the token stops at once.
+    server.login_post_empty(&boss, &format!("/api/v1/grants/{id}/end")).expect(200);
+    assert_eq!(introspect(), json!({ "active": false }));
+    assert_eq!(server.login_get(&boss, "/api/v1/grants").json()["grants"], json!([]));
+    let log = server.stop();
+    assert!(!log.contains(&access) && !log.contains(&code), "no token or code in the log");
+    let audit = read(&ca.file("audit/audit.log"));
+    let ended: Vec<&str> = audit.lines().filter(|l| l.contains("\"event\":\"oauth.grant_ended\"")).collect();
+    assert_eq!(ended.len(), 1, "{audit}");
+    assert!(ended[0].contains("\"by\":\"boss\"") && ended[0].contains("\"login_id\":\"boss-01\""), "{}", ended[0]);
+    assert!(!audit.contains(&access) && !audit.contains(&code), "no token or code in the audit trail");
+}
