@@ -33,6 +33,25 @@ impl Frame {
     }
 }
 
+/// A grant on the home page.
+#[derive(Debug)]
+pub struct GrantRow {
+    /// Its ID.
+    pub id: String,
+    /// The user.
+    pub login_id: String,
+    /// The client's name.
+    pub client: String,
+    /// The scopes, in words.
+    pub scopes: String,
+    /// The resources' labels.
+    pub resources: String,
+    /// When granted.
+    pub granted: String,
+    /// When it ends.
+    pub expires: String,
+}
+
 /// 電子証明書取得 / 再取得: login ID and password.
 #[derive(Debug, Template)]
 #[template(path = "acquire.html")]
@@ -197,11 +216,11 @@ pub struct UserRow {
 #[template(path = "home.html")]
 pub struct HomePage {
     /// The grants in force the user may see (its own; a master's users' too).
-    pub grants: Vec<crate::oauth::grants::GrantRow>,
+    pub grants: Vec<GrantRow>,
     /// Whether the user registered a secret question.
     pub has_question: bool,
     /// The words of the API-consent parts.
-    pub ow: &'static crate::oauth::OAuthText,
+    pub ow: &'static crate::oauth::text::OAuthText,
     /// Frame.
     pub frame: Frame,
     /// The account.

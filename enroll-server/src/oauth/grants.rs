@@ -15,27 +15,9 @@ use crate::error::{ErrorCode, WebError};
 use crate::extract::{JsonBody, Peer, SignedIn};
 use crate::forms::{SessionForm, session_form};
 use crate::i18n::Lang;
+use crate::pages::GrantRow;
 use crate::state::{Shared, blocking};
 use crate::stores::oauth::{Grant, TokenKind};
-
-/// A grant on the home page.
-#[derive(Debug)]
-pub struct GrantRow {
-    /// Its ID.
-    pub id: String,
-    /// The user.
-    pub login_id: String,
-    /// The client's name.
-    pub client: String,
-    /// The scopes, in words.
-    pub scopes: String,
-    /// The resources' labels.
-    pub resources: String,
-    /// When granted.
-    pub granted: String,
-    /// When it ends.
-    pub expires: String,
-}
 
 /// The grants in force that `account` may see: its own, and for a master its users'.
 pub fn visible_grants(state: &Shared, account: &Account, now: OffsetDateTime) -> Result<Vec<Grant>, WebError> {

@@ -14,7 +14,8 @@ pub mod endpoints;
 pub mod flow;
 pub mod grants;
 pub mod operator;
-mod text;
+mod purge;
+pub mod text;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use time::{Duration, OffsetDateTime};
 use crate::stores::StoreError;
 use crate::stores::oauth::{Grant, OAuthClient, OAuthStore, TokenKind, TokenRecord};
 
+pub use purge::purger;
 pub use text::OAuthText;
 
 /// `request_uri` values start with this (RFC 9126 §2.2).
@@ -386,23 +388,6 @@ impl OAuth {
             self.store.revoke_grant_tokens(id)?;
         }
         Ok(grant)
-    }
-}
-
-/// Removes lapsed flows, codes, tokens and grants every ten minutes until `stop`.
-pub async fn purger(state: crate::state::Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
-        let s = state.clone();
-        match crate::state::blocking(move || s.oauth.store.purge(OffsetDateTime::now_utc())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(records = n, "purged lapsed OAuth records"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "purging OAuth records"),
-            Err(_) => {}
-        }
     }
 }
 
