@@ -181,12 +181,14 @@ async fn set_question(state: &Shared, account: &Account, question: &str, answer:
     Ok(())
 }
 
-/// `POST /api/v1/secret-question`.
+/// `POST /api/v1/secret-question`. The body is read before the session is checked: an answer
+/// sent before the request is read breaks HTTP/2 clients still sending it.
 pub async fn api_question(
     State(state): State<Shared>,
-    signed_in: SignedIn,
+    signed_in: Result<SignedIn, WebError>,
     JsonBody(body): JsonBody<QuestionBody>,
 ) -> Result<Json<serde_json::Value>, WebError> {
+    let signed_in = signed_in?;
     set_question(&state, &signed_in.account, &body.question, body.answer).await?;
     Ok(Json(serde_json::json!({ "registered": true })))
 }

@@ -232,7 +232,7 @@ pub struct AuthenticatedClient {
 }
 
 /// The token pair of a grant, as answered to the client (the secrets, once).
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: String,
@@ -248,6 +248,15 @@ pub struct TokenResponse {
     /// The resources granted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub authorization_details: Vec<serde_json::Value>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The authorization server: its rules and its store.
@@ -475,6 +484,21 @@ mod tests {
         assert!(check_redirect_uri("http://127.0.0.1.evil.example/cb").is_err());
         assert!(check_redirect_uri("https://kakeibo.example/cb#x").is_err());
         assert!(check_redirect_uri("javascript:alert(1)").is_err());
+    }
+
+    #[test]
+    fn token_answers_do_not_debug_their_secrets() {
+        let answer = TokenResponse {
+            access_token: "at_secret-access".into(),
+            token_type: "Bearer",
+            expires_in: 600,
+            refresh_token: Some("rt_secret-refresh".into()),
+            scope: "certificates:read".into(),
+            authorization_details: Vec::new(),
+        };
+        let shown = format!("{answer:?}");
+        assert!(!shown.contains("secret-access") && !shown.contains("secret-refresh"), "{shown}");
+        assert!(shown.contains("certificates:read"), "{shown}");
     }
 
     #[test]

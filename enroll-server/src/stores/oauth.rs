@@ -86,7 +86,7 @@ pub enum FlowStage {
 }
 
 /// A pushed authorization request (RFC 9126), then the user's way through the pages.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Flow {
     /// The client.
     pub client_id: String,
@@ -116,6 +116,18 @@ pub struct Flow {
     /// When it lapses.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+}
+
+impl fmt::Debug for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flow")
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("stage", &self.stage)
+            .field("login_id", &self.login_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An authorization code, as stored under its hash.
