@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod oauth;
+pub mod postgres;
 pub mod sled;
 pub mod sled_oauth;
 
