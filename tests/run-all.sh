@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++ strongswan-pki libstrongswan-extra-plugins oathtool zbar-tools librsvg2-bin poppler-utils softhsm2 opensc)
+packages=(openssl curl util-linux libnss3-tools nodejs npm python3-venv chromium fonts-ipafont-gothic strace nginx-light afl++ strongswan-pki libstrongswan-extra-plugins oathtool zbar-tools librsvg2-bin poppler-utils softhsm2 opensc postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
