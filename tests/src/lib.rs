@@ -204,3 +204,98 @@ mod tests {
         SledStore::open(&db).unwrap();
     }
 }
+
+/// PostgreSQL for the store tests: a throwaway cluster of Debian's PostgreSQL 15 in a temporary
+/// directory, on 127.0.0.1 and a port of its own, stopped (immediately) and removed when
+/// dropped. Tests never assume a server is running.
+pub mod postgres {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn is_root() -> bool {
+        Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    }
+
+    /// Debian's PostgreSQL 15 programs.
+    pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+    /// A PostgreSQL cluster in a temporary directory, stopped (immediately) when dropped.
+    pub struct Cluster {
+        dir: PathBuf,
+        /// Its port on 127.0.0.1.
+        pub port: u16,
+    }
+
+    fn as_postgres(program: &str) -> Command {
+        let path = format!("{BIN}/{program}");
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &path]);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Runs `command`; it must succeed. Returns its stdout.
+    pub fn ok(command: &mut Command) -> String {
+        let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{command:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    impl Cluster {
+        /// Starts a new cluster (initdb, pg_ctl start), as the `postgres` user when run as root.
+        pub fn start() -> Self {
+            assert!(Path::new(BIN).join("initdb").exists(), "needs Debian's postgresql-15: run ./tests/run-all.sh");
+            let base = std::env::temp_dir().join(format!("inkan-pg-{}-{}", std::process::id(), rand_suffix()));
+            std::fs::create_dir_all(&base).unwrap();
+            let dir = base.join("data");
+            if is_root() {
+                ok(Command::new("chown").args(["postgres:postgres", base.to_str().unwrap()]));
+            }
+            ok(as_postgres("initdb").args(["-D", dir.to_str().unwrap(), "-A", "trust", "-U", "inkan", "--no-sync"]));
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let options = format!("-h 127.0.0.1 -p {port} -k {}", base.display());
+            ok(as_postgres("pg_ctl")
+                .args(["-D", dir.to_str().unwrap(), "-o", &options, "-l"])
+                .arg(base.join("log"))
+                .args(["-w", "-t", "30", "start"]));
+            Self { dir, port }
+        }
+
+        /// A new database; its URL.
+        pub fn database(&self, name: &str) -> String {
+            ok(Command::new(format!("{BIN}/createdb")).args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "inkan",
+                name,
+            ]));
+            format!("postgres://inkan@127.0.0.1:{}/{name}", self.port)
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            let _ = as_postgres("pg_ctl")
+                .args(["-D", self.dir.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+                .output();
+            if let Some(base) = self.dir.parent() {
+                let _ = std::fs::remove_dir_all(base);
+            }
+        }
+    }
+
+    fn rand_suffix() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
+    }
+}
