@@ -22,6 +22,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+use support::Server;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -97,23 +100,6 @@ fn bench_root() -> PathBuf {
 /// Whether `program` runs at all (`args` is a harmless invocation).
 fn installed(program: &str, args: &[&str]) -> bool {
     Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-}
-
-/// A server process, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-    }
 }
 
 /// A running `inkan serve`: its public port and the processes that sync (signer, web worker).

@@ -14,9 +14,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+use support::Server;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -49,24 +52,6 @@ fn inkan(dir: &Path) -> Command {
         .env("INKAN_USER_PASSWORD", USER_PASS)
         .env("INKAN_DATA_DIR", dir);
     c
-}
-
-/// `inkan serve`, stopped when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One authorization through the pages with curl; returns its code.

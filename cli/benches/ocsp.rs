@@ -7,9 +7,12 @@
 //! runs), and wrk must report no non-2xx answers and no socket errors. Otherwise it says why
 //! and exits non-zero. Needs wrk, curl and openssl (Debian packages of the same names).
 
+mod support;
+use support::Server;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const ROOT_PASS: &str = "bench root passphrase";
@@ -52,24 +55,6 @@ fn bench_root() -> PathBuf {
     }
     let tmp = std::env::temp_dir();
     if matches!(fs_type(&tmp).0.as_str(), "tmpfs" | "ramfs") { PathBuf::from(env!("CARGO_TARGET_TMPDIR")) } else { tmp }
-}
-
-/// `inkan serve`, stopped when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Where to ask, and how to check the answer.
