@@ -13,7 +13,7 @@ use pki::{RevocationReason, RevokedEntry, Serial};
 use time::OffsetDateTime;
 
 /// The schema version of the registry's tables.
-pub const REGISTRY_SCHEMA: i32 = 1;
+pub const REGISTRY_SCHEMA: i32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS certificates (
@@ -40,7 +40,23 @@ CREATE INDEX IF NOT EXISTS certificates_request ON certificates (request_id, rec
 CREATE TABLE IF NOT EXISTS blocked_keys (key_sha256 bytea PRIMARY KEY, serial bytea NOT NULL, at timestamptz NOT NULL);
 CREATE TABLE IF NOT EXISTS registry_counters (name text PRIMARY KEY, value bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS registry_schema (version integer NOT NULL);
+ALTER TABLE certificates ADD COLUMN IF NOT EXISTS changed_at timestamptz NOT NULL DEFAULT clock_timestamp();
+CREATE INDEX IF NOT EXISTS certificates_changed ON certificates (changed_at) WHERE revoked_at IS NOT NULL;
 ";
+
+/// Runs `f`, which uses the blocking PostgreSQL client, where it may block: on a worker thread
+/// of a multi-thread tokio runtime (the service's handlers call the stores from async code)
+/// the thread first leaves the runtime (`block_in_place`), since the client's own runtime
+/// refuses to start inside another; elsewhere `f` just runs. A current-thread runtime cannot
+/// use these stores.
+pub fn outside_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 
 fn backend(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Backend(format!("PostgreSQL: {e}"))
@@ -90,7 +106,7 @@ fn write(
              key_sha256, revoked_at, reason, issuer, request_id, der, doc)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (serial) DO UPDATE SET state = $4, revoked_at = $10, reason = $11,
-             der = COALESCE($14, certificates.der), doc = $15",
+             der = COALESCE($14, certificates.der), doc = $15, changed_at = clock_timestamp()",
         &[
             &record.serial.as_bytes().to_vec(),
             &record.serial.to_string(),
@@ -116,7 +132,8 @@ fn write(
 impl PgRegistry {
     /// Connects and brings the registry's tables to [`REGISTRY_SCHEMA`] (a newer one is refused).
     pub fn connect(url: &str, password: Option<&str>) -> Result<Self, RegistryError> {
-        let mut config: postgres::Config = url.parse().map_err(|e| backend(format!("[storage] url: {e}")))?;
+        let mut config: postgres::Config =
+            url.parse().map_err(|_| backend("[storage] url does not parse: postgres://USER@HOST[:PORT]/DATABASE"))?;
         if let Some(password) = password {
             config.password(password);
         }
@@ -124,6 +141,8 @@ impl PgRegistry {
         let mut client = config.connect(postgres::NoTls).map_err(backend)?;
         let mut tx = client.transaction().map_err(backend)?;
         tx.execute("SELECT pg_advisory_xact_lock(7312002)", &[]).map_err(backend)?;
+        // "already exists, skipping" notices are not news.
+        tx.batch_execute("SET LOCAL client_min_messages = warning").map_err(backend)?;
         tx.batch_execute(SCHEMA).map_err(backend)?;
         let found: Option<i32> = tx.query_one("SELECT max(version) FROM registry_schema", &[]).map_err(backend)?.get(0);
         match found {
@@ -132,14 +151,90 @@ impl PgRegistry {
                     "the registry's schema is version {v}, newer than this inkan's ({REGISTRY_SCHEMA}): upgrade inkan"
                 )));
             }
-            Some(_) => {}
-            None => {
+            Some(REGISTRY_SCHEMA) => {}
+            // Version 1 gained changed_at (added above): the record of which version it is now.
+            _ => {
+                tx.execute("DELETE FROM registry_schema", &[]).map_err(backend)?;
                 tx.execute("INSERT INTO registry_schema (version) VALUES ($1)", &[&REGISTRY_SCHEMA])
                     .map_err(backend)?;
             }
         }
         tx.commit().map_err(backend)?;
         Ok(Self { client: Mutex::new(client), config })
+    }
+
+    /// Whether the registry holds nothing: no certificate, blocked key or CRL number.
+    pub fn is_empty(&self) -> Result<bool, RegistryError> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT (SELECT count(*) FROM certificates) + (SELECT count(*) FROM blocked_keys)
+                      + (SELECT count(*) FROM registry_counters)",
+                &[],
+            )
+            .map_err(backend)?;
+        Ok(row.get::<_, i64>(0) == 0)
+    }
+
+    /// Writes `entries` as they are, in one transaction (a move from another backend).
+    pub fn import(&self, entries: &[crate::migrate::Entry]) -> Result<(), RegistryError> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(backend)?;
+        for entry in entries {
+            write(&mut tx, &entry.record, entry.der.as_deref(), entry.request_id.as_ref())?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    /// Writes the blocked keys and the CRL number (a move from another backend).
+    pub fn import_rest(&self, blocked: &[BlockedKey], crl_number: u64) -> Result<(), RegistryError> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(backend)?;
+        for key in blocked {
+            tx.execute(
+                "INSERT INTO blocked_keys (key_sha256, serial, at) VALUES ($1, $2, $3)",
+                &[&key.key_sha256.to_vec(), &key.serial.as_bytes().to_vec(), &key.at],
+            )
+            .map_err(backend)?;
+        }
+        if crl_number > 0 {
+            let value = i64::try_from(crl_number).map_err(backend)?;
+            tx.execute("INSERT INTO registry_counters (name, value) VALUES ('crl_number', $1)", &[&value])
+                .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    /// Everything the registry holds, read back (to compare with what was moved).
+    pub fn contents(&self) -> Result<crate::migrate::Contents, RegistryError> {
+        let mut client = self.client()?;
+        let mut certificates = Vec::new();
+        for row in client.query("SELECT doc, der, request_id FROM certificates", &[]).map_err(backend)? {
+            let record = decode(row.get(0))?;
+            let request_id =
+                row.get::<_, Option<Vec<u8>>>(2).map(|id| <[u8; 16]>::try_from(id.as_slice())).transpose().map_err(
+                    |_| RegistryError::Corrupt { key: "certificates.request_id".into(), detail: "not 16 bytes".into() },
+                )?;
+            certificates.push(crate::migrate::Entry { record, der: row.get(1), request_id });
+        }
+        let mut blocked = Vec::new();
+        for row in client.query("SELECT key_sha256, serial, at FROM blocked_keys", &[]).map_err(backend)? {
+            let hash: Vec<u8> = row.get(0);
+            let serial: Vec<u8> = row.get(1);
+            blocked.push(BlockedKey {
+                key_sha256: <[u8; 32]>::try_from(hash.as_slice())
+                    .map_err(|_| RegistryError::Corrupt { key: "blocked_keys".into(), detail: "bad hash".into() })?,
+                serial: crate::migrate::serial_from(&serial, "blocked_keys.serial")?,
+                at: row.get(2),
+            });
+        }
+        let crl_number = client
+            .query_opt("SELECT value FROM registry_counters WHERE name = 'crl_number'", &[])
+            .map_err(backend)?
+            .map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
+        let mut contents = crate::migrate::Contents { certificates, blocked, crl_number };
+        contents.sort();
+        Ok(contents)
     }
 
     /// The connection, opened again when the last one broke.
@@ -171,41 +266,50 @@ impl PgRegistry {
 
 impl Registry for PgRegistry {
     fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
-        let mut client = self.client()?;
-        let mut tx = client.transaction().map_err(backend)?;
-        let taken = tx
-            .query_opt("SELECT 1 FROM certificates WHERE serial = $1 FOR UPDATE", &[&record.serial.as_bytes().to_vec()])
-            .map_err(backend)?
-            .is_some();
-        if taken {
-            return Err(RegistryError::SerialTaken(record.serial));
-        }
-        write(&mut tx, record, None, request_id)?;
-        tx.commit().map_err(backend)
+        outside_runtime(|| {
+            let mut client = self.client()?;
+            let mut tx = client.transaction().map_err(backend)?;
+            let taken = tx
+                .query_opt(
+                    "SELECT 1 FROM certificates WHERE serial = $1 FOR UPDATE",
+                    &[&record.serial.as_bytes().to_vec()],
+                )
+                .map_err(backend)?
+                .is_some();
+            if taken {
+                return Err(RegistryError::SerialTaken(record.serial));
+            }
+            write(&mut tx, record, None, request_id)?;
+            tx.commit().map_err(backend)
+        })
     }
 
     fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError> {
-        let mut client = self.client()?;
-        let mut tx = client.transaction().map_err(backend)?;
-        let mut record = Self::locked(&mut tx, serial)?;
-        if record.state != State::Pending {
-            let status = record.status(OffsetDateTime::now_utc()).name();
-            return Err(RegistryError::WrongState { serial: *serial, status });
-        }
-        record.state = State::Issued;
-        write(&mut tx, &record, Some(der), None)?;
-        tx.commit().map_err(backend)
+        outside_runtime(|| {
+            let mut client = self.client()?;
+            let mut tx = client.transaction().map_err(backend)?;
+            let mut record = Self::locked(&mut tx, serial)?;
+            if record.state != State::Pending {
+                let status = record.status(OffsetDateTime::now_utc()).name();
+                return Err(RegistryError::WrongState { serial: *serial, status });
+            }
+            record.state = State::Issued;
+            write(&mut tx, &record, Some(der), None)?;
+            tx.commit().map_err(backend)
+        })
     }
 
     fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError> {
-        let row = self
-            .client()?
-            .query_opt(
-                "SELECT doc, der FROM certificates WHERE request_id = $1 ORDER BY recorded_at DESC LIMIT 1",
-                &[&request_id.to_vec()],
-            )
-            .map_err(backend)?;
-        row.map(|r| Ok((decode(r.get(0))?, r.get::<_, Option<Vec<u8>>>(1)))).transpose()
+        outside_runtime(|| {
+            let row = self
+                .client()?
+                .query_opt(
+                    "SELECT doc, der FROM certificates WHERE request_id = $1 ORDER BY recorded_at DESC LIMIT 1",
+                    &[&request_id.to_vec()],
+                )
+                .map_err(backend)?;
+            row.map(|r| Ok((decode(r.get(0))?, r.get::<_, Option<Vec<u8>>>(1)))).transpose()
+        })
     }
 
     fn record_certificate(
@@ -214,88 +318,101 @@ impl Registry for PgRegistry {
         der: &[u8],
         supersede_others: bool,
     ) -> Result<Vec<Serial>, RegistryError> {
-        let mut client = self.client()?;
-        let mut tx = client.transaction().map_err(backend)?;
-        // Reissues of one account, from any instance, one at a time.
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&record.account]).map_err(backend)?;
-        let serial = record.serial.as_bytes().to_vec();
-        if let Some(row) =
-            tx.query_opt("SELECT der FROM certificates WHERE serial = $1 FOR UPDATE", &[&serial]).map_err(backend)?
-        {
-            return match row.get::<_, Option<Vec<u8>>>(0) {
-                Some(existing) if existing == der => Ok(Vec::new()),
-                _ => Err(RegistryError::SerialTaken(record.serial)),
-            };
-        }
-        let blocked = tx
-            .query_opt("SELECT 1 FROM blocked_keys WHERE key_sha256 = $1", &[&record.key_sha256.to_vec()])
-            .map_err(backend)?
-            .is_some();
-        if blocked {
-            return Err(RegistryError::KeyBlocked);
-        }
-        let mut superseded = Vec::new();
-        if supersede_others {
-            let at = record.recorded_at;
-            let rows = tx
-                .query(
-                    "SELECT doc FROM certificates WHERE account = $1 AND state = 'issued' AND not_after > $2
-                     ORDER BY serial FOR UPDATE",
-                    &[&record.account, &at],
-                )
-                .map_err(backend)?;
-            for row in rows {
-                let mut old = decode(row.get(0))?;
-                old.state = State::Revoked { at, reason: RevocationReason::Superseded };
-                write(&mut tx, &old, None, None)?;
-                superseded.push(old.serial);
+        outside_runtime(|| {
+            let mut client = self.client()?;
+            let mut tx = client.transaction().map_err(backend)?;
+            // Reissues of one account, from any instance, one at a time.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&record.account]).map_err(backend)?;
+            let serial = record.serial.as_bytes().to_vec();
+            if let Some(row) = tx
+                .query_opt("SELECT der FROM certificates WHERE serial = $1 FOR UPDATE", &[&serial])
+                .map_err(backend)?
+            {
+                return match row.get::<_, Option<Vec<u8>>>(0) {
+                    Some(existing) if existing == der => Ok(Vec::new()),
+                    _ => Err(RegistryError::SerialTaken(record.serial)),
+                };
             }
-        }
-        write(&mut tx, record, Some(der), None)?;
-        tx.commit().map_err(backend)?;
-        Ok(superseded)
+            let blocked = tx
+                .query_opt("SELECT 1 FROM blocked_keys WHERE key_sha256 = $1", &[&record.key_sha256.to_vec()])
+                .map_err(backend)?
+                .is_some();
+            if blocked {
+                return Err(RegistryError::KeyBlocked);
+            }
+            let mut superseded = Vec::new();
+            if supersede_others {
+                let at = record.recorded_at;
+                let rows = tx
+                    .query(
+                        "SELECT doc FROM certificates WHERE account = $1 AND state = 'issued' AND not_after > $2
+                         ORDER BY serial FOR UPDATE",
+                        &[&record.account, &at],
+                    )
+                    .map_err(backend)?;
+                for row in rows {
+                    let mut old = decode(row.get(0))?;
+                    old.state = State::Revoked { at, reason: RevocationReason::Superseded };
+                    write(&mut tx, &old, None, None)?;
+                    superseded.push(old.serial);
+                }
+            }
+            write(&mut tx, record, Some(der), None)?;
+            tx.commit().map_err(backend)?;
+            Ok(superseded)
+        })
     }
 
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
-        let row = self
-            .client()?
-            .query_opt("SELECT doc FROM certificates WHERE serial = $1", &[&serial.as_bytes().to_vec()])
-            .map_err(backend)?;
-        row.map(|r| decode(r.get(0))).transpose()
+        outside_runtime(|| {
+            let row = self
+                .client()?
+                .query_opt("SELECT doc FROM certificates WHERE serial = $1", &[&serial.as_bytes().to_vec()])
+                .map_err(backend)?;
+            row.map(|r| decode(r.get(0))).transpose()
+        })
     }
 
     fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, RegistryError> {
-        let row = self
-            .client()?
-            .query_opt("SELECT der FROM certificates WHERE serial = $1", &[&serial.as_bytes().to_vec()])
-            .map_err(backend)?;
-        Ok(row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)))
+        outside_runtime(|| {
+            let row = self
+                .client()?
+                .query_opt("SELECT der FROM certificates WHERE serial = $1", &[&serial.as_bytes().to_vec()])
+                .map_err(backend)?;
+            Ok(row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)))
+        })
     }
 
     fn all(&self) -> Result<Vec<CertRecord>, RegistryError> {
-        self.records("SELECT doc FROM certificates ORDER BY serial", &[])
+        outside_runtime(|| self.records("SELECT doc FROM certificates ORDER BY serial", &[]))
     }
 
     fn by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError> {
-        self.records("SELECT doc FROM certificates WHERE account = $1 ORDER BY serial", &[&account])
+        outside_runtime(|| self.records("SELECT doc FROM certificates WHERE account = $1 ORDER BY serial", &[&account]))
     }
 
     fn valid_by_account(&self, account: &str) -> Result<Vec<CertRecord>, RegistryError> {
-        self.records(
-            "SELECT doc FROM certificates WHERE account = $1 AND state = 'issued' ORDER BY serial",
-            &[&account],
-        )
+        outside_runtime(|| {
+            self.records(
+                "SELECT doc FROM certificates WHERE account = $1 AND state = 'issued' ORDER BY serial",
+                &[&account],
+            )
+        })
     }
 
     fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, RegistryError> {
-        self.records("SELECT doc FROM certificates WHERE key_sha256 = $1 ORDER BY serial", &[&key_sha256.to_vec()])
+        outside_runtime(|| {
+            self.records("SELECT doc FROM certificates WHERE key_sha256 = $1 ORDER BY serial", &[&key_sha256.to_vec()])
+        })
     }
 
     fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError> {
-        self.records(
-            "SELECT doc FROM certificates WHERE not_after >= $1 AND not_after <= $2 ORDER BY not_after, serial",
-            &[&from, &to],
-        )
+        outside_runtime(|| {
+            self.records(
+                "SELECT doc FROM certificates WHERE not_after >= $1 AND not_after <= $2 ORDER BY not_after, serial",
+                &[&from, &to],
+            )
+        })
     }
 
     fn revoke(
@@ -304,69 +421,104 @@ impl Registry for PgRegistry {
         at: OffsetDateTime,
         reason: RevocationReason,
     ) -> Result<CertRecord, RegistryError> {
-        let mut client = self.client()?;
-        let mut tx = client.transaction().map_err(backend)?;
-        let mut record = Self::locked(&mut tx, serial)?;
-        if record.state != State::Issued {
-            return Err(RegistryError::WrongState { serial: *serial, status: record.status(at).name() });
-        }
-        record.state = State::Revoked { at, reason };
-        write(&mut tx, &record, None, None)?;
-        tx.commit().map_err(backend)?;
-        Ok(record)
+        outside_runtime(|| {
+            let mut client = self.client()?;
+            let mut tx = client.transaction().map_err(backend)?;
+            let mut record = Self::locked(&mut tx, serial)?;
+            if record.state != State::Issued {
+                return Err(RegistryError::WrongState { serial: *serial, status: record.status(at).name() });
+            }
+            record.state = State::Revoked { at, reason };
+            write(&mut tx, &record, None, None)?;
+            tx.commit().map_err(backend)?;
+            Ok(record)
+        })
     }
 
     fn revoked_unexpired(&self, now: OffsetDateTime) -> Result<Vec<RevokedEntry>, RegistryError> {
-        entries(self.records(
-            "SELECT doc FROM certificates WHERE revoked_at IS NOT NULL AND not_after >= $1 ORDER BY serial",
-            &[&now],
-        )?)
+        outside_runtime(|| {
+            entries(self.records(
+                "SELECT doc FROM certificates WHERE revoked_at IS NOT NULL AND not_after >= $1 ORDER BY serial",
+                &[&now],
+            )?)
+        })
     }
 
     fn revoked_unexpired_by(&self, now: OffsetDateTime, issuer: u16) -> Result<Vec<RevokedEntry>, RegistryError> {
-        entries(self.records(
-            "SELECT doc FROM certificates WHERE revoked_at IS NOT NULL AND not_after >= $1 AND issuer = $2
-             ORDER BY serial",
-            &[&now, &i32::from(issuer)],
-        )?)
+        outside_runtime(|| {
+            entries(self.records(
+                "SELECT doc FROM certificates WHERE revoked_at IS NOT NULL AND not_after >= $1 AND issuer = $2
+                 ORDER BY serial",
+                &[&now, &i32::from(issuer)],
+            )?)
+        })
     }
 
     fn next_crl_number(&self) -> Result<u64, RegistryError> {
-        let row = self
-            .client()?
-            .query_one(
-                "INSERT INTO registry_counters (name, value) VALUES ('crl_number', 1)
-                 ON CONFLICT (name) DO UPDATE SET value = registry_counters.value + 1 RETURNING value",
-                &[],
-            )
-            .map_err(backend)?;
-        u64::try_from(row.get::<_, i64>(0)).map_err(backend)
+        outside_runtime(|| {
+            let row = self
+                .client()?
+                .query_one(
+                    "INSERT INTO registry_counters (name, value) VALUES ('crl_number', 1)
+                     ON CONFLICT (name) DO UPDATE SET value = registry_counters.value + 1 RETURNING value",
+                    &[],
+                )
+                .map_err(backend)?;
+            u64::try_from(row.get::<_, i64>(0)).map_err(backend)
+        })
     }
 
     fn block_key(&self, key_sha256: &[u8; 32], serial: &Serial, at: OffsetDateTime) -> Result<bool, RegistryError> {
-        let n = self
-            .client()?
-            .execute(
-                "INSERT INTO blocked_keys (key_sha256, serial, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&key_sha256.to_vec(), &serial.as_bytes().to_vec(), &at],
-            )
-            .map_err(backend)?;
-        Ok(n == 1)
+        outside_runtime(|| {
+            let n = self
+                .client()?
+                .execute(
+                    "INSERT INTO blocked_keys (key_sha256, serial, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&key_sha256.to_vec(), &serial.as_bytes().to_vec(), &at],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn revoked_since(
+        &self,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Option<pki::registry::Revocations>, RegistryError> {
+        outside_runtime(|| {
+            let mut client = self.client()?;
+            let now: OffsetDateTime = client.query_one("SELECT clock_timestamp()", &[]).map_err(backend)?.get(0);
+            let Some(since) = since else { return Ok(Some((now, Vec::new()))) };
+            let rows = client
+                .query(
+                    "SELECT serial, changed_at FROM certificates WHERE revoked_at IS NOT NULL AND changed_at > $1",
+                    &[&since],
+                )
+                .map_err(backend)?;
+            let mut found = Vec::with_capacity(rows.len());
+            for row in rows {
+                let serial: Vec<u8> = row.get(0);
+                found.push((crate::migrate::serial_from(&serial, "certificates.serial")?, row.get(1)));
+            }
+            Ok(Some((now, found)))
+        })
     }
 
     fn blocked_key(&self, key_sha256: &[u8; 32]) -> Result<Option<BlockedKey>, RegistryError> {
-        let row = self
-            .client()?
-            .query_opt("SELECT serial, at FROM blocked_keys WHERE key_sha256 = $1", &[&key_sha256.to_vec()])
-            .map_err(backend)?;
-        row.map(|r| {
-            let serial = Serial::from_bytes(&r.get::<_, Vec<u8>>(0)).ok_or_else(|| RegistryError::Corrupt {
-                key: "blocked_keys.serial".into(),
-                detail: "not a serial".into(),
-            })?;
-            Ok(BlockedKey { key_sha256: *key_sha256, serial, at: r.get(1) })
+        outside_runtime(|| {
+            let row = self
+                .client()?
+                .query_opt("SELECT serial, at FROM blocked_keys WHERE key_sha256 = $1", &[&key_sha256.to_vec()])
+                .map_err(backend)?;
+            row.map(|r| {
+                let serial = Serial::from_bytes(&r.get::<_, Vec<u8>>(0)).ok_or_else(|| RegistryError::Corrupt {
+                    key: "blocked_keys.serial".into(),
+                    detail: "not a serial".into(),
+                })?;
+                Ok(BlockedKey { key_sha256: *key_sha256, serial, at: r.get(1) })
+            })
+            .transpose()
         })
-        .transpose()
     }
 }
 

@@ -246,6 +246,39 @@ impl SledStore {
         }
     }
 
+    /// Everything the registry holds, for a move to another backend.
+    pub fn contents(&self) -> Result<crate::migrate::Contents, RegistryError> {
+        let mut requests = std::collections::HashMap::new();
+        for item in self.db.scan_prefix([b'q']) {
+            let (k, v) = item.map_err(backend)?;
+            let id = <[u8; 16]>::try_from(&k[1..])
+                .map_err(|_| RegistryError::Corrupt { key: "request index".into(), detail: "bad id".into() })?;
+            requests.insert(v.to_vec(), id);
+        }
+        let mut certificates = Vec::new();
+        for record in self.all()? {
+            let der = self.certificate_der(&record.serial)?;
+            let request_id = requests.get(&record.serial.as_bytes()[..]).copied();
+            certificates.push(crate::migrate::Entry { record, der, request_id });
+        }
+        let mut blocked = Vec::new();
+        for item in self.db.scan_prefix([b'b']) {
+            let (k, v) = item.map_err(backend)?;
+            let hash = <[u8; 32]>::try_from(&k[1..])
+                .map_err(|_| RegistryError::Corrupt { key: "blocked key".into(), detail: "bad hash".into() })?;
+            blocked.push(decode_blocked(&hash, &v)?);
+        }
+        let crl_number = self
+            .db
+            .get(CRL_NUMBER)
+            .map_err(backend)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let mut contents = crate::migrate::Contents { certificates, blocked, crl_number };
+        contents.sort();
+        Ok(contents)
+    }
+
     /// How many flushes this store made (benchmarks report it).
     pub fn flush_count(&self) -> u64 {
         self.group.flush_count()

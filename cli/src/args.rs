@@ -122,6 +122,9 @@ pub enum Command {
     /// Restore a backup into a new or empty data directory, after checking every file against
     /// the manifest and the audit trail's chain; a damaged or partial archive changes nothing.
     Restore(RestoreArgs),
+    /// Where the stores live: move a data directory's stores into PostgreSQL.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// The web worker `serve` starts: it binds the listeners, gives up what it does not need
     /// and serves. Not for operators: run `inkan serve`.
     #[command(hide = true)]
@@ -913,4 +916,30 @@ pub struct RestoreArgs {
     /// The archive `inkan backup` wrote.
     #[arg(long, value_name = "FILE")]
     pub from: PathBuf,
+}
+
+/// `inkan storage ...`.
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Copy every store of the data directory (the registry with its history, accounts, OTP
+    /// tokens, notices, mail, OAuth) from sled into an empty PostgreSQL database, then check
+    /// the counts and a SHA-256 per store on both sides.
+    ///
+    /// The service must be stopped. The database password comes from INKAN_DATABASE_PASSWORD
+    /// or --password-file, never the command line. Afterwards set `[storage] backend =
+    /// "postgres"` and `url` in inkan.toml (the command prints the lines).
+    Migrate(MigrateArgs),
+}
+
+/// `inkan storage migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The empty target database: postgres://USER@HOST[:PORT]/DATABASE (no password in it).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// A file holding the database password, when INKAN_DATABASE_PASSWORD is unset.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 }

@@ -42,6 +42,64 @@ pub struct Config {
     /// `[oauth]`.
     #[serde(default)]
     pub oauth: OauthSection,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: where the registry and the web stores live.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `sled` (embedded, under the data directory) or `postgres`.
+    pub backend: String,
+    /// `postgres://USER@HOST[:PORT]/DATABASE`, for `postgres`.
+    pub url: Option<String>,
+    /// A file holding the database password (one line), when INKAN_DATABASE_PASSWORD is unset.
+    pub password_file: Option<std::path::PathBuf>,
+    /// Connections per process, at most.
+    pub max_connections: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self { backend: "sled".into(), url: None, password_file: None, max_connections: 16 }
+    }
+}
+
+impl std::fmt::Debug for StorageSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("StorageSection")
+            .field("backend", &self.backend)
+            .field("password_file", &self.password_file)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageSection {
+    /// Whether the stores are in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.backend == "postgres"
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        match (self.backend.as_str(), &self.url) {
+            ("sled", _) => Ok(()),
+            ("postgres", Some(url)) => {
+                enroll_server::stores::postgres::check_url(url).map_err(|e| anyhow::anyhow!("[storage] url: {e}"))?;
+                if !(1..=1000).contains(&self.max_connections) {
+                    bail!("[storage] max_connections must be between 1 and 1000");
+                }
+                Ok(())
+            }
+            ("postgres", None) => {
+                bail!("[storage] backend = \"postgres\" needs url = \"postgres://USER@HOST/DATABASE\"")
+            }
+            (other, _) => bail!("[storage] backend {other:?} is not one of \"sled\" and \"postgres\""),
+        }
+    }
 }
 
 /// `[oauth]`: API consent (the OAuth authorization server).
@@ -468,6 +526,7 @@ impl Config {
         self.est.address()?;
         self.otp.settings()?;
         self.oauth.settings()?;
+        self.storage.check()?;
         if let Some(mail) = self.mail_settings() {
             enroll_server::mail::check(&mail).map_err(anyhow::Error::msg)?;
         }
@@ -767,6 +826,16 @@ per_resource = true
 # smtp_url = "smtp://127.0.0.1:25"
 # from = "inkan <noreply@example.jp>"
 
+[storage]
+# Where the registry and the other stores live: "sled" (embedded, in this data directory) or
+# "postgres" for several `inkan serve` instances over one database (move the data there first
+# with `inkan storage migrate --to postgres://...`). The password comes from
+# INKAN_DATABASE_PASSWORD, else password_file, else the URL.
+backend = "sled"
+# url = "postgres://inkan@db.example/inkan"
+# password_file = "/etc/inkan/database.pass"
+# max_connections = 16
+
 [est.labels]
 # /.well-known/est/LABEL/... and the profile each label issues under: "client", or "server" /
 # "client-server" for accounts with an allowed-names policy (`inkan user names`), whose CSRs'
@@ -798,5 +867,25 @@ mod tests {
         assert!(check_base_url("http://a b").is_err());
         let text = default_toml("o", "http://x", &["localhost".into()]).replace("max_days", "max_dayz");
         assert!(toml::from_str::<Config>(&text).is_err());
+    }
+
+    #[test]
+    fn storage_is_checked_and_its_url_never_shows() {
+        let with = |storage: &str| {
+            let text = default_toml("o", "http://x", &["localhost".into()]).replace("backend = \"sled\"", storage);
+            let config: Config = toml::from_str(&text).expect("parses");
+            config.check().map(|()| config)
+        };
+        let config =
+            with("backend = \"postgres\"\nurl = \"postgres://inkan:hunter2@db.example/inkan\"").expect("valid");
+        assert!(config.storage.is_postgres());
+        assert!(!format!("{config:?}").contains("hunter2"), "Debug shows no password");
+        let no_url = with("backend = \"postgres\"").expect_err("needs a url").to_string();
+        assert!(no_url.contains("needs url"), "{no_url}");
+        let bad = with("backend = \"mysql\"").expect_err("unknown backend").to_string();
+        assert!(bad.contains("not one of"), "{bad}");
+        let bad_url = with("backend = \"postgres\"\nurl = \"mysql://x\"").expect_err("bad url");
+        assert!(!format!("{bad_url:#}").contains("hunter2"));
+        assert!(format!("{bad_url:#}").contains("[storage] url"), "{bad_url:#}");
     }
 }

@@ -11,6 +11,7 @@ mod logging;
 mod passphrase;
 mod process;
 mod sandbox;
+mod storage;
 
 use std::process::ExitCode;
 

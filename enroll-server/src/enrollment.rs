@@ -55,7 +55,7 @@ pub fn check_eligible(state: &Shared, account: &Account, now: OffsetDateTime) ->
 pub async fn preprocess(state: &Shared, login_id: String, password: Password) -> Result<(String, Ticket), WebError> {
     let account = state.authenticate(&login_id, password, "enrollment").await?;
     check_eligible(state, &account, OffsetDateTime::now_utc())?;
-    let made = state.tickets.create(&account.login_id, state.settings.enrollment.ticket_ttl);
+    let made = state.tickets.create(&account.login_id, state.settings.enrollment.ticket_ttl)?;
     tracing::info!(login_id = %account.login_id, "enrollment ticket created");
     state.audit("enrollment.preprocessed", serde_json::json!({ "login_id": account.login_id })).await;
     Ok(made)
@@ -77,6 +77,9 @@ impl From<TicketError> for WebError {
                 ErrorCode::IssuanceInProgress,
                 "a certificate is being issued for this account now; wait for it and try again",
             ),
+            TicketError::Unavailable => {
+                WebError::unavailable("the service's storage is not answering; try again shortly")
+            }
         }
     }
 }

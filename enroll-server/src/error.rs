@@ -214,6 +214,13 @@ impl WebError {
         Self { retry_after: Some(5), ..Self::new(ErrorCode::Unavailable, message) }
     }
 
+    /// 503 for a store that failed (a database that went away): the details go to the log, the
+    /// client is asked to try again.
+    pub fn store_down(context: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%context, %detail, "store failed");
+        Self::unavailable("the service's storage is not answering; try again shortly")
+    }
+
     /// 429.
     pub fn rate_limited(retry_after: u64) -> Self {
         Self {
@@ -233,7 +240,7 @@ impl From<AccountError> for WebError {
             AccountError::Inactive => Self::new(ErrorCode::AccountInactive, e.to_string()),
             AccountError::Exists(_) => Self::new(ErrorCode::Exists, e.to_string()),
             AccountError::NoConfirmation => Self::new(ErrorCode::MasterOnly, e.to_string()),
-            AccountError::Store(detail) => Self::internal("account store", detail),
+            AccountError::Store(detail) => Self::store_down("account store", detail),
             other => Self::new(ErrorCode::InvalidRequest, other.to_string()),
         }
     }
@@ -241,7 +248,16 @@ impl From<AccountError> for WebError {
 
 impl From<pki::registry::RegistryError> for WebError {
     fn from(e: pki::registry::RegistryError) -> Self {
-        Self::internal("registry", e)
+        match e {
+            pki::registry::RegistryError::Backend(detail) => Self::store_down("registry", detail),
+            other => Self::internal("registry", other),
+        }
+    }
+}
+
+impl From<crate::stores::StoreError> for WebError {
+    fn from(e: crate::stores::StoreError) -> Self {
+        Self::store_down("store", e)
     }
 }
 

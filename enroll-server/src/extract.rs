@@ -171,7 +171,7 @@ impl FromRequestParts<Shared> for Partial {
         let CertLogin { record, account } = CertLogin::from_request_parts(parts, state).await?;
         let unauthorized = || WebError::new(ErrorCode::LoginRequired, "log in with your password first");
         let id = html::cookie(&parts.headers, SESSION_COOKIE).ok_or_else(unauthorized)?;
-        let session = state.sessions.touch(&id, state.settings.session_idle_timeout).ok_or_else(unauthorized)?;
+        let session = state.sessions.touch(&id, state.settings.session_idle_timeout)?.ok_or_else(unauthorized)?;
         if session.certificate != record.serial || session.login_id != account.login_id {
             return Err(unauthorized());
         }

@@ -27,6 +27,7 @@ pub mod accounts;
 pub mod admin;
 pub mod card;
 pub mod csrf;
+pub mod duty;
 pub mod enrollment;
 pub mod error;
 pub mod est;

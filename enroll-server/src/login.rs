@@ -45,7 +45,7 @@ async fn login(state: &Shared, cert: CertLogin, password: Password) -> Result<(S
         None if state.otp.settings.required || contract_requires_otp(state, &account)? => Stage::SetupOnly,
         None => Stage::Complete,
     };
-    let (id, _) = state.sessions.create(&account.login_id, cert.record.serial, stage);
+    let (id, _) = state.sessions.create(&account.login_id, cert.record.serial, stage)?;
     tracing::info!(login_id = %account.login_id, serial = %cert.record.serial, ?stage, "certificate login");
     let event = if stage == Stage::OtpPending { "login.password_ok" } else { "login.success" };
     state.audit(event, serde_json::json!({ "login_id": account.login_id, "serial": cert.record.serial })).await;
@@ -328,7 +328,7 @@ fn home_page(state: &Shared, lang: Lang, signed_in: &SignedIn) -> Result<HomePag
     let card_cells = match (account.role, &account.card_sealed) {
         (Role::Master, Some(_)) => {
             let cells = crate::card::challenge()?;
-            state.sessions.set_challenge(&signed_in.id, Some(cells.clone()));
+            state.sessions.set_challenge(&signed_in.id, Some(cells.clone()))?;
             Some(cells.iter().map(|c| format!("{} ({c})", crate::card::label_ja(c))).collect())
         }
         _ => None,
@@ -371,14 +371,16 @@ pub async fn logout(
     form: Result<Form<LogoutFields>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     if let Some(id) = html::cookie(&headers, SESSION_COOKIE)
-        && let Some(session) = state.sessions.touch(&id, state.settings.session_idle_timeout)
+        && let Ok(Some(session)) = state.sessions.touch(&id, state.settings.session_idle_timeout)
     {
         let submitted = form.map(|Form(f)| f.csrf).unwrap_or_default();
         if !html::tokens_match(&session.csrf, &submitted) {
             let e = WebError::new(ErrorCode::Csrf, "the form expired; open the page again");
             return error_page(&state, lang, lang.text().error_title, &e);
         }
-        state.sessions.remove(&id);
+        if let Err(e) = state.sessions.remove(&id) {
+            return error_page(&state, lang, lang.text().error_title, &WebError::from(e));
+        }
     }
     html::with_cookie(
         Redirect::to(&format!("/?lang={}", lang.code())).into_response(),

@@ -190,7 +190,8 @@ pub async fn notifier(state: Shared, settings: NotifySettings, mut stop: watch::
     let mut next_scan = tokio::time::Instant::now();
     loop {
         let now = tokio::time::Instant::now();
-        if now >= next_scan {
+        // One instance scans (the duties' lease); the log of delivered notices is shared.
+        if now >= next_scan && state.duty.held() {
             let (scan_state, scan_log, thresholds) = (state.clone(), log.clone(), settings.thresholds_days.clone());
             let found = tokio::task::spawn_blocking(move || {
                 due(&scan_state, scan_log.as_ref(), &thresholds, OffsetDateTime::now_utc())
@@ -207,6 +208,9 @@ pub async fn notifier(state: Shared, settings: NotifySettings, mut stop: watch::
                 }
             }
             next_scan = now + settings.scan_interval;
+        } else if now >= next_scan {
+            // Not this instance's turn: ask again when the lease may have come here.
+            next_scan = now + crate::duty::RENEW;
         }
         let ready: Vec<Serial> = pending.iter().filter(|(_, (_, _, at))| *at <= now).map(|(s, _)| *s).collect();
         for serial in ready {
@@ -307,6 +311,14 @@ pub async fn mail_deliverer(state: Shared, queue: MailQueue, settings: MailSetti
     let mut failures = 0u32;
     let mut next_scan = tokio::time::Instant::now();
     loop {
+        if !state.duty.held() {
+            // Another instance delivers the shared outbox.
+            tokio::select! {
+                () = tokio::time::sleep(crate::duty::RENEW) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
         if tokio::time::Instant::now() >= next_scan {
             let (scan_state, scan_queue, thresholds) =
                 (state.clone(), queue.clone(), settings.expiry_thresholds_days.clone());

@@ -72,7 +72,7 @@ async fn finish_login(state: &Shared, partial: &Partial, code: String) -> Result
     }
     match check_code(state, &partial.account, code, OtpState::Active).await? {
         Verdict::Accepted => {
-            state.sessions.set_stage(&partial.id, Stage::Complete);
+            state.sessions.set_stage(&partial.id, Stage::Complete)?;
             let serial = partial.session.certificate;
             tracing::info!(login_id = %partial.account.login_id, %serial, "certificate login with OTP");
             state
@@ -82,7 +82,7 @@ async fn finish_login(state: &Shared, partial: &Partial, code: String) -> Result
         }
         Verdict::Wrong { failures } => Err(wrong_code(failures, state.otp.settings.max_failures)),
         Verdict::Stopped => {
-            state.sessions.remove(&partial.id);
+            state.sessions.remove(&partial.id)?;
             Err(otp_stopped(&partial.account))
         }
     }
@@ -145,7 +145,7 @@ async fn verify_token(state: &Shared, partial: &Partial, code: String) -> Result
     match check_code(state, &partial.account, code, OtpState::Pending).await? {
         Verdict::Accepted => {
             if partial.session.stage == Stage::SetupOnly {
-                state.sessions.set_stage(&partial.id, Stage::Complete);
+                state.sessions.set_stage(&partial.id, Stage::Complete)?;
             }
             Ok(())
         }
@@ -242,7 +242,7 @@ async fn register_hardware(state: &Shared, partial: &Partial, body: HardwareBody
         .await;
     let token = registered?;
     if partial.session.stage == Stage::SetupOnly {
-        state.sessions.set_stage(&partial.id, Stage::Complete);
+        state.sessions.set_stage(&partial.id, Stage::Complete)?;
     }
     Ok(token)
 }
@@ -352,7 +352,7 @@ async fn confirm(state: &Shared, signed_in: &SignedIn, confirmation: Confirmatio
     let (worker, login_id) = (state.clone(), master.login_id.clone());
     let result = match (&master.card_sealed, confirmation) {
         (Some(sealed), Confirmation { cells: Some(answers), .. }) => {
-            state.sessions.set_challenge(&signed_in.id, None);
+            state.sessions.set_challenge(&signed_in.id, None)?;
             let Some(cells) = signed_in.session.challenge.clone() else {
                 return Err(WebError::new(
                     ErrorCode::InvalidRequest,
@@ -394,7 +394,7 @@ pub async fn api_challenge(
         return Ok(Json(serde_json::json!({ "kind": "password" })));
     }
     let cells = crate::card::challenge()?;
-    state.sessions.set_challenge(&signed_in.id, Some(cells.clone()));
+    state.sessions.set_challenge(&signed_in.id, Some(cells.clone()))?;
     let labels: Vec<String> = cells.iter().map(|c| crate::card::label_ja(c)).collect();
     Ok(Json(serde_json::json!({ "kind": "card", "cells": cells, "labels": labels })))
 }

@@ -371,11 +371,18 @@ pub async fn crl_publisher(state: Shared, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep_until(next) => {}
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
+        if !state.duty.held() {
+            // Another instance signs; its CRLs reach this one through the database
+            // (publication_follower). Look again soon: the lease may come here.
+            next = tokio::time::Instant::now() + crate::duty::RENEW;
+            continue;
+        }
         let issuer = state.issuer.clone();
         match tokio::task::spawn_blocking(move || issuer.sign_crl()).await {
             Ok(Ok(der)) => {
                 state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bytes = der.len(), "CRL signed and published");
+                share_crls(&state).await;
                 next = tokio::time::Instant::now() + state.settings.crl_refresh;
                 warn_of_root_publications(&state);
             }
@@ -386,6 +393,75 @@ pub async fn crl_publisher(state: Shared, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::error!(error = %e, "CRL task"),
         }
     }
+}
+
+/// Hands the CRL files just published to the other instances (through the database; nothing
+/// for an embedded service).
+async fn share_crls(state: &Shared) {
+    let s = state.clone();
+    let shared = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        for (n, _) in s.issuer.ca_generations() {
+            let name = pki::published::ca_crl(n);
+            let Ok(der) = std::fs::read(s.settings.crl_dir.join(&name)) else { continue };
+            s.duty.store().publish(&name, &der).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await;
+    if let Ok(Err(e)) = shared {
+        tracing::warn!(error = %e, "sharing the CRL with the other instances");
+    }
+}
+
+/// On an instance that does not sign CRLs, writes the ones the signing instance shared into
+/// this instance's CRL directory (checked every second). Ends at once for an embedded service.
+pub async fn publication_follower(state: Shared, mut stop: watch::Receiver<bool>) {
+    let mut since = None;
+    loop {
+        let s = state.clone();
+        let found = tokio::task::spawn_blocking(move || s.duty.store().publications_since(since)).await;
+        match found {
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(files))) => {
+                for (name, der, at) in files {
+                    since = Some(since.map_or(at, |s: OffsetDateTime| s.max(at)));
+                    if state.duty.held() || !is_ca_crl_name(&name) {
+                        continue;
+                    }
+                    if let Err(e) = write_file(&state.settings.crl_dir, &name, &der) {
+                        tracing::warn!(error = %e, %name, "writing a shared CRL");
+                    } else {
+                        tracing::debug!(%name, "CRL from the signing instance");
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "reading the shared CRLs"),
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Whether `name` is one [`pki::published::ca_crl`] makes (what comes from the database is
+/// never a path).
+fn is_ca_crl_name(name: &str) -> bool {
+    let generation =
+        name.strip_prefix("ca-").and_then(|rest| rest.strip_suffix(".crl")).map_or(Some(1), |n| n.parse().ok());
+    generation.is_some_and(|n: u16| pki::published::ca_crl(n) == name)
+}
+
+/// Replaces `dir/name` with `contents` atomically (a temporary file renamed over it).
+fn write_file(dir: &std::path::Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, &path)
 }
 
 /// Says in the log, at most once a day, which of the root's publications is missing or runs out
@@ -407,6 +483,44 @@ fn warn_of_root_publications(state: &Shared) {
         tracing::warn!("{problem}");
     }
     *last = Some(Instant::now());
+}
+
+/// For a registry other instances write too: every 250 ms, the revocations they made are told
+/// to this instance as if made here (its OCSP answers change at once, a new CRL is due). Ends
+/// at once for a registry only this process writes.
+pub async fn revocation_follower(state: Shared, mut stop: watch::Receiver<bool>) {
+    use crate::ports::Events;
+    // Writes that committed a little after their clock read are caught by looking back this far;
+    // what was already told is not told again.
+    const OVERLAP: time::Duration = time::Duration::seconds(5);
+    let mut since = None;
+    let mut told: std::collections::HashMap<pki::Serial, OffsetDateTime> = std::collections::HashMap::new();
+    loop {
+        let registry = state.registry.clone();
+        let ask = since.map(|s: OffsetDateTime| s - OVERLAP);
+        match tokio::task::spawn_blocking(move || registry.revoked_since(ask)).await {
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some((now, found)))) => {
+                let new: Vec<_> = found
+                    .into_iter()
+                    .filter(|(serial, at)| told.insert(*serial, *at).is_none())
+                    .map(|(serial, _)| serial)
+                    .collect();
+                if !new.is_empty() && since.is_some() {
+                    tracing::info!(count = new.len(), "revocations made by other instances");
+                    state.revoked(&new);
+                }
+                told.retain(|_, at| *at > now - OVERLAP - OVERLAP);
+                since = Some(now);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "following the shared registry's revocations"),
+            Err(e) => tracing::error!(error = %e, "revocation follower task"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        }
+    }
 }
 
 /// Keeps the OCSP cache ahead of requests: signs fresh answers for revoked certificates as soon

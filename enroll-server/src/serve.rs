@@ -113,6 +113,9 @@ pub async fn run(
         tokio::spawn(publish::crl_publisher(state.clone(), stop.clone())),
         tokio::spawn(publish::ocsp_refresher(state.clone(), stop.clone())),
         tokio::spawn(crate::oauth::purger(state.clone(), stop.clone())),
+        tokio::spawn(publish::revocation_follower(state.clone(), stop.clone())),
+        tokio::spawn(publish::publication_follower(state.clone(), stop.clone())),
+        tokio::spawn(crate::duty::keeper(state.duty.clone(), stop.clone())),
     ];
     if let Some(est) = listeners.est {
         // Asks for a client certificate (simplereenroll) without requiring one (simpleenroll).

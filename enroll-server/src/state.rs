@@ -46,6 +46,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Per-client limits on login and enrollment.
     pub limiter: RateLimiter,
+    /// Whether this instance does the background duties (always, when it is alone).
+    pub duty: Arc<crate::duty::Duty>,
     /// The public listener's base URL, for links (`https://localhost:8443`).
     pub public_url: String,
     /// The certificate-login listener's base URL (`https://localhost:8444`).
@@ -90,6 +92,10 @@ pub struct Parts {
     pub public_url: String,
     /// The certificate-login listener's base URL.
     pub login_url: String,
+    /// Where sessions and enrollment tickets live (memory, or the database the instances share).
+    pub sessions: Arc<dyn crate::stores::sessions::SessionStore>,
+    /// The background duties' lease and the shared CRLs.
+    pub leases: Arc<dyn crate::stores::shared::LeaseStore>,
 }
 
 impl AppState {
@@ -113,8 +119,9 @@ impl AppState {
             registry: parts.registry,
             issuer: parts.issuer,
             audit: parts.audit,
-            tickets: Tickets::default(),
-            sessions: Sessions::default(),
+            duty: Arc::new(crate::duty::Duty::new(parts.leases)),
+            tickets: Tickets::new(parts.sessions.clone()),
+            sessions: Sessions::new(parts.sessions),
             public_url: parts.public_url,
             login_url: parts.login_url,
             ocsp,

@@ -1,11 +1,13 @@
-//! Short-lived in-memory state: enrollment tickets, sessions, per-client rate limits.
+//! Short-lived state: enrollment tickets and sessions (in a [`SessionStore`]: memory for the
+//! embedded service, the database when several instances share them), per-client rate limits
+//! (in memory, per instance).
 //!
-//! None of it needs to survive a restart: a ticket lost to a restart means pre-processing
-//! again, a session lost means logging in again.
+//! None of it needs to survive a restart of an embedded service: a ticket lost to a restart
+//! means pre-processing again, a session lost means logging in again.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use pki::Serial;
@@ -22,120 +24,80 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Where an enrollment ticket is in the pipeline.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TicketState {
-    /// Pre-processing passed; a CSR may be sent once.
-    Preprocessed,
-    /// A CSR is being issued now.
-    Issuing,
-    /// The certificate was issued.
-    Issued(Serial),
-    /// The browser reported the certificate installed (downloaded).
-    Installed(Serial),
-    /// Used up without a certificate to show: the issuance failed after the CA may have
-    /// signed, or the request was cut off. The user starts again (a new ticket).
-    Spent,
+use crate::stores::StoreError;
+use crate::stores::sessions::{MemorySessions, SessionStore};
+pub use crate::stores::sessions::{Session, Stage, Ticket, TicketError, TicketState};
+
+/// The store key of a token: its SHA-256 in hex (the token itself is never stored).
+fn key(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    pki::encoding::hex(digest.as_ref())
 }
 
-/// A single-use enrollment ticket.
-#[derive(Clone, Debug)]
-pub struct Ticket {
-    /// The account it was made for.
-    pub login_id: String,
-    /// Its state.
-    pub state: TicketState,
-    /// When it stops being usable.
-    pub expires: Instant,
-    /// The same, as wall-clock time for clients.
-    pub expires_at: time::OffsetDateTime,
+fn now() -> time::OffsetDateTime {
+    let at = time::OffsetDateTime::now_utc();
+    at.replace_nanosecond(0).unwrap_or(at)
 }
 
-/// Why a ticket cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TicketError {
-    /// Never existed, or expired and forgotten.
-    Unknown,
-    /// Past its lifetime.
-    Expired,
-    /// Already used for an issuance (or one is in progress).
-    Used,
-    /// Another ticket of the same account is being issued now: one issuance at a time.
-    Busy,
+/// A store failure behind a ticket operation: logged here, [`TicketError::Unavailable`] to the
+/// caller.
+fn unavailable(e: &StoreError) -> TicketError {
+    tracing::error!(error = %e, "the session store failed");
+    TicketError::Unavailable
 }
 
 /// The enrollment tickets.
-#[derive(Debug, Default)]
+#[derive(Clone)]
 pub struct Tickets {
-    map: Mutex<HashMap<String, Ticket>>,
+    store: Arc<dyn SessionStore>,
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Self::new(Arc::new(MemorySessions::default()))
+    }
+}
+
+impl std::fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tickets").finish_non_exhaustive()
+    }
 }
 
 impl Tickets {
+    /// The tickets of `store`.
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self { store }
+    }
+
     /// Makes a ticket for `login_id`, valid for `ttl`.
-    pub fn create(&self, login_id: &str, ttl: Duration) -> (String, Ticket) {
+    pub fn create(&self, login_id: &str, ttl: Duration) -> Result<(String, Ticket), StoreError> {
         let token = random_token();
-        let ticket = Ticket {
-            login_id: login_id.to_owned(),
-            state: TicketState::Preprocessed,
-            expires: Instant::now() + ttl,
-            expires_at: {
-                let at = time::OffsetDateTime::now_utc() + ttl;
-                at.replace_nanosecond(0).unwrap_or(at)
-            },
-        };
-        let mut map = lock(&self.map);
-        let now = Instant::now();
-        // Forget tickets expired for a while, so the map cannot grow without bound.
-        map.retain(|_, t| t.expires + Duration::from_secs(3600) > now);
-        map.insert(token.clone(), ticket.clone());
-        (token, ticket)
+        let ticket =
+            Ticket { login_id: login_id.to_owned(), state: TicketState::Preprocessed, expires_at: now() + ttl };
+        self.store.put_ticket(&key(&token), &ticket)?;
+        Ok((token, ticket))
     }
 
-    /// Claims a pre-processed ticket for issuance; only one caller can, and only while no other
-    /// ticket of the same account is being issued.
-    fn begin_issue(&self, token: &str) -> Result<Ticket, TicketError> {
-        let mut map = lock(&self.map);
-        let ticket = map.get(token).ok_or(TicketError::Unknown)?;
-        if ticket.state != TicketState::Preprocessed {
-            return Err(TicketError::Used);
-        }
-        if ticket.expires <= Instant::now() {
-            return Err(TicketError::Expired);
-        }
-        let login_id = ticket.login_id.clone();
-        if map.values().any(|t| t.login_id == login_id && t.state == TicketState::Issuing) {
-            return Err(TicketError::Busy);
-        }
-        let ticket = map.get_mut(token).ok_or(TicketError::Unknown)?;
-        ticket.state = TicketState::Issuing;
-        Ok(ticket.clone())
-    }
-
-    fn set(&self, token: &str, state: TicketState) {
-        if let Some(ticket) = lock(&self.map).get_mut(token) {
-            ticket.state = state;
+    fn set(&self, token: &str, state: &TicketState) {
+        if let Err(e) = self.store.set_ticket(&key(token), state) {
+            unavailable(&e);
         }
     }
 
-    /// [`Tickets::begin_issue`], as a claim that ends the issuance whatever happens: unless
-    /// told otherwise, dropping it (an error, a request cut off midway) leaves the ticket spent,
-    /// never stuck in issuance and never open for a second certificate.
+    /// Claims a pre-processed ticket for issuance, as a claim that ends the issuance whatever
+    /// happens: only one caller can (on any instance), and only while no other ticket of the
+    /// same account is being issued. Unless told otherwise, dropping the claim (an error, a
+    /// request cut off midway) leaves the ticket spent, never stuck in issuance and never open
+    /// for a second certificate.
     pub fn claim<'a>(&'a self, token: &'a str) -> Result<IssueClaim<'a>, TicketError> {
-        let ticket = self.begin_issue(token)?;
+        let ticket = self.store.claim_ticket(&key(token), now()).map_err(|e| unavailable(&e))??;
         Ok(IssueClaim { tickets: self, token, ticket, ended: false })
     }
 
     /// Records that the browser saved the certificate.
     pub fn mark_installed(&self, token: &str) -> Result<Serial, TicketError> {
-        let mut map = lock(&self.map);
-        let ticket = map.get_mut(token).ok_or(TicketError::Unknown)?;
-        match ticket.state {
-            TicketState::Issued(serial) | TicketState::Installed(serial) => {
-                ticket.state = TicketState::Installed(serial);
-                Ok(serial)
-            }
-            _ => Err(TicketError::Used),
-        }
+        self.store.install_ticket(&key(token)).map_err(|e| unavailable(&e))?
     }
 }
 
@@ -156,14 +118,14 @@ impl IssueClaim<'_> {
 
     /// The certificate was issued.
     pub fn issued(mut self, serial: Serial) {
-        self.tickets.set(self.token, TicketState::Issued(serial));
+        self.tickets.set(self.token, &TicketState::Issued(serial));
         self.ended = true;
     }
 
     /// Nothing was issued (the CSR was refused, the CA was unreachable): the ticket may be
     /// used again.
     pub fn reopen(mut self) {
-        self.tickets.set(self.token, TicketState::Preprocessed);
+        self.tickets.set(self.token, &TicketState::Preprocessed);
         self.ended = true;
     }
 }
@@ -171,49 +133,38 @@ impl IssueClaim<'_> {
 impl Drop for IssueClaim<'_> {
     fn drop(&mut self) {
         if !self.ended {
-            self.tickets.set(self.token, TicketState::Spent);
+            self.tickets.set(self.token, &TicketState::Spent);
         }
     }
 }
 
-/// A logged-in session on the certificate-login listener.
-#[derive(Clone, Debug)]
-pub struct Session {
-    /// The account.
-    pub login_id: String,
-    /// The client certificate the session was made with; other certificates cannot use it.
-    pub certificate: Serial,
-    /// The token forms must carry.
-    pub csrf: String,
-    /// How far the login got.
-    pub stage: Stage,
-    /// The customer-card cells asked for the next confirmation.
-    pub challenge: Option<[String; 2]>,
-    last_seen: Instant,
-}
-
-/// How far a login got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Certificate, password and (when the user has a token) a one-time password: logged in.
-    Complete,
-    /// Certificate and password; the one-time password is still to come.
-    OtpPending,
-    /// Certificate and password of a user who must use OTP and has no token: setting one up is
-    /// all it may do.
-    SetupOnly,
-}
-
 /// The sessions.
-#[derive(Debug, Default)]
+#[derive(Clone)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    store: Arc<dyn SessionStore>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(Arc::new(MemorySessions::default()))
+    }
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
 }
 
 impl Sessions {
+    /// The sessions of `store`.
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self { store }
+    }
+
     /// Starts a session, ending any other session of the same account and certificate
     /// (the ID is new at each login).
-    pub fn create(&self, login_id: &str, certificate: Serial, stage: Stage) -> (String, Session) {
+    pub fn create(&self, login_id: &str, certificate: Serial, stage: Stage) -> Result<(String, Session), StoreError> {
         let id = random_token();
         let session = Session {
             login_id: login_id.to_owned(),
@@ -221,41 +172,35 @@ impl Sessions {
             csrf: random_token(),
             stage,
             challenge: None,
-            last_seen: Instant::now(),
+            last_seen: now(),
         };
-        let mut map = lock(&self.map);
-        map.retain(|_, s| !(s.login_id == login_id && s.certificate == certificate));
-        map.insert(id.clone(), session.clone());
-        (id, session)
+        self.store.start_session(&key(&id), &session)?;
+        Ok((id, session))
     }
 
     /// The session `id` if it has been used within `idle`, refreshing it.
-    pub fn touch(&self, id: &str, idle: Duration) -> Option<Session> {
-        let mut map = lock(&self.map);
-        let now = Instant::now();
-        map.retain(|_, s| now.duration_since(s.last_seen) < idle);
-        let session = map.get_mut(id)?;
-        session.last_seen = now;
-        Some(session.clone())
+    pub fn touch(&self, id: &str, idle: Duration) -> Result<Option<Session>, StoreError> {
+        self.store.touch_session(&key(id), now(), idle)
     }
 
     /// Moves session `id` to `stage`.
-    pub fn set_stage(&self, id: &str, stage: Stage) {
-        if let Some(session) = lock(&self.map).get_mut(id) {
-            session.stage = stage;
-        }
+    pub fn set_stage(&self, id: &str, stage: Stage) -> Result<(), StoreError> {
+        self.store.update_session(&key(id), &mut |s| s.stage = stage)
     }
 
     /// Sets (or clears) the cells session `id` asks for.
-    pub fn set_challenge(&self, id: &str, cells: Option<[String; 2]>) {
-        if let Some(session) = lock(&self.map).get_mut(id) {
-            session.challenge = cells;
-        }
+    pub fn set_challenge(&self, id: &str, cells: Option<[String; 2]>) -> Result<(), StoreError> {
+        self.store.update_session(&key(id), &mut |s| s.challenge = cells.clone())
     }
 
     /// Ends a session.
-    pub fn remove(&self, id: &str) {
-        lock(&self.map).remove(id);
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.store.end_session(&key(id))
+    }
+
+    /// Removes what lapsed: sessions idle for `idle`, tickets an hour past their end.
+    pub fn purge(&self, idle: Duration) -> Result<u64, StoreError> {
+        self.store.purge_short_lived(now(), idle)
     }
 }
 
@@ -300,7 +245,7 @@ mod tests {
     #[test]
     fn tickets_are_single_use() {
         let tickets = Tickets::default();
-        let (token, _) = tickets.create("alice", Duration::from_secs(60));
+        let (token, _) = tickets.create("alice", Duration::from_secs(60)).expect("create");
         let claim = tickets.claim(&token).expect("claim");
         assert_eq!(claim.ticket().login_id, "alice");
         assert_eq!(tickets.claim(&token).map(drop), Err(TicketError::Used), "in progress");
@@ -311,15 +256,15 @@ mod tests {
         assert_eq!(tickets.claim(&token).map(drop), Err(TicketError::Used));
         assert_eq!(tickets.mark_installed(&token), Ok(serial));
         assert_eq!(tickets.claim("nope").map(drop), Err(TicketError::Unknown));
-        let (short, _) = tickets.create("bob", Duration::ZERO);
+        let (short, _) = tickets.create("bob", Duration::ZERO).expect("create");
         assert_eq!(tickets.claim(&short).map(drop), Err(TicketError::Expired));
     }
 
     #[test]
     fn a_claim_dropped_midway_spends_the_ticket_and_frees_the_account() {
         let tickets = Tickets::default();
-        let (first, _) = tickets.create("erin", Duration::from_secs(60));
-        let (second, _) = tickets.create("erin", Duration::from_secs(60));
+        let (first, _) = tickets.create("erin", Duration::from_secs(60)).expect("create");
+        let (second, _) = tickets.create("erin", Duration::from_secs(60)).expect("create");
         let claim = tickets.claim(&first).expect("claim");
         assert_eq!(tickets.claim(&second).map(drop), Err(TicketError::Busy));
         drop(claim); // the request was cut off, or failed after the CA may have signed
@@ -331,9 +276,9 @@ mod tests {
     #[test]
     fn one_issuance_at_a_time_per_account() {
         let tickets = Tickets::default();
-        let (first, _) = tickets.create("carol", Duration::from_secs(60));
-        let (second, _) = tickets.create("carol", Duration::from_secs(60));
-        let (other, _) = tickets.create("dave", Duration::from_secs(60));
+        let (first, _) = tickets.create("carol", Duration::from_secs(60)).expect("create");
+        let (second, _) = tickets.create("carol", Duration::from_secs(60)).expect("create");
+        let (other, _) = tickets.create("dave", Duration::from_secs(60)).expect("create");
         let claim = tickets.claim(&first).expect("claim");
         assert_eq!(tickets.claim(&second).map(drop), Err(TicketError::Busy));
         assert!(tickets.claim(&other).is_ok(), "another account is not held up");
@@ -354,11 +299,14 @@ mod tests {
     fn sessions_rotate_and_expire() {
         let sessions = Sessions::default();
         let serial = Serial::from_random([2; 16]).expect("serial");
-        let (first, _) = sessions.create("alice", serial, Stage::Complete);
-        let (second, _) = sessions.create("alice", serial, Stage::Complete);
+        let (first, _) = sessions.create("alice", serial, Stage::Complete).expect("create");
+        let (second, _) = sessions.create("alice", serial, Stage::Complete).expect("create");
         assert_ne!(first, second);
-        assert!(sessions.touch(&first, Duration::from_secs(60)).is_none(), "old session ended at login");
-        assert!(sessions.touch(&second, Duration::from_secs(60)).is_some());
-        assert!(sessions.touch(&second, Duration::ZERO).is_none(), "idle timeout");
+        assert!(
+            sessions.touch(&first, Duration::from_secs(60)).expect("touch").is_none(),
+            "old session ended at login"
+        );
+        assert!(sessions.touch(&second, Duration::from_secs(60)).expect("touch").is_some());
+        assert!(sessions.touch(&second, Duration::ZERO).expect("touch").is_none(), "idle timeout");
     }
 }

@@ -187,7 +187,18 @@ pub trait Registry: Send + Sync {
 
     /// Whether a public key is blocked, and the report that blocked it.
     fn blocked_key(&self, key_sha256: &[u8; 32]) -> Result<Option<BlockedKey>, RegistryError>;
+
+    /// For a registry several processes write (a shared database): the certificates revoked
+    /// since `since` by any of them, as (serial, when the revocation was written), and the
+    /// registry's clock now, which the caller passes as the next `since`. `None` (the default):
+    /// one process writes this registry, and it learns of its revocations as it makes them.
+    fn revoked_since(&self, _since: Option<OffsetDateTime>) -> Result<Option<Revocations>, RegistryError> {
+        Ok(None)
+    }
 }
+
+/// What [`Registry::revoked_since`] found: the registry's clock, and the revocations.
+pub type Revocations = (OffsetDateTime, Vec<(Serial, OffsetDateTime)>);
 
 /// A public key no certificate may certify again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,8 @@ fn postgres_passes_the_store_conformance_suite() {
     conformance::outbox(&|| open(&url));
     let url = cluster.database("oauth");
     conformance::oauth(&|| open(&url));
+    let url = cluster.database("sessions");
+    conformance::sessions(&|| open(&url));
 }
 
 #[test]

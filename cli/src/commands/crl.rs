@@ -13,7 +13,7 @@ use ca::service::publish_crl;
 
 pub fn ca_crl(args: &CrlArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir.data_dir);
-    let needs = Needs { registry: true, issuer: true, ..Needs::default() };
+    let needs = Needs { issuer: true, ..Needs::default() };
     let (der, entries) = match admin(&dir, AdminRequest::Crl, needs, Some(&args.ca_passphrase))? {
         AdminReply::Crl { der, entries } => (der, entries),
         other => return Err(unexpected(other)),

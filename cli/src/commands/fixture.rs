@@ -105,7 +105,7 @@ fn from_data_dir(
                 sans,
                 days: Some(order.days),
             };
-            let needs = Needs { registry: true, issuer: true, ..Needs::default() };
+            let needs = Needs { issuer: true, ..Needs::default() };
             let reply =
                 admin(dir, request, needs, Some(&args.ca_passphrase)).with_context(|| match issued.is_empty() {
                     true => format!("issuing {name}; nothing was issued"),
@@ -161,12 +161,12 @@ fn from_data_dir(
     }
     for serial in revoke {
         let request = AdminRequest::Revoke { serial, reason: RevocationReason::KeyCompromise };
-        match admin(dir, request, Needs { registry: true, ..Needs::default() }, None)? {
+        match admin(dir, request, Needs::default(), None)? {
             AdminReply::Revoked { .. } => {}
             other => return Err(unexpected(other)),
         }
     }
-    let needs = Needs { registry: true, issuer: true, ..Needs::default() };
+    let needs = Needs { issuer: true, ..Needs::default() };
     let crl = match admin(dir, AdminRequest::Crl, needs, Some(&args.ca_passphrase))? {
         AdminReply::Crl { der, .. } => der,
         other => return Err(unexpected(other)),

@@ -18,7 +18,7 @@ pub fn run(args: &IssueArgs) -> anyhow::Result<()> {
     pki::profile::check_account(&args.account)?;
     let csr = read_limited(&args.csr)?;
     let request = AdminRequest::Issue { csr, account: args.account.clone(), profile, sans, days: args.days };
-    let needs = Needs { registry: true, issuer: true, ..Needs::default() };
+    let needs = Needs { issuer: true, ..Needs::default() };
     let (record, der, ca_der) = match admin(&dir, request, needs, Some(&args.ca_passphrase))? {
         AdminReply::Issued { record, der, ca_der } => (record, der, ca_der),
         other => return Err(unexpected(other)),

@@ -16,6 +16,7 @@ mod registry;
 mod serve;
 mod signer;
 mod status;
+mod storage;
 mod user;
 mod worker;
 
@@ -29,11 +30,10 @@ use ca::service::{CaService, SignerLink, local_authority};
 use enroll_server::accounts::Accounts;
 use enroll_server::admin::{self, AdminContext, AdminReply, AdminRequest};
 use enroll_server::ports::NoEvents;
-use enroll_server::stores::sled::SledStores;
 
 use crate::args::{
     AuditCommand, CaCommand, CaPassphraseArg, Command, EstCommand, OauthClientCommand, OauthCommand, OtpCommand,
-    ResourceCommand, RootCommand, TokenCommand, UserCommand,
+    ResourceCommand, RootCommand, StorageCommand, TokenCommand, UserCommand,
 };
 use crate::config::Config;
 use crate::passphrase::{self, Key};
@@ -80,6 +80,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Fixture(args) => fixture::run(&args),
         Command::Backup(args) => backup::backup(&args),
         Command::Restore(args) => backup::restore(&args),
+        Command::Storage(StorageCommand::Migrate(args)) => storage::migrate(&args),
     }
 }
 
@@ -99,7 +100,6 @@ impl std::error::Error for Exit {}
 #[derive(Clone, Copy, Debug, Default)]
 struct Needs {
     accounts: bool,
-    registry: bool,
     /// The CA key (asks for its passphrase).
     issuer: bool,
     /// The registry and the web stores, to export them for a backup.
@@ -133,20 +133,10 @@ fn require_ca(dir: &DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the web stores (accounts, notices) of a data directory.
-fn open_web_stores(dir: &DataDir) -> anyhow::Result<SledStores> {
-    SledStores::open(&dir.web()).map_err(|e| in_use(e.to_string(), &dir.web()))
-}
-
-/// The accounts of `stores` with the configured rules.
-fn accounts(stores: &SledStores, dir: &DataDir, config: &Config) -> anyhow::Result<Accounts> {
-    Ok(Accounts::new(stores.accounts(), config.server_settings(dir).accounts)?)
-}
-
 /// The OTP tokens of `stores`, sealed with the data directory's OTP key (made on first use).
 fn open_otp(
     dir: &DataDir,
-    stores: &SledStores,
+    stores: &enroll_server::stores::WebStores,
     settings: &enroll_server::settings::ServerSettings,
 ) -> anyhow::Result<enroll_server::otp::Otp> {
     let path = dir.otp_key();
@@ -154,11 +144,13 @@ fn open_otp(
         ca::layout::create_private_dir(parent)?;
     }
     let key = enroll_server::otp::OtpKey::load_or_create(&path)?;
-    let mail = settings.mail.as_ref().map(|_| enroll_server::mail::MailQueue::new(stores.outbox()));
-    Ok(enroll_server::otp::Otp::new(stores.otp(), key, settings.otp.clone()).with_mail(mail))
+    let mail = settings.mail.as_ref().map(|_| enroll_server::mail::MailQueue::new(stores.outbox.clone()));
+    Ok(enroll_server::otp::Otp::new(stores.otp.clone(), key, settings.otp.clone()).with_mail(mail))
 }
 
-/// Runs an operator request: through the running service if there is one, else locally.
+/// Runs an operator request: against the database directly when the stores are in
+/// PostgreSQL (any number of processes may open it); else through the running service if
+/// there is one (sled allows one process), else against the stores opened here.
 fn admin(
     dir: &DataDir,
     request: AdminRequest,
@@ -166,69 +158,77 @@ fn admin(
     pass: Option<&CaPassphraseArg>,
 ) -> anyhow::Result<AdminReply> {
     let socket = dir.admin_socket();
-    let reply = match admin::call(&socket, &request).with_context(|| format!("talking to {}", socket.display()))? {
+    let config = Config::load(&dir.config())?;
+    let through_service = if config.storage.is_postgres() {
+        None
+    } else {
+        admin::call(&socket, &request).with_context(|| format!("talking to {}", socket.display()))?
+    };
+    let reply = match through_service {
         Some(reply) => reply,
-        None => {
-            // A service's data directory may hold no CA (its signer runs elsewhere): only
-            // issuing here needs the CA's files.
-            if needs.issuer {
-                require_ca(dir)?;
-            }
-            let config = Config::load(&dir.config())?;
-            let registry = if needs.registry || needs.issuer || needs.snapshot {
-                Some(Arc::new(open_registry(dir, ca::sled_store::Durability::Flush)?))
-            } else {
-                None
-            };
-            let web = if needs.accounts || needs.snapshot { Some(open_web_stores(dir)?) } else { None };
-            let (accounts, otp, oauth) = if needs.accounts {
-                let stores = web.as_ref().context("the web stores")?;
-                let settings = config.server_settings(dir);
-                let oauth = enroll_server::oauth::OAuth::new(stores.oauth()?, config.oauth.settings()?);
-                (Some(accounts(stores, dir, &config)?), Some(open_otp(dir, stores, &settings)?), Some(oauth))
-            } else {
-                (None, None, None)
-            };
-            let audit = Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
-            let issuer = match (&registry, needs.issuer) {
-                (Some(registry), true) => {
-                    let file = pass.and_then(|p| p.ca_passphrase_file.as_deref());
-                    let passphrase = passphrase::resolve_for(Key::Ca, &dir.ca_key(), file)?;
-                    let authority =
-                        local_authority(dir, config.profile_settings(), &passphrase, ca::sled_store::Durability::Flush)
-                            .map_err(|e| in_use(e.to_string(), &dir.ledger()))?;
-                    let link = SignerLink::Local(Box::new(authority));
-                    Some(CaService::new(link, registry.clone(), dir, config.crl_validity(), audit.clone())?)
-                }
-                _ => None,
-            };
-            let sink = AuditSink(audit);
-            let ctx = AdminContext {
-                accounts: accounts.as_ref(),
-                otp: otp.as_ref(),
-                oauth: oauth.as_ref(),
-                registry: registry.as_deref().map(|r| r as &dyn pki::registry::Registry),
-                issuer: issuer.as_ref().map(|i| i as &dyn pki::request::Issuer),
-                audit: &sink,
-                events: &NoEvents,
-                snapshot: None,
-            };
-            let snapshotter = match (&registry, &web, needs.snapshot) {
-                (Some(registry), Some(web), true) => {
-                    let (registry, web) = (registry.clone(), web.clone());
-                    let dir = dir.clone();
-                    Some(move || backup::snapshot_stores(&dir, &registry, &web))
-                }
-                _ => None,
-            };
-            let ctx = AdminContext { snapshot: snapshotter.as_ref().map(|f| f as &admin::Snapshotter), ..ctx };
-            admin::execute(&ctx, request)
-        }
+        None => locally(dir, &config, request, needs, pass)?,
     };
     match reply {
         AdminReply::Error { message } => Err(anyhow::anyhow!(message)),
         reply => Ok(reply),
     }
+}
+
+/// Runs an operator request against the stores opened here.
+fn locally(
+    dir: &DataDir,
+    config: &Config,
+    request: AdminRequest,
+    needs: Needs,
+    pass: Option<&CaPassphraseArg>,
+) -> anyhow::Result<AdminReply> {
+    // A service's data directory may hold no CA (its signer runs elsewhere): only issuing
+    // here needs the CA's files.
+    if needs.issuer {
+        require_ca(dir)?;
+    }
+    let stores = crate::storage::open(dir, config, ca::sled_store::Durability::Flush)?;
+    let registry = stores.registry();
+    let (accounts, otp, oauth) = if needs.accounts {
+        let web = stores.web()?;
+        let settings = config.server_settings(dir);
+        let oauth = enroll_server::oauth::OAuth::new(web.oauth.clone(), config.oauth.settings()?);
+        let accounts = Accounts::new(web.accounts.clone(), settings.accounts.clone())?;
+        (Some(accounts), Some(open_otp(dir, &web, &settings)?), Some(oauth))
+    } else {
+        (None, None, None)
+    };
+    let audit = Arc::new(ca::audit::AuditLog::new(dir.path(), "cli"));
+    let issuer = if needs.issuer {
+        let file = pass.and_then(|p| p.ca_passphrase_file.as_deref());
+        let passphrase = passphrase::resolve_for(Key::Ca, &dir.ca_key(), file)?;
+        let authority = local_authority(dir, config.profile_settings(), &passphrase, ca::sled_store::Durability::Flush)
+            .map_err(|e| in_use(e.to_string(), &dir.ledger()))?;
+        let link = SignerLink::Local(Box::new(authority));
+        Some(CaService::new(link, registry.clone(), dir, config.crl_validity(), audit.clone())?)
+    } else {
+        None
+    };
+    let sink = AuditSink(audit);
+    let snapshotter = match (&stores, needs.snapshot) {
+        (crate::storage::Stores::Sled { registry, web }, true) => {
+            let (registry, web) = (registry.clone(), web.clone());
+            let dir = dir.clone();
+            Some(move || backup::snapshot_stores(&dir, &registry, &web))
+        }
+        _ => None,
+    };
+    let ctx = AdminContext {
+        accounts: accounts.as_ref(),
+        otp: otp.as_ref(),
+        oauth: oauth.as_ref(),
+        registry: Some(registry.as_ref()),
+        issuer: issuer.as_ref().map(|i| i as &dyn pki::request::Issuer),
+        audit: &sink,
+        events: &NoEvents,
+        snapshot: snapshotter.as_ref().map(|f| f as &admin::Snapshotter),
+    };
+    Ok(admin::execute(&ctx, request))
 }
 
 /// Writes `contents` to `path` atomically, or to standard output for `None`.

@@ -9,7 +9,7 @@ use super::{Needs, admin, unexpected};
 use crate::args::{OauthClientAddArgs, OauthClientRemoveArgs, ResourceAddArgs, ResourceRemoveArgs, UserListArgs};
 use crate::passphrase;
 
-const NEEDS: Needs = Needs { accounts: true, registry: false, issuer: false, snapshot: false };
+const NEEDS: Needs = Needs { accounts: true, issuer: false, snapshot: false };
 
 fn clients(reply: AdminReply) -> anyhow::Result<Vec<OAuthClient>> {
     match reply {

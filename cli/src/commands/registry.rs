@@ -17,7 +17,7 @@ pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
     let serial: Serial = args.serial.parse()?;
     let reason: RevocationReason = args.reason.parse()?;
     let dir = DataDir::new(&args.data_dir.data_dir);
-    let needs = Needs { registry: true, ..Needs::default() };
+    let needs = Needs::default();
     let done = match admin(&dir, AdminRequest::Revoke { serial, reason }, needs, None)? {
         AdminReply::Revoked { revocation } => revocation,
         other => return Err(unexpected(other)),
@@ -115,7 +115,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         revoked: args.revoked,
         account: args.account.clone(),
     };
-    let needs = Needs { registry: true, ..Needs::default() };
+    let needs = Needs::default();
     let records = match admin(&DataDir::new(&args.data_dir.data_dir), request, needs, None)? {
         AdminReply::Certificates { certificates } => certificates,
         other => return Err(unexpected(other)),
@@ -138,7 +138,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
 
 pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
     let serial: Serial = args.serial.parse()?;
-    let needs = Needs { registry: true, ..Needs::default() };
+    let needs = Needs::default();
     let (record, der) = match admin(&DataDir::new(&args.data_dir.data_dir), AdminRequest::Show { serial }, needs, None)?
     {
         AdminReply::Certificate { record, der } => (record, der),

@@ -61,7 +61,7 @@ fn dev_setup(dir: &DataDir) -> anyhow::Result<PathBuf> {
 }
 
 /// Holds `DATA_DIR/serve.lock`: one `serve` per data directory.
-fn lock_data_dir(dir: &DataDir) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &DataDir) -> anyhow::Result<std::fs::File> {
     layout::create_private_dir(dir.path())?;
     let path = dir.serve_lock();
     let file = std::fs::OpenOptions::new()
@@ -149,6 +149,10 @@ fn spawn_worker(spec: &WorkerSpec) -> anyhow::Result<Child> {
         .stderr(Stdio::inherit());
     if let Some(level) = std::env::var_os("INKAN_LOG") {
         command.env("INKAN_LOG", level);
+    }
+    // The one secret the web worker needs itself, when the operator gave it this way.
+    if let Some(password) = std::env::var_os(crate::storage::PASSWORD_VARIABLE) {
+        command.env(crate::storage::PASSWORD_VARIABLE, password);
     }
     let mut child = command.spawn().context("starting the web worker")?;
     let stdout = child.stdout.take().context("web worker stdout")?;

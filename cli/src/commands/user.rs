@@ -13,7 +13,7 @@ use crate::args::{
 };
 use crate::passphrase;
 
-const NEEDS: Needs = Needs { accounts: true, registry: false, issuer: false, snapshot: false };
+const NEEDS: Needs = Needs { accounts: true, issuer: false, snapshot: false };
 
 fn one(reply: AdminReply) -> anyhow::Result<AccountView> {
     match reply {

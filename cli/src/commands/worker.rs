@@ -1,7 +1,8 @@
 //! `inkan worker`: the web worker `serve` starts. It binds the listeners and the admin socket,
 //! gives up what it does not need (core dumps, root, every file but its own), and only then
 //! opens its stores, reaches the signer and serves. It never sees the CA passphrase: it gets no
-//! environment but `INKAN_LOG`, and its standard input is a pipe on which nothing is written.
+//! environment but `INKAN_LOG` (and `INKAN_DATABASE_PASSWORD` when the operator gives the
+//! database password so), and its standard input is a pipe on which nothing is written.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -15,10 +16,9 @@ use ca::sled_store::Durability;
 use enroll_server::accounts::{Accounts, Password, Role};
 use enroll_server::serve::{Bound, Listeners};
 use enroll_server::state::{AppState, Parts};
-use enroll_server::stores::sled::SledStores;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use super::{AuditSink, in_use, open_otp, open_registry};
+use super::{AuditSink, open_otp};
 use crate::args::WorkerArgs;
 use crate::config::Config;
 use crate::sandbox::{self, Restricted};
@@ -61,7 +61,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     {
         sandbox::switch_user(&found, &writable, dir.path())?;
     }
-    let readable: Vec<_> = config.notify.ca_file.iter().cloned().collect();
+    let readable: Vec<_> = config.notify.ca_file.iter().chain(config.storage.password_file.iter()).cloned().collect();
     match sandbox::restrict_files(&writable, &readable, dir.path())? {
         Restricted::Fully => tracing::debug!("file access restricted to the web worker's own directories"),
         Restricted::Partly => tracing::warn!("this kernel enforces part of the web worker's file restrictions"),
@@ -71,11 +71,11 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     }
 
     let durability = if args.danger_no_fsync { Durability::Unsafe } else { Durability::Flush };
-    let registry_store = Arc::new(open_registry(&dir, durability)?);
-    let registry: Arc<dyn ca::Registry> = registry_store.clone();
-    let stores = SledStores::open(&dir.web()).map_err(|e| in_use(e.to_string(), &dir.web()))?;
-    let accounts = Accounts::new(stores.accounts(), settings.accounts.clone())?;
-    let otp = open_otp(&dir, &stores, &settings)?;
+    let stores = crate::storage::open(&dir, &config, durability)?;
+    let registry = stores.registry();
+    let web = stores.web()?;
+    let accounts = Accounts::new(web.accounts.clone(), settings.accounts.clone())?;
+    let otp = open_otp(&dir, &web, &settings)?;
     let audit = ca::audit::AuditLog::new(dir.path(), "service");
     let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
 
@@ -105,17 +105,20 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         accounts,
         mail: otp.mail().cloned(),
         otp,
-        notices: stores.notices(),
-        oauth: enroll_server::oauth::OAuth::new(stores.oauth()?, config.oauth.settings()?),
+        notices: web.notices.clone(),
+        oauth: enroll_server::oauth::OAuth::new(web.oauth.clone(), config.oauth.settings()?),
         registry,
         issuer: Arc::new(ca_service),
         audit: Arc::new(AuditSink(audit.clone())),
         public_url: public_url.clone(),
         login_url: login_url.clone(),
+        sessions: web.sessions.clone(),
+        leases: web.leases.clone(),
     })?);
-    {
-        let (dir, stores) = (dir.clone(), stores.clone());
-        state.set_snapshotter(Box::new(move || super::backup::snapshot_stores(&dir, &registry_store, &stores)));
+    // A backup exports sled's stores; a database has its own tools (pg_dump).
+    if let crate::storage::Stores::Sled { registry, web } = &stores {
+        let (dir, registry, web) = (dir.clone(), registry.clone(), web.clone());
+        state.set_snapshotter(Box::new(move || super::backup::snapshot_stores(&dir, &registry, &web)));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     audit.append("service.worker_start", serde_json::json!({ "pid": std::process::id() }))?;

@@ -403,3 +403,98 @@ pub fn oauth(open: &dyn Fn() -> Arc<dyn super::oauth::OAuthStore>) {
         assert!(store.remove_resource("r1").expect("remove"));
     }
 }
+
+/// Sessions and tickets: a login ends the account's other session on the same certificate,
+/// idle sessions end, changes stick (after reopening, for a shared store), a ticket is claimed
+/// once and one ticket per account issues at a time, also under 8 concurrent claimers.
+pub fn sessions(open: &dyn Fn() -> Arc<dyn super::sessions::SessionStore>) {
+    use super::sessions::{Session, Stage, Ticket, TicketError, TicketState};
+    use std::time::Duration;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let minute = Duration::from_secs(60);
+    let serial = Serial::from_random([7; 16]).expect("serial");
+    let session = |csrf: &str| Session {
+        login_id: "conf-user".into(),
+        certificate: serial,
+        csrf: csrf.into(),
+        stage: Stage::OtpPending,
+        challenge: None,
+        last_seen: now,
+    };
+    {
+        let store = open();
+        store.start_session("s1", &session("c1")).expect("start");
+        store.start_session("s2", &session("c2")).expect("start");
+        assert_eq!(store.touch_session("s1", now, minute).expect("touch"), None, "a new login ends the old session");
+        let other = Session { certificate: Serial::from_random([8; 16]).expect("serial"), ..session("c3") };
+        store.start_session("s3", &other).expect("start");
+        store.update_session("s2", &mut |s| s.stage = Stage::Complete).expect("update");
+        store.update_session("gone", &mut |s| s.stage = Stage::Complete).expect("a missing session is no error");
+    }
+    {
+        let store = open();
+        let found = store.touch_session("s2", now, minute).expect("touch").expect("s2 still there");
+        assert_eq!((found.stage, found.csrf.as_str()), (Stage::Complete, "c2"));
+        assert!(
+            store.touch_session("s3", now, minute).expect("touch").is_some(),
+            "another certificate's session stays"
+        );
+        let late = now + time::Duration::minutes(2);
+        assert_eq!(store.touch_session("s3", late, minute).expect("touch"), None, "idle too long");
+        assert_eq!(store.touch_session("s3", now, minute).expect("touch"), None, "and removed");
+        store.end_session("s2").expect("end");
+        assert_eq!(store.touch_session("s2", now, minute).expect("touch"), None);
+    }
+
+    let ticket = |login: &str, minutes: i64| Ticket {
+        login_id: login.into(),
+        state: TicketState::Preprocessed,
+        expires_at: now + time::Duration::minutes(minutes),
+    };
+    {
+        let store = open();
+        store.put_ticket("t1", &ticket("conf-user", 5)).expect("put");
+        store.put_ticket("t2", &ticket("conf-user", 5)).expect("put");
+        store.put_ticket("t-old", &ticket("conf-user", -1)).expect("put");
+        store.put_ticket("t-other", &ticket("conf-other", 5)).expect("put");
+        assert_eq!(store.claim_ticket("t1", now).expect("claim").map(|t| t.state), Ok(TicketState::Issuing));
+        assert_eq!(store.claim_ticket("t1", now).expect("claim"), Err(TicketError::Used));
+        assert_eq!(store.claim_ticket("t2", now).expect("claim"), Err(TicketError::Busy), "one issuance per account");
+        assert!(store.claim_ticket("t-other", now).expect("claim").is_ok(), "another account is not held up");
+        assert_eq!(store.claim_ticket("t-old", now).expect("claim"), Err(TicketError::Expired));
+        assert_eq!(store.claim_ticket("nope", now).expect("claim"), Err(TicketError::Unknown));
+        assert_eq!(store.install_ticket("t1").expect("install"), Err(TicketError::Used), "not issued yet");
+        store.set_ticket("t1", &TicketState::Issued(serial)).expect("set");
+    }
+    {
+        let store = open();
+        assert_eq!(store.install_ticket("t1").expect("install"), Ok(serial), "the state stuck");
+        assert_eq!(store.install_ticket("t1").expect("install"), Ok(serial), "reporting twice is fine");
+        assert!(store.claim_ticket("t2", now).expect("claim").is_ok(), "free once the first is done");
+        store.set_ticket("t2", &TicketState::Spent).expect("set");
+        assert_eq!(store.claim_ticket("t2", now).expect("claim"), Err(TicketError::Used));
+        let removed = store.purge_short_lived(now + time::Duration::minutes(70), minute).expect("purge");
+        assert!(removed >= 1, "the expired ticket went");
+        assert_eq!(store.claim_ticket("t-old", now).expect("claim"), Err(TicketError::Unknown));
+    }
+
+    // 8 claimers of one ticket, then 8 claimers of 8 tickets of one account: one wins each time.
+    let store = open();
+    store.put_ticket("race", &ticket("conf-race", 5)).expect("put");
+    for n in 0..8 {
+        store.put_ticket(&format!("race-{n}"), &ticket("conf-race2", 5)).expect("put");
+    }
+    for keys in [vec!["race".to_owned(); 8], (0..8).map(|n| format!("race-{n}")).collect()] {
+        let won = std::thread::scope(|scope| {
+            let handles: Vec<_> = keys
+                .iter()
+                .map(|key| {
+                    let store = store.clone();
+                    scope.spawn(move || store.claim_ticket(key, now).expect("claim").is_ok())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).filter(|w| *w).count()
+        });
+        assert_eq!(won, 1, "exactly one of 8 concurrent claims wins");
+    }
+}

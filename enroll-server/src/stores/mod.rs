@@ -7,16 +7,47 @@
 //! another) cannot interleave with.
 
 pub mod conformance;
+pub mod migrate;
 pub mod oauth;
 pub mod postgres;
+mod postgres_sessions;
+mod postgres_shared;
+pub mod sessions;
+pub mod shared;
 pub mod sled;
 pub mod sled_oauth;
 
 use std::fmt;
+use std::sync::Arc;
 
 use pki::Serial;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+/// Every web store of one backend, each behind its trait.
+#[derive(Clone)]
+pub struct WebStores {
+    /// The accounts.
+    pub accounts: Arc<dyn AccountStore>,
+    /// The log of delivered expiry notices.
+    pub notices: Arc<dyn NoticeStore>,
+    /// The OTP tokens and hardware seeds.
+    pub otp: Arc<dyn OtpStore>,
+    /// The mail outbox.
+    pub outbox: Arc<dyn MailStore>,
+    /// The OAuth clients, flows, grants and tokens.
+    pub oauth: Arc<dyn oauth::OAuthStore>,
+    /// Sessions and enrollment tickets.
+    pub sessions: Arc<dyn sessions::SessionStore>,
+    /// The background duties' lease and the shared CRLs.
+    pub leases: Arc<dyn shared::LeaseStore>,
+}
+
+impl fmt::Debug for WebStores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebStores").finish_non_exhaustive()
+    }
+}
 
 /// A user's role in its contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

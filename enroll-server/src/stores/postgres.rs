@@ -25,10 +25,10 @@ use super::{
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Every key → document table.
-const TABLES: [&str; 13] = [
+pub(super) const TABLES: [&str; 13] = [
     "accounts",
     "enroll_tokens",
     "otp_tokens",
@@ -44,7 +44,56 @@ const TABLES: [&str; 13] = [
     "notices",
 ];
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+/// Runs `f`, which uses the blocking PostgreSQL client, where it may block: on a worker thread
+/// of a multi-thread tokio runtime (the service's handlers call the stores from async code)
+/// the thread first leaves the runtime (`block_in_place`), since the client's own runtime
+/// refuses to start inside another; elsewhere `f` just runs. A current-thread runtime cannot
+/// use these stores.
+pub fn outside_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Checks a `[storage] url` without connecting; the message never repeats the URL (it may hold
+/// a password).
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError(
+            "a PostgreSQL URL starts with postgres:// (postgres://USER@HOST[:PORT]/DATABASE)".into(),
+        ));
+    }
+    let config: postgres::Config =
+        url.parse().map_err(|_| StoreError("not a PostgreSQL URL: postgres://USER@HOST[:PORT]/DATABASE".into()))?;
+    if config.get_hosts().is_empty() || config.get_dbname().is_none() || config.get_user().is_none() {
+        return Err(StoreError(
+            "the URL must name the user, the host and the database (postgres://USER@HOST/DATABASE)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a URL points, for messages: `DATABASE on HOST:PORT as USER` (never a password).
+pub fn describe_url(url: &str) -> String {
+    let Ok(config) = url.parse::<postgres::Config>() else { return "an unreadable URL".into() };
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "?".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("database {} on {host}:{port} as {}", config.get_dbname().unwrap_or("?"), config.get_user().unwrap_or("?"))
+}
+
+/// Whether a URL carries a password.
+pub fn url_has_password(url: &str) -> bool {
+    url.parse::<postgres::Config>().is_ok_and(|c| c.get_password().is_some())
+}
+
+pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("PostgreSQL: {e}"))
 }
 
@@ -65,7 +114,7 @@ impl std::fmt::Debug for PgStores {
 }
 
 /// A pooled connection, given back when dropped (a broken one is closed instead).
-struct Conn<'a> {
+pub(super) struct Conn<'a> {
     pool: &'a PgStores,
     client: Option<postgres::Client>,
 }
@@ -100,7 +149,9 @@ impl PgStores {
     /// most `max` connections, and brings the schema to [`SCHEMA_VERSION`] under an advisory
     /// transaction lock. A database of a newer schema is refused.
     pub fn connect(url: &str, password: Option<&str>, max: usize) -> Result<Self, StoreError> {
-        let mut config: postgres::Config = url.parse().map_err(|e| StoreError(format!("[storage] url: {e}")))?;
+        check_url(url)?;
+        let mut config: postgres::Config =
+            url.parse().map_err(|_| StoreError("[storage] url does not parse".into()))?;
         if let Some(password) = password {
             config.password(password);
         }
@@ -111,7 +162,21 @@ impl PgStores {
         Ok(stores)
     }
 
-    fn conn(&self) -> Result<Conn<'_>, StoreError> {
+    /// Every web store, all in this database (sessions and tickets too: any instance goes on
+    /// with what another began).
+    pub fn web_stores(self: &std::sync::Arc<Self>) -> super::WebStores {
+        super::WebStores {
+            accounts: self.clone(),
+            notices: self.clone(),
+            otp: self.clone(),
+            outbox: self.clone(),
+            oauth: self.clone(),
+            sessions: self.clone(),
+            leases: self.clone(),
+        }
+    }
+
+    pub(super) fn conn(&self) -> Result<Conn<'_>, StoreError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(client) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
@@ -145,6 +210,8 @@ impl PgStores {
         // One migrator at a time, released with the transaction (not a session lock, which a
         // pooler may hand to another client).
         tx.execute("SELECT pg_advisory_xact_lock(7312001)", &[]).map_err(err)?;
+        // "already exists, skipping" notices are not news.
+        tx.batch_execute("SET LOCAL client_min_messages = warning").map_err(err)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS inkan_schema (version integer NOT NULL)").map_err(err)?;
         let found: Option<i32> =
             tx.query_opt("SELECT max(version) FROM inkan_schema", &[]).map_err(err)?.and_then(|r| r.get(0));
@@ -167,6 +234,10 @@ impl PgStores {
                      DELETE FROM inkan_schema;",
                 )
                 .map_err(err)?;
+                // Version 2: sessions and tickets, shared by the instances; 3: the lease and the
+                // shared CRLs.
+                tx.batch_execute(super::postgres_sessions::SCHEMA).map_err(err)?;
+                tx.batch_execute(super::postgres_shared::SCHEMA).map_err(err)?;
                 tx.execute("INSERT INTO inkan_schema (version) VALUES ($1)", &[&SCHEMA_VERSION]).map_err(err)?;
             }
         }
@@ -257,11 +328,11 @@ impl PgStores {
     }
 }
 
-fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, StoreError> {
+pub(super) fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, StoreError> {
     serde_json::from_value(value).map_err(|e| StoreError(format!("a stored document does not read: {e}")))
 }
 
-fn encode<T: Serialize>(doc: &T) -> Result<serde_json::Value, StoreError> {
+pub(super) fn encode<T: Serialize>(doc: &T) -> Result<serde_json::Value, StoreError> {
     serde_json::to_value(doc).map_err(|e| StoreError(format!("a document does not encode: {e}")))
 }
 
@@ -271,234 +342,254 @@ fn hex_key(hash: &[u8; 32]) -> String {
 
 impl AccountStore for PgStores {
     fn get(&self, login_id: &str) -> Result<Option<Account>, StoreError> {
-        PgStores::get(self, "accounts", login_id)
+        outside_runtime(|| PgStores::get(self, "accounts", login_id))
     }
 
     fn list(&self) -> Result<Vec<Account>, StoreError> {
-        self.all("accounts")
+        outside_runtime(|| self.all("accounts"))
     }
 
     fn insert(&self, account: &Account) -> Result<bool, StoreError> {
-        self.insert_new("accounts", &account.login_id, account)
+        outside_runtime(|| self.insert_new("accounts", &account.login_id, account))
     }
 
     fn update(&self, login_id: &str, change: &mut dyn FnMut(&mut Account)) -> Result<Option<Account>, StoreError> {
-        PgStores::update(self, "accounts", login_id, None, change)
+        outside_runtime(|| PgStores::update(self, "accounts", login_id, None, change))
     }
 
     fn count_unknown_login(&self) -> Result<u64, StoreError> {
-        let row = self
-            .conn()?
-            .query_one(
-                "INSERT INTO counters (name, value) VALUES ('unknown_logins', 1)
-                 ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
-                &[],
-            )
-            .map_err(err)?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        outside_runtime(|| {
+            let row = self
+                .conn()?
+                .query_one(
+                    "INSERT INTO counters (name, value) VALUES ('unknown_logins', 1)
+                     ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+                    &[],
+                )
+                .map_err(err)?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
     }
 
     fn unknown_logins(&self) -> Result<u64, StoreError> {
-        let row =
-            self.conn()?.query_opt("SELECT value FROM counters WHERE name = 'unknown_logins'", &[]).map_err(err)?;
-        Ok(row.map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+        outside_runtime(|| {
+            let row =
+                self.conn()?.query_opt("SELECT value FROM counters WHERE name = 'unknown_logins'", &[]).map_err(err)?;
+            Ok(row.map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+        })
     }
 
     fn put_token(&self, hash: &[u8; 32], token: &EnrollToken) -> Result<(), StoreError> {
-        self.put("enroll_tokens", &hex_key(hash), token)
+        outside_runtime(|| self.put("enroll_tokens", &hex_key(hash), token))
     }
 
     fn take_token(&self, hash: &[u8; 32]) -> Result<Option<EnrollToken>, StoreError> {
-        self.remove("enroll_tokens", &hex_key(hash))
+        outside_runtime(|| self.remove("enroll_tokens", &hex_key(hash)))
     }
 }
 
 impl NoticeStore for PgStores {
     fn last(&self, serial: &Serial) -> Result<Option<u32>, StoreError> {
-        PgStores::get(self, "notices", &serial.to_string())
+        outside_runtime(|| PgStores::get(self, "notices", &serial.to_string()))
     }
 
     fn record(&self, serial: &Serial, threshold: u32) -> Result<(), StoreError> {
-        self.put("notices", &serial.to_string(), &threshold)
+        outside_runtime(|| self.put("notices", &serial.to_string(), &threshold))
     }
 }
 
 impl OtpStore for PgStores {
     fn get(&self, login_id: &str) -> Result<Option<OtpToken>, StoreError> {
-        PgStores::get(self, "otp_tokens", login_id)
+        outside_runtime(|| PgStores::get(self, "otp_tokens", login_id))
     }
 
     fn put(&self, token: &OtpToken) -> Result<(), StoreError> {
-        PgStores::put(self, "otp_tokens", &token.login_id, token)
+        outside_runtime(|| PgStores::put(self, "otp_tokens", &token.login_id, token))
     }
 
     fn update(&self, login_id: &str, change: &mut dyn FnMut(&mut OtpToken)) -> Result<Option<OtpToken>, StoreError> {
-        PgStores::update(self, "otp_tokens", login_id, None, change)
+        outside_runtime(|| PgStores::update(self, "otp_tokens", login_id, None, change))
     }
 
     fn list(&self) -> Result<Vec<OtpToken>, StoreError> {
-        self.all("otp_tokens")
+        outside_runtime(|| self.all("otp_tokens"))
     }
 
     fn put_seeds(&self, seeds: &[HardwareSeed]) -> Result<Result<(), Vec<String>>, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(err)?;
-        let mut taken = Vec::new();
-        for seed in seeds {
-            let n = tx
-                .execute(
-                    "INSERT INTO otp_hardware (key, doc) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                    &[&seed.serial, &encode(seed)?],
-                )
-                .map_err(err)?;
-            if n == 0 {
-                taken.push(seed.serial.clone());
+        outside_runtime(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction().map_err(err)?;
+            let mut taken = Vec::new();
+            for seed in seeds {
+                let n = tx
+                    .execute(
+                        "INSERT INTO otp_hardware (key, doc) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                        &[&seed.serial, &encode(seed)?],
+                    )
+                    .map_err(err)?;
+                if n == 0 {
+                    taken.push(seed.serial.clone());
+                }
             }
-        }
-        if !taken.is_empty() {
-            tx.rollback().map_err(err)?;
-            return Ok(Err(taken));
-        }
-        tx.commit().map_err(err)?;
-        Ok(Ok(()))
+            if !taken.is_empty() {
+                tx.rollback().map_err(err)?;
+                return Ok(Err(taken));
+            }
+            tx.commit().map_err(err)?;
+            Ok(Ok(()))
+        })
     }
 
     fn seed(&self, serial: &str) -> Result<Option<HardwareSeed>, StoreError> {
-        PgStores::get(self, "otp_hardware", serial)
+        outside_runtime(|| PgStores::get(self, "otp_hardware", serial))
     }
 
     fn assign_seed(&self, serial: &str, login_id: &str) -> Result<bool, StoreError> {
-        let mut assigned = false;
-        PgStores::update(self, "otp_hardware", serial, None, &mut |seed: &mut HardwareSeed| {
-            assigned = seed.assigned_to.is_none();
-            if assigned {
-                seed.assigned_to = Some(login_id.to_owned());
-            }
-        })?;
-        Ok(assigned)
+        outside_runtime(|| {
+            let mut assigned = false;
+            PgStores::update(self, "otp_hardware", serial, None, &mut |seed: &mut HardwareSeed| {
+                assigned = seed.assigned_to.is_none();
+                if assigned {
+                    seed.assigned_to = Some(login_id.to_owned());
+                }
+            })?;
+            Ok(assigned)
+        })
     }
 
     fn seeds(&self) -> Result<Vec<HardwareSeed>, StoreError> {
-        self.all("otp_hardware")
+        outside_runtime(|| self.all("otp_hardware"))
     }
 }
 
 impl MailStore for PgStores {
     fn enqueue(&self, key: &str, mail: &OutboxMail) -> Result<bool, StoreError> {
-        self.insert_new("mail_outbox", key, mail)
+        outside_runtime(|| self.insert_new("mail_outbox", key, mail))
     }
 
     fn pending(&self) -> Result<Vec<(String, OutboxMail)>, StoreError> {
-        Ok(self.entries::<OutboxMail>("mail_outbox")?.into_iter().filter(|(_, m)| m.sent_at.is_none()).collect())
+        outside_runtime(|| {
+            Ok(self.entries::<OutboxMail>("mail_outbox")?.into_iter().filter(|(_, m)| m.sent_at.is_none()).collect())
+        })
     }
 
     fn mark_sent(&self, key: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        PgStores::update(self, "mail_outbox", key, None, &mut |m: &mut OutboxMail| m.sent_at = Some(at))?;
-        Ok(())
+        outside_runtime(|| {
+            PgStores::update(self, "mail_outbox", key, None, &mut |m: &mut OutboxMail| m.sent_at = Some(at))?;
+            Ok(())
+        })
     }
 }
 
 impl OAuthStore for PgStores {
     fn insert_client(&self, client: &OAuthClient) -> Result<bool, StoreError> {
-        self.insert_new("oauth_clients", &client.client_id, client)
+        outside_runtime(|| self.insert_new("oauth_clients", &client.client_id, client))
     }
 
     fn client(&self, client_id: &str) -> Result<Option<OAuthClient>, StoreError> {
-        PgStores::get(self, "oauth_clients", client_id)
+        outside_runtime(|| PgStores::get(self, "oauth_clients", client_id))
     }
 
     fn clients(&self) -> Result<Vec<OAuthClient>, StoreError> {
-        self.all("oauth_clients")
+        outside_runtime(|| self.all("oauth_clients"))
     }
 
     fn remove_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        Ok(self.remove::<OAuthClient>("oauth_clients", client_id)?.is_some())
+        outside_runtime(|| Ok(self.remove::<OAuthClient>("oauth_clients", client_id)?.is_some()))
     }
 
     fn insert_resource(&self, resource: &Resource) -> Result<bool, StoreError> {
-        self.insert_new("oauth_resources", &resource.id, resource)
+        outside_runtime(|| self.insert_new("oauth_resources", &resource.id, resource))
     }
 
     fn resources(&self) -> Result<Vec<Resource>, StoreError> {
-        self.all("oauth_resources")
+        outside_runtime(|| self.all("oauth_resources"))
     }
 
     fn update_resource(&self, id: &str, change: &mut dyn FnMut(&mut Resource)) -> Result<Option<Resource>, StoreError> {
-        PgStores::update(self, "oauth_resources", id, None, change)
+        outside_runtime(|| PgStores::update(self, "oauth_resources", id, None, change))
     }
 
     fn remove_resource(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.remove::<Resource>("oauth_resources", id)?.is_some())
+        outside_runtime(|| Ok(self.remove::<Resource>("oauth_resources", id)?.is_some()))
     }
 
     fn put_flow(&self, key: &str, flow: &Flow) -> Result<(), StoreError> {
-        self.put("oauth_flows", key, flow)
+        outside_runtime(|| self.put("oauth_flows", key, flow))
     }
 
     fn flow(&self, key: &str) -> Result<Option<Flow>, StoreError> {
-        PgStores::get(self, "oauth_flows", key)
+        outside_runtime(|| PgStores::get(self, "oauth_flows", key))
     }
 
     fn take_flow(&self, key: &str) -> Result<Option<Flow>, StoreError> {
-        self.remove("oauth_flows", key)
+        outside_runtime(|| self.remove("oauth_flows", key))
     }
 
     fn put_code(&self, hash: &[u8; 32], code: &CodeRecord) -> Result<(), StoreError> {
-        self.put("oauth_codes", &hex_key(hash), code)
+        outside_runtime(|| self.put("oauth_codes", &hex_key(hash), code))
     }
 
     fn redeem_code(&self, hash: &[u8; 32]) -> Result<Option<Redeemed>, StoreError> {
-        let mut first = false;
-        let code = PgStores::update(self, "oauth_codes", &hex_key(hash), None, &mut |c: &mut CodeRecord| {
-            first = !c.used;
-            c.used = true;
-        })?;
-        Ok(code.map(|c| if first { Redeemed::First(c) } else { Redeemed::Again(c) }))
+        outside_runtime(|| {
+            let mut first = false;
+            let code = PgStores::update(self, "oauth_codes", &hex_key(hash), None, &mut |c: &mut CodeRecord| {
+                first = !c.used;
+                c.used = true;
+            })?;
+            Ok(code.map(|c| if first { Redeemed::First(c) } else { Redeemed::Again(c) }))
+        })
     }
 
     fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
-        self.put("oauth_grants", &grant.id, grant)
+        outside_runtime(|| self.put("oauth_grants", &grant.id, grant))
     }
 
     fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
-        PgStores::get(self, "oauth_grants", id)
+        outside_runtime(|| PgStores::get(self, "oauth_grants", id))
     }
 
     fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        self.all("oauth_grants")
+        outside_runtime(|| self.all("oauth_grants"))
     }
 
     fn update_grant(&self, id: &str, change: &mut dyn FnMut(&mut Grant)) -> Result<Option<Grant>, StoreError> {
-        PgStores::update(self, "oauth_grants", id, None, change)
+        outside_runtime(|| PgStores::update(self, "oauth_grants", id, None, change))
     }
 
     fn put_token(&self, hash: &[u8; 32], token: &TokenRecord) -> Result<(), StoreError> {
-        self.put("oauth_tokens", &hex_key(hash), token)
+        outside_runtime(|| self.put("oauth_tokens", &hex_key(hash), token))
     }
 
     fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
-        PgStores::get(self, "oauth_tokens", &hex_key(hash))
+        outside_runtime(|| PgStores::get(self, "oauth_tokens", &hex_key(hash)))
     }
 
     fn revoke_token(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
-        Ok(PgStores::update(self, "oauth_tokens", &hex_key(hash), None, &mut |t: &mut TokenRecord| t.revoked = true)?
+        outside_runtime(|| {
+            Ok(PgStores::update(self, "oauth_tokens", &hex_key(hash), None, &mut |t: &mut TokenRecord| {
+                t.revoked = true
+            })?
             .is_some())
+        })
     }
 
     fn revoke_grant_tokens(&self, grant_id: &str) -> Result<usize, StoreError> {
-        let n = self
-            .conn()?
-            .execute(
-                "UPDATE oauth_tokens SET doc = jsonb_set(doc, '{revoked}', 'true')
-                 WHERE doc->>'grant_id' = $1 AND doc->>'revoked' = 'false'",
-                &[&grant_id],
-            )
-            .map_err(err)?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        outside_runtime(|| {
+            let n = self
+                .conn()?
+                .execute(
+                    "UPDATE oauth_tokens SET doc = jsonb_set(doc, '{revoked}', 'true')
+                     WHERE doc->>'grant_id' = $1 AND doc->>'revoked' = 'false'",
+                    &[&grant_id],
+                )
+                .map_err(err)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
     }
 
     fn profile(&self, login_id: &str) -> Result<Option<RiskProfile>, StoreError> {
-        PgStores::get(self, "oauth_profiles", login_id)
+        outside_runtime(|| PgStores::get(self, "oauth_profiles", login_id))
     }
 
     fn update_profile(
@@ -506,43 +597,48 @@ impl OAuthStore for PgStores {
         login_id: &str,
         change: &mut dyn FnMut(&mut RiskProfile),
     ) -> Result<RiskProfile, StoreError> {
-        Ok(PgStores::update(self, "oauth_profiles", login_id, Some(&RiskProfile::default), change)?.unwrap_or_default())
+        outside_runtime(|| {
+            Ok(PgStores::update(self, "oauth_profiles", login_id, Some(&RiskProfile::default), change)?
+                .unwrap_or_default())
+        })
     }
 
     fn purge(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(err)?;
-        let mut gone = 0;
-        let grants: Vec<(String, Grant)> = tx
-            .query("SELECT key, doc FROM oauth_grants", &[])
-            .map_err(err)?
-            .iter()
-            .map(|r| Ok((r.get::<_, String>(0), decode(r.get(1))?)))
-            .collect::<Result<_, StoreError>>()?;
-        let ended: Vec<String> = grants.iter().filter(|(_, g)| !g.active(now)).map(|(k, _)| k.clone()).collect();
-        gone += tx.execute("DELETE FROM oauth_grants WHERE key = ANY($1)", &[&ended]).map_err(err)?;
-        let lapsed = |table: &str, tx: &mut postgres::Transaction<'_>| -> Result<Vec<String>, StoreError> {
-            let rows = tx
-                .query(&format!("SELECT key, doc->>'expires_at', doc->>'grant_id' FROM {table}"), &[])
-                .map_err(err)?;
-            Ok(rows
+        outside_runtime(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction().map_err(err)?;
+            let mut gone = 0;
+            let grants: Vec<(String, Grant)> = tx
+                .query("SELECT key, doc FROM oauth_grants", &[])
+                .map_err(err)?
                 .iter()
-                .filter(|r| {
-                    let expired = r
-                        .get::<_, Option<String>>(1)
-                        .and_then(|t| pki::encoding::parse_rfc3339(&t))
-                        .is_some_and(|t| t <= now);
-                    let orphan = r.get::<_, Option<String>>(2).is_some_and(|g| ended.contains(&g));
-                    expired || (table == "oauth_tokens" && orphan)
-                })
-                .map(|r| r.get::<_, String>(0))
-                .collect())
-        };
-        for table in ["oauth_tokens", "oauth_codes", "oauth_flows"] {
-            let keys = lapsed(table, &mut tx)?;
-            gone += tx.execute(&format!("DELETE FROM {table} WHERE key = ANY($1)"), &[&keys]).map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(usize::try_from(gone).unwrap_or(usize::MAX))
+                .map(|r| Ok((r.get::<_, String>(0), decode(r.get(1))?)))
+                .collect::<Result<_, StoreError>>()?;
+            let ended: Vec<String> = grants.iter().filter(|(_, g)| !g.active(now)).map(|(k, _)| k.clone()).collect();
+            gone += tx.execute("DELETE FROM oauth_grants WHERE key = ANY($1)", &[&ended]).map_err(err)?;
+            let lapsed = |table: &str, tx: &mut postgres::Transaction<'_>| -> Result<Vec<String>, StoreError> {
+                let rows = tx
+                    .query(&format!("SELECT key, doc->>'expires_at', doc->>'grant_id' FROM {table}"), &[])
+                    .map_err(err)?;
+                Ok(rows
+                    .iter()
+                    .filter(|r| {
+                        let expired = r
+                            .get::<_, Option<String>>(1)
+                            .and_then(|t| pki::encoding::parse_rfc3339(&t))
+                            .is_some_and(|t| t <= now);
+                        let orphan = r.get::<_, Option<String>>(2).is_some_and(|g| ended.contains(&g));
+                        expired || (table == "oauth_tokens" && orphan)
+                    })
+                    .map(|r| r.get::<_, String>(0))
+                    .collect())
+            };
+            for table in ["oauth_tokens", "oauth_codes", "oauth_flows"] {
+                let keys = lapsed(table, &mut tx)?;
+                gone += tx.execute(&format!("DELETE FROM {table} WHERE key = ANY($1)"), &[&keys]).map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(usize::try_from(gone).unwrap_or(usize::MAX))
+        })
     }
 }

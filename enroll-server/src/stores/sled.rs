@@ -83,6 +83,19 @@ impl SledStores {
         Arc::new(self.clone())
     }
 
+    /// Every web store of this directory; sessions and tickets live in this process's memory.
+    pub fn web_stores(&self) -> Result<super::WebStores, StoreError> {
+        Ok(super::WebStores {
+            accounts: self.accounts(),
+            notices: self.notices(),
+            otp: self.otp(),
+            outbox: self.outbox(),
+            oauth: self.oauth()?,
+            sessions: Arc::new(super::sessions::MemorySessions::default()),
+            leases: Arc::new(super::shared::Solo),
+        })
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(drop).map_err(err)
     }
