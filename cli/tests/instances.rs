@@ -67,41 +67,67 @@ fn psql(cluster: &Cluster, sql: &str) -> String {
     out.stdout.trim().to_owned()
 }
 
+/// A throwaway PostgreSQL, a CA whose sled stores (alice, a master, and `generals` general
+/// users gen0, gen1, ...) were moved into it, one signer and a second data directory for
+/// instance B.
+struct Setup {
+    cluster: Cluster,
+    ca: TestCa,
+    data_b: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    _signer: common::Daemon,
+}
+
+impl Setup {
+    fn new(generals: usize, edits: &[(&str, &str)]) -> Self {
+        let cluster = Cluster::start();
+        let url = cluster.database("inkan");
+        let ca = TestCa::init(&[]);
+        ca.configure(edits);
+        ca.add_user("alice", "master", None).ok();
+        for n in 0..generals {
+            ca.add_user(&format!("gen{n}"), "general", Some("alice")).ok();
+        }
+
+        // The sled stores into the database; a URL with a password is refused first.
+        let with_password = url.replace("inkan@", "inkan:hunter2@");
+        ca.inkan(["storage", "migrate", "--to", &with_password]).refused("command lines are visible");
+        let moved = ca.inkan(["storage", "migrate", "--to", &url]).ok();
+        assert!(moved.stdout.contains("every store is the same on both sides"), "{}", moved.text());
+        let accounts = format!(" {} ", generals + 1);
+        assert!(moved.stdout.lines().any(|l| l.starts_with("accounts") && l.contains(&accounts)), "{}", moved.text());
+        ca.inkan(["storage", "migrate", "--to", &url]).refused("is not empty");
+        ca.configure(&[("backend = \"sled\"", &format!("backend = \"postgres\"\nurl = \"{url}\""))]);
+        // Another team can query the registry with SQL.
+        assert_eq!(psql(&cluster, "SELECT count(*) FROM certificates WHERE profile = 'server'"), "1");
+
+        // Instance B's data directory: the configuration, certificates and the OTP sealing key,
+        // no stores (they are in the database) and no signer (both reach the one signer).
+        let data_b = ca.work().join("data-b");
+        run("cp", ["-a", s(&ca.data), s(&data_b)], &[], None).ok();
+        for gone in ["db", "web", "signer", "serve.lock"] {
+            let _ = std::fs::remove_dir_all(data_b.join(gone));
+            let _ = std::fs::remove_file(data_b.join(gone));
+        }
+        let socket = ca.work().join("signer.sock");
+        let signer = start_signer(&ca.data, &socket);
+        Self { cluster, ca, data_b, socket, _signer: signer }
+    }
+
+    /// Instance A (on the CA's data directory) or B.
+    fn start(&self, b: bool) -> Service {
+        let data = if b { &self.data_b } else { &self.ca.data };
+        Service::start_with(data, &self.ca, &["--signer-socket", s(&self.socket)], &[])
+    }
+}
+
 #[test]
 fn two_instances_one_database_one_signer() {
-    let cluster = Cluster::start();
-    let url = cluster.database("inkan");
-    let ca = TestCa::init(&[]);
-    ca.add_user("alice", "master", None).ok();
-    for n in 0..12 {
-        ca.add_user(&format!("gen{n}"), "general", Some("alice")).ok();
-    }
-
-    // The sled stores into the database; a URL with a password is refused first.
-    let with_password = url.replace("inkan@", "inkan:hunter2@");
-    ca.inkan(["storage", "migrate", "--to", &with_password]).refused("command lines are visible");
-    let moved = ca.inkan(["storage", "migrate", "--to", &url]).ok();
-    assert!(moved.stdout.contains("every store is the same on both sides"), "{}", moved.text());
-    assert!(moved.stdout.lines().any(|l| l.starts_with("accounts") && l.contains(" 13 ")), "{}", moved.text());
-    ca.inkan(["storage", "migrate", "--to", &url]).refused("is not empty");
-    ca.configure(&[("backend = \"sled\"", &format!("backend = \"postgres\"\nurl = \"{url}\""))]);
-    // Another team can query the registry with SQL.
-    assert_eq!(psql(&cluster, "SELECT count(*) FROM certificates WHERE profile = 'server'"), "1");
-
-    // Instance B's data directory: the configuration, certificates and the OTP sealing key,
-    // no stores (they are in the database) and no signer (both reach A's).
-    let data_b = ca.work().join("data-b");
-    run("cp", ["-a", s(&ca.data), s(&data_b)], &[], None).ok();
-    for gone in ["db", "web", "signer", "serve.lock"] {
-        let _ = std::fs::remove_dir_all(data_b.join(gone));
-        let _ = std::fs::remove_file(data_b.join(gone));
-    }
-    let socket = ca.work().join("signer.sock");
-    let _signer = start_signer(&ca.data, &socket);
-    let signer_args = ["--signer-socket", s(&socket)];
-    let a = Service::start_with(&ca.data, &ca, &signer_args, &[]);
+    let setup = Setup::new(12, &[]);
+    let (cluster, ca) = (&setup.cluster, &setup.ca);
+    let a = setup.start(false);
     std::thread::sleep(Duration::from_millis(200));
-    let mut b = Service::start_with(&data_b, &ca, &signer_args, &[]);
+    let mut b = setup.start(true);
 
     // Enroll on A, log in on B, go on on A with B's session.
     let alice = a.acquire("alice", "alice");
@@ -111,7 +137,7 @@ fn two_instances_one_database_one_signer() {
     let me = a.me(&client);
     me.expect(200);
     assert_eq!(me.json()["login_id"], "alice", "the session B made serves on A");
-    assert_eq!(ocsp_status(&ca, &a, &alice), "good");
+    assert_eq!(ocsp_status(ca, &a, &alice), "good");
 
     // Revoke on B; A's OCSP answers revoked within a second.
     let url_b = b.login_url(&format!("/api/v1/certificates/{}/revoke", alice.serial));
@@ -121,7 +147,7 @@ fn two_instances_one_database_one_signer() {
         &alice.client_args(),
     );
     revoked.expect(200);
-    let took = within("A's OCSP says revoked", Duration::from_secs(1), || ocsp_status(&ca, &a, &alice) == "revoked");
+    let took = within("A's OCSP says revoked", Duration::from_secs(1), || ocsp_status(ca, &a, &alice) == "revoked");
     eprintln!("revoked on B, revoked in A's OCSP after {took:?}");
     // Both instances' CRLs list it: one signs, the other serves what it signed.
     let work = ca.work();
@@ -182,7 +208,7 @@ fn two_instances_one_database_one_signer() {
         let shown = ca.inkan(["show", &enrolled.serial, "--pem"]).ok();
         assert_eq!(shown.stdout.trim(), common::read(&enrolled.cert).trim(), "the registry holds what the client got");
     }
-    let in_sql = psql(&cluster, "SELECT count(DISTINCT serial) FROM certificates WHERE account LIKE 'gen%'");
+    let in_sql = psql(cluster, "SELECT count(DISTINCT serial) FROM certificates WHERE account LIKE 'gen%'");
     assert_eq!(in_sql, "12");
 
     // The background duties: the first instance holds them; kill it, B takes over within 15 s
@@ -200,7 +226,123 @@ fn two_instances_one_database_one_signer() {
     within("B's own CRL lists a revocation made after A died", Duration::from_secs(10), || {
         crl_serials(&b, work, "b2").contains(&g0.serial)
     });
-    assert_eq!(ocsp_status(&ca, &b, g0), "revoked");
+    assert_eq!(ocsp_status(ca, &b, g0), "revoked");
     eprintln!("whole fail-over took {:?}", killed.elapsed());
     b.kill_all();
+}
+
+/// `GET /api/v1/me` with `who`'s certificate and session cookie from a curl process, every
+/// 20 ms to each port `ports` holds (changed when an instance restarts), until `stop`:
+/// (instance, status, when) for every answer; status 0 when curl got none within 10 s.
+fn load(
+    who: &Enrolled,
+    root: &Path,
+    ports: &std::sync::Mutex<[u16; 2]>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<(usize, u16, Instant)> {
+    let mut seen = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let now = *ports.lock().unwrap();
+        for (instance, port) in now.into_iter().enumerate() {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", s(root)])
+                .args(who.client_args())
+                .arg(format!("https://localhost:{port}/api/v1/me"))
+                .output()
+                .unwrap();
+            let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+            seen.push((instance, status, Instant::now()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen
+}
+
+/// The statuses instance `instance` answered between `from` and `to`.
+fn statuses(seen: &[(usize, u16, Instant)], instance: usize, from: Instant, to: Instant) -> Vec<u16> {
+    seen.iter().filter(|(i, _, at)| *i == instance && *at >= from && *at <= to).map(|(_, st, _)| *st).collect()
+}
+
+#[test]
+fn an_instance_killed_and_the_database_stopped_under_load() {
+    let setup = Setup::new(2, &[("rate_limit_per_minute = 30", "rate_limit_per_minute = 100000")]);
+    let ca = &setup.ca;
+    let mut a = setup.start(false);
+    let b = setup.start(true);
+    let alice = a.acquire("alice", "alice");
+    b.login_api(&alice.client(), &user_password("alice")).expect(200);
+    let ports = std::sync::Mutex::new([a.login, b.login]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let root = ca.root_crt();
+
+    let (seen, marks, acquired) = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| load(&alice, &root, &ports, &stop));
+        std::thread::sleep(Duration::from_secs(1));
+
+        // SIGKILL instance A (its supervisor, worker and all): B goes on.
+        let killed = Instant::now();
+        a.kill_all();
+        std::thread::sleep(Duration::from_secs(2));
+        // A restarts and rejoins (on new ports) and serves the same session.
+        let restarted = Instant::now();
+        let a2 = setup.start(false);
+        *ports.lock().unwrap() = [a2.login, b.login];
+        let rejoined = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        // Acknowledged just before the database stops: it must survive.
+        let gen0 = a2.acquire("gen0", "gen0");
+
+        // The database goes away the hard way, then comes back.
+        let stopping = Instant::now();
+        setup.cluster.stop_immediately();
+        let down = Instant::now();
+        std::thread::sleep(Duration::from_secs(3));
+        let refused_enrollment = b.enroll("gen1", &user_password("gen1"));
+        setup.cluster.start_again();
+        let up = Instant::now();
+        let took = within("both instances answer again", Duration::from_secs(20), || {
+            let me_a = a2.me(&alice.client()).status;
+            let me_b = b.me(&alice.client()).status;
+            me_a == 200 && me_b == 200
+        });
+        eprintln!("both instances serve again {took:?} after the database came back");
+        let after = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let gen1 = b.acquire("gen1", "gen1");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = loader.join().unwrap();
+        let marks = (killed, restarted, rejoined, stopping, down, up, after, refused_enrollment.status);
+        drop(a2);
+        (seen, marks, vec![gen0, gen1])
+    });
+    let (killed, restarted, rejoined, stopping, down, up, after, refused_enrollment) = marks;
+    let end = Instant::now();
+
+    let before_kill = statuses(&seen, 1, seen[0].2, killed);
+    assert!(!before_kill.is_empty() && before_kill.iter().all(|st| *st == 200), "B before: {before_kill:?}");
+    let b_while_a_dead = statuses(&seen, 1, killed, stopping);
+    assert!(b_while_a_dead.len() > 10 && b_while_a_dead.iter().all(|st| *st == 200), "B went on: {b_while_a_dead:?}");
+    let a_dead = statuses(&seen, 0, killed + Duration::from_millis(200), restarted);
+    assert!(a_dead.iter().all(|st| *st == 0), "A was dead: {a_dead:?}");
+    let a_back = statuses(&seen, 0, rejoined + Duration::from_millis(100), stopping);
+    assert!(!a_back.is_empty() && a_back.iter().all(|st| *st == 200), "A rejoined: {a_back:?}");
+
+    // While the database is down: 503 (never a 500, never a hang), from both.
+    for instance in 0..2 {
+        let outage = statuses(&seen, instance, down + Duration::from_millis(300), up);
+        assert!(!outage.is_empty() && outage.iter().all(|st| *st == 503), "instance {instance} while down: {outage:?}");
+        let recovered = statuses(&seen, instance, after, end);
+        assert!(!recovered.is_empty() && recovered.iter().all(|st| *st == 200), "recovered: {recovered:?}");
+    }
+    assert_eq!(refused_enrollment, 503, "enrollment while the database is down");
+    let total = seen.len();
+    let unexpected: Vec<_> = seen.iter().filter(|(_, st, _)| ![0, 200, 503].contains(st)).collect();
+    assert!(unexpected.is_empty(), "only 200, 503 or no answer (dead instance) in {total}: {unexpected:?}");
+    eprintln!("{total} requests under load; statuses as expected in every phase");
+
+    // Nothing acknowledged was lost: what clients got is in the registry, byte for byte.
+    for enrolled in acquired.iter().chain([&alice]) {
+        let shown = ca.inkan(["show", &enrolled.serial, "--pem"]).ok();
+        assert_eq!(shown.stdout.trim(), common::read(&enrolled.cert).trim());
+    }
 }

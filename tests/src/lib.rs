@@ -261,12 +261,25 @@ pub mod postgres {
             }
             ok(as_postgres("initdb").args(["-D", dir.to_str().unwrap(), "-A", "trust", "-U", "inkan", "--no-sync"]));
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let options = format!("-h 127.0.0.1 -p {port} -k {}", base.display());
+            let cluster = Self { dir, port };
+            cluster.start_again();
+            cluster
+        }
+
+        /// Starts the stopped cluster again, on the same port.
+        pub fn start_again(&self) {
+            let base = self.dir.parent().unwrap();
+            let options = format!("-h 127.0.0.1 -p {} -k {}", self.port, base.display());
             ok(as_postgres("pg_ctl")
-                .args(["-D", dir.to_str().unwrap(), "-o", &options, "-l"])
+                .args(["-D", self.dir.to_str().unwrap(), "-o", &options, "-l"])
                 .arg(base.join("log"))
                 .args(["-w", "-t", "30", "start"]));
-            Self { dir, port }
+        }
+
+        /// Stops the cluster the hard way (`pg_ctl stop -m immediate`: no checkpoint, as a
+        /// crash would; what was committed is recovered from the WAL at the next start).
+        pub fn stop_immediately(&self) {
+            ok(as_postgres("pg_ctl").args(["-D", self.dir.to_str().unwrap(), "-m", "immediate", "-w", "stop"]));
         }
 
         /// A new database; its URL.
