@@ -47,6 +47,7 @@ pub mod responder;
 mod secret;
 pub mod service;
 pub mod signer;
+pub mod signer_tls;
 pub mod sled_export;
 pub mod sled_store;
 

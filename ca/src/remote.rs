@@ -260,7 +260,11 @@ struct Envelope<T> {
     body: T,
 }
 
-fn write_frame<T: Serialize>(stream: &mut UnixStream, body: T) -> std::io::Result<()> {
+/// A connection to or from the signer: its Unix socket, or TLS over TCP.
+pub trait Wire: Read + Write + Send {}
+impl<T: Read + Write + Send> Wire for T {}
+
+fn write_frame<T: Serialize>(stream: &mut (impl Write + ?Sized), body: T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(&Envelope { v: VERSION, body }).map_err(std::io::Error::other)?;
     let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("frame too large"))?;
     stream.write_all(&len.to_be_bytes())?;
@@ -268,7 +272,7 @@ fn write_frame<T: Serialize>(stream: &mut UnixStream, body: T) -> std::io::Resul
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream.
-fn read_frame(stream: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
+fn read_frame(stream: &mut (impl Read + ?Sized)) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len) {
         Ok(()) => {}
@@ -340,6 +344,13 @@ impl SignerService {
                     Profile::OcspResponder => {
                         return rejected(
                             "the OCSP responder's certificate is the signer's own; it is not issued on request".into(),
+                        );
+                    }
+                    Profile::Instance => {
+                        return rejected(
+                            "service-instance certificates open the signer itself: issue them offline with `inkan \
+                             issue --profile service-instance` while the service is stopped"
+                                .into(),
                         );
                     }
                     Profile::Server | Profile::ClientServer => {
@@ -502,9 +513,7 @@ pub fn answer(service: &SignerService, frame: &[u8]) -> Response {
     }
 }
 
-fn serve_connection(service: &SignerService, mut stream: UnixStream) -> std::io::Result<()> {
-    // An idle connection is closed after a while; the client reconnects.
-    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+fn serve_connection(service: &SignerService, mut stream: impl Wire) -> std::io::Result<()> {
     while let Some(frame) = read_frame(&mut stream)? {
         write_frame(&mut stream, answer(service, &frame))?;
     }
@@ -524,6 +533,49 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
+/// Serves TLS connections from service instances (their certificates checked in the handshake,
+/// see [`crate::signer_tls`]) until `stop` is set, like [`serve`].
+pub fn serve_tls(
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: Arc<SignerService>,
+    stop: Arc<AtomicBool>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(tcp) = stream else { continue };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            drop(tcp);
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (service, active, tls) = (service.clone(), active.clone(), tls.clone());
+        std::thread::spawn(move || {
+            let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let served = (|| -> std::io::Result<()> {
+                // The handshake too must come within the idle limit.
+                tcp.set_read_timeout(Some(IDLE))?;
+                tcp.set_nodelay(true)?;
+                let conn = rustls::ServerConnection::new(tls).map_err(std::io::Error::other)?;
+                let mut stream = rustls::StreamOwned::new(conn, tcp);
+                while stream.conn.is_handshaking() {
+                    stream.conn.complete_io(&mut stream.sock)?;
+                }
+                serve_connection(&service, stream)
+            })();
+            if let Err(e) = served
+                && !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::BrokenPipe)
+            {
+                eprintln!("signer: connection from {peer} ended: {e}");
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
 /// Serves connections until `stop` is set (checked between connections; the caller wakes
 /// the accept loop by connecting once).
 pub fn serve(listener: UnixListener, service: Arc<SignerService>, stop: Arc<AtomicBool>) {
@@ -540,7 +592,10 @@ pub fn serve(listener: UnixListener, service: Arc<SignerService>, stop: Arc<Atom
         active.fetch_add(1, Ordering::SeqCst);
         let (service, active) = (service.clone(), active.clone());
         std::thread::spawn(move || {
-            if let Err(e) = serve_connection(&service, stream)
+            // An idle connection is closed after a while; the client reconnects.
+            if let Err(e) = stream.set_read_timeout(Some(IDLE)) {
+                eprintln!("signer: {e}");
+            } else if let Err(e) = serve_connection(&service, stream)
                 && e.kind() != std::io::ErrorKind::WouldBlock
                 && e.kind() != std::io::ErrorKind::BrokenPipe
             {
@@ -556,10 +611,10 @@ pub fn serve(listener: UnixListener, service: Arc<SignerService>, stop: Arc<Atom
 #[non_exhaustive]
 pub enum RemoteError {
     /// The signer is not running or not reachable; nothing was done.
-    #[error("the signer is not reachable at {path}: {source}")]
+    #[error("the signer is not reachable at {at}: {source}")]
     Unavailable {
-        /// The socket.
-        path: PathBuf,
+        /// Its socket or address.
+        at: String,
         /// Why.
         source: std::io::Error,
     },
@@ -571,26 +626,91 @@ pub enum RemoteError {
     Internal(String),
 }
 
-/// A connection pool to the signer's socket.
-#[derive(Debug)]
-pub struct SignerClient {
-    path: PathBuf,
-    idle: Mutex<Vec<UnixStream>>,
+/// Where the signer listens.
+enum Endpoint {
+    /// Its Unix socket.
+    Unix(PathBuf),
+    /// TCP with mutual TLS: the address, the name its certificate must carry, and the client's
+    /// TLS configuration (the CA to trust, this instance's certificate).
+    Tls { address: String, name: rustls_pki_types::ServerName<'static>, config: Arc<rustls::ClientConfig> },
 }
+
+/// A connection pool to the signer.
+pub struct SignerClient {
+    endpoint: Endpoint,
+    idle: Mutex<Vec<Box<dyn Wire>>>,
+}
+
+impl std::fmt::Debug for SignerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerClient").field("at", &self.describe()).finish_non_exhaustive()
+    }
+}
+
+/// How long a reply may take.
+const REPLY_WITHIN: Duration = Duration::from_secs(120);
+/// How long the signer keeps an idle connection.
+const IDLE: Duration = Duration::from_secs(300);
 
 impl SignerClient {
     /// A client of the signer at `path` (nothing is connected yet).
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()) }
+        Self { endpoint: Endpoint::Unix(path.to_owned()), idle: Mutex::new(Vec::new()) }
     }
 
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A client of the signer listening with TLS at `address` (HOST:PORT), whose certificate
+    /// names `name`, presenting `tls`'s client certificate.
+    pub fn tls(address: &str, name: &str, tls: &crate::signer_tls::ClientSide) -> Result<Self, Error> {
+        let name = rustls_pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|_| Error::Store(format!("{name:?} is not a DNS name or IP address")))?;
+        Ok(Self {
+            endpoint: Endpoint::Tls { address: address.to_owned(), name, config: tls.config() },
+            idle: Mutex::new(Vec::new()),
+        })
     }
 
-    fn call_once(&self, stream: &mut UnixStream, request: &Request) -> std::io::Result<Response> {
+    /// Where the signer is, for messages.
+    pub fn describe(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(path) => path.display().to_string(),
+            Endpoint::Tls { address, .. } => format!("{address} (TLS)"),
+        }
+    }
+
+    fn connect(&self) -> std::io::Result<Box<dyn Wire>> {
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = UnixStream::connect(path)?;
+                stream.set_read_timeout(Some(REPLY_WITHIN))?;
+                Ok(Box::new(stream))
+            }
+            Endpoint::Tls { address, name, config } => {
+                let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the address resolves to nothing");
+                for addr in std::net::ToSocketAddrs::to_socket_addrs(address.as_str())? {
+                    match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                        Ok(tcp) => {
+                            tcp.set_read_timeout(Some(REPLY_WITHIN))?;
+                            tcp.set_nodelay(true)?;
+                            let conn = rustls::ClientConnection::new(config.clone(), name.clone())
+                                .map_err(std::io::Error::other)?;
+                            let mut stream = rustls::StreamOwned::new(conn, tcp);
+                            // The handshake now, so a refusal shows as the signer being unreachable.
+                            while stream.conn.is_handshaking() {
+                                stream.conn.complete_io(&mut stream.sock)?;
+                            }
+                            return Ok(Box::new(stream));
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
+    }
+
+    fn call_once(&self, stream: &mut dyn Wire, request: &Request) -> std::io::Result<Response> {
         write_frame(stream, request)?;
+        stream.flush()?;
         let frame = read_frame(stream)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
         let envelope: Envelope<Response> = serde_json::from_slice(&frame).map_err(std::io::Error::other)?;
         Ok(envelope.body)
@@ -598,24 +718,19 @@ impl SignerClient {
 
     /// Sends one request; a pooled connection that turns out dead is replaced once.
     pub fn call(&self, request: &Request) -> Result<Response, RemoteError> {
-        let unavailable = |source| RemoteError::Unavailable { path: self.path.clone(), source };
+        let unavailable = |source| RemoteError::Unavailable { at: self.describe(), source };
         let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let response = match pooled {
-            Some(mut stream) => match self.call_once(&mut stream, request) {
-                Ok(response) => Ok((response, stream)),
-                Err(_) => {
-                    let mut fresh = UnixStream::connect(&self.path).map_err(unavailable)?;
-                    fresh.set_read_timeout(Some(Duration::from_secs(120))).map_err(unavailable)?;
-                    self.call_once(&mut fresh, request).map(|r| (r, fresh)).map_err(unavailable)
-                }
-            },
-            None => {
-                let mut fresh = UnixStream::connect(&self.path).map_err(unavailable)?;
-                fresh.set_read_timeout(Some(Duration::from_secs(120))).map_err(unavailable)?;
-                self.call_once(&mut fresh, request).map(|r| (r, fresh)).map_err(unavailable)
-            }
+        let fresh = || -> Result<(Response, Box<dyn Wire>), RemoteError> {
+            let mut stream = self.connect().map_err(unavailable)?;
+            self.call_once(stream.as_mut(), request).map(|r| (r, stream)).map_err(unavailable)
         };
-        let (response, stream) = response?;
+        let (response, stream) = match pooled {
+            Some(mut stream) => match self.call_once(stream.as_mut(), request) {
+                Ok(response) => (response, stream),
+                Err(_) => fresh()?,
+            },
+            None => fresh()?,
+        };
         self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(stream);
         match response {
             Response::Error { kind, message } if kind == "rejected" => Err(RemoteError::Rejected(message)),

@@ -109,6 +109,7 @@ pub(crate) fn encode_record(record: &CertRecord) -> Result<Vec<u8>, RegistryErro
         pki::Profile::Server => 1,
         pki::Profile::OcspResponder => 2,
         pki::Profile::ClientServer => 3,
+        pki::Profile::Instance => 4,
     });
     v.extend_from_slice(&record.key_sha256);
     for t in [record.not_before, record.not_after, record.recorded_at] {
@@ -146,6 +147,7 @@ pub(crate) fn decode_record(k: &[u8], v: &[u8]) -> Result<CertRecord, RegistryEr
         1 => pki::Profile::Server,
         2 => pki::Profile::OcspResponder,
         3 => pki::Profile::ClientServer,
+        4 => pki::Profile::Instance,
         _ => return Err(corrupt("bad profile")),
     };
     let key_sha256: [u8; 32] = v[18..50].try_into().map_err(|_| corrupt("short key hash"))?;

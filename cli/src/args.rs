@@ -423,8 +423,10 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// The signer's socket.
-    #[arg(long, value_name = "PATH")]
-    pub signer_socket: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "signer_address")]
+    pub signer_socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote_signer: RemoteSignerArgs,
     #[command(flatten)]
     pub listeners: ListenArgs,
     /// DANGER, for benchmarks only: see `serve --danger-no-fsync`.
@@ -443,6 +445,18 @@ pub struct SignerArgs {
     /// The socket to listen on [default: DATA_DIR/signer.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Also listen on TCP (HOST:PORT) with mutual TLS, for service instances on other machines
+    /// (`inkan serve --signer-address`): only certificates of the service-instance profile of
+    /// this CA are accepted.
+    #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub listen: Option<String>,
+    /// The signer's TLS certificate for --listen (PEM, server profile of this CA, then the
+    /// issuing CA certificate).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM, unencrypted; keep it 0600).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Read the passphrase from the first line of standard input, and exit when standard input
     /// closes (how `serve` runs its child signer).
     #[arg(long)]
@@ -539,8 +553,10 @@ pub struct ServeArgs {
     pub listeners: ListenArgs,
     /// Use a signer started separately (`inkan signer`) at this socket, instead of starting
     /// one; the data directory then needs no CA key at all.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "signer_address")]
     pub signer_socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote_signer: RemoteSignerArgs,
     /// DANGER, for benchmarks only: acknowledge writes (registry, ledger, audit) before they
     /// are on disk. A crash then loses acknowledged issuances.
     #[arg(long)]
@@ -725,8 +741,10 @@ pub struct IssueArgs {
     /// The account the certificate is for; it becomes the subject's common name.
     #[arg(long, value_name = "ID")]
     pub account: String,
-    /// Certificate profile.
-    #[arg(long, default_value = "client", value_parser = ["client", "server"])]
+    /// Certificate profile. service-instance: a service instance's client certificate for a
+    /// signer listening on TCP (`inkan signer --listen`), issued only here while the service
+    /// is stopped.
+    #[arg(long, default_value = "client", value_parser = ["client", "server", "service-instance"])]
     pub profile: String,
     /// A DNS name or IP address for the server profile (repeat for several).
     #[arg(long, value_name = "NAME")]
@@ -942,4 +960,49 @@ pub struct MigrateArgs {
     /// A file holding the database password, when INKAN_DATABASE_PASSWORD is unset.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+}
+
+/// A signer on another machine, reached over TCP with mutual TLS (`inkan signer --listen`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct RemoteSignerArgs {
+    /// The signer's TCP address (HOST:PORT), instead of starting one or a Unix socket.
+    #[arg(long, value_name = "ADDR", requires_all = ["signer_client_cert", "signer_client_key"])]
+    pub signer_address: Option<String>,
+    /// The name the signer's certificate must carry [default: the host of --signer-address].
+    #[arg(long, value_name = "NAME", requires = "signer_address")]
+    pub signer_name: Option<String>,
+    /// This instance's certificate for the signer (PEM, service-instance profile:
+    /// `inkan issue --profile service-instance`).
+    #[arg(long, value_name = "FILE", requires = "signer_address")]
+    pub signer_client_cert: Option<PathBuf>,
+    /// The private key of --signer-client-cert (PEM, unencrypted; keep it 0600).
+    #[arg(long, value_name = "FILE", requires = "signer_address")]
+    pub signer_client_key: Option<PathBuf>,
+}
+
+impl RemoteSignerArgs {
+    /// The same, as command-line arguments (paths and an address: no secret).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        let mut push = |flag: &str, value: Option<std::ffi::OsString>| {
+            if let Some(value) = value {
+                args.push(flag.into());
+                args.push(value);
+            }
+        };
+        push("--signer-address", self.signer_address.clone().map(Into::into));
+        push("--signer-name", self.signer_name.clone().map(Into::into));
+        push("--signer-client-cert", self.signer_client_cert.clone().map(Into::into));
+        push("--signer-client-key", self.signer_client_key.clone().map(Into::into));
+        args
+    }
+
+    /// The name the signer's certificate must carry.
+    pub fn name(&self) -> Option<String> {
+        let address = self.signer_address.as_deref()?;
+        Some(self.signer_name.clone().unwrap_or_else(|| match address.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            None => address.to_owned(),
+        }))
+    }
 }

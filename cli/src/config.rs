@@ -540,7 +540,7 @@ impl Config {
                     "[est.labels] {label:?} is not a label: use letters, digits, '-' and '_', and no operation's name"
                 );
             }
-            if *profile == pki::Profile::OcspResponder {
+            if matches!(profile, pki::Profile::OcspResponder | pki::Profile::Instance) {
                 bail!(
                     "[est.labels] {label} = {:?}: EST issues under the client, server and client-server profiles",
                     profile.name()

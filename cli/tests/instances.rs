@@ -3,16 +3,17 @@
 //! migrate`, two instances (each with a data directory of its own, both reaching one signer),
 //! and then what users and operators do spread over both: enroll on A, log in on B and go on on
 //! A, revoke on B and ask A's OCSP, read both instances' CRLs, enroll concurrently on both,
-//! kill the instance doing the background duties and watch the other take them over.
+//! kill the instance doing the background duties and watch the other take them over. The
+//! signer listens on TCP with mutual TLS and takes only the instances' certificates.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Enrolled, Out, Service, TestCa, openssl, run, s, start_signer, user_password};
+use common::{Enrolled, Out, Service, TestCa, openssl, run, s, user_password};
 use inkan_tests::postgres::Cluster;
 use serde_json::json;
 
@@ -74,8 +75,21 @@ struct Setup {
     cluster: Cluster,
     ca: TestCa,
     data_b: std::path::PathBuf,
-    socket: std::path::PathBuf,
+    /// The signer's TCP address (mutual TLS).
+    signer_at: String,
     _signer: common::Daemon,
+}
+
+/// A key and a certificate of `profile` for `account` from `inkan issue` (offline, with the CA
+/// key), with the issuing CA certificate after it: (certificate, key).
+fn credential(ca: &TestCa, name: &str, account: &str, profile: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let csr = common::p256_csr(ca.work(), name);
+    let cert = ca.work().join(format!("{name}.crt"));
+    let mut args = vec!["issue", "--csr", s(&csr), "--account", account, "--profile", profile, "--chain"];
+    args.extend(extra);
+    args.extend(["--out", s(&cert)]);
+    ca.inkan(args).ok();
+    (cert, ca.work().join(format!("{name}.key")))
 }
 
 impl Setup {
@@ -109,15 +123,56 @@ impl Setup {
             let _ = std::fs::remove_dir_all(data_b.join(gone));
             let _ = std::fs::remove_file(data_b.join(gone));
         }
-        let socket = ca.work().join("signer.sock");
-        let signer = start_signer(&ca.data, &socket);
-        Self { cluster, ca, data_b, socket, _signer: signer }
+        // The signer listens on TCP with mutual TLS; each instance has a certificate of the
+        // service-instance profile, made offline before the signer starts.
+        let (signer_cert, signer_key) = credential(&ca, "signer-tls", "signer", "server", &["--san", "127.0.0.1"]);
+        for instance in ["a", "b"] {
+            credential(&ca, &format!("instance-{instance}"), &format!("instance-{instance}"), "service-instance", &[]);
+        }
+        let mut command = std::process::Command::new(common::inkan_bin());
+        command
+            .args(["signer", "--data-dir", s(&ca.data), "--socket", s(&ca.work().join("signer.sock"))])
+            .args(["--listen", "127.0.0.1:0", "--tls-cert", s(&signer_cert), "--tls-key", s(&signer_key)])
+            .env_remove("INKAN_DATA_DIR")
+            .env("INKAN_CA_PASSPHRASE", common::CA_PASS);
+        let mut signer = common::Daemon::spawn(command);
+        let line = signer.wait_line(Duration::from_secs(60), |l| l.starts_with("signer listening on "));
+        let signer_at = line.split_whitespace().nth(3).unwrap().to_owned();
+        signer.wait_line(Duration::from_secs(60), |l| l.starts_with("signer ready on"));
+        Self { cluster, ca, data_b, signer_at, _signer: signer }
     }
 
-    /// Instance A (on the CA's data directory) or B.
+    /// Instance A (on the CA's data directory) or B, reaching the signer over TCP.
     fn start(&self, b: bool) -> Service {
-        let data = if b { &self.data_b } else { &self.ca.data };
-        Service::start_with(data, &self.ca, &["--signer-socket", s(&self.socket)], &[])
+        let (data, name) = if b { (&self.data_b, "instance-b") } else { (&self.ca.data, "instance-a") };
+        let cert = self.ca.work().join(format!("{name}.crt"));
+        let key = self.ca.work().join(format!("{name}.key"));
+        let args =
+            ["--signer-address", &self.signer_at, "--signer-client-cert", s(&cert), "--signer-client-key", s(&key)];
+        Service::start_with(data, &self.ca, &args, &[])
+    }
+
+    /// What `openssl s_client` makes of the signer with `cert` and `key`: whether the
+    /// connection was refused in the handshake.
+    fn signer_refuses(&self, cert: &Path, key: &Path) -> bool {
+        let out = run(
+            "sh",
+            [
+                "-c",
+                &format!(
+                    "printf '' | timeout 10 openssl s_client -quiet -connect {} -cert {} -key {} -CAfile {} 2>&1",
+                    self.signer_at,
+                    s(cert),
+                    s(key),
+                    s(&self.ca.ca_crt())
+                ),
+            ],
+            &[],
+            None,
+        );
+        let text = out.text();
+        assert!(text.contains("verify return:1") || text.contains("alert"), "{text}");
+        text.contains("alert")
     }
 }
 
@@ -131,6 +186,15 @@ fn two_instances_one_database_one_signer() {
 
     // Enroll on A, log in on B, go on on A with B's session.
     let alice = a.acquire("alice", "alice");
+    // The signer takes instances' certificates only: alice's, of the same CA, is refused in
+    // the handshake; instance B's gets through.
+    assert!(setup.signer_refuses(&alice.cert, &alice.key), "a user's certificate reaches the signer");
+    let (b_cert, b_key) = (ca.work().join("instance-b.crt"), ca.work().join("instance-b.key"));
+    assert!(!setup.signer_refuses(&b_cert, &b_key), "an instance's certificate is refused");
+    // An instance certificate is made offline only: while the signer runs, its key is in use.
+    let csr = common::p256_csr(ca.work(), "sneaky");
+    let sneaky = ca.inkan(["issue", "--csr", s(&csr), "--account", "sneaky", "--profile", "service-instance"]);
+    assert!(!sneaky.status.success() && sneaky.text().contains("in use"), "{}", sneaky.text());
     let client = alice.client();
     let login = b.login_api(&client, &user_password("alice"));
     login.expect(200);

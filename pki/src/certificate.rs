@@ -224,7 +224,9 @@ pub fn prepare(
         profile::end_entity_params(settings, order.profile, order.account, order.sans, &order.serial, &validity, key)?;
     let tbs = tbs::capture("certificate", || params.signed_by(key, issuer.rcgen()))?;
     let common_name = match order.profile {
-        Profile::Client | Profile::ClientServer | Profile::OcspResponder => order.account.to_owned(),
+        Profile::Client | Profile::ClientServer | Profile::OcspResponder | Profile::Instance => {
+            order.account.to_owned()
+        }
         Profile::Server => order.sans.first().map(ToString::to_string).unwrap_or_default(),
     };
     lint::end_entity(
@@ -347,4 +349,20 @@ pub fn subject_organization(der: &[u8]) -> Result<String, Error> {
         .and_then(|o| o.as_str().ok())
         .map(str::to_owned)
         .ok_or_else(|| Error::Encoding { what: "certificate", detail: "its subject has no organization (O=)".into() })
+}
+
+/// Whether a certificate is of the service-instance profile: its subject's only OU is
+/// [`profile::INSTANCE_UNIT`] (no other profile sets an OU) and its EKU is clientAuth alone.
+/// The chain is the caller's to verify.
+pub fn is_service_instance(der: &[u8]) -> bool {
+    let Ok((rest, cert)) = X509Certificate::from_der(der) else { return false };
+    if !rest.is_empty() {
+        return false;
+    }
+    let units: Vec<_> = cert.subject().iter_organizational_unit().map(|u| u.as_str().ok()).collect();
+    let client_only = matches!(
+        cert.extended_key_usage(),
+        Ok(Some(eku)) if eku.value.client_auth && !eku.value.server_auth && !eku.value.ocsp_signing && !eku.value.any
+    );
+    units == [Some(profile::INSTANCE_UNIT)] && client_only
 }

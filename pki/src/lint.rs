@@ -31,6 +31,7 @@ const OID_AD_OCSP: &str = "1.3.6.1.5.5.7.48.1";
 const OID_AD_CA_ISSUERS: &str = "1.3.6.1.5.5.7.48.2";
 const OID_CN: &str = "2.5.4.3";
 const OID_O: &str = "2.5.4.10";
+const OID_OU: &str = "2.5.4.11";
 
 fn fail(check: &'static str, detail: impl Into<String>) -> Error {
     Error::Lint { check, detail: detail.into() }
@@ -83,7 +84,8 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
         || "outside the issuer's validity".into(),
     )?;
 
-    check_subject(&tbs.subject, &want.settings.organization, want.common_name)?;
+    let unit = (want.profile == Profile::Instance).then_some(crate::profile::INSTANCE_UNIT);
+    check_subject(&tbs.subject, &want.settings.organization, unit, want.common_name)?;
     ensure(tbs.subject_pki.raw == want.spki, "subject-public-key", || {
         "the encoded key differs from the CSR's SubjectPublicKeyInfo".into()
     })?;
@@ -129,7 +131,7 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                 let only_ocsp = eku.ocsp_signing && !eku.client_auth && !eku.server_auth;
                 let client_and_server = eku.client_auth && eku.server_auth && !eku.ocsp_signing;
                 let right = match want.profile {
-                    Profile::Client => only_client,
+                    Profile::Client | Profile::Instance => only_client,
                     Profile::Server => only_server,
                     Profile::ClientServer => client_and_server,
                     Profile::OcspResponder => only_ocsp,
@@ -207,13 +209,22 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
     })
 }
 
-fn check_subject(subject: &X509Name<'_>, organization: &str, common_name: &str) -> Result<(), Error> {
+fn check_subject(
+    subject: &X509Name<'_>,
+    organization: &str,
+    unit: Option<&str>,
+    common_name: &str,
+) -> Result<(), Error> {
     let attributes: Vec<(String, Option<&str>)> = subject
         .iter_rdn()
         .flat_map(|rdn| rdn.iter())
         .map(|attr| (attr.attr_type().to_id_string(), attr.as_str().ok()))
         .collect();
-    let want = [(OID_O.to_owned(), Some(organization)), (OID_CN.to_owned(), Some(common_name))];
+    let mut want = vec![(OID_O.to_owned(), Some(organization))];
+    if let Some(unit) = unit {
+        want.push((OID_OU.to_owned(), Some(unit)));
+    }
+    want.push((OID_CN.to_owned(), Some(common_name)));
     ensure(attributes == want, "subject", || subject.to_string())
 }
 

@@ -38,7 +38,16 @@ pub enum Profile {
     /// responder key only; not offered on the command line.
     #[serde(rename = "ocsp-responder")]
     OcspResponder,
+    /// A service instance reaching the signer over TCP with mutual TLS: EKU clientAuth and
+    /// [`INSTANCE_UNIT`] as the subject's OU, which no other profile sets; the signer accepts
+    /// no other client certificate. Issued offline (`inkan issue --profile service-instance`
+    /// with the CA key), never through the signer's wire.
+    #[serde(rename = "service-instance")]
+    Instance,
 }
+
+/// The organizational unit (OU) of a service instance's certificate.
+pub const INSTANCE_UNIT: &str = "inkan service instance";
 
 impl Profile {
     /// The profile's name as used on the command line and in records.
@@ -48,6 +57,7 @@ impl Profile {
             Self::Server => "server",
             Self::ClientServer => "client-server",
             Self::OcspResponder => "ocsp-responder",
+            Self::Instance => "service-instance",
         }
     }
 }
@@ -66,6 +76,7 @@ impl FromStr for Profile {
             "client" => Ok(Self::Client),
             "server" => Ok(Self::Server),
             "client-server" => Ok(Self::ClientServer),
+            "service-instance" => Ok(Self::Instance),
             _ => Err(Error::UnknownProfile { found: s.chars().take(40).collect() }),
         }
     }
@@ -237,6 +248,17 @@ pub(crate) fn end_entity_params(
             params.distinguished_name = end_entity_subject(settings, account);
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
             params.subject_alt_names = sans.iter().map(rcgen_san).collect::<Result<_, _>>()?;
+        }
+        Profile::Instance => {
+            if !sans.is_empty() {
+                return Err(Error::SanNotAllowed { profile: "service-instance" });
+            }
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::OrganizationName, settings.organization.as_str());
+            dn.push(DnType::OrganizationalUnitName, INSTANCE_UNIT);
+            dn.push(DnType::CommonName, account);
+            params.distinguished_name = dn;
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
         Profile::OcspResponder => {
             if !sans.is_empty() {

@@ -124,7 +124,8 @@ fn spawn_signer(dir: &DataDir, socket: &Path, passphrase: &Passphrase, no_fsync:
 /// What the web worker is told: everything but the passphrase.
 struct WorkerSpec {
     dir: DataDir,
-    socket: PathBuf,
+    /// The signer: its socket, or the arguments that reach it over TCP.
+    signer: Result<PathBuf, crate::args::RemoteSignerArgs>,
     /// The listeners' addresses: after the first start, the ones it bound (a port 0 asked for
     /// became a real one, which a restarted worker must take again).
     listeners: Mutex<ListenArgs>,
@@ -139,8 +140,10 @@ fn spawn_worker(spec: &WorkerSpec) -> anyhow::Result<Child> {
         .arg("worker")
         .arg("--data-dir")
         .arg(spec.dir.path())
-        .arg("--signer-socket")
-        .arg(&spec.socket)
+        .args(match &spec.signer {
+            Ok(socket) => vec!["--signer-socket".into(), socket.clone().into_os_string()],
+            Err(remote) => remote.to_args(),
+        })
         .args(listeners.to_args())
         .args(&spec.args)
         .env_clear()
@@ -223,9 +226,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // The CA key lives in a signer process: started here (the passphrase goes to it over a
     // pipe) or started separately and reached at --signer-socket.
     let mut passphrase_lock = None;
-    let (socket, signer) = match &args.signer_socket {
-        Some(socket) => (socket.clone(), None),
-        None => {
+    let (socket, signer) = match (&args.signer_socket, &args.remote_signer.signer_address) {
+        (Some(socket), _) => (Ok(socket.clone()), None),
+        (None, Some(_)) => (Err(args.remote_signer.clone()), None),
+        (None, None) => {
             if std::env::var_os("INKAN_CA_PASSPHRASE").is_some() {
                 anyhow::bail!(
                     "unset INKAN_CA_PASSPHRASE for `serve`: the service hands the passphrase to its signer over a \
@@ -243,7 +247,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 "signer",
                 Box::new(move || spawn_signer(&spawn_dir, &spawn_socket, &passphrase, no_fsync)),
             )?;
-            (socket, Some(signer))
+            (Ok(socket), Some(signer))
         }
     };
 
@@ -256,7 +260,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let spec = WorkerSpec {
         dir: dir.clone(),
-        socket: socket.clone(),
+        signer: socket.clone(),
         listeners: Mutex::new(args.listeners),
         args: worker_args,
     };
@@ -273,7 +277,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let worker_pid = worker.pid();
     {
         let mut out = std::io::stdout().lock();
-        if let Some(pid) = signer_pid {
+        if let (Some(pid), Ok(socket)) = (signer_pid, &socket) {
             let _ = writeln!(out, "  signer: process {pid} on {}", socket.display());
         }
         if let Some(pid) = worker_pid {

@@ -1,4 +1,5 @@
-//! `inkan signer`: the process that holds the issuing CA key, answering on a Unix socket.
+//! `inkan signer`: the process that holds the issuing CA key, answering on a Unix socket and,
+//! with `--listen`, on TCP with mutual TLS for service instances on other machines.
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -45,8 +46,24 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     {
         crate::sandbox::share_socket(&socket, found.gid.as_raw())?;
     }
+    // TCP with mutual TLS: only this CA's service-instance certificates get through.
+    let tcp = match &args.listen {
+        Some(address) => {
+            let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+                anyhow::bail!(
+                    "--listen needs --tls-cert and --tls-key: the signer's TLS certificate (server profile) and key"
+                );
+            };
+            let tls = ca::signer_tls::server_config(cert, key, &super::ca_certificates(&dir)?)?;
+            let listener =
+                std::net::TcpListener::bind(address).map_err(|e| anyhow::anyhow!("binding {address}: {e}"))?;
+            Some((listener.local_addr()?, listener, tls))
+        }
+        None => None,
+    };
     let pid = std::process::id();
-    audit.append("signer.start", serde_json::json!({ "socket": socket, "pid": pid }))?;
+    let tcp_at = tcp.as_ref().map(|(at, _, _)| at.to_string());
+    audit.append("signer.start", serde_json::json!({ "socket": socket, "listen": tcp_at, "pid": pid }))?;
     let hook = SignerService::signed_hook(audit.clone());
     let authorities = authority.map(|ca| ca.with_signed_hook(hook.clone()));
     let ocsp = Some(authorities.all().map(|(_, ca)| OcspSigner::for_generation(&dir, ca.generation())).collect());
@@ -57,11 +74,14 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_checkpoints(&dir, service.clone(), stop.clone(), &config.audit);
     let wake = {
-        let (stop, socket) = (stop.clone(), socket.clone());
+        let (stop, socket, tcp_at) = (stop.clone(), socket.clone(), tcp.as_ref().map(|(at, _, _)| *at));
         move |why: &str| {
             if !stop.swap(true, Ordering::SeqCst) {
                 eprintln!("signer: stopping ({why})");
                 let _ = std::os::unix::net::UnixStream::connect(&socket);
+                if let Some(at) = tcp_at {
+                    let _ = std::net::TcpStream::connect(at);
+                }
             }
         }
     };
@@ -84,12 +104,22 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
         let wake = wake.clone();
         crate::process::on_stdin_closed(move || wake("the parent process is gone"));
     }
+    let tcp_thread = tcp.map(|(at, listener, tls)| {
+        let (service, stop) = (service.clone(), stop.clone());
+        (at, std::thread::spawn(move || remote::serve_tls(listener, tls, service, stop)))
+    });
     let mut out = std::io::stdout().lock();
+    if let Some((at, _)) = &tcp_thread {
+        writeln!(out, "signer listening on {at} (TLS, service-instance certificates only)")?;
+    }
     writeln!(out, "signer ready on {}", socket.display())?;
     out.flush()?;
     drop(out);
 
     remote::serve(listener, service, stop);
+    if let Some((_, thread)) = tcp_thread {
+        let _ = thread.join();
+    }
     let _ = std::fs::remove_file(&socket);
     audit.append("signer.stop", serde_json::json!({ "pid": pid }))?;
     Ok(())

@@ -48,6 +48,12 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         settings.connections.total = fits;
         settings.connections.per_address = settings.connections.per_address.min(fits);
     }
+    // A signer over TCP: this instance's certificate and key are read now, before the file
+    // restrictions.
+    let signer_tls = match (&args.remote_signer.signer_client_cert, &args.remote_signer.signer_client_key) {
+        (Some(cert), Some(key)) => Some(ca::signer_tls::ClientSide::new(cert, key, &super::ca_certificates(&dir)?)?),
+        _ => None,
+    };
     let writable = sandbox::worker_dirs(&dir);
     for path in &writable {
         layout::create_private_dir(path)?;
@@ -79,7 +85,13 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let audit = ca::audit::AuditLog::new(dir.path(), "service");
     let audit = Arc::new(if args.danger_no_fsync { audit.without_sync() } else { audit });
 
-    let client = SignerClient::new(&args.signer_socket);
+    let client = match (&args.signer_socket, &args.remote_signer.signer_address, &signer_tls) {
+        (Some(socket), _, _) => SignerClient::new(socket),
+        (None, Some(address), Some(tls)) => {
+            SignerClient::tls(address, &args.remote_signer.name().unwrap_or_default(), tls)?
+        }
+        _ => anyhow::bail!("no signer: give --signer-socket, or --signer-address with the instance's certificate"),
+    };
     wait_for_signer(&client)?;
     let ca_service =
         CaService::new(SignerLink::Remote(client), registry.clone(), &dir, config.crl_validity(), audit.clone())?;
@@ -210,12 +222,12 @@ fn wait_for_signer(client: &SignerClient) -> anyhow::Result<()> {
             Ok(_) => return Ok(()),
             Err(ca::remote::RemoteError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
                 if !told {
-                    eprintln!("waiting for the signer at {} ...", client.path().display());
+                    eprintln!("waiting for the signer at {} ...", client.describe());
                     told = true;
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
-            Err(e) => anyhow::bail!("the signer at {}: {e}", client.path().display()),
+            Err(e) => anyhow::bail!("the signer at {}: {e}", client.describe()),
         }
     }
 }

@@ -924,7 +924,7 @@ impl Service {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut serve = Daemon::spawn(command);
         serve.wait_line(READY_WITHIN, |line| line.contains("CA certificates and CRLs:"));
-        let own_signer = !extra.contains(&"--signer-socket");
+        let own_signer = !extra.contains(&"--signer-socket") && !extra.contains(&"--signer-address");
         if own_signer {
             serve.wait_line(READY_WITHIN, |line| line.contains("signer: process"));
         }
