@@ -89,9 +89,18 @@ fn decode(doc: serde_json::Value) -> Result<CertRecord, RegistryError> {
         .map_err(|e| RegistryError::Corrupt { key: "certificates.doc".into(), detail: e.to_string() })
 }
 
+/// The statement [`write`] runs.
+const UPSERT: &str =
+    "INSERT INTO certificates (serial, serial_hex, account, state, profile, not_before, not_after, recorded_at,
+             key_sha256, revoked_at, reason, issuer, request_id, der, doc)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         ON CONFLICT (serial) DO UPDATE SET state = $4, revoked_at = $10, reason = $11,
+             der = COALESCE($14, certificates.der), doc = $15, changed_at = clock_timestamp()";
+
 /// Inserts or replaces the row of `record` (the DER only when given).
 fn write(
     tx: &mut impl postgres::GenericClient,
+    query: &(impl postgres::ToStatement + ?Sized),
     record: &CertRecord,
     der: Option<&[u8]>,
     request_id: Option<&[u8; 16]>,
@@ -102,11 +111,7 @@ fn write(
     };
     let doc = serde_json::to_value(record).map_err(backend)?;
     tx.execute(
-        "INSERT INTO certificates (serial, serial_hex, account, state, profile, not_before, not_after, recorded_at,
-             key_sha256, revoked_at, reason, issuer, request_id, der, doc)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         ON CONFLICT (serial) DO UPDATE SET state = $4, revoked_at = $10, reason = $11,
-             der = COALESCE($14, certificates.der), doc = $15, changed_at = clock_timestamp()",
+        query,
         &[
             &record.serial.as_bytes().to_vec(),
             &record.serial.to_string(),
@@ -180,8 +185,10 @@ impl PgRegistry {
     pub fn import(&self, entries: &[crate::migrate::Entry]) -> Result<(), RegistryError> {
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(backend)?;
+        // Prepared once: each row is then one round trip.
+        let statement = tx.prepare(UPSERT).map_err(backend)?;
         for entry in entries {
-            write(&mut tx, &entry.record, entry.der.as_deref(), entry.request_id.as_ref())?;
+            write(&mut tx, &statement, &entry.record, entry.der.as_deref(), entry.request_id.as_ref())?;
         }
         tx.commit().map_err(backend)
     }
@@ -279,7 +286,7 @@ impl Registry for PgRegistry {
             if taken {
                 return Err(RegistryError::SerialTaken(record.serial));
             }
-            write(&mut tx, record, None, request_id)?;
+            write(&mut tx, UPSERT, record, None, request_id)?;
             tx.commit().map_err(backend)
         })
     }
@@ -294,7 +301,7 @@ impl Registry for PgRegistry {
                 return Err(RegistryError::WrongState { serial: *serial, status });
             }
             record.state = State::Issued;
-            write(&mut tx, &record, Some(der), None)?;
+            write(&mut tx, UPSERT, &record, Some(der), None)?;
             tx.commit().map_err(backend)
         })
     }
@@ -353,11 +360,11 @@ impl Registry for PgRegistry {
                 for row in rows {
                     let mut old = decode(row.get(0))?;
                     old.state = State::Revoked { at, reason: RevocationReason::Superseded };
-                    write(&mut tx, &old, None, None)?;
+                    write(&mut tx, UPSERT, &old, None, None)?;
                     superseded.push(old.serial);
                 }
             }
-            write(&mut tx, record, Some(der), None)?;
+            write(&mut tx, UPSERT, record, Some(der), None)?;
             tx.commit().map_err(backend)?;
             Ok(superseded)
         })
@@ -429,7 +436,7 @@ impl Registry for PgRegistry {
                 return Err(RegistryError::WrongState { serial: *serial, status: record.status(at).name() });
             }
             record.state = State::Revoked { at, reason };
-            write(&mut tx, &record, None, None)?;
+            write(&mut tx, UPSERT, &record, None, None)?;
             tx.commit().map_err(backend)?;
             Ok(record)
         })

@@ -18,7 +18,11 @@
 //! fdatasync calls per issuance, counted by `strace -f -c` attached to inkan's signer and web
 //! worker (or to cfssl) during a separate, untimed run at the same number of clients.
 //!
-//! Needs `cfssl` (Debian package golang-cfssl), `sqlite3`, `strace` and `openssl`.
+//! The same service then runs with its stores moved into PostgreSQL (`inkan storage migrate`,
+//! a throwaway PostgreSQL 15 cluster), durable, at the same numbers of clients.
+//!
+//! Needs `cfssl` (Debian package golang-cfssl), `sqlite3`, `strace`, `openssl` and
+//! `postgresql`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -552,6 +556,31 @@ async fn bench() -> Result<(), String> {
         drop(server);
     }
 
+    // The same service with its stores in PostgreSQL: a throwaway cluster of Debian's
+    // PostgreSQL 15 (synchronous_commit on, fsync on), the data moved by `inkan storage migrate`.
+    let cluster = inkan_tests::postgres::Cluster::start();
+    let url = cluster.database("bench");
+    run(inkan().args(["storage", "migrate", "--data-dir", s(&dir), "--to", &url]));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("backend = \"sled\"", &format!("backend = \"postgres\"\nurl = \"{url}\"")))
+        .unwrap();
+    let pg_label = "inkan (PostgreSQL, durable)";
+    let server = start_inkan(&dir, &pass_file, true);
+    for clients in CONCURRENCY {
+        let jobs = inkan_jobs(server.port, &tls, &accounts, &csrs, clients, requests).await?;
+        let f =
+            load(server.port, Some(tls.clone()), clients, jobs, 201).await.map_err(|e| format!("{pg_label}: {e}"))?;
+        println!(
+            "{pg_label:<34} {clients:>3} clients  {:>8.0} issued/s   p50 {:>7.1} ms   p99 {:>7.1} ms   (its commits sync in PostgreSQL, not counted)",
+            f.rate,
+            f.p50.as_secs_f64() * 1e3,
+            f.p99.as_secs_f64() * 1e3,
+        );
+        results.push((pg_label.to_owned(), clients, f));
+    }
+    drop(server);
+    drop(cluster);
+
     // cfssl: the same issuing CA key (unencrypted for it), its own SQLite certificate database,
     // the same TLS certificate as inkan's service, the same CSRs.
     let cf = work.join("cfssl");
@@ -645,6 +674,9 @@ async fn bench() -> Result<(), String> {
         let rate = |label: &str| results.iter().find(|(l, c, _)| l == label && *c == clients).map(|(_, _, f)| f.rate);
         if let (Some(ours), Some(theirs)) = (rate("inkan (durable)"), rate(&cfssl_label)) {
             println!("{clients:>3} clients: durable inkan / cfssl = {:.2}", ours / theirs);
+        }
+        if let (Some(pg), Some(sled)) = (rate(pg_label), rate("inkan (durable)")) {
+            println!("{clients:>3} clients: inkan on PostgreSQL / inkan on sled = {:.2}", pg / sled);
         }
     }
     Ok(())

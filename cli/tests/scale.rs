@@ -5,12 +5,10 @@
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
+use ca::SledStore;
 use ca::layout::DataDir;
-use ca::{CertificateAuthority, IssueRequest, Passphrase, SledStore};
-use pki::{Profile, ProfileSettings};
 
 const TOTAL: usize = 100_000;
 const THREADS: usize = 16;
@@ -30,60 +28,23 @@ fn inkan(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     out
 }
 
-#[test]
-fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates() {
+/// A new data directory (in the temporary directory returned) whose registry holds `TOTAL`
+/// certificates issued through the library (an `inkan issue` process per certificate would
+/// measure process start-up 100k times), to 1000 accounts user-N, valid 1 to 400 days.
+fn registry_of_100k() -> (tempfile::TempDir, std::path::PathBuf, DataDir) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     inkan(&dir, &["init"]);
-
-    let key = tmp.path().join("k.pem");
-    let csr = tmp.path().join("r.csr");
-    let ok = |args: &[&str]| assert!(Command::new("openssl").args(args).status().unwrap().success(), "{args:?}");
-    ok(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
-    ok(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=x", "-out", csr.to_str().unwrap()]);
-    let csr = std::fs::read(&csr).unwrap();
-
-    // The issuing side through the library (an `inkan issue` process per certificate would
-    // measure process start-up 100k times); the registry is the one `inkan list` reads.
+    let took = inkan_tests::issue_many(tmp.path(), &dir, CA_PASS, TOTAL, 1000, THREADS);
+    eprintln!("issued {TOTAL} certificates in {took:.1?} with {THREADS} threads");
     let data = DataDir::new(&dir);
-    {
-        let (signer, der) =
-            ca::ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(CA_PASS.into())).unwrap();
-        let store = Arc::new(SledStore::open(&data.db()).unwrap());
-        let settings = ProfileSettings {
-            organization: "inkan".into(),
-            crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
-            ca_issuers_url: Some("http://127.0.0.1:8080/ca.crt".into()),
-            ocsp_url: None,
-            default_days: 365,
-            max_days: 825,
-        };
-        let authority = CertificateAuthority::new(&der, signer, store, settings).unwrap();
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for t in 0..THREADS {
-                let (authority, csr) = (&authority, &csr);
-                s.spawn(move || {
-                    for i in (t..TOTAL).step_by(THREADS) {
-                        // Validity from 1 to 400 days, spread evenly.
-                        let days = Some(1 + (i % 400) as u32);
-                        let account = format!("user-{}", i % 1000);
-                        let request = IssueRequest {
-                            csr,
-                            account: &account,
-                            profile: Profile::Client,
-                            sans: &[],
-                            days,
-                            request_id: None,
-                        };
-                        authority.issue(&request).unwrap();
-                    }
-                });
-            }
-        });
-        eprintln!("issued {TOTAL} certificates in {:.1?} with {THREADS} threads", started.elapsed());
-    }
     inkan_tests::wait_until_registry_unlocked(&data.db());
+    (tmp, dir, data)
+}
+
+#[test]
+fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates() {
+    let (_tmp, dir, _data) = registry_of_100k();
 
     let all: serde_json::Value = serde_json::from_slice(&inkan(&dir, &["list", "--json"]).stdout).unwrap();
     // Everything issued here, plus the enrollment service's own certificate from `init`.
@@ -113,4 +74,104 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
     eprintln!("inkan list --account over {TOTAL} certificates: {:.1?}", started.elapsed());
     let one_account: serde_json::Value = serde_json::from_slice(&one_account.stdout).unwrap();
     assert_eq!(one_account.as_array().unwrap().len(), TOTAL / 1000);
+}
+
+/// The answers of `inkan ARGS --json` on `dir`, sorted by serial (or login ID).
+fn answers(dir: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let out: serde_json::Value = serde_json::from_slice(&inkan(dir, args).stdout).unwrap();
+    let mut list = out.as_array().unwrap().clone();
+    list.sort_by_key(|v| v.get("serial").or_else(|| v.get("login_id")).map(ToString::to_string));
+    list
+}
+
+#[test]
+fn storage_migrate_moves_100k_certificates_and_300_accounts_with_the_same_answers() {
+    let (_tmp, dir, data) = registry_of_100k();
+
+    // History: every 100th certificate revoked (a third of them superseded by a reissue), a
+    // few keys blocked, CRL numbers handed out; 300 accounts in the account store.
+    {
+        use pki::registry::Registry;
+        let store = SledStore::open(&data.db()).unwrap();
+        let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        for (n, record) in store.all().unwrap().iter().filter(|r| r.account != "inkan-server").enumerate() {
+            if n % 100 == 0 {
+                let reason = if n % 300 == 0 {
+                    pki::RevocationReason::Superseded
+                } else {
+                    pki::RevocationReason::CessationOfOperation
+                };
+                store.revoke(&record.serial, now, reason).unwrap();
+            }
+            if n % 20_000 == 0 {
+                store.block_key(&[(n / 20_000) as u8; 32], &record.serial, now).unwrap();
+            }
+        }
+        for _ in 0..7 {
+            store.next_crl_number().unwrap();
+        }
+        let web = enroll_server::stores::sled::SledStores::open(&data.web()).unwrap();
+        let accounts = web.accounts();
+        for n in 0..300 {
+            let role =
+                if n % 10 == 0 { enroll_server::stores::Role::Master } else { enroll_server::stores::Role::General };
+            let master = format!("acct-{:03}", n - n % 10);
+            accounts
+                .insert(&enroll_server::stores::Account {
+                    login_id: format!("acct-{n:03}"),
+                    role,
+                    master,
+                    // The hash of no password: these accounts are only listed.
+                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+                    failed_attempts: (n % 3) as u32,
+                    locked: n % 50 == 0,
+                    active: n % 70 != 0,
+                    created_at: now,
+                    allowed_names: Vec::new(),
+                    confirmation_hash: None,
+                    card_sealed: None,
+                    personal: false,
+                    otp_required: false,
+                    otp_step_secs: None,
+                })
+                .unwrap();
+        }
+    }
+
+    let questions: [&[&str]; 5] = [
+        &["list", "--json"],
+        &["list", "--expiring", "30d", "--json"],
+        &["list", "--account", "user-7", "--json"],
+        &["list", "--revoked", "--json"],
+        &["user", "list", "--json"],
+    ];
+    let before: Vec<_> = questions.iter().map(|q| answers(&dir, q)).collect();
+    let samples: Vec<String> =
+        before[0].iter().step_by(9_973).map(|c| c["serial"].as_str().unwrap().to_owned()).collect();
+    let shown_before: Vec<_> = samples.iter().map(|s| inkan(&dir, &["show", s, "--pem"]).stdout).collect();
+
+    let cluster = inkan_tests::postgres::Cluster::start();
+    let url = cluster.database("moved");
+    let started = Instant::now();
+    let moved = inkan(&dir, &["storage", "migrate", "--to", &url]);
+    eprintln!("storage migrate of {TOTAL} certificates and 300 accounts: {:.1?}", started.elapsed());
+    let report = String::from_utf8_lossy(&moved.stdout);
+    assert!(report.contains("every store is the same on both sides"), "{report}");
+    assert!(report.lines().any(|l| l.starts_with("registry") && l.contains(&format!(" {} ", TOTAL + 1))), "{report}");
+    assert!(report.contains("5 blocked key(s) and CRL number 7"), "{report}");
+
+    let config = data.config();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("backend = \"sled\"", &format!("backend = \"postgres\"\nurl = \"{url}\"")))
+        .unwrap();
+    for (question, was) in questions.iter().zip(&before) {
+        let started = Instant::now();
+        let now = answers(&dir, question);
+        eprintln!("inkan {} on PostgreSQL: {} answers in {:.1?}", question.join(" "), now.len(), started.elapsed());
+        assert!(!now.is_empty());
+        assert_eq!(&now, was, "inkan {question:?} answers the same from both");
+    }
+    for (serial, was) in samples.iter().zip(&shown_before) {
+        assert_eq!(&inkan(&dir, &["show", serial, "--pem"]).stdout, was, "show {serial}");
+    }
 }

@@ -208,6 +208,65 @@ mod tests {
 /// PostgreSQL for the store tests: a throwaway cluster of Debian's PostgreSQL 15 in a temporary
 /// directory, on 127.0.0.1 and a port of its own, stopped (immediately) and removed when
 /// dropped. Tests never assume a server is running.
+/// Issues `total` certificates (one P-256 key made by openssl in `work`) through the library's
+/// real record path into the sled registry of the data directory `dir` (made by `inkan init`,
+/// its issuing key under `ca_pass`), from `threads` threads: to accounts user-0 ..
+/// user-(`accounts` - 1) in turn, valid 1 to 400 days, spread evenly. Reports progress every
+/// 100k; returns how long the issuing took.
+pub fn issue_many(
+    work: &Path,
+    dir: &Path,
+    ca_pass: &str,
+    total: usize,
+    accounts: usize,
+    threads: usize,
+) -> std::time::Duration {
+    let key = work.join("k.pem");
+    let csr = work.join("r.csr");
+    openssl_ok(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
+    openssl_ok(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=x", "-out", csr.to_str().unwrap()]);
+    let csr = std::fs::read(&csr).unwrap();
+    let data = DataDir::new(dir);
+    let (signer, der) =
+        ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(ca_pass.into())).unwrap();
+    let store = Arc::new(SledStore::open(&data.db()).unwrap());
+    let settings = ProfileSettings {
+        organization: "inkan".into(),
+        crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
+        ca_issuers_url: Some("http://127.0.0.1:8080/ca.crt".into()),
+        ocsp_url: None,
+        default_days: 365,
+        max_days: 825,
+    };
+    let authority = CertificateAuthority::new(&der, signer, store, settings).unwrap();
+    let started = std::time::Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (authority, csr, done) = (&authority, &csr, &done);
+            s.spawn(move || {
+                for i in (t..total).step_by(threads) {
+                    let account = format!("user-{}", i % accounts);
+                    let request = IssueRequest {
+                        csr,
+                        account: &account,
+                        profile: Profile::Client,
+                        sans: &[],
+                        days: Some(1 + (i % 400) as u32),
+                        request_id: None,
+                    };
+                    authority.issue(&request).unwrap();
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n % 100_000 == 0 {
+                        eprintln!("  {n} issued ({:.0?})", started.elapsed());
+                    }
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
 pub mod postgres {
     use std::path::{Path, PathBuf};
     use std::process::Command;

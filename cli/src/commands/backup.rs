@@ -60,6 +60,13 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     if args.out.exists() {
         anyhow::bail!("{} exists; give a new file for the backup", args.out.display());
     }
+    if crate::config::Config::load(&dir.config())?.storage.is_postgres() {
+        anyhow::bail!(
+            "the stores of {} are in PostgreSQL ([storage] backend = \"postgres\"): back them up with PostgreSQL's \
+             tools (pg_dump); `inkan backup` archives sled's stores with the ledger and the audit trail",
+            dir.path().display()
+        );
+    }
     eprintln!("Exporting the stores ...");
     let needs = super::Needs { snapshot: true, ..super::Needs::default() };
     let stores = match super::admin(&dir, AdminRequest::Snapshot, needs, None)? {

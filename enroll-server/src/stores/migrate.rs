@@ -103,13 +103,18 @@ impl PgStores {
         for chunk in table.rows.chunks(1000) {
             let mut conn = self.conn()?;
             let mut tx = conn.transaction().map_err(err)?;
+            // Prepared once: each row is then one round trip.
+            let statement = if table.name == "counters" {
+                tx.prepare("INSERT INTO counters (name, value) VALUES ($1, $2)").map_err(err)?
+            } else {
+                tx.prepare(&format!("INSERT INTO {} (key, doc) VALUES ($1, $2)", table.name)).map_err(err)?
+            };
             for (key, doc) in chunk {
                 if table.name == "counters" {
                     let value = doc.as_i64().ok_or_else(|| StoreError(format!("counter {key} is not a number")))?;
-                    tx.execute("INSERT INTO counters (name, value) VALUES ($1, $2)", &[key, &value]).map_err(err)?;
+                    tx.execute(&statement, &[key, &value]).map_err(err)?;
                 } else {
-                    tx.execute(&format!("INSERT INTO {} (key, doc) VALUES ($1, $2)", table.name), &[key, doc])
-                        .map_err(err)?;
+                    tx.execute(&statement, &[key, doc]).map_err(err)?;
                 }
             }
             tx.commit().map_err(err)?;

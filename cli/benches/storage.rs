@@ -1,0 +1,167 @@
+//! The registry's operator queries over many certificates, sled beside PostgreSQL: N
+//! certificates (default 1,000,000) issued through the library's real record path into a data
+//! directory's sled registry, then `inkan list --expiring 30d`, `inkan list --account`, and
+//! `inkan show` timed on sled; the stores moved with `inkan storage migrate` (timed) into a
+//! throwaway PostgreSQL 15 cluster; the same commands timed there. Every answer is checked
+//! (the expiring count is known from how the certificates were made).
+//!
+//! `cargo bench -p inkan --bench storage [-- N]`. Needs `openssl` and `postgresql`. The files
+//! go under `INKAN_BENCH_DIR` or the target directory.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use ca::layout::DataDir;
+
+const ROOT_PASS: &str = "storage bench root passphrase";
+const CA_PASS: &str = "storage bench issuing passphrase";
+const THREADS: usize = 16;
+const ACCOUNTS: usize = 1000;
+
+fn inkan(dir: &Path, args: &[&str]) -> Result<(Vec<u8>, Duration), String> {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_inkan"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("INKAN_ROOT_PASSPHRASE", ROOT_PASS)
+        .env("INKAN_CA_PASSPHRASE", CA_PASS)
+        .output()
+        .map_err(|e| format!("running inkan: {e}"))?;
+    let took = started.elapsed();
+    if !out.status.success() {
+        return Err(format!("inkan {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok((out.stdout, took))
+}
+
+/// The best of three runs of `inkan ARGS --json`, and its answers.
+fn timed(dir: &Path, args: &[&str]) -> Result<(Duration, Vec<serde_json::Value>), String> {
+    let mut best = Duration::MAX;
+    let mut answer = Vec::new();
+    for _ in 0..3 {
+        let (out, took) = inkan(dir, args)?;
+        best = best.min(took);
+        answer = match serde_json::from_slice::<serde_json::Value>(&out) {
+            Ok(serde_json::Value::Array(list)) => list,
+            _ => vec![serde_json::Value::String(String::from_utf8_lossy(&out).into_owned())],
+        };
+    }
+    Ok((best, answer))
+}
+
+fn generate(work: &Path, dir: &Path, total: usize) {
+    let took = inkan_tests::issue_many(work, dir, CA_PASS, total, ACCOUNTS, THREADS);
+    println!(
+        "generated {total} certificates through the record path in {took:.1?} ({:.0}/s, {THREADS} threads)",
+        total as f64 / took.as_secs_f64()
+    );
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+fn bench_root() -> PathBuf {
+    std::env::var_os("INKAN_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-storage"))
+}
+
+fn main() -> ExitCode {
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storage benchmark failed, no further figures: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench() -> Result<(), String> {
+    let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    if total < 400 {
+        return Err("N must be at least 400 (one certificate per validity from 1 to 400 days)".into());
+    }
+    let root = bench_root();
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let tmp = tempfile::Builder::new().prefix("inkan-bench-storage-").tempdir_in(&root).map_err(|e| e.to_string())?;
+    let work = tmp.path();
+    let dir = work.join("data");
+    inkan(&dir, &["init"])?;
+    generate(work, &dir, total);
+    let data = DataDir::new(&dir);
+    println!("sled registry on disk: {:.0} bytes per certificate", dir_bytes(&data.db()) as f64 / total as f64);
+
+    // 30 of every 400 validities end within 30 days, plus whatever `init` made that does.
+    let expiring_at_least = total / 400 * 30;
+    let questions: [(&str, &[&str]); 3] = [
+        ("list --expiring 30d", &["list", "--expiring", "30d", "--json"]),
+        ("list --account user-7", &["list", "--account", "user-7", "--json"]),
+        ("show SERIAL --pem", &["show", "SERIAL", "--pem"]),
+    ];
+    let (_, some) = timed(&dir, &["list", "--account", "user-7", "--json"])?;
+    let serial = some.first().and_then(|c| c["serial"].as_str()).ok_or("user-7 has no certificate")?.to_owned();
+    let run_all = |label: &str| -> Result<Vec<Vec<serde_json::Value>>, String> {
+        let mut answers = Vec::new();
+        for (name, args) in &questions {
+            let args: Vec<&str> = args.iter().map(|a| if *a == "SERIAL" { serial.as_str() } else { a }).collect();
+            let (took, answer) = timed(&dir, &args)?;
+            println!(
+                "{label:<12} inkan {name:<24} {:>9.1} ms  ({} answers, best of 3, process start included)",
+                took.as_secs_f64() * 1e3,
+                answer.len()
+            );
+            answers.push(answer);
+        }
+        if answers[0].len() < expiring_at_least {
+            return Err(format!("{label}: {} expiring, expected at least {expiring_at_least}", answers[0].len()));
+        }
+        if answers[1].len() != total / ACCOUNTS {
+            return Err(format!(
+                "{label}: user-7 has {} certificates, expected {}",
+                answers[1].len(),
+                total / ACCOUNTS
+            ));
+        }
+        Ok(answers)
+    };
+    let on_sled = run_all("sled")?;
+
+    let cluster = inkan_tests::postgres::Cluster::start();
+    let url = cluster.database("bench");
+    let (_, took) = inkan(&dir, &["storage", "migrate", "--to", &url])?;
+    println!(
+        "inkan storage migrate of {total} certificates: {:.1?} ({:.0}/s)",
+        took,
+        total as f64 / took.as_secs_f64()
+    );
+    let config = data.config();
+    let text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+    std::fs::write(&config, text.replace("backend = \"sled\"", &format!("backend = \"postgres\"\nurl = \"{url}\"")))
+        .map_err(|e| e.to_string())?;
+    let on_pg = run_all("PostgreSQL")?;
+    // The same answers (lists sorted by serial first: the backends may order ties apart).
+    let sorted = |mut v: Vec<serde_json::Value>| {
+        v.sort_by_key(|c| c["serial"].as_str().map(str::to_owned));
+        v
+    };
+    let (on_sled, on_pg): (Vec<_>, Vec<_>) =
+        (on_sled.into_iter().map(sorted).collect(), on_pg.into_iter().map(sorted).collect());
+    for ((name, _), (a, b)) in questions.iter().zip(on_sled.iter().zip(&on_pg)) {
+        if a != b {
+            return Err(format!("inkan {name}: the answers on sled and on PostgreSQL differ"));
+        }
+    }
+    Ok(())
+}
