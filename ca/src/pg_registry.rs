@@ -62,11 +62,28 @@ fn backend(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Backend(format!("PostgreSQL: {e}"))
 }
 
-/// The registry on one PostgreSQL database (a single connection shared under a lock: the
-/// registry's writes are short and serial per instance).
+/// The registry on one PostgreSQL database, over a small fixed set of connections (each
+/// opened when first needed and again after it broke).
 pub struct PgRegistry {
-    client: Mutex<postgres::Client>,
+    clients: Vec<Mutex<Option<postgres::Client>>>,
+    next: std::sync::atomic::AtomicUsize,
     config: postgres::Config,
+}
+
+/// One of the registry's connections, held until dropped.
+struct Conn<'a>(std::sync::MutexGuard<'a, Option<postgres::Client>>);
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.0.as_ref().unwrap_or_else(|| unreachable!("connected before it is handed out"))
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0.as_mut().unwrap_or_else(|| unreachable!("connected before it is handed out"))
+    }
 }
 
 impl std::fmt::Debug for PgRegistry {
@@ -135,8 +152,9 @@ fn write(
 }
 
 impl PgRegistry {
-    /// Connects and brings the registry's tables to [`REGISTRY_SCHEMA`] (a newer one is refused).
-    pub fn connect(url: &str, password: Option<&str>) -> Result<Self, RegistryError> {
+    /// Connects (with up to `max` connections) and brings the registry's tables to
+    /// [`REGISTRY_SCHEMA`] (a newer one is refused).
+    pub fn connect(url: &str, password: Option<&str>, max: usize) -> Result<Self, RegistryError> {
         let mut config: postgres::Config =
             url.parse().map_err(|_| backend("[storage] url does not parse: postgres://USER@HOST[:PORT]/DATABASE"))?;
         if let Some(password) = password {
@@ -165,7 +183,9 @@ impl PgRegistry {
             }
         }
         tx.commit().map_err(backend)?;
-        Ok(Self { client: Mutex::new(client), config })
+        let mut clients: Vec<_> = (0..max.max(1)).map(|_| Mutex::new(None)).collect();
+        clients[0] = Mutex::new(Some(client));
+        Ok(Self { clients, next: std::sync::atomic::AtomicUsize::new(0), config })
     }
 
     /// Whether the registry holds nothing: no certificate, blocked key or CRL number.
@@ -244,13 +264,19 @@ impl PgRegistry {
         Ok(contents)
     }
 
-    /// The connection, opened again when the last one broke.
-    fn client(&self) -> Result<std::sync::MutexGuard<'_, postgres::Client>, RegistryError> {
-        let mut guard = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if guard.is_closed() {
-            *guard = self.config.connect(postgres::NoTls).map_err(backend)?;
+    /// A free connection (else the next in turn, once free), opened when it never was or broke.
+    fn client(&self) -> Result<Conn<'_>, RegistryError> {
+        let n = self.clients.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let free = (0..n).find_map(|i| self.clients[(start + i) % n].try_lock().ok());
+        let mut guard = match free {
+            Some(guard) => guard,
+            None => self.clients[start % n].lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        };
+        if guard.as_ref().is_none_or(postgres::Client::is_closed) {
+            *guard = Some(self.config.connect(postgres::NoTls).map_err(backend)?);
         }
-        Ok(guard)
+        Ok(Conn(guard))
     }
 
     fn records(

@@ -78,7 +78,7 @@ pub fn password(storage: &StorageSection) -> anyhow::Result<Option<Zeroizing<Str
 /// to date.
 pub fn connect(url: &str, password: Option<&str>, max_connections: usize) -> anyhow::Result<Stores> {
     let web = PgStores::connect(url, password, max_connections).context("the PostgreSQL stores")?;
-    let registry = PgRegistry::connect(url, password).context("the PostgreSQL registry")?;
+    let registry = PgRegistry::connect(url, password, max_connections).context("the PostgreSQL registry")?;
     Ok(Stores::Postgres { registry: Arc::new(registry), web: Arc::new(web) })
 }
 

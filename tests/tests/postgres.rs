@@ -48,7 +48,7 @@ fn a_newer_schema_is_refused_and_the_password_never_shows() {
 fn the_registry_on_postgres_passes_the_registry_conformance_suite() {
     let cluster = Cluster::start();
     let url = cluster.database("registry");
-    let open = || -> Box<dyn pki::registry::Registry> { Box::new(PgRegistry::connect(&url, None).unwrap()) };
+    let open = || -> Box<dyn pki::registry::Registry> { Box::new(PgRegistry::connect(&url, None, 4).unwrap()) };
     pki::registry::conformance::registry(&open, time::OffsetDateTime::now_utc());
     // One row per certificate, queryable with SQL by another team.
     let out = ok(Command::new(format!("{BIN}/psql"))
