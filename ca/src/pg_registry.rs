@@ -58,6 +58,9 @@ pub fn outside_runtime<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// How long a connection may sit unused before it is checked when taken.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 fn backend(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Backend(format!("PostgreSQL: {e}"))
 }
@@ -65,24 +68,33 @@ fn backend(e: impl std::fmt::Display) -> RegistryError {
 /// The registry on one PostgreSQL database, over a small fixed set of connections (each
 /// opened when first needed and again after it broke).
 pub struct PgRegistry {
-    clients: Vec<Mutex<Option<postgres::Client>>>,
+    /// Each connection, with when it was last used.
+    clients: Vec<Mutex<Option<(postgres::Client, std::time::Instant)>>>,
     next: std::sync::atomic::AtomicUsize,
     config: postgres::Config,
 }
 
 /// One of the registry's connections, held until dropped.
-struct Conn<'a>(std::sync::MutexGuard<'a, Option<postgres::Client>>);
+struct Conn<'a>(std::sync::MutexGuard<'a, Option<(postgres::Client, std::time::Instant)>>);
 
 impl std::ops::Deref for Conn<'_> {
     type Target = postgres::Client;
     fn deref(&self) -> &postgres::Client {
-        self.0.as_ref().unwrap_or_else(|| unreachable!("connected before it is handed out"))
+        &self.0.as_ref().unwrap_or_else(|| unreachable!("connected before it is handed out")).0
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut postgres::Client {
-        self.0.as_mut().unwrap_or_else(|| unreachable!("connected before it is handed out"))
+        &mut self.0.as_mut().unwrap_or_else(|| unreachable!("connected before it is handed out")).0
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some((_, used)) = self.0.as_mut() {
+            *used = std::time::Instant::now();
+        }
     }
 }
 
@@ -184,7 +196,7 @@ impl PgRegistry {
         }
         tx.commit().map_err(backend)?;
         let mut clients: Vec<_> = (0..max.max(1)).map(|_| Mutex::new(None)).collect();
-        clients[0] = Mutex::new(Some(client));
+        clients[0] = Mutex::new(Some((client, std::time::Instant::now())));
         Ok(Self { clients, next: std::sync::atomic::AtomicUsize::new(0), config })
     }
 
@@ -273,8 +285,16 @@ impl PgRegistry {
             Some(guard) => guard,
             None => self.clients[start % n].lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         };
-        if guard.as_ref().is_none_or(postgres::Client::is_closed) {
-            *guard = Some(self.config.connect(postgres::NoTls).map_err(backend)?);
+        // A connection unused for a while may have lost its server (a restart): asked first,
+        // so a request does not fail on it.
+        let usable = match guard.as_mut() {
+            Some((client, used)) if !client.is_closed() => {
+                used.elapsed() < IDLE_CHECK || client.is_valid(Duration::from_secs(2)).is_ok()
+            }
+            _ => false,
+        };
+        if !usable {
+            *guard = Some((self.config.connect(postgres::NoTls).map_err(backend)?, std::time::Instant::now()));
         }
         Ok(Conn(guard))
     }

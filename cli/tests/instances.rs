@@ -362,14 +362,14 @@ fn an_instance_killed_and_the_database_stopped_under_load() {
         let down = Instant::now();
         std::thread::sleep(Duration::from_secs(3));
         let refused_enrollment = b.enroll("gen1", &user_password("gen1"));
-        setup.cluster.start_again();
         let up = Instant::now();
+        setup.cluster.start_again();
         let took = within("both instances answer again", Duration::from_secs(20), || {
             let me_a = a2.me(&alice.client()).status;
             let me_b = b.me(&alice.client()).status;
             me_a == 200 && me_b == 200
         });
-        eprintln!("both instances serve again {took:?} after the database came back");
+        eprintln!("both instances serve again {took:?} after `pg_ctl start` began");
         let after = Instant::now();
         std::thread::sleep(Duration::from_secs(1));
         let gen1 = b.acquire("gen1", "gen1");

@@ -97,10 +97,14 @@ pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("PostgreSQL: {e}"))
 }
 
+/// How long a free connection may sit before it is checked when taken.
+pub const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// A bounded pool of connections to one database.
 pub struct PgStores {
     config: postgres::Config,
-    idle: Mutex<Vec<postgres::Client>>,
+    /// Free connections, with when each was last given back.
+    idle: Mutex<Vec<(postgres::Client, std::time::Instant)>>,
     open: Mutex<usize>,
     freed: Condvar,
     max: usize,
@@ -138,7 +142,7 @@ impl Drop for Conn<'_> {
         if client.is_closed() {
             *self.pool.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
         } else {
-            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push(client);
+            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push((client, std::time::Instant::now()));
         }
         self.pool.freed.notify_one();
     }
@@ -179,8 +183,16 @@ impl PgStores {
     pub(super) fn conn(&self) -> Result<Conn<'_>, StoreError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(client) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
-                return Ok(Conn { pool: self, client: Some(client) });
+            let free = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            if let Some((mut client, since)) = free {
+                // A connection idle for a while may have lost its server (a restart): asked
+                // first, so a request does not fail on it. Busy ones are not asked.
+                if since.elapsed() < IDLE_CHECK || client.is_valid(Duration::from_secs(2)).is_ok() {
+                    return Ok(Conn { pool: self, client: Some(client) });
+                }
+                drop(client);
+                *self.open.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+                continue;
             }
             {
                 let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
