@@ -3,6 +3,7 @@
 //! even while `serve` runs). The database password comes from INKAN_DATABASE_PASSWORD, else
 //! `[storage] password_file`, else the URL; it is never logged or shown.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,8 +15,17 @@ use enroll_server::stores::postgres::PgStores;
 use enroll_server::stores::sled::SledStores;
 use zeroize::Zeroizing;
 
-use crate::commands::in_use;
 use crate::config::{Config, StorageSection};
+
+/// A store that would not open, explained for the one failure operators will meet: another
+/// process has it.
+pub fn in_use(text: String, path: &Path) -> anyhow::Error {
+    if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+        anyhow::anyhow!("{} is in use by another inkan process", path.display())
+    } else {
+        anyhow::anyhow!(text)
+    }
+}
 
 /// The variable the database password may come from.
 pub const PASSWORD_VARIABLE: &str = "INKAN_DATABASE_PASSWORD";

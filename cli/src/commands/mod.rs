@@ -37,6 +37,7 @@ use crate::args::{
 };
 use crate::config::Config;
 use crate::passphrase::{self, Key};
+pub(crate) use crate::storage::in_use;
 
 /// Runs one command.
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -116,14 +117,6 @@ fn open_store(dir: &DataDir) -> anyhow::Result<SledStore> {
 /// runs on a data directory without them).
 fn open_registry(dir: &DataDir, durability: ca::sled_store::Durability) -> anyhow::Result<SledStore> {
     SledStore::open_with(&dir.db(), durability).map_err(|e| in_use(e.to_string(), &dir.db()))
-}
-
-pub(crate) fn in_use(text: String, path: &Path) -> anyhow::Error {
-    if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
-        anyhow::anyhow!("{} is in use by another inkan process", path.display())
-    } else {
-        anyhow::anyhow!(text)
-    }
 }
 
 fn require_ca(dir: &DataDir) -> anyhow::Result<()> {

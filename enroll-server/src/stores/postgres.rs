@@ -27,6 +27,34 @@ use super::{
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = 3;
 
+/// Sessions and tickets (schema version 2; `postgres_sessions`).
+const SESSIONS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    key text PRIMARY KEY,
+    login_id text NOT NULL,
+    certificate text NOT NULL,
+    last_seen timestamptz NOT NULL,
+    doc jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_login ON sessions (login_id, certificate);
+CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions (last_seen);
+CREATE TABLE IF NOT EXISTS tickets (
+    key text PRIMARY KEY,
+    login_id text NOT NULL,
+    state text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    doc jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tickets_login ON tickets (login_id, state);
+CREATE INDEX IF NOT EXISTS tickets_expires ON tickets (expires_at);
+";
+
+/// The lease and the shared publications (schema version 3; `postgres_shared`).
+const SHARED_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS leases (name text PRIMARY KEY, holder text NOT NULL, expires_at timestamptz NOT NULL);
+CREATE TABLE IF NOT EXISTS publications (name text PRIMARY KEY, der bytea NOT NULL, published_at timestamptz NOT NULL);
+";
+
 /// Every key → document table.
 pub(super) const TABLES: [&str; 13] = [
     "accounts",
@@ -248,8 +276,8 @@ impl PgStores {
                 .map_err(err)?;
                 // Version 2: sessions and tickets, shared by the instances; 3: the lease and the
                 // shared CRLs.
-                tx.batch_execute(super::postgres_sessions::SCHEMA).map_err(err)?;
-                tx.batch_execute(super::postgres_shared::SCHEMA).map_err(err)?;
+                tx.batch_execute(SESSIONS_SCHEMA).map_err(err)?;
+                tx.batch_execute(SHARED_SCHEMA).map_err(err)?;
                 tx.execute("INSERT INTO inkan_schema (version) VALUES ($1)", &[&SCHEMA_VERSION]).map_err(err)?;
             }
         }

@@ -12,28 +12,6 @@ use super::StoreError;
 use super::postgres::{PgStores, decode, encode, err, outside_runtime};
 use super::sessions::{self, Session, SessionStore, Ticket, TicketError, TicketState};
 
-/// The tables (schema version 2).
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sessions (
-    key text PRIMARY KEY,
-    login_id text NOT NULL,
-    certificate text NOT NULL,
-    last_seen timestamptz NOT NULL,
-    doc jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_login ON sessions (login_id, certificate);
-CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions (last_seen);
-CREATE TABLE IF NOT EXISTS tickets (
-    key text PRIMARY KEY,
-    login_id text NOT NULL,
-    state text NOT NULL,
-    expires_at timestamptz NOT NULL,
-    doc jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tickets_login ON tickets (login_id, state);
-CREATE INDEX IF NOT EXISTS tickets_expires ON tickets (expires_at);
-";
-
 /// A session's last use is written again only when it is older than this, so a busy session
 /// does not cost a write per request (the idle limit is minutes).
 const TOUCH_EVERY: time::Duration = time::Duration::seconds(15);

@@ -10,12 +10,6 @@ use super::StoreError;
 use super::postgres::{PgStores, err, outside_runtime};
 use super::shared::LeaseStore;
 
-/// The tables (schema version 3).
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS leases (name text PRIMARY KEY, holder text NOT NULL, expires_at timestamptz NOT NULL);
-CREATE TABLE IF NOT EXISTS publications (name text PRIMARY KEY, der bytea NOT NULL, published_at timestamptz NOT NULL);
-";
-
 impl LeaseStore for PgStores {
     fn hold(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         outside_runtime(|| {
