@@ -21,11 +21,16 @@
 //! The same service then runs with its stores moved into PostgreSQL (`inkan storage migrate`,
 //! a throwaway PostgreSQL 15 cluster), durable, at the same numbers of clients.
 //!
+//! At the end it writes `bench/results/issuance.md` (the table) and `issuance.svg` (issued/s
+//! against clients, one line per server) for the README.
+//!
 //! Needs `cfssl` (Debian package golang-cfssl), `sqlite3`, `strace`, `openssl` and
 //! `postgresql`.
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/plot.rs"]
+mod plot;
 mod support;
 use support::Server;
 
@@ -678,6 +683,49 @@ async fn bench() -> Result<(), String> {
         if let (Some(pg), Some(sled)) = (rate(pg_label), rate("inkan (durable)")) {
             println!("{clients:>3} clients: inkan on PostgreSQL / inkan on sled = {:.2}", pg / sled);
         }
+    }
+    report(&results, cores, &cfssl_version)
+}
+
+/// Writes bench/results/issuance.md (the table) and issuance.svg (issued/s against clients),
+/// which the README shows.
+fn report(results: &[(String, usize, Figures)], cores: usize, cfssl_version: &str) -> Result<(), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut labels: Vec<&str> = Vec::new();
+    for (label, _, _) in results {
+        if !labels.contains(&label.as_str()) {
+            labels.push(label);
+        }
+    }
+    let series: Vec<plot::Series<'_>> = labels
+        .iter()
+        .map(|label| plot::Series {
+            name: label,
+            points: results.iter().filter(|(l, _, _)| l == label).map(|(_, c, f)| (*c as f64, f.rate)).collect(),
+        })
+        .collect();
+    let date = time::OffsetDateTime::now_utc().date();
+    let title = format!("HTTPS issuance, {cores} cores, {date}");
+    let svg = plot::svg(&title, "concurrent clients", "certificates issued per second", &series);
+    let mut table = format!(
+        "# HTTPS issuance ({date})\n\nWritten by `cargo bench -p inkan --bench api` on {cores} cores, client on the \
+         same machine; cfssl: `{}`.\n\n| server | clients | issued/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n",
+        cfssl_version.lines().next().unwrap_or("?")
+    );
+    for (label, clients, f) in results {
+        table.push_str(&format!(
+            "| {label} | {clients} | {:.0} | {:.1} | {:.1} |\n",
+            f.rate,
+            f.p50.as_secs_f64() * 1e3,
+            f.p99.as_secs_f64() * 1e3
+        ));
+    }
+    table.push_str("\n![issued per second against clients](issuance.svg)\n");
+    for (name, contents) in [("issuance.svg", svg), ("issuance.md", table)] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }
