@@ -533,54 +533,16 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
-/// Serves TLS connections from service instances (their certificates checked in the handshake,
-/// see [`crate::signer_tls`]) until `stop` is set, like [`serve`].
-pub fn serve_tls(
-    listener: std::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    service: Arc<SignerService>,
-    stop: Arc<AtomicBool>,
+/// Takes connections from `incoming` until `stop` is set (checked between connections; the
+/// caller wakes the loop by connecting once), each on a thread of its own running `handle`, at
+/// most [`MAX_CONNECTIONS`] at a time (more are closed at once).
+fn accept<S: Send + 'static>(
+    incoming: impl Iterator<Item = std::io::Result<S>>,
+    stop: &AtomicBool,
+    handle: impl Fn(S) + Clone + Send + 'static,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(tcp) = stream else { continue };
-        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            drop(tcp);
-            continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (service, active, tls) = (service.clone(), active.clone(), tls.clone());
-        std::thread::spawn(move || {
-            let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            let served = (|| -> std::io::Result<()> {
-                // The handshake too must come within the idle limit.
-                tcp.set_read_timeout(Some(IDLE))?;
-                tcp.set_nodelay(true)?;
-                let conn = rustls::ServerConnection::new(tls).map_err(std::io::Error::other)?;
-                let mut stream = rustls::StreamOwned::new(conn, tcp);
-                while stream.conn.is_handshaking() {
-                    stream.conn.complete_io(&mut stream.sock)?;
-                }
-                serve_connection(&service, stream)
-            })();
-            if let Err(e) = served
-                && !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::BrokenPipe)
-            {
-                eprintln!("signer: connection from {peer} ended: {e}");
-            }
-            active.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-}
-
-/// Serves connections until `stop` is set (checked between connections; the caller wakes
-/// the accept loop by connecting once).
-pub fn serve(listener: UnixListener, service: Arc<SignerService>, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
+    for stream in incoming {
         if stop.load(Ordering::SeqCst) {
             break;
         }
@@ -590,20 +552,58 @@ pub fn serve(listener: UnixListener, service: Arc<SignerService>, stop: Arc<Atom
             continue;
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (service, active) = (service.clone(), active.clone());
+        let (active, handle) = (active.clone(), handle.clone());
         std::thread::spawn(move || {
-            // An idle connection is closed after a while; the client reconnects.
-            if let Err(e) = stream.set_read_timeout(Some(IDLE)) {
-                eprintln!("signer: {e}");
-            } else if let Err(e) = serve_connection(&service, stream)
-                && e.kind() != std::io::ErrorKind::WouldBlock
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                eprintln!("signer: connection ended: {e}");
-            }
+            handle(stream);
             active.fetch_sub(1, Ordering::SeqCst);
         });
     }
+}
+
+/// Says why a connection ended, unless it just went away.
+fn ended(peer: &str, e: &std::io::Error) {
+    if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::BrokenPipe) {
+        eprintln!("signer: connection{peer} ended: {e}");
+    }
+}
+
+/// Serves TLS connections from service instances (their certificates checked in the handshake,
+/// see [`crate::signer_tls`]) until `stop` is set, like [`serve`].
+pub fn serve_tls(
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: Arc<SignerService>,
+    stop: Arc<AtomicBool>,
+) {
+    accept(listener.incoming(), &stop, move |tcp: std::net::TcpStream| {
+        let peer = tcp.peer_addr().map(|a| format!(" from {a}")).unwrap_or_default();
+        let served = (|| -> std::io::Result<()> {
+            // The handshake too must come within the idle limit.
+            tcp.set_read_timeout(Some(IDLE))?;
+            tcp.set_nodelay(true)?;
+            let conn = rustls::ServerConnection::new(tls.clone()).map_err(std::io::Error::other)?;
+            let mut stream = rustls::StreamOwned::new(conn, tcp);
+            while stream.conn.is_handshaking() {
+                stream.conn.complete_io(&mut stream.sock)?;
+            }
+            serve_connection(&service, stream)
+        })();
+        if let Err(e) = served {
+            ended(&peer, &e);
+        }
+    });
+}
+
+/// Serves connections until `stop` is set (checked between connections; the caller wakes
+/// the accept loop by connecting once).
+pub fn serve(listener: UnixListener, service: Arc<SignerService>, stop: Arc<AtomicBool>) {
+    accept(listener.incoming(), &stop, move |stream: UnixStream| {
+        // An idle connection is closed after a while; the client reconnects.
+        let served = stream.set_read_timeout(Some(IDLE)).and_then(|()| serve_connection(&service, stream));
+        if let Err(e) = served {
+            ended("", &e);
+        }
+    });
 }
 
 /// Why a call to the signer failed.
