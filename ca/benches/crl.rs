@@ -108,6 +108,7 @@ fn child(entries: usize) -> Result<(), String> {
         server_names: Vec::new(),
         ocsp: None,
         audit: None,
+        ledger: None,
     });
     std::thread::spawn(move || ca::remote::serve(listener, service, Arc::new(AtomicBool::new(false))));
 

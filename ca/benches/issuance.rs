@@ -97,7 +97,15 @@ fn bench_csr() -> Result<Vec<u8>, String> {
 
 /// The issuance measured: a client certificate from `csr`, no request id.
 fn bench_request(csr: &[u8]) -> IssueRequest<'_> {
-    IssueRequest { csr, account: "bench-user", profile: Profile::Client, sans: &[], days: None, request_id: None }
+    IssueRequest {
+        csr,
+        account: "bench-user",
+        profile: Profile::Client,
+        sans: &[],
+        days: None,
+        request_id: None,
+        supersede: false,
+    }
 }
 
 /// Operations per second.

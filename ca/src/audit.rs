@@ -115,6 +115,35 @@ impl AuditLog {
     /// Appends one event durably (written and synced before returning; concurrent appends in
     /// this process share the sync).
     pub fn append(&self, event: &str, details: Value) -> Result<AuditLine, Error> {
+        let (line, file) = self.write(event, details)?;
+        if self.synced {
+            self.group.wait_durable(|| file.sync_data().map_err(Error::io("syncing", &self.path)))?;
+        }
+        Ok(line)
+    }
+
+    /// Appends one event, written (a crash of this process keeps it) but not yet synced: for an
+    /// event whose durable record is elsewhere (a certificate in the signer's ledger).
+    /// [`AuditLog::sync`] makes it durable.
+    pub fn append_deferred(&self, event: &str, details: Value) -> Result<AuditLine, Error> {
+        self.write(event, details).map(|(line, _)| line)
+    }
+
+    /// Syncs every line written so far.
+    pub fn sync(&self) -> Result<(), Error> {
+        let file = match self.file.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            Some(file) => file.try_clone().map_err(Error::io("opening", &self.path))?,
+            None => return Ok(()),
+        };
+        if self.synced {
+            self.group.wait_durable(|| file.sync_data().map_err(Error::io("syncing", &self.path)))?;
+        }
+        Ok(())
+    }
+
+    /// Writes one line (the file locked from reading the last line to writing ours); returns
+    /// it and the file, to sync.
+    fn write(&self, event: &str, details: Value) -> Result<(AuditLine, File), Error> {
         let (line, file) = {
             let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
             if slot.is_none() {
@@ -138,10 +167,7 @@ impl AuditLog {
             let _ = file.unlock();
             (result?, file.try_clone().map_err(Error::io("opening", &self.path))?)
         };
-        if self.synced {
-            self.group.wait_durable(|| file.sync_data().map_err(Error::io("syncing", &self.path)))?;
-        }
-        Ok(line)
+        Ok((line, file))
     }
 
     fn append_locked(&self, file: &mut File, event: &str, details: Value) -> Result<AuditLine, Error> {

@@ -28,6 +28,9 @@ pub struct IssueRequest<'a> {
     pub days: Option<u32>,
     /// The sender's id for this request: sent again, it gets the same certificate.
     pub request_id: Option<[u8; 16]>,
+    /// Whether the certificate is to supersede the account's others (a reissue), as the
+    /// registry records it; kept in the ledger for a registry catching up.
+    pub supersede: bool,
 }
 
 /// A certificate the CA signed and recorded.
@@ -143,7 +146,7 @@ impl CertificateAuthority {
     /// 1. validate the CSR (signature, key policy);
     /// 2. choose a fresh serial, validity and extensions from the profile;
     /// 3. build and lint the to-be-signed certificate;
-    /// 4. record the pending issuance durably;
+    /// 4. record the pending issuance (durable with the certificate's record);
     /// 5. sign; 6. record the certificate durably; 7. return it.
     pub fn issue_at(&self, request: &IssueRequest<'_>, now: OffsetDateTime) -> Result<Issued, Error> {
         let csr = pki::csr::validate(request.csr)?;
@@ -187,7 +190,7 @@ impl CertificateAuthority {
                 state: State::Pending,
                 issuer: self.generation,
             };
-            match self.store.record_pending(&record, request.request_id.as_ref()) {
+            match self.store.record_pending(&record, request.request_id.as_ref(), request.supersede) {
                 Ok(()) => {}
                 Err(RegistryError::SerialTaken(_)) => continue,
                 Err(e) => return Err(e.into()),

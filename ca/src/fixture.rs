@@ -226,7 +226,15 @@ impl EphemeralCa {
     /// Issues one certificate for a fresh P-256 key, with `at` as the CA's clock.
     fn issue(&self, name: &str, profile: Profile, sans: &[San], days: u32, at: OffsetDateTime) -> Result<Leaf, Error> {
         let KeyAndCsr { key_pkcs8, csr } = key_and_csr(name)?;
-        let request = IssueRequest { csr: &csr, account: name, profile, sans, days: Some(days), request_id: None };
+        let request = IssueRequest {
+            csr: &csr,
+            account: name,
+            profile,
+            sans,
+            days: Some(days),
+            request_id: None,
+            supersede: false,
+        };
         let issued = self.authority.issue_at(&request, at)?;
         Ok(Leaf { der: issued.der, serial: issued.record.serial, key_pkcs8 })
     }
@@ -341,7 +349,12 @@ struct MemoryLedger {
 }
 
 impl Ledger for MemoryLedger {
-    fn record_pending(&self, record: &CertRecord, _request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
+    fn record_pending(
+        &self,
+        record: &CertRecord,
+        _request_id: Option<&[u8; 16]>,
+        _: bool,
+    ) -> Result<(), RegistryError> {
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         if records.contains_key(&record.serial) {
             return Err(RegistryError::SerialTaken(record.serial));

@@ -3,17 +3,31 @@
 //! [`Ledger`] is the narrow part of a registry the CA needs. Any [`Registry`] is one (the CLI
 //! and tests use the sled registry directly); the signer process uses [`LogLedger`], an
 //! append-only file built for this one job: each issuance appends two small records (pending,
-//! then the certificate), concurrent issuances share one `fdatasync`, and an in-memory index
-//! answers request-id lookups. A torn tail left by a crash is cut off when the file is opened.
+//! then the certificate) and syncs once, after the certificate (concurrent issuances share one
+//! `fdatasync`); an in-memory index answers request-id lookups. A torn tail left by a crash is
+//! cut off when the file is opened.
+//!
+//! The pending record is not synced on its own: a crash before the certificate's sync loses
+//! both, and the signature made meanwhile never left the process (nothing is released before
+//! the sync), so no certificate exists that the ledger does not know. It is written before
+//! signing so that a serial is taken, in this process, before anything is signed under it.
+//!
+//! The registry catches up from the ledger ([`LogLedger::issued_since`]): the service records
+//! what the signer answers without waiting for its own disk, and after a crash it records what
+//! the ledger holds beyond its cursor.
 //!
 //! Record frame: length (u32 BE, of kind + payload), the first 8 bytes of the SHA-256 of
-//! kind + payload, kind (1 pending, 2 issued, 3 CRL number), payload.
+//! kind + payload, kind (1 pending, 2 issued, 3 CRL number), payload. A pending record's
+//! payload starts with a flag byte (bit 0: a request id follows; bit 1: the certificate
+//! supersedes the account's others), then 16 bytes of request id (zeros without), then the
+//! record.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pki::Serial;
@@ -24,9 +38,16 @@ use crate::sled_store::{decode_record, encode_record};
 
 /// What the CA needs from where it records issuances.
 pub trait Ledger: Send + Sync {
-    /// Records an issuance before signing (durably); refuses a serial already recorded.
-    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError>;
-    /// Records the signed certificate of a pending issuance (durably).
+    /// Records an issuance before signing; refuses a serial already recorded. `supersede`: the
+    /// certificate is to supersede the account's others in the registry. Durable at the latest
+    /// with the certificate's record.
+    fn record_pending(
+        &self,
+        record: &CertRecord,
+        request_id: Option<&[u8; 16]>,
+        supersede: bool,
+    ) -> Result<(), RegistryError>;
+    /// Records the signed certificate of a pending issuance (durably, with its pending record).
     fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError>;
     /// The latest issuance recorded for a request id, and its certificate once signed.
     fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError>;
@@ -45,7 +66,7 @@ pub trait Ledger: Send + Sync {
 }
 
 impl<T: Registry + ?Sized> Ledger for T {
-    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
+    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>, _: bool) -> Result<(), RegistryError> {
         Registry::record_pending(self, record, request_id)
     }
 
@@ -67,6 +88,9 @@ impl<T: Registry + ?Sized> Ledger for T {
 }
 
 const PENDING: u8 = 1;
+/// Flag bits of a pending record.
+const HAS_REQUEST_ID: u8 = 1;
+const SUPERSEDES: u8 = 2;
 const ISSUED: u8 = 2;
 const CRL_NUMBER: u8 = 3;
 const AUDIT_CHECKPOINT: u8 = 4;
@@ -77,6 +101,32 @@ struct Entry {
     record: CertRecord,
     /// Where the certificate's DER is in the file, once issued.
     der: Option<(u64, u32)>,
+    /// Whether it supersedes the account's other certificates.
+    supersede: bool,
+}
+
+/// What [`LogLedger::issued_since`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedSince {
+    /// The certificates recorded, in ledger order.
+    pub serials: Vec<Serial>,
+    /// Where to ask from next.
+    pub next: u64,
+    /// The end of the ledger's durable part when asked.
+    pub end: u64,
+}
+
+/// One issued certificate as the ledger holds it.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    /// Where its certificate is in the file: a later issuance is further on.
+    pub at: u64,
+    /// The issuance record.
+    pub record: CertRecord,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Whether it supersedes the account's other certificates.
+    pub supersede: bool,
 }
 
 struct Index {
@@ -99,6 +149,8 @@ pub struct LogLedger {
     syncer: File,
     group: GroupCommit,
     synced: bool,
+    /// The end of the part of the file known to be on disk.
+    synced_end: AtomicU64,
 }
 
 impl std::fmt::Debug for LogLedger {
@@ -205,7 +257,8 @@ impl LogLedger {
         let reader = File::open(path).map_err(backend)?;
         let syncer = index.file.try_clone().map_err(backend)?;
         let group = GroupCommit::default();
-        Ok(Self { path: path.to_owned(), index: Mutex::new(index), reader, syncer, group, synced })
+        let synced_end = AtomicU64::new(index.end);
+        Ok(Self { path: path.to_owned(), index: Mutex::new(index), reader, syncer, group, synced, synced_end })
     }
 
     fn replay(path: &Path, index: &mut Index) -> Result<(), RegistryError> {
@@ -219,12 +272,13 @@ impl LogLedger {
                     let (id, record) =
                         payload.split_first_chunk::<17>().ok_or_else(|| backend("short pending record"))?;
                     let record = decode_record(b"ledger", record)?;
-                    if id[0] == 1 {
+                    if id[0] & HAS_REQUEST_ID != 0 {
                         let mut request = [0u8; 16];
                         request.copy_from_slice(&id[1..]);
                         index.requests.insert(request, record.serial);
                     }
-                    index.entries.insert(record.serial, Entry { record, der: None });
+                    let supersede = id[0] & SUPERSEDES != 0;
+                    index.entries.insert(record.serial, Entry { record, der: None, supersede });
                 }
                 ISSUED => {
                     let serial = payload.get(..16).and_then(Serial::from_bytes).ok_or_else(|| backend("bad serial"))?;
@@ -276,9 +330,15 @@ impl LogLedger {
 
     fn durable(&self) -> Result<(), RegistryError> {
         if !self.synced {
+            self.synced_end.fetch_max(self.lock().end, Ordering::SeqCst);
             return Ok(());
         }
-        self.group.wait_durable(|| self.syncer.sync_data().map_err(backend))
+        self.group.wait_durable(|| {
+            let end = self.lock().end;
+            self.syncer.sync_data().map_err(backend)?;
+            self.synced_end.fetch_max(end, Ordering::SeqCst);
+            Ok(())
+        })
     }
 
     fn read_der(&self, at: (u64, u32)) -> Result<Vec<u8>, RegistryError> {
@@ -292,6 +352,37 @@ impl LogLedger {
         self.group.flush_count()
     }
 
+    /// The certificates recorded in the durable part of the ledger from byte `after` (0, or a
+    /// `next` this returned) up to byte `until` (an `end` this returned), at most `limit` of
+    /// them. An offset that is not where a record starts (a cursor kept for another ledger) is
+    /// refused.
+    pub fn issued_since(&self, after: u64, until: Option<u64>, limit: usize) -> Result<IssuedSince, RegistryError> {
+        let durable = self.synced_end.load(Ordering::SeqCst);
+        let end = until.map_or(durable, |until| until.min(durable));
+        let not_ours = || backend(format!("byte {after} is not where a record of {} starts", self.path.display()));
+        if after > durable {
+            return Err(not_ours());
+        }
+        let mut reader = BufReader::with_capacity(64 << 10, ReadAt { file: &self.reader, at: after, end });
+        let (mut serials, mut next) = (Vec::new(), after);
+        while next < end && serials.len() < limit {
+            let (body, taken) = next_frame(&mut reader).ok_or_else(not_ours)?;
+            if body[0] == ISSUED {
+                serials.push(body.get(1..17).and_then(Serial::from_bytes).ok_or_else(|| backend("bad serial"))?);
+            }
+            next += taken;
+        }
+        Ok(IssuedSince { serials, next, end: durable })
+    }
+
+    /// The certificate issued under `serial`, its record and whether it supersedes others.
+    pub fn entry(&self, serial: &Serial) -> Result<Option<LedgerEntry>, RegistryError> {
+        let found = self.lock().entries.get(serial).and_then(|e| Some((e.record.clone(), e.der?, e.supersede)));
+        found
+            .map(|(record, at, supersede)| Ok(LedgerEntry { at: at.0, record, der: self.read_der(at)?, supersede }))
+            .transpose()
+    }
+
     /// Every issuance recorded, in no particular order (for checks and tests).
     pub fn records(&self) -> Vec<CertRecord> {
         self.lock().entries.values().map(|e| e.record.clone()).collect()
@@ -301,6 +392,22 @@ impl LogLedger {
     pub fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, RegistryError> {
         let at = self.lock().entries.get(serial).and_then(|e| e.der);
         at.map(|at| self.read_der(at)).transpose()
+    }
+}
+
+/// Reads a file from `at` up to `end` without moving a shared file position.
+struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let room = usize::try_from(self.end - self.at).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.file.read_at(&mut buf[..room], self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -323,14 +430,23 @@ impl Ledger for LogLedger {
         self.lock().checkpoint.clone()
     }
 
-    fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
+    fn record_pending(
+        &self,
+        record: &CertRecord,
+        request_id: Option<&[u8; 16]>,
+        supersede: bool,
+    ) -> Result<(), RegistryError> {
         let mut payload = Vec::with_capacity(17 + 128);
+        let flags = if supersede { SUPERSEDES } else { 0 };
         match request_id {
             Some(id) => {
-                payload.push(1);
+                payload.push(flags | HAS_REQUEST_ID);
                 payload.extend_from_slice(id);
             }
-            None => payload.extend_from_slice(&[0; 17]),
+            None => {
+                payload.push(flags);
+                payload.extend_from_slice(&[0; 16]);
+            }
         }
         payload.extend_from_slice(&encode_record(record)?);
         {
@@ -339,12 +455,13 @@ impl Ledger for LogLedger {
                 return Err(RegistryError::SerialTaken(record.serial));
             }
             Self::append(&mut index, PENDING, &payload)?;
-            index.entries.insert(record.serial, Entry { record: record.clone(), der: None });
+            index.entries.insert(record.serial, Entry { record: record.clone(), der: None, supersede });
             if let Some(id) = request_id {
                 index.requests.insert(*id, record.serial);
             }
         }
-        self.durable()
+        // Synced with the certificate's record (see the module's documentation).
+        Ok(())
     }
 
     fn record_issued(&self, serial: &Serial, der: &[u8]) -> Result<(), RegistryError> {
@@ -428,15 +545,15 @@ mod tests {
         {
             let ledger = LogLedger::open(&path).expect("open");
             let a = record(1);
-            ledger.record_pending(&a, Some(&[9; 16])).expect("pending");
-            assert!(matches!(ledger.record_pending(&a, None), Err(RegistryError::SerialTaken(_))));
+            ledger.record_pending(&a, Some(&[9; 16]), false).expect("pending");
+            assert!(matches!(ledger.record_pending(&a, None, false), Err(RegistryError::SerialTaken(_))));
             assert_eq!(
                 ledger.find_request(&[9; 16]).expect("find").map(|(r, d)| (r.state, d)),
                 Some((State::Pending, None))
             );
             ledger.record_issued(&a.serial, b"certificate a").expect("issued");
             assert!(ledger.record_issued(&a.serial, b"again").is_err());
-            ledger.record_pending(&record(2), None).expect("b");
+            ledger.record_pending(&record(2), None, true).expect("b");
             assert_eq!(ledger.next_crl_number().expect("1"), 1);
             assert_eq!(ledger.next_crl_number().expect("2"), 2);
             assert!(LogLedger::open(&path).is_err(), "one process at a time");
@@ -471,10 +588,56 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_catches_up_from_the_ledger_by_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.log");
+        let (a, b, c) = (record(1), record(2), record(3));
+        let pages = {
+            let ledger = LogLedger::open(&path).expect("open");
+            ledger.record_pending(&a, None, true).expect("a");
+            ledger.record_issued(&a.serial, b"certificate a").expect("a issued");
+            ledger.next_crl_number().expect("a CRL number between");
+            ledger.record_pending(&b, Some(&[2; 16]), false).expect("b");
+            ledger.record_issued(&b.serial, b"certificate b").expect("b issued");
+            ledger.record_pending(&c, None, true).expect("c, never signed");
+            let all = ledger.issued_since(0, None, 10).expect("all");
+            assert_eq!(all.serials, vec![a.serial, b.serial]);
+            // c's pending record was written but not synced: the durable part ends before it.
+            assert_eq!(all.next, all.end);
+            assert!(all.end < std::fs::metadata(&path).expect("meta").len());
+            let first = ledger.issued_since(0, None, 1).expect("one");
+            assert_eq!(first.serials, vec![a.serial]);
+            let rest = ledger.issued_since(first.next, None, 10).expect("rest");
+            assert_eq!((rest.serials, rest.next), (vec![b.serial], all.next));
+            assert_eq!(ledger.issued_since(0, Some(first.next), 10).expect("until").serials, vec![a.serial]);
+            assert!(ledger.issued_since(all.next, None, 10).expect("nothing new").serials.is_empty());
+            let refused = ledger.issued_since(5, None, 10).expect_err("not a record boundary");
+            assert!(refused.to_string().contains("byte 5 is not where a record"), "{refused}");
+            assert!(ledger.issued_since(all.end + 13, None, 10).is_err(), "beyond the end");
+            let (ea, eb) = (ledger.entry(&a.serial).expect("a"), ledger.entry(&b.serial).expect("b"));
+            let (ea, eb) = (ea.expect("a is issued"), eb.expect("b is issued"));
+            assert_eq!((ea.der.as_slice(), ea.supersede), (&b"certificate a"[..], true));
+            assert_eq!((eb.der.as_slice(), eb.supersede), (&b"certificate b"[..], false));
+            assert!(ea.at < eb.at, "ledger order");
+            assert!(ledger.entry(&c.serial).expect("c").is_none(), "pending only");
+            (all, ea.at)
+        };
+        // Reopened (c's pending record is on disk now: the file was closed, not cut), the
+        // flags, offsets and request ids come back from the file.
+        let ledger = LogLedger::open(&path).expect("reopen");
+        let again = ledger.issued_since(0, None, 10).expect("again");
+        assert_eq!((again.serials, again.next <= again.end), (pages.0.serials, true));
+        let ea = ledger.entry(&a.serial).expect("a").expect("issued");
+        assert_eq!((ea.supersede, ea.at), (true, pages.1));
+        assert!(!ledger.entry(&b.serial).expect("b").expect("issued").supersede);
+        assert_eq!(ledger.find_request(&[2; 16]).expect("find").map(|(r, _)| r.serial), Some(b.serial));
+    }
+
+    #[test]
     fn a_record_of_an_unknown_kind_is_refused_not_cut_off() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ledger.log");
-        LogLedger::open(&path).expect("open").record_pending(&record(1), None).expect("pending");
+        LogLedger::open(&path).expect("open").record_pending(&record(1), None, false).expect("pending");
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
         file.write_all(&frame(99, b"from a newer inkan")).expect("write");
         drop(file);

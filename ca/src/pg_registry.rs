@@ -521,6 +521,32 @@ impl Registry for PgRegistry {
         })
     }
 
+    fn ledger_cursor(&self) -> Result<u64, RegistryError> {
+        outside_runtime(|| {
+            let row = self
+                .client()?
+                .query_opt("SELECT value FROM registry_counters WHERE name = 'ledger_cursor'", &[])
+                .map_err(backend)?;
+            row.map_or(Ok(0), |row| u64::try_from(row.get::<_, i64>(0)).map_err(backend))
+        })
+    }
+
+    /// Several instances may move it: one going back a little only makes the next catch-up
+    /// check more of the ledger.
+    fn set_ledger_cursor(&self, at: u64) -> Result<(), RegistryError> {
+        let at = i64::try_from(at).map_err(backend)?;
+        outside_runtime(|| {
+            self.client()?
+                .execute(
+                    "INSERT INTO registry_counters (name, value) VALUES ('ledger_cursor', $1)
+                     ON CONFLICT (name) DO UPDATE SET value = $1",
+                    &[&at],
+                )
+                .map_err(backend)?;
+            Ok(())
+        })
+    }
+
     fn block_key(&self, key_sha256: &[u8; 32], serial: &Serial, at: OffsetDateTime) -> Result<bool, RegistryError> {
         outside_runtime(|| {
             let n = self

@@ -1,5 +1,6 @@
-//! The signer process's socket: a narrow, versioned, length-prefixed protocol with four
-//! requests — issue, sign a CRL, sign OCSP answers, CA info — and nothing else.
+//! The signer process's socket: a narrow, versioned, length-prefixed protocol with six
+//! requests — issue, sign a CRL, sign OCSP answers, CA info, and read the ledger's
+//! certificates (for a registry catching up) — and nothing else.
 //!
 //! A frame is a 4-byte big-endian length and that many bytes of JSON: `{"v":1,"op":...}`.
 //! The signer ([`serve`]) re-validates everything it is sent (the CA validates the CSR and
@@ -21,6 +22,7 @@ use time::OffsetDateTime;
 
 use crate::audit::AuditLog;
 use crate::generations::Authorities;
+use crate::ledger::LogLedger;
 use crate::responder::{OcspSigner, SignError};
 use crate::{Error, IssueRequest};
 
@@ -28,6 +30,8 @@ use crate::{Error, IssueRequest};
 pub const VERSION: u32 = 1;
 /// The largest frame accepted: a CRL request with several million entries fits.
 pub const MAX_FRAME: usize = 512 << 20;
+/// At most this many serials in one [`Request::LedgerSince`] answer.
+pub const LEDGER_PAGE: usize = 4096;
 /// At most this many connections are served at once; more are refused.
 const MAX_CONNECTIONS: usize = 256;
 
@@ -156,6 +160,23 @@ fn first_generation() -> u16 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlEntry(pub Serial, pub i64, pub u8);
 
+/// A certificate as the signer's ledger holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLedgerEntry {
+    /// Where it is in the ledger: a later certificate is further on.
+    pub at: u64,
+    /// The account.
+    pub account: String,
+    /// The profile.
+    pub profile: Profile,
+    /// The issuing-CA generation that signed it.
+    pub issuer: u16,
+    /// Whether it supersedes the account's others.
+    pub supersede: bool,
+    /// The certificate, DER.
+    pub der: Der,
+}
+
 /// What the signer is asked.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -176,6 +197,25 @@ pub enum Request {
         sans: Vec<San>,
         /// Validity in days, or the CA's default.
         days: Option<u32>,
+        /// Whether the certificate is to supersede the account's others in the registry (kept
+        /// in the ledger for a registry catching up).
+        #[serde(default)]
+        supersede: bool,
+    },
+    /// The serials of the certificates the ledger holds durably from byte `after` on, up to
+    /// byte `until` if given.
+    LedgerSince {
+        /// 0, or a `next` answered before.
+        after: u64,
+        /// Where to stop (an `end` answered before).
+        until: Option<u64>,
+        /// At most this many (at most [`LEDGER_PAGE`]).
+        limit: u32,
+    },
+    /// One certificate of the ledger, as the registry records it.
+    LedgerEntry {
+        /// Its serial.
+        serial: Serial,
     },
     /// Sign a CRL listing `entries`, valid for `validity_secs`.
     SignCrl {
@@ -213,6 +253,21 @@ pub enum Response {
         /// The issuing-CA generation that signed it.
         #[serde(default = "first_generation")]
         issuer: u16,
+    },
+    /// Serials from the ledger ([`Request::LedgerSince`]).
+    LedgerSince {
+        /// The certificates, in ledger order.
+        serials: Vec<Serial>,
+        /// Where to ask from next.
+        next: u64,
+        /// The end of the ledger's durable part when asked.
+        end: u64,
+    },
+    /// One certificate of the ledger ([`Request::LedgerEntry`]), if it holds one under the
+    /// serial.
+    LedgerEntry {
+        /// The certificate.
+        entry: Option<WireLedgerEntry>,
     },
     /// A CRL.
     Crl {
@@ -307,6 +362,8 @@ pub struct SignerService {
     pub ocsp: Option<Vec<OcspSigner>>,
     /// Where signing events go.
     pub audit: Option<Arc<AuditLog>>,
+    /// The ledger the authorities record in, read by a registry catching up.
+    pub ledger: Option<Arc<LogLedger>>,
 }
 
 impl SignerService {
@@ -333,7 +390,7 @@ impl SignerService {
     pub fn handle(&self, request: Request) -> Response {
         let rejected = |message: String| Response::Error { kind: "rejected".into(), message };
         match request {
-            Request::Issue { request_id, csr, account, profile, sans, days } => {
+            Request::Issue { request_id, csr, account, profile, sans, days, supersede } => {
                 let Ok(request_id) = <[u8; 16]>::try_from(request_id.as_slice()) else {
                     return rejected("request_id must be 16 bytes".into());
                 };
@@ -372,6 +429,7 @@ impl SignerService {
                     sans: &sans,
                     days,
                     request_id: Some(request_id),
+                    supersede,
                 };
                 let authority = self.authorities.current(OffsetDateTime::now_utc());
                 match authority.issue(&request) {
@@ -475,6 +533,29 @@ impl SignerService {
                         eprintln!("signer: OCSP signing failed: {e}");
                         Response::Error { kind: "internal".into(), message: e.to_string() }
                     }
+                }
+            }
+            Request::LedgerSince { after, until, limit } => {
+                let Some(ledger) = &self.ledger else { return rejected("this signer keeps no ledger file".into()) };
+                match ledger.issued_since(after, until, (limit as usize).min(LEDGER_PAGE)) {
+                    Ok(found) => Response::LedgerSince { serials: found.serials, next: found.next, end: found.end },
+                    Err(e) => rejected(e.to_string()),
+                }
+            }
+            Request::LedgerEntry { serial } => {
+                let Some(ledger) = &self.ledger else { return rejected("this signer keeps no ledger file".into()) };
+                match ledger.entry(&serial) {
+                    Ok(entry) => Response::LedgerEntry {
+                        entry: entry.map(|e| WireLedgerEntry {
+                            at: e.at,
+                            account: e.record.account,
+                            profile: e.record.profile,
+                            issuer: e.record.issuer,
+                            supersede: e.supersede,
+                            der: Der(e.der),
+                        }),
+                    },
+                    Err(e) => Response::Error { kind: "internal".into(), message: e.to_string() },
                 }
             }
             Request::CaInfo => Response::CaInfo {
@@ -739,26 +820,46 @@ impl SignerClient {
         }
     }
 
-    /// Issue a certificate.
-    pub fn issue(
-        &self,
-        request_id: [u8; 16],
-        csr_der: &[u8],
-        account: &str,
-        profile: Profile,
-        sans: &[San],
-        days: Option<u32>,
-    ) -> Result<(Serial, Vec<u8>, u16), RemoteError> {
+    /// Issue a certificate; the request must carry its id (sent again, it gets the same
+    /// certificate).
+    pub fn issue(&self, request: &IssueRequest<'_>) -> Result<(Serial, Vec<u8>, u16), RemoteError> {
+        let request_id = request
+            .request_id
+            .ok_or_else(|| RemoteError::Internal("an issuance sent to the signer needs a request id".into()))?;
         let request = Request::Issue {
             request_id: request_id.to_vec(),
-            csr: csr_der.to_vec(),
-            account: account.to_owned(),
-            profile,
-            sans: sans.to_vec(),
-            days,
+            csr: request.csr.to_vec(),
+            account: request.account.to_owned(),
+            profile: request.profile,
+            sans: request.sans.to_vec(),
+            days: request.days,
+            supersede: request.supersede,
         };
         match self.call(&request)? {
             Response::Issued { serial, der, issuer } => Ok((serial, der, issuer)),
+            other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The serials of the certificates the signer's ledger holds durably from byte `after` on
+    /// (up to byte `until`, at most `limit`), where to ask from next, and the ledger's durable
+    /// end.
+    pub fn ledger_since(
+        &self,
+        after: u64,
+        until: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<Serial>, u64, u64), RemoteError> {
+        match self.call(&Request::LedgerSince { after, until, limit })? {
+            Response::LedgerSince { serials, next, end } => Ok((serials, next, end)),
+            other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The certificate the signer's ledger holds under `serial`, if any.
+    pub fn ledger_entry(&self, serial: &Serial) -> Result<Option<WireLedgerEntry>, RemoteError> {
+        match self.call(&Request::LedgerEntry { serial: *serial })? {
+            Response::LedgerEntry { entry } => Ok(entry),
             other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
         }
     }

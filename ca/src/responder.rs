@@ -102,6 +102,7 @@ fn issue_for(authority: &CertificateAuthority, csr: Vec<u8>) -> Result<Vec<u8>, 
         sans: &[],
         days: Some(CERT_DAYS),
         request_id: Some(request_id),
+        supersede: true,
     };
     Ok(authority.issue(&request)?.der)
 }

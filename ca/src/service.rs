@@ -5,14 +5,15 @@
 //! asks for OCSP answers, and keeps the service's own TLS certificate current.
 //!
 //! Issuance order (docs/ARCHITECTURE.md): the signer validates, records pending, signs and
-//! records the certificate in its ledger; only then does the registry record it and the answer
-//! go back. A crash in between leaves a certificate the ledger knows and no client has.
+//! records the certificate in its ledger, durably; only then does the registry record it (not
+//! waiting for its disk) and the answer go back. The ledger follower ([`CaService::catch_up`])
+//! makes the registry durable and records whatever a crash kept from it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pki::registry::{CertRecord, Registry, State, Status};
 use pki::request::{IssueError, IssueOrder, IssuedCertificate, Issuer, OcspOrder, SignedOcsp};
-use pki::{Profile, ProfileSettings, San, Serial};
+use pki::{Profile, ProfileSettings, RevocationReason, San, Serial};
 use time::{Duration, OffsetDateTime};
 
 use crate::audit::AuditLog;
@@ -20,7 +21,7 @@ use crate::credential::{self, Credential, CredentialFiles, OCSP_ACCOUNT, SERVER_
 use crate::generations::Authorities;
 use crate::layout::{self, DataDir};
 use crate::ledger::LogLedger;
-use crate::remote::{RemoteError, SignerClient};
+use crate::remote::{LEDGER_PAGE, RemoteError, SignerClient};
 use crate::responder::{OcspSigner, SignError};
 use crate::sled_store::Durability;
 use crate::{Error, IssueRequest, Passphrase};
@@ -40,8 +41,18 @@ pub fn local_authority(
     passphrase: &Passphrase,
     durability: Durability,
 ) -> Result<Authorities, Error> {
-    let ledger = LogLedger::open_with(&dir.ledger(), durability == Durability::Flush)?;
-    Authorities::load(dir, &settings, passphrase, Arc::new(ledger))
+    local_signer(dir, settings, passphrase, durability).map(|(authorities, _)| authorities)
+}
+
+/// [`local_authority`], and the ledger it records in (the signer answers from it).
+pub fn local_signer(
+    dir: &DataDir,
+    settings: ProfileSettings,
+    passphrase: &Passphrase,
+    durability: Durability,
+) -> Result<(Authorities, Arc<LogLedger>), Error> {
+    let ledger = Arc::new(LogLedger::open_with(&dir.ledger(), durability == Durability::Flush)?);
+    Ok((Authorities::load(dir, &settings, passphrase, ledger.clone())?, ledger))
 }
 
 /// Keeps the latest CRL under DATA_DIR/crl/, where the HTTP listener serves it from.
@@ -161,23 +172,22 @@ impl CaService {
     }
 
     fn sign(&self, order: &IssueOrder) -> Result<(Serial, Vec<u8>, u16), IssueError> {
+        let request = IssueRequest {
+            csr: &order.csr_der,
+            account: &order.account,
+            profile: order.profile,
+            sans: &order.sans,
+            days: order.days,
+            request_id: Some(order.request_id),
+            supersede: order.supersede,
+        };
         match &self.link {
             SignerLink::Local(authorities) => {
                 let authority = authorities.current(OffsetDateTime::now_utc());
-                let request = IssueRequest {
-                    csr: &order.csr_der,
-                    account: &order.account,
-                    profile: order.profile,
-                    sans: &order.sans,
-                    days: order.days,
-                    request_id: Some(order.request_id),
-                };
                 let issued = authority.issue(&request).map_err(ca_error)?;
                 Ok((issued.record.serial, issued.der, authority.generation()))
             }
-            SignerLink::Remote(client) => client
-                .issue(order.request_id, &order.csr_der, &order.account, order.profile, &order.sans, order.days)
-                .map_err(remote_error),
+            SignerLink::Remote(client) => client.issue(&request).map_err(remote_error),
         }
     }
 
@@ -279,7 +289,114 @@ impl CaService {
     }
 }
 
+/// What one [`CaService::catch_up`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Certificates revoked as superseded on the way (recovered ones included): a running
+    /// service drops their cached OCSP answers.
+    pub superseded: Vec<Serial>,
+    /// Certificates of the ledger checked against the registry.
+    pub checked: usize,
+    /// Of those, the ones the registry lacked and now holds.
+    pub recovered: usize,
+    /// The registry's cursor in the ledger now.
+    pub cursor: u64,
+    /// The end of the ledger's durable part: the next round's `settled`.
+    pub end: u64,
+}
+
 impl CaService {
+    /// Makes the registry hold every certificate the signer's ledger holds, from the registry's
+    /// cursor on, then makes the registry and the audit log durable and moves the cursor. A
+    /// certificate the registry lacks (a crash lost its deferred record, or the service never
+    /// got the signer's answer) is recorded as the service would have, and audited as
+    /// `certificate.issued` with `recovered`. `settled`: stop at this ledger offset (the
+    /// previous round's `end`: certificates further on may still be on their way into the
+    /// registry); `None` before serving. Nothing to do with the CA loaded here (its ledger is
+    /// the registry).
+    pub fn catch_up(&self, settled: Option<u64>) -> Result<CatchUp, IssueError> {
+        let SignerLink::Remote(client) = &self.link else { return Ok(CatchUp::default()) };
+        let internal = |e: pki::registry::RegistryError| IssueError::Internal(e.to_string());
+        let start = self.registry.ledger_cursor().map_err(internal)?;
+        let mut out = CatchUp { cursor: start, ..CatchUp::default() };
+        loop {
+            let (serials, next, end) = match client.ledger_since(out.cursor, settled, LEDGER_PAGE as u32) {
+                Ok(found) => found,
+                // A cursor kept for another ledger (the signer's data directory was replaced):
+                // everything is checked again.
+                Err(RemoteError::Rejected(why)) if out.cursor != 0 => {
+                    eprintln!("ledger follower: {why}; checking the whole ledger");
+                    out.cursor = 0;
+                    continue;
+                }
+                Err(e) => return Err(remote_error(e)),
+            };
+            out.end = end;
+            let page_full = serials.len() >= LEDGER_PAGE;
+            for serial in &serials {
+                out.checked += 1;
+                if self.registry.get(serial).map_err(internal)?.is_none() {
+                    out.superseded.extend(self.recover(client, serial)?);
+                    out.recovered += 1;
+                }
+            }
+            out.cursor = next;
+            if !page_full {
+                break;
+            }
+        }
+        self.registry.sync().map_err(internal)?;
+        self.audit.sync().map_err(|e| IssueError::Internal(e.to_string()))?;
+        if out.cursor != start {
+            self.registry.set_ledger_cursor(out.cursor).map_err(internal)?;
+        }
+        Ok(out)
+    }
+
+    /// Records the ledger's certificate `serial`, which the registry lacks. A reissue is
+    /// recorded as superseded when the account already holds a valid certificate signed after
+    /// it (the ledger's order says which is later): a recovered certificate never displaces a
+    /// newer one.
+    /// Returns the serials it superseded.
+    fn recover(&self, client: &SignerClient, serial: &Serial) -> Result<Vec<Serial>, IssueError> {
+        let internal = |e: pki::registry::RegistryError| IssueError::Internal(e.to_string());
+        let entry = client.ledger_entry(serial).map_err(remote_error)?.ok_or_else(|| {
+            IssueError::Internal(format!("the signer listed {serial} but holds no certificate for it"))
+        })?;
+        let record = record_of(&entry.der.0, *serial, &entry.account, entry.profile, entry.issuer)?;
+        let mut superseded_by = None;
+        if entry.supersede {
+            let now = OffsetDateTime::now_utc();
+            for other in self.registry.valid_by_account(&entry.account).map_err(internal)? {
+                if other.serial == *serial || other.profile != entry.profile || other.status(now) != Status::Valid {
+                    continue;
+                }
+                if client.ledger_entry(&other.serial).map_err(remote_error)?.is_some_and(|o| o.at > entry.at) {
+                    superseded_by = Some(other);
+                    break;
+                }
+            }
+        }
+        let superseded = match &superseded_by {
+            None => {
+                self.registry.record_certificate_deferred(&record, &entry.der.0, entry.supersede).map_err(internal)?
+            }
+            Some(newer) => {
+                self.registry.record_certificate_deferred(&record, &entry.der.0, false).map_err(internal)?;
+                let at = newer.recorded_at.max(record.not_before);
+                self.registry.revoke(serial, at, RevocationReason::Superseded).map_err(internal)?;
+                vec![*serial]
+            }
+        };
+        let details = serde_json::json!({
+            "serial": serial, "account": entry.account, "profile": entry.profile, "recovered": true,
+            "superseded": superseded, "superseded_by": superseded_by.map(|r| r.serial),
+        });
+        self.audit.append_deferred("certificate.issued", details).map_err(|e| IssueError::Internal(e.to_string()))?;
+        eprintln!("ledger follower: {serial} of {} was missing from the registry; recorded", entry.account);
+        Ok(superseded)
+    }
+
     /// The generation that issues at `now`.
     fn current_generation(&self, now: OffsetDateTime) -> u16 {
         self.generations.iter().rev().find(|(_, from, _)| *from <= now).map_or(1, |(n, _, _)| *n)
@@ -313,8 +430,12 @@ impl Issuer for CaService {
         self.check_key(order)?;
         let (serial, der, issuer) = self.sign(order)?;
         let record = record_of(&der, serial, &order.account, order.profile, issuer)?;
-        // The audit line and the registry's record are synced side by side. The line names the
-        // certificates this one supersedes as read just before.
+        // A signer process answered only once its ledger held the certificate durably: the
+        // registry's record and the audit line are acknowledged before they reach the disk
+        // (the ledger follower makes them durable, and records what a crash lost; see
+        // `catch_up`). Signed here, the ledger is this registry: both are synced, side by side.
+        let deferred = matches!(self.link, SignerLink::Remote(_));
+        // The line names the certificates this one supersedes as read just before.
         let supersedes: Vec<String> = if order.supersede {
             let now = OffsetDateTime::now_utc();
             self.registry
@@ -330,12 +451,17 @@ impl Issuer for CaService {
         let details = serde_json::json!({
             "serial": serial, "account": order.account, "profile": order.profile, "supersedes": supersedes,
         });
-        let (superseded, audited) = std::thread::scope(|s| {
-            let audited = s.spawn(|| self.audit.append("certificate.issued", details));
-            let superseded = self.registry.record_certificate(&record, &der, order.supersede);
-            (superseded, audited.join())
-        });
-        if !matches!(audited, Ok(Ok(_))) {
+        let (superseded, audited) = if deferred {
+            let superseded = self.registry.record_certificate_deferred(&record, &der, order.supersede);
+            (superseded, self.audit.append_deferred("certificate.issued", details).is_ok())
+        } else {
+            std::thread::scope(|s| {
+                let audited = s.spawn(|| self.audit.append("certificate.issued", details));
+                let superseded = self.registry.record_certificate(&record, &der, order.supersede);
+                (superseded, matches!(audited.join(), Ok(Ok(_))))
+            })
+        };
+        if !audited {
             eprintln!("audit log: writing certificate.issued for {serial} failed");
         }
         let superseded = superseded.map_err(|e| match e {

@@ -14,6 +14,7 @@
 //! | `v` account `0x00` serial            | empty (issued, not revoked)    |
 //! | `m:v-index`                          | present once `v` is complete   |
 //! | `m:crl-number`                       | u64 BE                         |
+//! | `m:ledger-cursor`                    | u64 BE (signer's ledger offset)|
 //!
 //! Read-modify-write changes hold a writer lock only while they check and apply their batch
 //! in memory (sled's own transactions cost several times more); they are acknowledged after
@@ -30,6 +31,7 @@ use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
 
 const CRL_NUMBER: &[u8] = b"m:crl-number";
 const V_INDEX_BUILT: &[u8] = b"m:v-index";
+const LEDGER_CURSOR: &[u8] = b"m:ledger-cursor";
 
 /// The key of a certificate in the index of issued, unrevoked certificates of its account.
 fn valid_key(record: &CertRecord) -> Vec<u8> {
@@ -325,6 +327,65 @@ fn decode_blocked(key_sha256: &[u8; 32], v: &[u8]) -> Result<pki::registry::Bloc
     })
 }
 
+impl SledStore {
+    /// Records a certificate in memory (see [`Registry::record_certificate`]); durable at the
+    /// next flush.
+    fn apply_certificate(
+        &self,
+        record: &CertRecord,
+        der: &[u8],
+        supersede_others: bool,
+    ) -> Result<Vec<Serial>, RegistryError> {
+        let serial = record.serial.as_bytes();
+        let ck = key(b'c', &[serial]);
+        let dk = key(b'd', &[serial]);
+        let mut batch = sled::Batch::default();
+        batch.insert(ck.as_slice(), encode_record(record)?);
+        batch.insert(dk.as_slice(), der);
+        batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
+        batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
+        batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
+        if record.state == State::Issued {
+            batch.insert(valid_key(record), &[]);
+        }
+        let mut superseded = Vec::new();
+        {
+            let _writer = self.lock();
+            if let Some(existing) = self.db.get(&dk).map_err(backend)? {
+                if existing.as_ref() == der {
+                    return Ok(superseded);
+                }
+                return Err(RegistryError::SerialTaken(record.serial));
+            }
+            if self.db.contains_key(&ck).map_err(backend)? {
+                return Err(RegistryError::SerialTaken(record.serial));
+            }
+            if self.db.contains_key(key(b'b', &[&record.key_sha256])).map_err(backend)? {
+                return Err(RegistryError::KeyBlocked);
+            }
+            if supersede_others {
+                let at = record.recorded_at;
+                let prefix = key(b'v', &[record.account.as_bytes(), &[0]]);
+                for mut old in self.records_under(&prefix, prefix.len())? {
+                    if old.serial == record.serial || old.state != State::Issued || old.not_after <= at {
+                        continue;
+                    }
+                    batch.remove(valid_key(&old));
+                    old.state = State::Revoked { at, reason: RevocationReason::Superseded };
+                    batch.insert(key(b'c', &[old.serial.as_bytes()]), encode_record(&old)?);
+                    batch.insert(
+                        key(b'r', &[old.serial.as_bytes()]),
+                        revocation_entry(&old, at, RevocationReason::Superseded),
+                    );
+                    superseded.push(old.serial);
+                }
+            }
+            self.db.apply_batch(batch).map_err(backend)?;
+        }
+        Ok(superseded)
+    }
+}
+
 impl Registry for SledStore {
     fn record_pending(&self, record: &CertRecord, request_id: Option<&[u8; 16]>) -> Result<(), RegistryError> {
         let serial = record.serial.as_bytes();
@@ -382,56 +443,37 @@ impl Registry for SledStore {
         der: &[u8],
         supersede_others: bool,
     ) -> Result<Vec<Serial>, RegistryError> {
-        let serial = record.serial.as_bytes();
-        let ck = key(b'c', &[serial]);
-        let dk = key(b'd', &[serial]);
-        let mut batch = sled::Batch::default();
-        batch.insert(ck.as_slice(), encode_record(record)?);
-        batch.insert(dk.as_slice(), der);
-        batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
-        batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
-        batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
-        if record.state == State::Issued {
-            batch.insert(valid_key(record), &[]);
-        }
-        let mut superseded = Vec::new();
-        {
-            let _writer = self.lock();
-            if let Some(existing) = self.db.get(&dk).map_err(backend)? {
-                if existing.as_ref() == der {
-                    return Ok(superseded);
-                }
-                return Err(RegistryError::SerialTaken(record.serial));
-            }
-            if self.db.contains_key(&ck).map_err(backend)? {
-                return Err(RegistryError::SerialTaken(record.serial));
-            }
-            if self.db.contains_key(key(b'b', &[&record.key_sha256])).map_err(backend)? {
-                return Err(RegistryError::KeyBlocked);
-            }
-            if supersede_others {
-                let at = record.recorded_at;
-                let prefix = key(b'v', &[record.account.as_bytes(), &[0]]);
-                for mut old in self.records_under(&prefix, prefix.len())? {
-                    if old.serial == record.serial || old.state != State::Issued || old.not_after <= at {
-                        continue;
-                    }
-                    batch.remove(valid_key(&old));
-                    old.state = State::Revoked { at, reason: RevocationReason::Superseded };
-                    batch.insert(key(b'c', &[old.serial.as_bytes()]), encode_record(&old)?);
-                    batch.insert(
-                        key(b'r', &[old.serial.as_bytes()]),
-                        revocation_entry(&old, at, RevocationReason::Superseded),
-                    );
-                    superseded.push(old.serial);
-                }
-            }
-            self.db.apply_batch(batch).map_err(backend)?;
-        }
+        let superseded = self.apply_certificate(record, der, supersede_others)?;
         self.durable()?;
         Ok(superseded)
     }
 
+    fn record_certificate_deferred(
+        &self,
+        record: &CertRecord,
+        der: &[u8],
+        supersede_others: bool,
+    ) -> Result<Vec<Serial>, RegistryError> {
+        self.apply_certificate(record, der, supersede_others)
+    }
+
+    fn sync(&self) -> Result<(), RegistryError> {
+        self.durable()
+    }
+
+    fn ledger_cursor(&self) -> Result<u64, RegistryError> {
+        Ok(self
+            .db
+            .get(LEDGER_CURSOR)
+            .map_err(backend)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn set_ledger_cursor(&self, at: u64) -> Result<(), RegistryError> {
+        self.db.insert(LEDGER_CURSOR, &at.to_be_bytes()).map_err(backend)?;
+        self.durable()
+    }
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
         let ck = key(b'c', &[serial.as_bytes()]);
         self.db.get(&ck).map_err(backend)?.map(|v| decode_record(&ck, &v)).transpose()

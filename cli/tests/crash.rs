@@ -8,9 +8,12 @@
 //! - the audit trail's hash chain verifies;
 //! - every account can enroll again, with no error but 503 + Retry-After while the CA comes up.
 //!
-//! Across the trials, each kill kind must have let certificates through under load, and at
-//! least one issuance must have been recorded but never answered: the window the promise
-//! "nothing acknowledged is lost" is about.
+//! Across the trials, each kill kind must have let certificates through under load, at least
+//! one issuance must have been recorded but never answered (the window the promise "nothing
+//! acknowledged is lost" is about), and at least one certificate a client received must have
+//! reached the registry only through the ledger follower after the kill (the service answers
+//! once the signer's ledger holds the certificate, before the registry's own flush: the window
+//! of one durable write per issuance).
 //!
 //! `INKAN_CRASH_TRIALS` sets the number of trials (default 6; the full test run uses 50);
 //! `INKAN_CRASH_SEED` repeats a run.
@@ -139,6 +142,7 @@ fn kill_the_signer_the_worker_or_everything_under_load_and_lose_nothing() {
     let mut received: Received = Vec::new();
     let mut under_load: BTreeMap<Kill, usize> = BTreeMap::new();
     let mut unanswered = 0usize;
+    let mut recovered = 0usize;
     for trial in 0..trials {
         let kind = [Kill::Signer, Kill::Worker, Kill::Everything][trial % 3];
         let mut service = Service::start(&ca, &[]);
@@ -236,10 +240,14 @@ fn kill_the_signer_the_worker_or_everything_under_load_and_lose_nothing() {
         }
         service.stop();
         // The ledger keeps every trial: the last count is the total.
-        unanswered = check(&ca, &dir, &received, trial);
+        (unanswered, recovered) = check(&ca, &dir, &received, trial);
     }
     eprintln!("certificates received under load, by kill kind: {under_load:?}");
-    eprintln!("{} certificates received in all; {unanswered} issuances recorded but never answered", received.len());
+    eprintln!(
+        "{} certificates received in all; {unanswered} issuances recorded but never answered; {recovered} received \
+         certificates recorded from the ledger after a kill",
+        received.len()
+    );
     if trials >= 3 {
         for kind in [Kill::Signer, Kill::Worker, Kill::Everything] {
             assert!(
@@ -248,13 +256,18 @@ fn kill_the_signer_the_worker_or_everything_under_load_and_lose_nothing() {
             );
         }
         assert!(unanswered > 0, "no kill landed inside an issuance: the test did not test the window it is about");
+        assert!(
+            recovered > 0,
+            "no received certificate had to be recovered from the ledger: the registry's deferred write was never cut"
+        );
     }
 }
 
 /// The registry and the ledger (opened directly: the service is stopped) against what clients
 /// received, and the audit chain. Returns how many issuances of the test's accounts were
-/// recorded by the signer but never answered.
-fn check(ca: &TestCa, dir: &Path, received: &Received, trial: usize) -> usize {
+/// recorded by the signer but never answered, and how many received certificates the ledger
+/// follower recorded (audited `certificate.issued` with `recovered`).
+fn check(ca: &TestCa, dir: &Path, received: &Received, trial: usize) -> (usize, usize) {
     let registry = ca::SledStore::open(&dir.join("db")).unwrap_or_else(|e| panic!("trial {trial}: registry: {e}"));
     let ledger = LogLedger::open(&dir.join("signer").join("ledger.log"))
         .unwrap_or_else(|e| panic!("trial {trial}: ledger: {e}"));
@@ -313,5 +326,12 @@ fn check(ca: &TestCa, dir: &Path, received: &Received, trial: usize) -> usize {
     inkan_tests::wait_until_registry_unlocked(&dir.join("db"));
     let verified = ca.inkan(["audit", "verify"]);
     assert!(verified.status.success(), "trial {trial}: the audit chain: {}", verified.text());
-    unanswered
+    let trail = std::fs::read_to_string(dir.join("audit").join("audit.log")).unwrap();
+    let recovered: HashSet<String> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["event"] == "certificate.issued" && l["details"]["recovered"] == true)
+        .map(|l| l["details"]["serial"].as_str().unwrap().to_owned())
+        .collect();
+    (unanswered, serials.iter().filter(|s| recovered.contains(**s)).count())
 }

@@ -132,6 +132,34 @@ pub trait Registry: Send + Sync {
         supersede_others: bool,
     ) -> Result<Vec<Serial>, RegistryError>;
 
+    /// [`Registry::record_certificate`], acknowledged before it is durable: for a certificate
+    /// the signer's ledger already holds durably, which the registry catches up from after a
+    /// crash. [`Registry::sync`] makes it durable. By default, the durable write.
+    fn record_certificate_deferred(
+        &self,
+        record: &CertRecord,
+        der: &[u8],
+        supersede_others: bool,
+    ) -> Result<Vec<Serial>, RegistryError> {
+        self.record_certificate(record, der, supersede_others)
+    }
+
+    /// Makes every change acknowledged before it was durable durable.
+    fn sync(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
+
+    /// How far into the signer's ledger (a byte offset) the registry is known to hold every
+    /// certificate: where catching up starts. 0 when never set.
+    fn ledger_cursor(&self) -> Result<u64, RegistryError> {
+        Ok(0)
+    }
+
+    /// Records durably that the registry holds every certificate of the ledger up to `at`.
+    fn set_ledger_cursor(&self, _at: u64) -> Result<(), RegistryError> {
+        Ok(())
+    }
+
     /// The record of one certificate.
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError>;
 

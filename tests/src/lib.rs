@@ -161,7 +161,15 @@ impl TestCa {
         let bytes = std::fs::read(csr).unwrap();
         let issued = self
             .ca
-            .issue(&IssueRequest { csr: &bytes, account, profile, sans, days: None, request_id: None })
+            .issue(&IssueRequest {
+                csr: &bytes,
+                account,
+                profile,
+                sans,
+                days: None,
+                request_id: None,
+                supersede: false,
+            })
             .unwrap_or_else(|e| panic!("issuing from {}: {e}", csr.display()));
         let out = csr.with_extension(format!("{}.crt", profile.name()));
         std::fs::write(&out, pki::encoding::pem_encode("CERTIFICATE", &issued.der)).unwrap();
@@ -254,6 +262,7 @@ pub fn issue_many(
                         sans: &[],
                         days: Some(1 + (i % 400) as u32),
                         request_id: None,
+                        supersede: false,
                     };
                     authority.issue(&request).unwrap();
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

@@ -10,7 +10,7 @@ use ca::audit::AuditLog;
 use ca::layout::{self, DataDir};
 use ca::remote::{self, SignerService};
 use ca::responder::OcspSigner;
-use ca::service::local_authority;
+use ca::service::local_signer;
 use ca::sled_store::Durability;
 
 use crate::args::SignerArgs;
@@ -32,7 +32,7 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
         passphrase::resolve_for(Key::Ca, &dir.ca_key(), args.ca_passphrase.ca_passphrase_file.as_deref())?
     };
     let durability = if args.danger_no_fsync { Durability::Unsafe } else { Durability::Flush };
-    let authority = local_authority(&dir, config.profile_settings(), &passphrase, durability)
+    let (authority, ledger) = local_signer(&dir, config.profile_settings(), &passphrase, durability)
         .map_err(|e| super::in_use(e.to_string(), &dir.ledger()))?;
     drop(passphrase);
     let root_der = layout::read_certificate(&dir.root_cert())?;
@@ -68,7 +68,14 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
     let authorities = authority.map(|ca| ca.with_signed_hook(hook.clone()));
     let ocsp = Some(authorities.all().map(|(_, ca)| OcspSigner::for_generation(&dir, ca.generation())).collect());
     let server_names = config.server_policy()?;
-    let service = Arc::new(SignerService { authorities, root_der, server_names, ocsp, audit: Some(audit.clone()) });
+    let service = Arc::new(SignerService {
+        authorities,
+        root_der,
+        server_names,
+        ocsp,
+        audit: Some(audit.clone()),
+        ledger: Some(ledger),
+    });
 
     // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
     let stop = Arc::new(AtomicBool::new(false));

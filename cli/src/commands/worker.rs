@@ -93,8 +93,24 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("no signer: give --signer-socket, or --signer-address with the instance's certificate"),
     };
     wait_for_signer(&client)?;
-    let ca_service =
-        CaService::new(SignerLink::Remote(client), registry.clone(), &dir, config.crl_validity(), audit.clone())?;
+    let ca_service = Arc::new(CaService::new(
+        SignerLink::Remote(client),
+        registry.clone(),
+        &dir,
+        config.crl_validity(),
+        audit.clone(),
+    )?);
+    // What the last worker recorded without waiting for the disk and lost in a crash, from the
+    // signer's ledger, before anything is served.
+    match ca_service.catch_up(None) {
+        Ok(done) if done.recovered > 0 => tracing::warn!(
+            recovered = done.recovered,
+            checked = done.checked,
+            "certificates missing from the registry were recorded from the signer's ledger"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "catching up with the signer's ledger; the follower tries again"),
+    }
     let credential = ca_service.server_credential(&config.server.names)?;
     if let Err(e) = ca_service.ensure_ocsp_responder() {
         tracing::warn!(error = %e, "the signer has no OCSP responder yet; OCSP answers wait for it");
@@ -102,7 +118,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let tls = enroll_server::tls::TlsMaterial {
         chain: credential.chain.iter().cloned().map(CertificateDer::from).collect(),
         key: PrivatePkcs8KeyDer::from(credential.key.to_vec()),
-        client_cas: pki::request::Issuer::ca_generations(&ca_service)
+        client_cas: pki::request::Issuer::ca_generations(&*ca_service)
             .into_iter()
             .map(|(_, der)| CertificateDer::from(der.to_vec()))
             .collect(),
@@ -120,7 +136,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         notices: web.notices.clone(),
         oauth: enroll_server::oauth::OAuth::new(web.oauth.clone(), config.oauth.settings()?),
         registry,
-        issuer: Arc::new(ca_service),
+        issuer: ca_service.clone(),
         audit: Arc::new(AuditSink(audit.clone())),
         public_url: public_url.clone(),
         login_url: login_url.clone(),
@@ -148,12 +164,68 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             _ = rx => tracing::info!("the supervisor is gone: stopping"),
         }
     };
+    let follower = LedgerFollower::start(ca_service.clone(), state.clone())?;
     let root = dir.root_cert();
     runtime.block_on(enroll_server::serve::run(state, listeners, &tls, stop, move |bound| {
         announce(&dir, &root, bound, &public_url, &login_url, first_master.as_ref());
     }))?;
+    // Every request has been answered: a last round leaves the registry durable.
+    follower.stop();
     audit.append("service.worker_stop", serde_json::json!({ "pid": std::process::id() }))?;
     Ok(())
+}
+
+/// Every [`FOLLOW_EVERY`], makes what the service recorded without waiting for the disk
+/// durable and moves the registry's cursor in the signer's ledger; records what the registry
+/// lacks (the signer signed, but its answer never reached the service).
+struct LedgerFollower {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// The follower thread's name, which the durability test tells its syncs apart by.
+const FOLLOWER_THREAD: &str = "ledger-follower";
+
+impl LedgerFollower {
+    fn start(ca: Arc<CaService>, events: Arc<AppState>) -> std::io::Result<Self> {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name(FOLLOWER_THREAD.into()).spawn(move || {
+            let mut settled = None;
+            loop {
+                let stopping = {
+                    let (lock, wake) = &*flag;
+                    let stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *wake.wait_timeout(stopped, FOLLOW_EVERY).unwrap_or_else(std::sync::PoisonError::into_inner).0
+                };
+                // Issuances past the previous round's end may still be on their way into the
+                // registry; once stopping, none is.
+                match ca.catch_up(if stopping { None } else { settled }) {
+                    Ok(done) => {
+                        if done.recovered > 0 {
+                            tracing::warn!(recovered = done.recovered, "recorded certificates the registry lacked");
+                        }
+                        enroll_server::ports::Events::revoked(&*events, &done.superseded);
+                        settled = Some(done.end);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "following the signer's ledger"),
+                }
+                if stopping {
+                    return;
+                }
+            }
+        });
+        Ok(Self { stop, thread: thread? })
+    }
+
+    fn stop(self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        wake.notify_all();
+        let _ = self.thread.join();
+    }
 }
 
 /// `serve --dev` on an empty account store: the master user "master" with a new password.

@@ -623,6 +623,7 @@ impl TestCa {
             sans: &[],
             days: Some(days),
             request_id: None,
+            supersede: false,
         };
         let issued = authority.issue_at(&request, at).expect("issuing with the library");
         drop(authority);

@@ -43,6 +43,7 @@ pub fn signer() -> &'static ca::remote::SignerService {
                     server_names: vec!["localhost".parse().expect("name")],
                     ocsp,
                     audit: None,
+                    ledger: None,
                 },
             )
         })
