@@ -26,6 +26,11 @@
 //!
 //! Needs `cfssl` (Debian package golang-cfssl), `sqlite3`, `strace`, `openssl` and
 //! `postgresql`.
+//!
+//! For finding where the time goes: `INKAN_BENCH_PERF=DIR` records `perf record --call-graph dwarf` (Debian
+//! package linux-perf) of the signer and the web worker during each timed durable run into
+//! `DIR/durable-N.data` (read with `perf report -i`), and `INKAN_BENCH_ONLY=inkan` stops after
+//! inkan's own figures (no PostgreSQL, no cfssl, no files written to bench/results).
 
 #![allow(clippy::unwrap_used)]
 
@@ -112,6 +117,36 @@ fn installed(program: &str, args: &[&str]) -> bool {
 }
 
 /// A running `inkan serve`: its public port and the processes that sync (signer, web worker).
+/// `perf record --call-graph dwarf` attached to processes until stopped.
+struct Profiler {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Profiler {
+    fn attach(pids: &[u32], out: &Path) -> Result<Self, String> {
+        let pids = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let child = Command::new("perf")
+            .args(["record", "-q", "--call-graph", "dwarf", "-F", "499", "-o", s(out), "-p", &pids])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("INKAN_BENCH_PERF needs perf (Debian package linux-perf): {e}"))?;
+        // perf needs a moment to open its events on every thread.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Self { child, out: out.to_owned() })
+    }
+
+    fn stop(mut self) -> Result<PathBuf, String> {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let status = self.child.wait().map_err(|e| format!("waiting for perf: {e}"))?;
+        if !status.success() && status.signal() != Some(2) {
+            return Err(format!("perf record ended with {status}"));
+        }
+        Ok(self.out.clone())
+    }
+}
+
 struct Inkan {
     _server: Server,
     port: u16,
@@ -538,6 +573,15 @@ async fn bench() -> Result<(), String> {
         traced_n(64)
     );
     let summary = work.join("strace.txt");
+    let perf_dir = std::env::var_os("INKAN_BENCH_PERF").map(PathBuf::from);
+    if let Some(dir) = &perf_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let only_inkan = match std::env::var("INKAN_BENCH_ONLY").as_deref() {
+        Ok("inkan") => true,
+        Ok(other) => return Err(format!("INKAN_BENCH_ONLY={other}: the one value accepted is `inkan`")),
+        Err(_) => false,
+    };
 
     let mut results = Vec::new();
     for durable in [true, false] {
@@ -546,8 +590,15 @@ async fn bench() -> Result<(), String> {
         let pids = [server.signer, server.worker];
         for clients in CONCURRENCY {
             let jobs = inkan_jobs(server.port, &tls, &accounts, &csrs, clients, requests).await?;
+            let profile = match &perf_dir {
+                Some(dir) if durable => Some(Profiler::attach(&pids, &dir.join(format!("durable-{clients}.data")))?),
+                _ => None,
+            };
             let figures =
                 load(server.port, Some(tls.clone()), clients, jobs, 201).await.map_err(|e| format!("{label}: {e}"))?;
+            if let Some(profile) = profile {
+                println!("  profile of the run above: {}", profile.stop()?.display());
+            }
             let jobs = inkan_jobs(server.port, &tls, &accounts, &csrs, clients, traced_n(clients)).await?;
             let syncs = traced_load(&pids, &summary, server.port, Some(tls.clone()), clients, jobs, 201)
                 .await
@@ -559,6 +610,11 @@ async fn bench() -> Result<(), String> {
             results.push((label.to_owned(), clients, figures));
         }
         drop(server);
+    }
+
+    if only_inkan {
+        println!("INKAN_BENCH_ONLY=inkan: no PostgreSQL, no cfssl, nothing written to bench/results");
+        return Ok(());
     }
 
     // The same service with its stores in PostgreSQL: a throwaway cluster of Debian's
