@@ -459,6 +459,15 @@ impl Registry for PgRegistry {
         })
     }
 
+    fn by_key_for_others(&self, key_sha256: &[u8; 32], account: &str) -> Result<Vec<CertRecord>, RegistryError> {
+        outside_runtime(|| {
+            self.records(
+                "SELECT doc FROM certificates WHERE key_sha256 = $1 AND account <> $2 ORDER BY serial",
+                &[&key_sha256.to_vec(), &account],
+            )
+        })
+    }
+
     fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError> {
         outside_runtime(|| {
             self.records(

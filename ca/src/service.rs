@@ -414,8 +414,8 @@ impl CaService {
             )));
         }
         let now = OffsetDateTime::now_utc();
-        let holders = self.registry.by_key(&key).map_err(internal)?;
-        if let Some(other) = holders.iter().find(|r| r.account != order.account && r.status(now) == Status::Valid) {
+        let holders = self.registry.by_key_for_others(&key, &order.account).map_err(internal)?;
+        if let Some(other) = holders.iter().find(|r| r.status(now) == Status::Valid) {
             return Err(IssueError::Rejected(format!(
                 "this public key is certified for another account (certificate {}); make a new key",
                 other.serial

@@ -31,6 +31,7 @@ use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
 
 const CRL_NUMBER: &[u8] = b"m:crl-number";
 const V_INDEX_BUILT: &[u8] = b"m:v-index";
+const H_INDEX_BUILT: &[u8] = b"m:h-index";
 const LEDGER_CURSOR: &[u8] = b"m:ledger-cursor";
 
 /// The key of a certificate in the index of issued, unrevoked certificates of its account.
@@ -66,6 +67,12 @@ impl std::fmt::Debug for SledStore {
 
 fn backend(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Backend(e.to_string())
+}
+
+/// The key holder index entry: `h` key-hash account NUL serial, so the certificates of a key
+/// for other accounts are read without the account's own.
+fn holder_key(record: &CertRecord) -> Vec<u8> {
+    key(b'h', &[&record.key_sha256, record.account.as_bytes(), &[0], record.serial.as_bytes()])
 }
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -191,6 +198,7 @@ impl SledStore {
             .map_err(|e| RegistryError::Backend(format!("opening {}: {e}", dir.display())))?;
         let store = Self { db, group: GroupCommit::default(), durability, writer: Mutex::new(()) };
         store.build_valid_index()?;
+        store.build_holder_index()?;
         Ok(store)
     }
 
@@ -238,6 +246,21 @@ impl SledStore {
             }
         }
         batch.insert(V_INDEX_BUILT, &[]);
+        self.db.apply_batch(batch).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    /// Registries made before the `h` index existed get it built once, from the records.
+    fn build_holder_index(&self) -> Result<(), RegistryError> {
+        if self.db.contains_key(H_INDEX_BUILT).map_err(backend)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for record in self.all()? {
+            batch.insert(holder_key(&record), &[]);
+        }
+        batch.insert(H_INDEX_BUILT, &[]);
         self.db.apply_batch(batch).map_err(backend)?;
         self.db.flush().map_err(backend)?;
         Ok(())
@@ -293,15 +316,19 @@ impl SledStore {
             .scan_prefix(prefix)
             .map(|item| {
                 let (k, _) = item.map_err(backend)?;
-                let serial = &k[serial_at..];
-                let ck = key(b'c', &[serial]);
-                let v = self.db.get(&ck).map_err(backend)?.ok_or_else(|| RegistryError::Corrupt {
-                    key: format!("{k:02x?}"),
-                    detail: "index entry without record".into(),
-                })?;
-                decode_record(&ck, &v)
+                self.indexed_record(&k, &k[serial_at..])
             })
             .collect()
+    }
+
+    /// The record an index entry `index_key` points at by its serial.
+    fn indexed_record(&self, index_key: &[u8], serial: &[u8]) -> Result<CertRecord, RegistryError> {
+        let ck = key(b'c', &[serial]);
+        let v = self.db.get(&ck).map_err(backend)?.ok_or_else(|| RegistryError::Corrupt {
+            key: format!("{index_key:02x?}"),
+            detail: "index entry without record".into(),
+        })?;
+        decode_record(&ck, &v)
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -344,6 +371,7 @@ impl SledStore {
         batch.insert(dk.as_slice(), der);
         batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
         batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
+        batch.insert(holder_key(record), &[]);
         batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
         if record.state == State::Issued {
             batch.insert(valid_key(record), &[]);
@@ -397,6 +425,7 @@ impl Registry for SledStore {
         }
         batch.insert(key(b'a', &[record.account.as_bytes(), &[0], serial]), &[]);
         batch.insert(key(b'k', &[&record.key_sha256, serial]), &[]);
+        batch.insert(holder_key(record), &[]);
         batch.insert(key(b'e', &[&seconds(record.not_after), serial]), &[]);
         {
             let _writer = self.lock();
@@ -506,6 +535,30 @@ impl Registry for SledStore {
     fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, RegistryError> {
         let prefix = key(b'k', &[key_sha256]);
         self.records_under(&prefix, prefix.len())
+    }
+
+    fn by_key_for_others(&self, key_sha256: &[u8; 32], account: &str) -> Result<Vec<CertRecord>, RegistryError> {
+        // `h` key account NUL serial: the account's own entries are the range from
+        // "account NUL" up to "account 0x01" (an account name holds no NUL), skipped.
+        let prefix = key(b'h', &[key_sha256]);
+        let own = key(b'h', &[key_sha256, account.as_bytes(), &[0]]);
+        let after_own = key(b'h', &[key_sha256, account.as_bytes(), &[1]]);
+        let before = self.db.range(prefix.as_slice()..own.as_slice());
+        let after = self
+            .db
+            .range(after_own.as_slice()..)
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)));
+        before
+            .chain(after)
+            .map(|item| {
+                let (k, _) = item.map_err(backend)?;
+                let serial = k.len().checked_sub(16).map(|at| &k[at..]).ok_or_else(|| RegistryError::Corrupt {
+                    key: format!("{k:02x?}"),
+                    detail: "key holder entry without a serial".into(),
+                })?;
+                self.indexed_record(&k, serial)
+            })
+            .collect()
     }
 
     fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError> {

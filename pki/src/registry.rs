@@ -179,6 +179,13 @@ pub trait Registry: Send + Sync {
     /// The records certifying one public key (by SHA-256 of its SPKI).
     fn by_key(&self, key_sha256: &[u8; 32]) -> Result<Vec<CertRecord>, RegistryError>;
 
+    /// The records certifying one public key for accounts other than `account`: what stops
+    /// `account` from using the key, read without the account's own renewals of it (an EST
+    /// client re-enrolling with one key makes many).
+    fn by_key_for_others(&self, key_sha256: &[u8; 32], account: &str) -> Result<Vec<CertRecord>, RegistryError> {
+        Ok(self.by_key(key_sha256)?.into_iter().filter(|r| r.account != account).collect())
+    }
+
     /// The records whose notAfter is in `[from, to]`, from the notAfter index.
     fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError>;
 

@@ -105,6 +105,26 @@ pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
     let blocked = reopened.blocked_key(&[0x77; 32]).expect("blocked").expect("kept across reopening");
     assert_eq!((blocked.key_sha256, blocked.at), ([0x77; 32], now.replace_nanosecond(0).unwrap_or(now)));
     assert_eq!(reopened.blocked_key(&[0x78; 32]).expect("blocked"), None);
+    key_holders(reopened.as_ref(), now);
+}
+
+/// One key certified for accounts whose names share a beginning: the holders other than one
+/// account are the others, and only they.
+fn key_holders(store: &dyn Registry, now: OffsetDateTime) {
+    for (n, account) in [(0x30, "caro"), (0x31, "carol"), (0x32, "carol"), (0x33, "carol2"), (0x34, "carl")] {
+        let record = CertRecord { key_sha256: [9; 32], ..record(n, account, now + Duration::days(30)) };
+        store.record_pending(&record, None).expect("recorded");
+    }
+    let others = |account: &str| -> Vec<String> {
+        let holders = store.by_key_for_others(&[9; 32], account).expect("others");
+        let mut names: Vec<String> = holders.into_iter().map(|r| r.account).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(others("carol"), ["carl", "caro", "carol2"]);
+    assert_eq!(others("caro"), ["carl", "carol", "carol", "carol2"]);
+    assert_eq!(others("dave").len(), 5);
+    assert_eq!(store.by_key(&[9; 32]).expect("key").len(), 5);
 }
 
 /// Eight writers record a certificate for one account at once, each superseding the others:
