@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,8 @@ pub struct AuditLog {
     group: GroupCommit,
     /// False only for benchmarks that measure what durability costs.
     synced: bool,
+    /// Lines this process wrote without syncing them since the last sync.
+    unsynced: AtomicBool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -98,6 +101,7 @@ impl AuditLog {
             file: Mutex::new(None),
             group: GroupCommit::default(),
             synced: true,
+            unsynced: AtomicBool::new(false),
         }
     }
 
@@ -126,13 +130,25 @@ impl AuditLog {
     /// event whose durable record is elsewhere (a certificate in the signer's ledger).
     /// [`AuditLog::sync`] makes it durable.
     pub fn append_deferred(&self, event: &str, details: Value) -> Result<AuditLine, Error> {
-        self.write(event, details).map(|(line, _)| line)
+        let (line, _) = self.write(event, details)?;
+        self.unsynced.store(true, Ordering::SeqCst);
+        Ok(line)
     }
 
-    /// Syncs every line written so far.
+    /// Syncs the lines this process wrote with [`AuditLog::append_deferred`], if any.
     pub fn sync(&self) -> Result<(), Error> {
+        if !self.unsynced.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.sync_file().inspect_err(|_| self.unsynced.store(true, Ordering::SeqCst))
+    }
+
+    /// Syncs the whole file, whoever wrote the lines (other processes share it): before a
+    /// checkpoint covers them.
+    pub fn sync_file(&self) -> Result<(), Error> {
         let file = match self.file.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
             Some(file) => file.try_clone().map_err(Error::io("opening", &self.path))?,
+            None if self.path.exists() => File::open(&self.path).map_err(Error::io("opening", &self.path))?,
             None => return Ok(()),
         };
         if self.synced {

@@ -96,7 +96,9 @@ impl CertificateAuthority {
         self.generation
     }
 
-    /// Runs `hook` for every certificate signed, alongside its durable recording.
+    /// Runs `hook` for every certificate signed, once the ledger holds it durably and before it
+    /// is released (the hook should not wait for a disk of its own: it is on every issuance's
+    /// critical path).
     pub fn with_signed_hook(mut self, hook: SignedHook) -> Self {
         self.on_signed = Some(hook);
         self
@@ -198,14 +200,9 @@ impl CertificateAuthority {
             let signature = self.signer.sign(prepared.tbs_der())?;
             let der = prepared.assemble(&signature);
             record.state = State::Issued;
-            match &self.on_signed {
-                Some(hook) => std::thread::scope(|s| {
-                    let noted = s.spawn(|| hook(&record));
-                    let recorded = self.store.record_issued(&serial, &der);
-                    let _ = noted.join();
-                    recorded
-                })?,
-                None => self.store.record_issued(&serial, &der)?,
+            self.store.record_issued(&serial, &der)?;
+            if let Some(hook) = &self.on_signed {
+                hook(&record);
             }
             return Ok(Issued { der, record, replayed: false });
         }

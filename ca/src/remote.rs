@@ -375,12 +375,16 @@ impl SignerService {
         }
     }
 
-    /// The hook that audits each certificate as it is signed (`certificate.signed`).
+    /// The hook that audits each certificate as it is signed (`certificate.signed`). The line
+    /// is written before the certificate is released and synced within a second (the signer's
+    /// checkpoint thread, or the service's ledger follower, which shares the file): the
+    /// ledger, synced before the release, is the durable record of the signature, and a crash
+    /// of the process loses no written line.
     pub fn signed_hook(audit: Arc<AuditLog>) -> crate::authority::SignedHook {
         Arc::new(move |record: &pki::registry::CertRecord| {
             let details =
                 serde_json::json!({ "serial": record.serial, "account": record.account, "profile": record.profile });
-            if let Err(e) = audit.append("certificate.signed", details) {
+            if let Err(e) = audit.append_deferred("certificate.signed", details) {
                 eprintln!("signer: audit log: {e}");
             }
         })

@@ -79,7 +79,7 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
 
     // Stop on SIGINT/SIGTERM, or, for a child of `serve`, when its end of stdin closes.
     let stop = Arc::new(AtomicBool::new(false));
-    spawn_checkpoints(&dir, service.clone(), stop.clone(), &config.audit);
+    spawn_checkpoints(&dir, service.clone(), audit.clone(), stop.clone(), &config.audit);
     let wake = {
         let (stop, socket, tcp_at) = (stop.clone(), socket.clone(), tcp.as_ref().map(|(at, _, _)| *at));
         move |why: &str| {
@@ -139,6 +139,7 @@ pub fn run(args: &SignerArgs) -> anyhow::Result<()> {
 fn spawn_checkpoints(
     dir: &DataDir,
     service: Arc<SignerService>,
+    audit: Arc<AuditLog>,
     stop: Arc<AtomicBool>,
     settings: &crate::config::AuditSection,
 ) {
@@ -154,6 +155,11 @@ fn spawn_checkpoints(
         let mut warned = false;
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(500));
+            // The certificate.signed lines written since the last round (see
+            // `SignerService::signed_hook`).
+            if let Err(e) = audit.sync() {
+                eprintln!("signer: syncing the audit trail: {e}");
+            }
             let (lines, head) = match tail.poll() {
                 Ok(state) if state.0 >= covered => state,
                 Ok((lines, _)) => {
@@ -173,6 +179,11 @@ fn spawn_checkpoints(
                 }
             };
             if lines == covered || (lines - covered < every && since.elapsed() < interval) {
+                continue;
+            }
+            // A checkpoint covers only lines on the disk, whichever process wrote them.
+            if let Err(e) = audit.sync_file() {
+                eprintln!("signer: syncing the audit trail before a checkpoint: {e}");
                 continue;
             }
             let now = time::OffsetDateTime::now_utc();
