@@ -477,6 +477,44 @@ impl Registry for PgRegistry {
         })
     }
 
+    fn expiring_first(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: usize,
+        keep: &dyn Fn(&CertRecord) -> bool,
+    ) -> Result<Vec<CertRecord>, RegistryError> {
+        // Pages in (not_after, serial) order from the expiry index, until `limit` are kept.
+        let page = i64::try_from(limit.clamp(100, 10_000)).unwrap_or(10_000);
+        outside_runtime(|| {
+            let mut kept = Vec::new();
+            let mut after: Option<(OffsetDateTime, Vec<u8>)> = None;
+            while kept.len() < limit {
+                let records = match &after {
+                    None => self.records(
+                        "SELECT doc FROM certificates WHERE not_after >= $1 AND not_after <= $2
+                         ORDER BY not_after, serial LIMIT $3",
+                        &[&from, &to, &page],
+                    )?,
+                    Some((not_after, serial)) => self.records(
+                        "SELECT doc FROM certificates WHERE (not_after, serial) > ($1, $2) AND not_after <= $3
+                         ORDER BY not_after, serial LIMIT $4",
+                        &[not_after, serial, &to, &page],
+                    )?,
+                };
+                let Some(last) = records.last() else { break };
+                after = Some((last.not_after, last.serial.as_bytes().to_vec()));
+                let full = records.len() as i64 == page;
+                kept.extend(records.into_iter().filter(|r| keep(r)));
+                if !full {
+                    break;
+                }
+            }
+            kept.truncate(limit);
+            Ok(kept)
+        })
+    }
+
     fn revoke(
         &self,
         serial: &Serial,

@@ -311,6 +311,21 @@ impl SledStore {
         self.group.flush_count()
     }
 
+    /// The records whose notAfter is in `[from, to]`, in notAfter order, read as they are
+    /// asked for.
+    fn expiring(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> impl Iterator<Item = Result<CertRecord, RegistryError>> + '_ {
+        let start = key(b'e', &[&seconds(from)]);
+        let end = key(b'e', &[&seconds(to), &[0xff; 17]]);
+        self.db.range(start..end).map(|item| {
+            let (k, _) = item.map_err(backend)?;
+            self.indexed_record(&k, &k[9..])
+        })
+    }
+
     fn records_under(&self, prefix: &[u8], serial_at: usize) -> Result<Vec<CertRecord>, RegistryError> {
         self.db
             .scan_prefix(prefix)
@@ -562,20 +577,17 @@ impl Registry for SledStore {
     }
 
     fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError> {
-        let start = key(b'e', &[&seconds(from)]);
-        let end = key(b'e', &[&seconds(to), &[0xff; 17]]);
-        self.db
-            .range(start..end)
-            .map(|item| {
-                let (k, _) = item.map_err(backend)?;
-                let ck = key(b'c', &[&k[9..]]);
-                let v = self.db.get(&ck).map_err(backend)?.ok_or_else(|| RegistryError::Corrupt {
-                    key: format!("{k:02x?}"),
-                    detail: "expiry index entry without record".into(),
-                })?;
-                decode_record(&ck, &v)
-            })
-            .collect()
+        self.expiring(from, to).collect()
+    }
+
+    fn expiring_first(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: usize,
+        keep: &dyn Fn(&CertRecord) -> bool,
+    ) -> Result<Vec<CertRecord>, RegistryError> {
+        self.expiring(from, to).filter(|r| r.as_ref().map_or(true, keep)).take(limit).collect()
     }
 
     fn revoke(

@@ -789,6 +789,10 @@ pub struct ListArgs {
     /// Only the certificates of this account.
     #[arg(long, value_name = "ID")]
     pub account: Option<String>,
+    /// At most N certificates (with --expiring, the N expiring first), read without going
+    /// through the whole registry.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,

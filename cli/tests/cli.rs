@@ -480,6 +480,20 @@ fn list_filters_by_expiry_account_and_revocation() {
     assert_eq!(serials(&ca.list(&["--account", "bob", "--expiring", "200d"])), [hundred]);
     ca.inkan(["list", "--expiring", "soon"]).refused("is not a period like 30d, 12h or 2w");
     ca.inkan(["list", "--expiring", "3y"]).refused("unknown unit");
+    // A page: the soonest first, and the table says when more match.
+    // (The service's own certificate, which `list` leaves out, expires after 365 days.)
+    assert_eq!(serials(&ca.list(&["--expiring", "200d", "--limit", "1"])), [ten]);
+    assert_eq!(serials(&ca.list(&["--expiring", "200d", "--limit", "2"])), [ten, hundred]);
+    assert_eq!(serials(&ca.list(&["--account", "bob", "--limit", "1"])).len(), 1);
+    let page = ca.inkan(["list", "--expiring", "200d", "--limit", "1"]).ok();
+    assert!(page.stderr.contains("1 certificate(s) shown; more match"), "{}", page.stderr);
+    let whole = ca.inkan(["list", "--expiring", "200d", "--limit", "2"]).ok();
+    assert!(whole.stderr.contains("2 certificate(s)") && !whole.stderr.contains("more match"), "{}", whole.stderr);
+    for (bad, says) in [("0", "0 is not in 1.."), ("many", "invalid value 'many'")] {
+        let out = ca.inkan(["list", "--limit", bad]);
+        assert_eq!(out.status.code(), Some(2), "clap's usage error: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+    }
 
     // The table lists the same certificates.
     let table = ca.inkan(["list", "--revoked"]).ok();

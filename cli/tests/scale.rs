@@ -69,6 +69,16 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
         last = not_after;
     }
 
+    // A page: the same first hundred, read without going through the whole registry.
+    let started = Instant::now();
+    let page = inkan(&dir, &["list", "--expiring", "30d", "--limit", "100", "--json"]);
+    eprintln!("inkan list --expiring 30d --limit 100 over {TOTAL} certificates: {:.1?}", started.elapsed());
+    let page: serde_json::Value = serde_json::from_slice(&page.stdout).unwrap();
+    let serials = |list: &[serde_json::Value]| list.iter().map(|c| c["serial"].clone()).collect::<Vec<_>>();
+    assert_eq!(serials(page.as_array().unwrap()), serials(&expiring[..100]));
+    let table = inkan(&dir, &["list", "--expiring", "30d", "--limit", "100"]);
+    assert!(String::from_utf8_lossy(&table.stderr).contains("100 certificate(s) shown; more match"));
+
     let started = Instant::now();
     let one_account = inkan(&dir, &["list", "--account", "user-7", "--json"]);
     eprintln!("inkan list --account over {TOTAL} certificates: {:.1?}", started.elapsed());

@@ -62,6 +62,9 @@ pub enum AdminRequest {
         revoked: bool,
         /// Only this account's.
         account: Option<String>,
+        /// At most this many (the first in notAfter order with `expiring_secs`).
+        #[serde(default)]
+        limit: Option<u32>,
     },
     /// One certificate.
     Show {
@@ -569,25 +572,29 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .map_err(|e| e.message)?;
             AdminReply::Account { account: account.into() }
         }
-        AdminRequest::List { expiring_secs, revoked, account } => {
+        AdminRequest::List { expiring_secs, revoked, account, limit } => {
             let registry = need(ctx.registry, "registry")?;
             let expiring = expiring_secs.map(time::Duration::seconds);
             let until = expiring.map(|p| now.checked_add(p).ok_or("the period is too long")).transpose()?;
-            let mut records = match (&account, until) {
-                (Some(account), _) => registry.by_account(account),
-                (None, Some(until)) => registry.expiring_between(now, until),
-                (None, None) => registry.all(),
-            }
-            .map_err(|e| text(&e))?;
-            records.retain(|r| {
+            let wanted = |r: &pki::registry::CertRecord| {
                 let status = r.status(now);
                 let expiring_ok = until.is_none_or(|u| status == Status::Valid && r.not_after <= u);
                 let revoked_ok = !revoked || matches!(status, Status::Revoked | Status::Superseded);
                 expiring_ok && revoked_ok
-            });
+            };
+            let limit = limit.map_or(usize::MAX, |n| n as usize);
+            let mut records = match (&account, until) {
+                // The expiry index in order, read only as far as the page needs.
+                (None, Some(until)) => registry.expiring_first(now, until, limit, &wanted),
+                (Some(account), _) => registry.by_account(account),
+                (None, None) => registry.all(),
+            }
+            .map_err(|e| text(&e))?;
+            records.retain(|r| wanted(r));
             if until.is_some() {
                 records.sort_by_key(|r| r.not_after);
             }
+            records.truncate(limit);
             AdminReply::Certificates { certificates: records }
         }
         AdminRequest::Show { serial } => {

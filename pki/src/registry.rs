@@ -189,6 +189,23 @@ pub trait Registry: Send + Sync {
     /// The records whose notAfter is in `[from, to]`, from the notAfter index.
     fn expiring_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<CertRecord>, RegistryError>;
 
+    /// The first `limit` records, in notAfter order, whose notAfter is in `[from, to]` and that
+    /// `keep` accepts: a page of [`Registry::expiring_between`] that reads no further than it
+    /// needs. By default the whole range, filtered and cut.
+    fn expiring_first(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: usize,
+        keep: &dyn Fn(&CertRecord) -> bool,
+    ) -> Result<Vec<CertRecord>, RegistryError> {
+        let mut records = self.expiring_between(from, to)?;
+        records.retain(|r| keep(r));
+        records.sort_by_key(|r| (r.not_after, r.serial));
+        records.truncate(limit);
+        Ok(records)
+    }
+
     /// Marks an issued certificate revoked and returns the updated record.
     fn revoke(
         &self,

@@ -114,13 +114,17 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         expiring_secs: expiring.map(|p| p.whole_seconds()),
         revoked: args.revoked,
         account: args.account.clone(),
+        // One more than shown, to tell whether the list was cut.
+        limit: args.limit.map(|n| n.saturating_add(1)),
     };
     let needs = Needs::default();
     let records = match admin(&DataDir::new(&args.data_dir.data_dir), request, needs, None)? {
         AdminReply::Certificates { certificates } => certificates,
         other => return Err(unexpected(other)),
     };
-    let listed: Vec<Listed<'_>> = records.iter().map(|r| Listed::new(r, now)).collect();
+    let shown = args.limit.map_or(records.len(), |n| records.len().min(n as usize));
+    let cut = shown < records.len();
+    let listed: Vec<Listed<'_>> = records[..shown].iter().map(|r| Listed::new(r, now)).collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
@@ -132,7 +136,11 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
             l.serial, l.account, l.profile, l.not_after, l.issuer, l.status
         );
     }
-    eprintln!("{} certificate(s)", listed.len());
+    if cut {
+        eprintln!("{} certificate(s) shown; more match (raise --limit to see them)", listed.len());
+    } else {
+        eprintln!("{} certificate(s)", listed.len());
+    }
     Ok(())
 }
 

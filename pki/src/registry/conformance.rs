@@ -106,6 +106,25 @@ pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
     assert_eq!((blocked.key_sha256, blocked.at), ([0x77; 32], now.replace_nanosecond(0).unwrap_or(now)));
     assert_eq!(reopened.blocked_key(&[0x78; 32]).expect("blocked"), None);
     key_holders(reopened.as_ref(), now);
+    expiring_pages(reopened.as_ref(), now);
+}
+
+/// Pages of the expiry index: the first ones in notAfter order among those kept, and no more.
+fn expiring_pages(store: &dyn Registry, now: OffsetDateTime) {
+    let day = |n: i64| now + Duration::days(500 + n);
+    // Recorded out of order; "skip" is filtered out by the caller's predicate.
+    for (n, account, days) in [(0x60, "e3", 3), (0x61, "e1", 1), (0x62, "skip", 0), (0x63, "e2", 2), (0x64, "e4", 4)] {
+        store.record_pending(&record(n, account, day(days)), None).expect("recorded");
+    }
+    let first = |limit: usize| -> Vec<String> {
+        let page = store.expiring_first(day(0), day(10), limit, &|r| r.account != "skip").expect("page");
+        page.into_iter().map(|r| r.account).collect()
+    };
+    assert_eq!(first(2), ["e1", "e2"]);
+    assert_eq!(first(10), ["e1", "e2", "e3", "e4"]);
+    assert!(first(0).is_empty());
+    let all = store.expiring_first(day(0), day(3), 10, &|_| true).expect("page");
+    assert_eq!(all.iter().map(|r| r.account.as_str()).collect::<Vec<_>>(), ["skip", "e1", "e2", "e3"]);
 }
 
 /// One key certified for accounts whose names share a beginning: the holders other than one
