@@ -106,6 +106,12 @@ impl Budget {
     }
 }
 
+/// What a request needs: its answer, or a signature for the cache key.
+enum Lookup {
+    Answered(Answer),
+    Sign(Key),
+}
+
 /// The cache of signed answers for every generation of the issuing CA, and the root's
 /// answers about each of them.
 pub struct OcspCache {
@@ -298,29 +304,10 @@ impl OcspCache {
     /// Answers one DER request: from the cache when fresh, else signed by the signer now from
     /// the live registry status.
     pub fn respond(&self, request: &[u8], registry: &dyn Registry, issuer: &dyn Issuer, now: OffsetDateTime) -> Answer {
-        let id = match ocsp::parse_request(request) {
-            Ok(id) => id,
-            Err(_) => return Answer::error(ErrorStatus::MalformedRequest, "malformed"),
+        let key = match self.lookup(request, now) {
+            Lookup::Answered(answer) => return answer,
+            Lookup::Sign(key) => key,
         };
-        let Some(generation) = self.issuers.iter().find(|(_, issuer, _)| id.is_issued_by(issuer)).map(|(n, _, _)| *n)
-        else {
-            // An issuing CA itself, asked of the root (with SHA-1, as the answer was signed).
-            let about = self.issuers.iter().map(|(_, _, root)| root).find(|root| {
-                root.root.as_ref().is_some_and(|r| id.is_issued_by(r))
-                    && id.serial == root.ca_serial
-                    && id.hash == CertIdHash::Sha1
-            });
-            return match about.and_then(RootAnswer::answer) {
-                Some(answer) => answer,
-                None => Answer::error(ErrorStatus::Unauthorized, "unauthorized"),
-            };
-        };
-        let key = (generation, id.hash == CertIdHash::Sha1, id.serial);
-        if let Some(answer) = self.lock().answers.get(&key)
-            && answer.next_update.is_some_and(|next| next - now > REFRESH_WHEN_LEFT)
-        {
-            return answer.clone();
-        }
         match self.sign_keys(std::slice::from_ref(&key), registry, issuer) {
             Ok(mut signed) => match signed.pop() {
                 Some((_, answer)) => answer,
@@ -332,6 +319,43 @@ impl OcspCache {
                 Answer::error(ErrorStatus::TryLater, "error")
             }
         }
+    }
+
+    /// The answer to one DER request when it needs neither the registry nor the signer (a
+    /// fresh cached answer, a malformed or foreign request, an issuing CA asked of the root):
+    /// what a request thread can answer without blocking. `None`: ask [`OcspCache::respond`].
+    pub fn cached(&self, request: &[u8], now: OffsetDateTime) -> Option<Answer> {
+        match self.lookup(request, now) {
+            Lookup::Answered(answer) => Some(answer),
+            Lookup::Sign(_) => None,
+        }
+    }
+
+    fn lookup(&self, request: &[u8], now: OffsetDateTime) -> Lookup {
+        let id = match ocsp::parse_request(request) {
+            Ok(id) => id,
+            Err(_) => return Lookup::Answered(Answer::error(ErrorStatus::MalformedRequest, "malformed")),
+        };
+        let Some(generation) = self.issuers.iter().find(|(_, issuer, _)| id.is_issued_by(issuer)).map(|(n, _, _)| *n)
+        else {
+            // An issuing CA itself, asked of the root (with SHA-1, as the answer was signed).
+            let about = self.issuers.iter().map(|(_, _, root)| root).find(|root| {
+                root.root.as_ref().is_some_and(|r| id.is_issued_by(r))
+                    && id.serial == root.ca_serial
+                    && id.hash == CertIdHash::Sha1
+            });
+            return Lookup::Answered(match about.and_then(RootAnswer::answer) {
+                Some(answer) => answer,
+                None => Answer::error(ErrorStatus::Unauthorized, "unauthorized"),
+            });
+        };
+        let key = (generation, id.hash == CertIdHash::Sha1, id.serial);
+        if let Some(answer) = self.lock().answers.get(&key)
+            && answer.next_update.is_some_and(|next| next - now > REFRESH_WHEN_LEFT)
+        {
+            return Lookup::Answered(answer.clone());
+        }
+        Lookup::Sign(key)
     }
 
     /// Drops the cached answers of `serials` (just revoked): the next request gets a fresh one,

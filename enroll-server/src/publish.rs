@@ -40,15 +40,22 @@ fn http_date(t: OffsetDateTime) -> Option<HeaderValue> {
 }
 
 async fn ocsp_answer(state: Shared, request: Vec<u8>) -> Response {
-    let answering = state.clone();
-    let answer = match tokio::task::spawn_blocking(move || {
-        let state = answering;
-        state.ocsp.respond(&request, state.registry.as_ref(), state.issuer.as_ref(), OffsetDateTime::now_utc())
-    })
-    .await
-    {
-        Ok(answer) => answer,
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response(),
+    // Most answers come from the cache, on this thread; only a signature (and the registry
+    // read before it) goes to a blocking thread.
+    let answer = match state.ocsp.cached(&request, OffsetDateTime::now_utc()) {
+        Some(answer) => answer,
+        None => {
+            let answering = state.clone();
+            match tokio::task::spawn_blocking(move || {
+                let state = answering;
+                state.ocsp.respond(&request, state.registry.as_ref(), state.issuer.as_ref(), OffsetDateTime::now_utc())
+            })
+            .await
+            {
+                Ok(answer) => answer,
+                Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response(),
+            }
+        }
     };
     let index = OCSP_LABELS.iter().position(|l| *l == answer.label).unwrap_or(5);
     state.metrics.ocsp[index].fetch_add(1, Ordering::Relaxed);
