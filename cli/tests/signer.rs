@@ -851,3 +851,48 @@ fn a_request_id_reused_for_another_request_is_refused() {
         problems.join("\n")
     );
 }
+
+/// `inkan_ocsp_signed_total` in the service's /metrics.
+fn ocsp_signed(server: &Service) -> u64 {
+    let reply = server.curl(&server.http_url("/metrics"), common::NONE);
+    reply.expect(200);
+    let text = reply.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("inkan_ocsp_signed_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no inkan_ocsp_signed_total in /metrics:\n{text}"))
+}
+
+/// A fresh certificate's OCSP answer is signed right after issuance: the first request for it
+/// is answered from the cache, so it is answered even with the signer gone (checked by
+/// `openssl ocsp`, which verifies the response), and nothing more is signed for it.
+#[test]
+fn a_fresh_certificates_first_ocsp_answer_comes_from_the_presigned_cache() {
+    let ca = TestCa::init(&[]);
+    let web = web_dir(&ca);
+    add_web_user(&web, "olga");
+    let socket = ca.work().join("signer.sock");
+    let mut signer = start_signer(&ca.data, &socket);
+    let server = Service::start_with(&web, &ca, &["--signer-socket", s(&socket)], &[]);
+    let before = ocsp_signed(&server);
+    let olga = server.acquire("olga", "olga");
+    // Both CertID hashes (SHA-1, SHA-256), signed in the background right after the answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ocsp_signed(&server) < before + 2 {
+        assert!(Instant::now() < deadline, "no OCSP answer was signed ahead for the new certificate");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signed = ocsp_signed(&server);
+
+    signer.signal("KILL");
+    assert!(signer.wait_exit(Duration::from_secs(10)).is_some(), "the signer is dead");
+    let url = server.http_url("/ocsp");
+    let out =
+        openssl(["ocsp", "-issuer", s(&ca.ca_crt()), "-url", &url, "-CAfile", s(&olga.chain), "-cert", s(&olga.cert)])
+            .ok();
+    let text = out.text();
+    assert!(text.contains("Response verify OK"), "{text}");
+    assert!(text.contains(&format!("{}: good", s(&olga.cert))), "{text}");
+    assert_eq!(ocsp_signed(&server), signed, "the first request needed a signature of its own");
+    server.stop();
+}

@@ -628,7 +628,7 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
                 .map_err(|e| text(&e))?
                 .ok_or_else(|| format!("issued {} but the registry does not have it", issued.serial))?;
             tracing::info!(serial = %issued.serial, account = %record.account, "certificate issued by the operator");
-            ctx.events.issued();
+            ctx.events.issued(&issued.serial);
             ctx.audit
                 .record("operator.issue", serde_json::json!({ "serial": issued.serial, "account": record.account }));
             AdminReply::Issued { record, der: issued.der, ca_der: issuer.ca_certificate().to_vec() }

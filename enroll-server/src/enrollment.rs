@@ -210,7 +210,7 @@ pub async fn issue_for(
         Err(e) => return Err(Refused::Failed(e.into())),
     };
     tracing::info!(%login_id, serial = %issued.serial, superseded = ?issued.superseded, "certificate issued");
-    state.issued();
+    state.issued(&issued.serial);
     state.revoked(&issued.superseded);
     // The issuer's own audit line (certificate.issued) records the issuance.
     Ok(issued)

@@ -21,8 +21,8 @@ pub trait Audit: Send + Sync {
 pub trait Events: Send + Sync {
     /// Certificates were revoked (or superseded).
     fn revoked(&self, serials: &[Serial]);
-    /// A certificate was issued.
-    fn issued(&self);
+    /// A certificate was issued: its OCSP answer is signed ahead of the first request.
+    fn issued(&self, serial: &Serial);
 }
 
 /// No service to tell.
@@ -31,7 +31,7 @@ pub struct NoEvents;
 
 impl Events for NoEvents {
     fn revoked(&self, _: &[Serial]) {}
-    fn issued(&self) {}
+    fn issued(&self, _: &Serial) {}
 }
 
 /// One store exported for a backup: its name (`db`, `web`), the file, each tree's count.

@@ -530,8 +530,9 @@ pub async fn revocation_follower(state: Shared, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// Keeps the OCSP cache ahead of requests: signs fresh answers for revoked certificates as soon
-/// as they are revoked, and every ten minutes signs again the answers past half their life.
+/// Keeps the OCSP cache ahead of requests: signs fresh answers for certificates as soon as they
+/// are issued or revoked (all that queued up meanwhile in one round), and every ten minutes
+/// signs again the answers past half their life.
 pub async fn ocsp_refresher(state: Shared, mut stop: watch::Receiver<bool>) {
     let mut next_refresh = tokio::time::Instant::now() + Duration::from_secs(600);
     loop {
@@ -540,7 +541,7 @@ pub async fn ocsp_refresher(state: Shared, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep_until(next_refresh) => {}
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
-        let revoked = state.take_revoked();
+        let changed = state.take_presign();
         let refresh = tokio::time::Instant::now() >= next_refresh;
         if refresh {
             next_refresh = tokio::time::Instant::now() + Duration::from_secs(600);
@@ -549,7 +550,7 @@ pub async fn ocsp_refresher(state: Shared, mut stop: watch::Receiver<bool>) {
         let done = tokio::task::spawn_blocking(move || {
             let state = working;
             let (registry, issuer) = (state.registry.as_ref(), state.issuer.as_ref());
-            let presigned = if revoked.is_empty() { Ok(0) } else { state.ocsp.presign(&revoked, registry, issuer) };
+            let presigned = if changed.is_empty() { Ok(0) } else { state.ocsp.presign(&changed, registry, issuer) };
             let refreshed =
                 if refresh { state.ocsp.refresh(registry, issuer, OffsetDateTime::now_utc()) } else { Ok(0) };
             (presigned, refreshed)
@@ -559,8 +560,10 @@ pub async fn ocsp_refresher(state: Shared, mut stop: watch::Receiver<bool>) {
             Ok((presigned, refreshed)) => {
                 match presigned {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(answers = n, "OCSP answers for revoked certificates signed"),
-                    Err(e) => tracing::warn!(error = %e, "OCSP answers for revoked certificates: not signed now"),
+                    Ok(n) => tracing::debug!(answers = n, "OCSP answers for issued or revoked certificates signed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "OCSP answers for issued or revoked certificates: not signed now")
+                    }
                 }
                 match refreshed {
                     Ok(0) => {}

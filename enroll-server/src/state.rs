@@ -58,10 +58,10 @@ pub struct AppState {
     pub csrf: CsrfKey,
     /// Wakes the CRL publisher after revocations.
     pub crl_wake: tokio::sync::Notify,
-    /// Wakes the OCSP refresher to sign answers for [`AppState::take_revoked`] ahead of requests.
+    /// Wakes the OCSP refresher to sign answers for [`AppState::take_presign`] ahead of requests.
     pub ocsp_wake: tokio::sync::Notify,
-    /// Revoked serials whose fresh OCSP answers are still to be signed.
-    revoked_queue: Mutex<Vec<Serial>>,
+    /// Serials (just issued or revoked) whose fresh OCSP answers are still to be signed.
+    presign_queue: Mutex<Vec<Serial>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Exports the stores for `inkan backup`, set by the process that opened them.
@@ -128,7 +128,7 @@ impl AppState {
             csrf: CsrfKey::default(),
             crl_wake: tokio::sync::Notify::new(),
             ocsp_wake: tokio::sync::Notify::new(),
-            revoked_queue: Mutex::new(Vec::new()),
+            presign_queue: Mutex::new(Vec::new()),
             metrics: Metrics::default(),
             snapshotter: std::sync::OnceLock::new(),
         })
@@ -144,9 +144,10 @@ impl AppState {
         self.snapshotter.get().map(AsRef::as_ref)
     }
 
-    /// The revoked serials whose OCSP answers are to be signed ahead of requests.
-    pub fn take_revoked(&self) -> Vec<Serial> {
-        std::mem::take(&mut *self.revoked_queue.lock().unwrap_or_else(PoisonError::into_inner))
+    /// The serials (just issued or revoked) whose OCSP answers are to be signed ahead of
+    /// requests.
+    pub fn take_presign(&self) -> Vec<Serial> {
+        std::mem::take(&mut *self.presign_queue.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Appends to the audit trail (durable) off the async threads.
@@ -216,14 +217,16 @@ impl Events for AppState {
             return;
         }
         self.ocsp.forget(serials);
-        self.revoked_queue.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(serials);
+        self.presign_queue.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(serials);
         self.ocsp_wake.notify_one();
         self.metrics.revoked.fetch_add(serials.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.crl_wake.notify_one();
     }
 
-    fn issued(&self) {
+    fn issued(&self, serial: &Serial) {
         self.metrics.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.presign_queue.lock().unwrap_or_else(PoisonError::into_inner).push(*serial);
+        self.ocsp_wake.notify_one();
     }
 }
 
