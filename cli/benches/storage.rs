@@ -1,7 +1,7 @@
 //! The registry's operator queries over many certificates, sled beside PostgreSQL: N
 //! certificates (default 1,000,000) issued through the library's real record path into a data
-//! directory's sled registry, then `inkan list --expiring 30d`, `inkan list --account`, and
-//! `inkan show` timed on sled; the stores moved with `inkan storage migrate` (timed) into a
+//! directory's sled registry, then `inkan list --expiring 30d` (whole, and its first 100 with
+//! `--limit 100`), `inkan list --account`, and `inkan show` timed on sled; the stores moved with `inkan storage migrate` (timed) into a
 //! throwaway PostgreSQL 15 cluster; the same commands timed there. Every answer is checked
 //! (the expiring count is known from how the certificates were made).
 //!
@@ -105,8 +105,9 @@ fn bench() -> Result<(), String> {
 
     // 30 of every 400 validities end within 30 days, plus whatever `init` made that does.
     let expiring_at_least = total / 400 * 30;
-    let questions: [(&str, &[&str]); 3] = [
+    let questions: [(&str, &[&str]); 4] = [
         ("list --expiring 30d", &["list", "--expiring", "30d", "--json"]),
+        ("list --expiring --limit 100", &["list", "--expiring", "30d", "--limit", "100", "--json"]),
         ("list --account user-7", &["list", "--account", "user-7", "--json"]),
         ("show SERIAL --pem", &["show", "SERIAL", "--pem"]),
     ];
@@ -118,7 +119,7 @@ fn bench() -> Result<(), String> {
             let args: Vec<&str> = args.iter().map(|a| if *a == "SERIAL" { serial.as_str() } else { a }).collect();
             let (took, answer) = timed(&dir, &args)?;
             println!(
-                "{label:<12} inkan {name:<24} {:>9.1} ms  ({} answers, best of 3, process start included)",
+                "{label:<12} inkan {name:<28} {:>9.1} ms  ({} answers, best of 3, process start included)",
                 took.as_secs_f64() * 1e3,
                 answer.len()
             );
@@ -127,10 +128,17 @@ fn bench() -> Result<(), String> {
         if answers[0].len() < expiring_at_least {
             return Err(format!("{label}: {} expiring, expected at least {expiring_at_least}", answers[0].len()));
         }
-        if answers[1].len() != total / ACCOUNTS {
+        if answers[1].len() != 100.min(answers[0].len()) {
+            return Err(format!("{label}: --limit 100 gave {} certificates", answers[1].len()));
+        }
+        let first: Vec<_> = answers[0].iter().take(100).map(|c| &c["serial"]).collect();
+        if answers[1].iter().map(|c| &c["serial"]).collect::<Vec<_>>() != first {
+            return Err(format!("{label}: --limit 100 is not the first 100 of the whole list"));
+        }
+        if answers[2].len() != total / ACCOUNTS {
             return Err(format!(
                 "{label}: user-7 has {} certificates, expected {}",
-                answers[1].len(),
+                answers[2].len(),
                 total / ACCOUNTS
             ));
         }
