@@ -37,7 +37,7 @@
 #[path = "support/plot.rs"]
 mod plot;
 mod support;
-use support::Server;
+use support::{Server, start_inkan};
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -144,52 +144,6 @@ impl Profiler {
             return Err(format!("perf record ended with {status}"));
         }
         Ok(self.out.clone())
-    }
-}
-
-struct Inkan {
-    _server: Server,
-    port: u16,
-    signer: u32,
-    worker: u32,
-}
-
-fn start_inkan(dir: &Path, pass_file: &Path, durable: bool) -> Inkan {
-    let mut cmd = inkan();
-    cmd.args(["serve", "--data-dir", s(dir), "--ca-passphrase-file", s(pass_file)])
-        .args(["--listen", "127.0.0.1:0", "--login-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-        .args(["--est-listen", "127.0.0.1:0"])
-        .env_remove("INKAN_CA_PASSPHRASE")
-        .env("INKAN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if !durable {
-        cmd.arg("--danger-no-fsync");
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let server = Server(child);
-    let (mut port, mut signer, mut worker) = (None, None, None);
-    let pid = |line: &str, prefix: &str| -> Option<u32> {
-        line.trim_start().strip_prefix(prefix)?.split_whitespace().next()?.parse().ok()
-    };
-    for line in stdout.lines().map_while(Result::ok) {
-        if let Some(rest) = line.split("https://localhost:").nth(1)
-            && line.contains("/cert/acquire")
-        {
-            port = rest.split('/').next().and_then(|p| p.parse().ok());
-        }
-        signer = signer.or_else(|| pid(&line, "signer: process "));
-        worker = worker.or_else(|| pid(&line, "web worker: process "));
-        if port.is_some() && signer.is_some() && worker.is_some() {
-            break;
-        }
-    }
-    Inkan {
-        _server: server,
-        port: port.expect("serve reported its port"),
-        signer: signer.expect("serve reported its signer's process"),
-        worker: worker.expect("serve reported its web worker's process"),
     }
 }
 
@@ -586,7 +540,7 @@ async fn bench() -> Result<(), String> {
     let mut results = Vec::new();
     for durable in [true, false] {
         let label = if durable { "inkan (durable)" } else { "inkan (durability off)" };
-        let server = start_inkan(&dir, &pass_file, durable);
+        let server = start_inkan(inkan(), &dir, &pass_file, durable);
         let pids = [server.signer, server.worker];
         for clients in CONCURRENCY {
             let jobs = inkan_jobs(server.port, &tls, &accounts, &csrs, clients, requests).await?;
@@ -626,7 +580,7 @@ async fn bench() -> Result<(), String> {
     std::fs::write(&config, text.replace("backend = \"sled\"", &format!("backend = \"postgres\"\nurl = \"{url}\"")))
         .unwrap();
     let pg_label = "inkan (PostgreSQL, durable)";
-    let server = start_inkan(&dir, &pass_file, true);
+    let server = start_inkan(inkan(), &dir, &pass_file, true);
     for clients in CONCURRENCY {
         let jobs = inkan_jobs(server.port, &tls, &accounts, &csrs, clients, requests).await?;
         let f =

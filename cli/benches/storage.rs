@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use ca::layout::DataDir;
 
+mod support;
+
 const ROOT_PASS: &str = "storage bench root passphrase";
 const CA_PASS: &str = "storage bench issuing passphrase";
 const THREADS: usize = 16;
@@ -146,6 +148,21 @@ fn bench() -> Result<(), String> {
     };
     let on_sled = run_all("sled")?;
 
+    // The same questions with the service running: the CLI asks it over the admin socket
+    // instead of opening sled itself.
+    let pass_file = work.join("ca.pass");
+    std::fs::write(&pass_file, format!("{CA_PASS}\n")).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let service = support::start_inkan(Command::new(env!("CARGO_BIN_EXE_inkan")), &dir, &pass_file, true);
+    println!("inkan serve on {total} certificates: ready in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    let through_service = run_all("sled+serve")?;
+    let rss = |pid: u32| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).map_or("?".into(), |v| v.trim().to_owned())
+    };
+    println!("resident memory after the questions: web worker {}, signer {}", rss(service.worker), rss(service.signer));
+    drop(service);
+
     let cluster = inkan_tests::postgres::Cluster::start();
     let url = cluster.database("bench");
     let (_, took) = inkan(&dir, &["storage", "migrate", "--to", &url])?;
@@ -164,11 +181,14 @@ fn bench() -> Result<(), String> {
         v.sort_by_key(|c| c["serial"].as_str().map(str::to_owned));
         v
     };
-    let (on_sled, on_pg): (Vec<_>, Vec<_>) =
-        (on_sled.into_iter().map(sorted).collect(), on_pg.into_iter().map(sorted).collect());
-    for ((name, _), (a, b)) in questions.iter().zip(on_sled.iter().zip(&on_pg)) {
+    let sort_all = |answers: Vec<Vec<serde_json::Value>>| -> Vec<_> { answers.into_iter().map(sorted).collect() };
+    let (on_sled, through_service, on_pg) = (sort_all(on_sled), sort_all(through_service), sort_all(on_pg));
+    for ((name, _), ((a, b), c)) in questions.iter().zip(on_sled.iter().zip(&on_pg).zip(&through_service)) {
         if a != b {
             return Err(format!("inkan {name}: the answers on sled and on PostgreSQL differ"));
+        }
+        if a != c {
+            return Err(format!("inkan {name}: the answers with the service running and without differ"));
         }
     }
     Ok(())
