@@ -33,10 +33,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-if [ ! -x .venv/bin/lint_pkix_cert ] || [ ! -x .venv/bin/aiosmtpd ]; then
+# cryptography 51 prints a DSA deprecation warning on every pkilint run, which the tests'
+# lint checks (nothing on stdout or stderr) would read as a finding: kept below 51.
+cryptography_below_51() {
+  .venv/bin/python -c 'import sys, cryptography; sys.exit(int(cryptography.__version__.split(".")[0]) >= 51)' 2>/dev/null
+}
+if [ ! -x .venv/bin/lint_pkix_cert ] || [ ! -x .venv/bin/aiosmtpd ] || ! cryptography_below_51; then
   echo "== installing pkilint and aiosmtpd (the tests' SMTP server) into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'pkilint==0.13.3' 'aiosmtpd==1.4.6'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'pkilint==0.13.3' 'aiosmtpd==1.4.6' 'cryptography<51'
 fi
 
 if [ ! -d tests/node_modules/playwright-core ] || [ ! -d tests/node_modules/openid-client ] || [ ! -d tests/node_modules/undici ]; then
