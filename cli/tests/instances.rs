@@ -13,21 +13,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Enrolled, Out, Service, TestCa, openssl, run, s, user_password};
+use common::{Enrolled, Out, Service, TestCa, ocsp_status, openssl, run, s, user_password};
 use inkan_tests::postgres::Cluster;
 use serde_json::json;
-
-/// What `openssl ocsp` says about `who` at `service` (the response verified first).
-fn ocsp_status(ca: &TestCa, service: &Service, who: &Enrolled) -> String {
-    let url = service.http_url("/ocsp");
-    let out =
-        openssl(["ocsp", "-issuer", s(&ca.ca_crt()), "-url", &url, "-CAfile", s(&who.chain), "-cert", s(&who.cert)])
-            .ok();
-    let text = out.text();
-    assert!(text.contains("Response verify OK"), "{text}");
-    let prefix = format!("{}: ", s(&who.cert));
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{text}")).trim().to_owned()
-}
 
 /// The serials (upper-case hex) `service`'s published CRL lists, read by `openssl crl`.
 fn crl_serials(service: &Service, work: &Path, name: &str) -> Vec<String> {

@@ -800,6 +800,18 @@ impl Client {
     }
 }
 
+/// What `openssl ocsp` says about `who` at `service` (the response verified first).
+pub fn ocsp_status(ca: &TestCa, service: &Service, who: &Enrolled) -> String {
+    let url = service.http_url("/ocsp");
+    let out =
+        openssl(["ocsp", "-issuer", s(&ca.ca_crt()), "-url", &url, "-CAfile", s(&who.chain), "-cert", s(&who.cert)])
+            .ok();
+    let text = out.text();
+    assert!(text.contains("Response verify OK"), "{text}");
+    let prefix = format!("{}: ", s(&who.cert));
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{text}")).trim().to_owned()
+}
+
 /// A certificate obtained through the enrollment API: WORK/NAME.key, .crt, .chain.pem.
 #[derive(Debug)]
 pub struct Enrolled {
