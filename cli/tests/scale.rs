@@ -31,15 +31,68 @@ fn inkan(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 /// A new data directory (in the temporary directory returned) whose registry holds `TOTAL`
 /// certificates issued through the library (an `inkan issue` process per certificate would
 /// measure process start-up 100k times), to 1000 accounts user-N, valid 1 to 400 days.
+///
+/// Both tests need the same registry: the first to get here makes it once into the target
+/// directory (under a file lock, named after the binaries that made it, so a rebuild makes a
+/// new one) and each test works on its own copy.
 fn registry_of_100k() -> (tempfile::TempDir, std::path::PathBuf, DataDir) {
+    let made = made_once();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    inkan(&dir, &["init"]);
-    let took = inkan_tests::issue_many(tmp.path(), &dir, CA_PASS, TOTAL, 1000, THREADS);
-    eprintln!("issued {TOTAL} certificates in {took:.1?} with {THREADS} threads");
+    copy_tree(&made, &dir);
     let data = DataDir::new(&dir);
-    inkan_tests::wait_until_registry_unlocked(&data.db());
     (tmp, dir, data)
+}
+
+/// The directory holding the data directory both tests copy, made if missing.
+fn made_once() -> std::path::PathBuf {
+    let stamp = |path: &std::path::Path| {
+        let meta = std::fs::metadata(path).unwrap();
+        let modified = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap();
+        format!("{}-{}", meta.len(), modified.as_nanos())
+    };
+    let key = format!(
+        "{}-{}",
+        stamp(std::path::Path::new(env!("CARGO_BIN_EXE_inkan"))),
+        stamp(&std::env::current_exe().unwrap())
+    );
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scale-100k");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let made = root.join(&key);
+    if !made.join("complete").exists() {
+        // Older registries (other binaries) and a half-made one are removed first.
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            }
+        }
+        let dir = made.join("data");
+        inkan(&dir, &["init"]);
+        let took = inkan_tests::issue_many(&made, &dir, CA_PASS, TOTAL, 1000, THREADS);
+        eprintln!("issued {TOTAL} certificates in {took:.1?} with {THREADS} threads");
+        inkan_tests::wait_until_registry_unlocked(&DataDir::new(&dir).db());
+        std::fs::write(made.join("complete"), b"").unwrap();
+    }
+    made.join("data")
+}
+
+/// Copies the directory tree `from` to `to` (files and directories only).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            let permissions = entry.metadata().unwrap().permissions();
+            std::fs::set_permissions(&target, permissions).unwrap();
+        }
+    }
 }
 
 #[test]
