@@ -98,6 +98,7 @@ fn child(entries: usize) -> Result<(), String> {
         ocsp_url: None,
         default_days: 365,
         max_days: 825,
+        crl_shards: 1,
     };
     let authority = CertificateAuthority::new(&der, signer, ledger, settings).expect("ca");
     let socket = dir.path().join("signer.sock");
@@ -129,7 +130,7 @@ fn child(entries: usize) -> Result<(), String> {
     let before = peak_rss_mib();
     let client = SignerClient::new(&socket);
     let started = Instant::now();
-    let crl = client.sign_crl(1, &revoked, time::Duration::days(7)).expect("sign");
+    let crl = client.sign_crl(1, &revoked, time::Duration::days(7), None).expect("sign");
     let elapsed = started.elapsed();
     let peak = peak_rss_mib();
     let out = dir.path().join("ca.crl");

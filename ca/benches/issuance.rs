@@ -193,6 +193,7 @@ fn bench() -> Result<(), String> {
         ocsp_url: None,
         default_days: 365,
         max_days: 825,
+        crl_shards: 1,
     };
     let authority = |db: &str, durability| {
         let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
@@ -354,6 +355,7 @@ mod token {
             ocsp_url: None,
             default_days: 365,
             max_days: 825,
+            crl_shards: 1,
         };
         let csr = bench_csr()?;
         let request = bench_request(&csr);

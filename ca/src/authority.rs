@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pki::certificate::{self, CertificateOrder};
-use pki::crl::{self, CrlOrder};
+use pki::crl::{self, CrlOrder, Shard};
 use pki::{IssuerInfo, Profile, ProfileSettings, RevokedEntry, San, Serial};
 use time::{Duration, OffsetDateTime};
 
@@ -209,19 +209,48 @@ impl CertificateAuthority {
         Err(Error::SerialExhausted)
     }
 
-    /// Signs a CRL listing `entries`, valid for `validity` from `now`. The CRL number is
-    /// incremented durably before signing, so numbers never repeat.
+    /// Signs a CRL listing `entries`, valid for `validity` from `now`: the whole CRL, or with
+    /// `shard` one partition of it (every entry must belong to it; the CRL names the shard's
+    /// URL, made from this CA's CRL URL). The CRL number is incremented durably before signing,
+    /// so numbers never repeat.
     pub fn sign_crl_for(
         &self,
         entries: &[RevokedEntry],
         now: OffsetDateTime,
         validity: Duration,
+        shard: Option<Shard>,
     ) -> Result<Vec<u8>, Error> {
         let next_update = now
             .checked_add(validity)
             .ok_or_else(|| pki::Error::InvalidValidity { reason: "the CRL's nextUpdate is out of range".into() })?;
+        let url = match shard {
+            None => None,
+            Some(shard) => {
+                if !(2..=crl::MAX_SHARDS).contains(&shard.count) || shard.index >= shard.count {
+                    return Err(Error::CrlShard(format!(
+                        "shard {} of {} does not exist (2 to {} shards, numbered from 0)",
+                        shard.index,
+                        shard.count,
+                        crl::MAX_SHARDS
+                    )));
+                }
+                let base = self.settings.crl_url.as_deref().ok_or_else(|| {
+                    Error::CrlShard("this CA writes no CRL distribution point, so it has no CRL shards".into())
+                })?;
+                if let Some(stray) = entries.iter().find(|e| Shard::of(&e.serial, shard.count) != shard) {
+                    return Err(Error::CrlShard(format!(
+                        "{} belongs to shard {} of {}, not {}",
+                        stray.serial,
+                        Shard::of(&stray.serial, shard.count).index,
+                        shard.count,
+                        shard.index
+                    )));
+                }
+                Some(shard.url(base))
+            }
+        };
         let number = self.store.next_crl_number()?;
-        let order = CrlOrder { number, this_update: now, next_update, entries };
+        let order = CrlOrder { number, this_update: now, next_update, entries, distribution_point: url.as_deref() };
         let prepared = crl::prepare_crl(&self.issuer, &order)?;
         let signature = self.signer.sign(prepared.tbs_der())?;
         Ok(prepared.assemble(&signature))

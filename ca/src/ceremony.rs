@@ -364,7 +364,7 @@ pub fn sign_root_publications(
     };
     let number = last + 1;
     layout::replace(&path, format!("{number}\n").as_bytes(), 0o644)?;
-    let order = CrlOrder { number, this_update: now, next_update, entries: &[] };
+    let order = CrlOrder { number, this_update: now, next_update, entries: &[], distribution_point: None };
     let prepared = crl::prepare_crl(&issuer, &order)?;
     let signature = root.sign(prepared.tbs_der())?;
     let crl = prepared.assemble(&signature);

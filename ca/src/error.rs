@@ -11,6 +11,9 @@ pub enum Error {
     /// The request or a certificate was refused by the X.509 domain rules.
     #[error(transparent)]
     Pki(#[from] pki::Error),
+    /// A CRL shard that cannot be signed as asked.
+    #[error("CRL shard refused: {0}")]
+    CrlShard(String),
     /// A file could not be read or written.
     #[error("{action} {path}")]
     Io {

@@ -207,6 +207,7 @@ impl EphemeralCa {
             ocsp_url: None,
             default_days: 365,
             max_days: pki::profile::MAX_DAYS,
+            crl_shards: 1,
         };
         let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::default());
         let authority = CertificateAuthority::new(ca_cert.der(), Box::new(ca), ledger, settings)?;
@@ -267,8 +268,13 @@ impl EphemeralCa {
     /// The root's CRL: empty (the issuing CA is good), number 1.
     fn root_crl(&self, now: OffsetDateTime, days: u32) -> Result<Vec<u8>, Error> {
         let issuer = IssuerInfo::from_der(&self.root_der)?;
-        let order =
-            CrlOrder { number: 1, this_update: now, next_update: now + Duration::days(days.into()), entries: &[] };
+        let order = CrlOrder {
+            number: 1,
+            this_update: now,
+            next_update: now + Duration::days(days.into()),
+            entries: &[],
+            distribution_point: None,
+        };
         let prepared = crl::prepare_crl(&issuer, &order)?;
         let signature = self.root.sign(prepared.tbs_der())?;
         Ok(prepared.assemble(&signature))
@@ -329,7 +335,7 @@ pub fn ephemeral(order: &FixtureOrder, now: OffsetDateTime) -> Result<FixtureSet
             ocsp: Some(ocsp),
         });
     }
-    let crl = ca.authority.sign_crl_for(&revoked, now, Duration::days(order.days.into()))?;
+    let crl = ca.authority.sign_crl_for(&revoked, now, Duration::days(order.days.into()), None)?;
     let root_crl = ca.root_crl(now, order.days)?;
     Ok(FixtureSet {
         root: ca.root_der.clone(),

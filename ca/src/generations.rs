@@ -161,6 +161,7 @@ mod tests {
             ocsp_url: Some("http://h:8080/ocsp".into()),
             default_days: 1,
             max_days: 2,
+            crl_shards: 1,
         };
         assert_eq!(settings_for(&settings, 1), settings);
         let second = settings_for(&settings, 2);

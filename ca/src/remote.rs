@@ -226,6 +226,9 @@ pub enum Request {
         /// The issuing-CA generation whose CRL it is (its certificates only).
         #[serde(default = "first_generation")]
         issuer: u16,
+        /// One partition of the CRL (every entry in it), or the whole CRL.
+        #[serde(default)]
+        shard: Option<pki::crl::Shard>,
     },
     /// Sign OCSP answers, one per entry.
     SignOcsp {
@@ -464,7 +467,7 @@ impl SignerService {
                     }
                 }
             }
-            Request::SignCrl { entries, validity_secs, issuer } => {
+            Request::SignCrl { entries, validity_secs, issuer, shard } => {
                 let Some(authority) = self.authorities.get(issuer) else {
                     return rejected(format!("no issuing CA of generation {issuer} here"));
                 };
@@ -493,11 +496,16 @@ impl SignerService {
                     revoked.push(RevokedEntry { serial, revoked_at, reason });
                 }
                 let count = revoked.len();
-                match authority.sign_crl_for(&revoked, now, time::Duration::seconds(validity_secs)) {
+                match authority.sign_crl_for(&revoked, now, time::Duration::seconds(validity_secs), shard) {
                     Ok(der) => {
-                        self.audit("crl.signed", serde_json::json!({ "entries": count, "issuer": issuer }));
+                        let mut line = serde_json::json!({ "entries": count, "issuer": issuer });
+                        if let Some(shard) = shard {
+                            line["shard"] = serde_json::json!([shard.index, shard.count]);
+                        }
+                        self.audit("crl.signed", line);
                         Response::Crl { der }
                     }
+                    Err(e @ Error::CrlShard(_)) => rejected(e.to_string()),
                     Err(e) => Response::Error { kind: "internal".into(), message: e.to_string() },
                 }
             }
@@ -868,16 +876,17 @@ impl SignerClient {
         }
     }
 
-    /// Sign generation `issuer`'s CRL of `entries`.
+    /// Sign generation `issuer`'s CRL of `entries`, or with `shard` that partition of it.
     pub fn sign_crl(
         &self,
         issuer: u16,
         entries: &[RevokedEntry],
         validity: time::Duration,
+        shard: Option<pki::crl::Shard>,
     ) -> Result<Vec<u8>, RemoteError> {
         let entries =
             entries.iter().map(|e| CrlEntry(e.serial, e.revoked_at.unix_timestamp(), e.reason.code())).collect();
-        match self.call(&Request::SignCrl { entries, validity_secs: validity.whole_seconds(), issuer })? {
+        match self.call(&Request::SignCrl { entries, validity_secs: validity.whole_seconds(), issuer, shard })? {
             Response::Crl { der } => Ok(der),
             other => Err(RemoteError::Internal(format!("unexpected answer {other:?}"))),
         }

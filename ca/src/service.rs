@@ -11,9 +11,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use pki::crl::Shard;
 use pki::registry::{CertRecord, Registry, State, Status};
 use pki::request::{IssueError, IssueOrder, IssuedCertificate, Issuer, OcspOrder, SignedOcsp};
-use pki::{Profile, ProfileSettings, RevocationReason, San, Serial};
+use pki::{Profile, ProfileSettings, RevocationReason, RevokedEntry, San, Serial};
 use time::{Duration, OffsetDateTime};
 
 use crate::audit::AuditLog;
@@ -77,6 +78,8 @@ pub struct CaService {
     local_ocsp: Vec<OcspSigner>,
     /// The OCSP responder certificate last seen in the registry.
     responder: Mutex<Option<Vec<u8>>>,
+    /// How many shards the current generation's CRL is published in (1: the whole CRL only).
+    crl_shards: u16,
 }
 
 impl std::fmt::Debug for CaService {
@@ -163,7 +166,15 @@ impl CaService {
             audit,
             local_ocsp,
             responder: Mutex::new(None),
+            crl_shards: 1,
         })
+    }
+
+    /// Also publishes the current generation's CRL in `count` shards (`crl_shards`).
+    #[must_use]
+    pub fn with_crl_shards(mut self, count: u16) -> Self {
+        self.crl_shards = count;
+        self
     }
 
     /// The generation whose subject issued a certificate (its issuer name).
@@ -425,6 +436,47 @@ impl CaService {
     }
 }
 
+impl CaService {
+    fn sign_one_crl(
+        &self,
+        n: u16,
+        entries: &[RevokedEntry],
+        now: OffsetDateTime,
+        shard: Option<Shard>,
+    ) -> Result<Vec<u8>, IssueError> {
+        match &self.link {
+            SignerLink::Local(authorities) => authorities
+                .get(n)
+                .ok_or_else(|| IssueError::Internal(format!("no issuing CA of generation {n}")))?
+                .sign_crl_for(entries, now, self.crl_validity, shard)
+                .map_err(|e| match e {
+                    Error::CrlShard(_) => IssueError::Rejected(e.to_string()),
+                    other => IssueError::Internal(other.to_string()),
+                }),
+            SignerLink::Remote(client) => client.sign_crl(n, entries, self.crl_validity, shard).map_err(remote_error),
+        }
+    }
+
+    /// The shard counts generation `n`'s CRL is published in: the configured `crl_shards` for
+    /// the current generation, and every count whose shards were published before (found in
+    /// the CRL directory), since certificates issued then name those shards until they expire.
+    fn crl_layouts(&self, n: u16, current: bool) -> Vec<u16> {
+        let mut counts: Vec<u16> = std::fs::read_dir(self.dir.crl_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| pki::published::parse_ca_crl_shard(entry.ok()?.file_name().to_str()?))
+            .filter(|(generation, _)| *generation == n)
+            .map(|(_, shard)| shard.count)
+            .collect();
+        if current && self.crl_shards > 1 {
+            counts.push(self.crl_shards);
+        }
+        counts.sort_unstable();
+        counts.dedup();
+        counts
+    }
+}
+
 impl Issuer for CaService {
     fn issue(&self, order: &IssueOrder) -> Result<IssuedCertificate, IssueError> {
         self.check_key(order)?;
@@ -471,8 +523,8 @@ impl Issuer for CaService {
         Ok(IssuedCertificate { serial, der, not_before: record.not_before, not_after: record.not_after, superseded })
     }
 
-    /// Signs and publishes the CRL of every generation (each lists its own certificates);
-    /// returns the current generation's.
+    /// Signs and publishes the CRL of every generation (each lists its own certificates), and
+    /// its shards (see [`CaService::crl_layouts`]); returns the current generation's whole CRL.
     fn sign_crl(&self) -> Result<Vec<u8>, IssueError> {
         let now = OffsetDateTime::now_utc();
         let now = now.replace_nanosecond(0).unwrap_or(now);
@@ -487,19 +539,27 @@ impl Issuer for CaService {
             }
             let entries =
                 self.registry.revoked_unexpired_by(now, *n).map_err(|e| IssueError::Internal(e.to_string()))?;
-            let der = match &self.link {
-                SignerLink::Local(authorities) => authorities
-                    .get(*n)
-                    .ok_or_else(|| IssueError::Internal(format!("no issuing CA of generation {n}")))?
-                    .sign_crl_for(&entries, now, self.crl_validity)
-                    .map_err(|e| IssueError::Internal(e.to_string()))?,
-                SignerLink::Remote(client) => client.sign_crl(*n, &entries, self.crl_validity).map_err(remote_error)?,
-            };
+            let der = self.sign_one_crl(*n, &entries, now, None)?;
             publish_crl(&self.dir, &pki::published::ca_crl(*n), &der)
                 .map_err(|e| IssueError::Internal(e.to_string()))?;
             let _ = self.audit.append("crl.published", serde_json::json!({ "entries": entries.len(), "issuer": n }));
             if *n == current {
                 out = der;
+            }
+            for count in self.crl_layouts(*n, *n == current) {
+                let mut parts: Vec<Vec<RevokedEntry>> = vec![Vec::new(); usize::from(count)];
+                for entry in &entries {
+                    parts[usize::from(Shard::of(&entry.serial, count).index)].push(entry.clone());
+                }
+                for (shard, part) in Shard::all(count).zip(&parts) {
+                    let der = self.sign_one_crl(*n, part, now, Some(shard))?;
+                    publish_crl(&self.dir, &pki::published::ca_crl_shard(*n, shard), &der)
+                        .map_err(|e| IssueError::Internal(e.to_string()))?;
+                }
+                let _ = self.audit.append(
+                    "crl.published",
+                    serde_json::json!({ "entries": entries.len(), "issuer": n, "shards": count }),
+                );
             }
         }
         Ok(out)

@@ -422,6 +422,9 @@ pub struct CaSection {
     pub crl_validity_hours: u32,
     #[serde(default = "default_crl_refresh_hours")]
     pub crl_refresh_hours: u32,
+    /// How many CRLs the revoked certificates are spread over (1: one CRL).
+    #[serde(default = "default_crl_shards")]
+    pub crl_shards: u16,
     /// The names the signer certifies for servers (`*.D` for any name under D); by default the
     /// service's own, `[server] names`.
     #[serde(default)]
@@ -430,6 +433,10 @@ pub struct CaSection {
 
 fn default_crl_refresh_hours() -> u32 {
     24
+}
+
+fn default_crl_shards() -> u16 {
+    1
 }
 
 /// `[notify]`: expiry notices to a webhook.
@@ -472,6 +479,9 @@ impl Config {
         }
         if !(1..=8784).contains(&self.ca.crl_validity_hours) {
             bail!("[ca] crl_validity_hours must be between 1 and 8784 (a year)");
+        }
+        if !(1..=pki::crl::MAX_SHARDS).contains(&self.ca.crl_shards) {
+            bail!("[ca] crl_shards must be between 1 (one CRL) and {}", pki::crl::MAX_SHARDS);
         }
         self.server_policy()?;
         if self.server.names.is_empty() {
@@ -563,6 +573,7 @@ impl Config {
             ocsp_url: Some(urls.ocsp),
             default_days: self.ca.default_days,
             max_days: self.ca.max_days,
+            crl_shards: self.ca.crl_shards,
         }
     }
 
@@ -700,6 +711,11 @@ max_days = 825
 crl_validity_hours = 168
 # `inkan serve` signs a new CRL after revocations and at least this often, in hours.
 crl_refresh_hours = 24
+# How many CRLs the revoked certificates are spread over (1 to 1024). With more than one, each
+# certificate names its own part (/crl/ca-N-I.crl for part I of N) and a relying party fetches a
+# small CRL instead of the whole list; /crl/ca.crl keeps listing everything. Parts of a count
+# used before keep being signed, so changing it later is safe.
+crl_shards = 1
 # The names the signer certifies for servers, whoever asks (`*.example.com` for any name under
 # example.com, `10.0.0.0/8` for a network); by default the service's own, [server] names. Offline `inkan issue` (no
 # service running) certifies the names it is given.
@@ -858,6 +874,24 @@ mod tests {
         let settings = config.profile_settings();
         assert_eq!(settings.organization, "Ex \"quoted\" Org");
         assert_eq!(settings.crl_url.as_deref(), Some("http://ca.example:8080/crl/ca.crl"));
+    }
+
+    #[test]
+    fn crl_shards_are_one_to_the_limit() {
+        let with = |value: &str| {
+            let text = default_toml("o", "http://x", &["localhost".into()]).replace("crl_shards = 1", value);
+            let config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+            config.check().map(|()| config.profile_settings().crl_shards)
+        };
+        assert_eq!(with("crl_shards = 1").expect("the default"), 1);
+        assert_eq!(with("crl_shards = 1024").expect("the largest"), 1024);
+        assert_eq!(with("").expect("left out"), 1);
+        for bad in ["crl_shards = 0", "crl_shards = 1025"] {
+            let error = with(bad).expect_err(bad).to_string();
+            assert!(error.contains("crl_shards must be between 1 (one CRL) and 1024"), "{error}");
+        }
+        assert!(with("crl_shards = 70000").is_err());
+        assert!(with("crl_shards = \"many\"").is_err());
     }
 
     #[test]

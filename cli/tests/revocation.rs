@@ -841,3 +841,135 @@ fn metrics_count_certificates_and_requests() {
     assert_eq!(metric(&service.metrics(), "inkan_revoked_total"), revoked + 1);
     service.stop();
 }
+
+/// The shard of `count` that lists the certificate with serial `hex` (its last eight bytes
+/// modulo `count`), worked out here from the serial as openssl prints it.
+fn shard_of(hex: &str, count: u64) -> u64 {
+    let low = &hex[hex.len().saturating_sub(16)..];
+    u64::from_str_radix(low, 16).expect("a hex serial") % count
+}
+
+/// The one CRL distribution point URI of a certificate, as openssl prints it.
+fn distribution_point(cert: &Path) -> String {
+    let text = openssl(["x509", "-noout", "-ext", "crlDistributionPoints", "-in", s(cert)]).ok().stdout;
+    let uris: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("URI:")).collect();
+    assert_eq!(uris.len(), 1, "{text}");
+    uris[0].to_owned()
+}
+
+/// Partitioned CRLs (`crl_shards`): every certificate names its own shard; each shard carries
+/// an issuingDistributionPoint naming itself and lists the revoked certificates of its part
+/// only; openssl checks a certificate against its shard (revoked or not) and refuses a shard
+/// that is not the certificate's; pkilint finds nothing; /crl/ca.crl keeps listing everything;
+/// after the count changes, the earlier shards are still signed next to the new ones.
+#[test]
+fn crl_shards_each_list_their_part_and_openssl_checks_a_certificate_against_its_own() {
+    let ca = TestCa::with_rate_limit(1000);
+    ca.configure(&[("crl_shards = 1", "crl_shards = 3")]);
+    let work = ca.work();
+    let service = Service::watched(&ca, &[]);
+    // The URL certificates name (the configured base URL), not necessarily the test's port.
+    let mut http = String::new();
+    let mut certs = Vec::new();
+    for i in 0..18 {
+        let name = format!("shard{i}");
+        let cert = work.join(format!("{name}.crt"));
+        let out = ca.inkan(["issue", "--csr", s(&p256_csr(work, &name)), "--account", &name, "--out", s(&cert)]).ok();
+        let serial = between(&out.stderr, "Issued serial ", " ");
+        let shard = shard_of(&serial, 3);
+        let named = distribution_point(&cert);
+        let suffix = format!("/crl/ca-3-{shard}.crl");
+        assert!(named.starts_with("http://") && named.ends_with(&suffix), "{serial}: {named}, not …{suffix}");
+        http = named.strip_suffix(&suffix).unwrap_or_default().to_owned();
+        certs.push((cert, serial, shard, i % 2 == 0));
+    }
+    for (_, serial, _, revoke) in &certs {
+        if *revoke {
+            ca.inkan(["revoke", serial, "--reason", "keyCompromise"]).ok();
+        }
+    }
+    let revoked: Vec<&String> = certs.iter().filter(|c| c.3).map(|c| &c.1).collect();
+    let whole = work.join("ca.crl");
+    wait_for(Duration::from_secs(10), "every revocation in /crl/ca.crl", || {
+        download(&service, "/crl/ca.crl", &whole).expect(200);
+        let text = crl_text(&whole);
+        revoked.iter().all(|serial| lists(&text, serial)).then_some(())
+    });
+    assert!(!crl_text(&whole).contains("Issuing Distribution Point"), "the whole CRL is not a partition");
+
+    let shard_file = |count: u64, k: u64| work.join(format!("ca-{count}-{k}.crl"));
+    for k in 0..3 {
+        let crl = shard_file(3, k);
+        let reply = download(&service, &format!("/crl/ca-3-{k}.crl"), &crl);
+        reply.expect(200);
+        assert_eq!(reply.header("content-type").as_deref(), Some("application/pkix-crl"));
+        let text = crl_text(&crl);
+        assert!(text.contains("X509v3 Issuing Distribution Point: critical"), "{text}");
+        assert!(text.contains(&format!("URI:{http}/crl/ca-3-{k}.crl")), "{text}");
+        assert!(text.contains("Only User Certificates"), "{text}");
+        for (_, serial, shard, revoke) in &certs {
+            assert_eq!(lists(&text, serial), *revoke && *shard == k, "{serial} (shard {shard}) in shard {k}:\n{text}");
+        }
+        let signature = openssl(["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-CAfile", s(&ca.ca_crt())]).ok();
+        assert!(signature.text().contains("verify OK"), "{}", signature.text());
+        assert_lint_clean("lint_crl", &["-t", "CRL", "-p", "PKIX", s(&crl)]);
+    }
+    let verify = |leaf: &Path, crl: &Path| {
+        let pem = work.join("shard.pem");
+        write(&pem, openssl(["crl", "-inform", "DER", "-in", s(crl), "-outform", "PEM"]).ok().stdout);
+        openssl([
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            s(&ca.root_crt()),
+            "-untrusted",
+            s(&ca.ca_crt()),
+            "-CRLfile",
+            s(&pem),
+            s(leaf),
+        ])
+    };
+    for (cert, serial, shard, revoke) in &certs {
+        let checked = verify(cert, &shard_file(3, *shard));
+        if *revoke {
+            assert!(checked.failed().text().contains("certificate revoked"), "{serial}");
+        } else {
+            checked.ok();
+        }
+        // Another shard does not cover it: its issuingDistributionPoint is not the certificate's
+        // distribution point, and openssl says so.
+        let other = verify(cert, &shard_file(3, (shard + 1) % 3)).failed();
+        assert!(other.text().contains("different CRL scope"), "{serial}: {}", other.text());
+    }
+    for path in ["/crl/ca-3-3.crl", "/crl/ca-2-0.crl", "/crl/ca-03-1.crl", "/crl/2/ca-3-0.crl", "/crl/ca-3-1.der"] {
+        assert_eq!(download(&service, path, &work.join("none")).status, 404, "{path}");
+    }
+
+    // Two shards from now on: certificates already out name the three-shard CRLs, which go on
+    // being signed.
+    let before = crl_number(&shard_file(3, 0));
+    service.stop();
+    ca.configure(&[("crl_shards = 3", "crl_shards = 2")]);
+    let service = Service::watched(&ca, &[]);
+    let (cert, serial) = {
+        let cert = work.join("after.crt");
+        let out =
+            ca.inkan(["issue", "--csr", s(&p256_csr(work, "after")), "--account", "after", "--out", s(&cert)]).ok();
+        (cert, between(&out.stderr, "Issued serial ", " "))
+    };
+    assert_eq!(distribution_point(&cert), format!("{http}/crl/ca-2-{}.crl", shard_of(&serial, 2)));
+    ca.inkan(["revoke", &serial]).ok();
+    wait_for(Duration::from_secs(10), "the new revocation in its two-shard CRL", || {
+        let crl = shard_file(2, shard_of(&serial, 2));
+        download(&service, &format!("/crl/ca-2-{}.crl", shard_of(&serial, 2)), &crl).expect(200);
+        lists(&crl_text(&crl), &serial).then_some(())
+    });
+    download(&service, "/crl/ca-3-0.crl", &shard_file(3, 0)).expect(200);
+    assert!(crl_number(&shard_file(3, 0)) > before, "the three-shard CRLs are signed again");
+    for (cert, _, shard, revoke) in &certs {
+        download(&service, &format!("/crl/ca-3-{shard}.crl"), &shard_file(3, *shard)).expect(200);
+        let checked = verify(cert, &shard_file(3, *shard));
+        assert_eq!(checked.status.success(), !revoke, "{}", checked.text());
+    }
+    service.stop();
+}

@@ -318,12 +318,38 @@ pub async fn ca_chain(State(state): State<Shared>) -> Response {
     response
 }
 
-/// `GET /crl/{n}/ca.crl`: the CRL of generation `n` of the issuing CA.
-pub async fn ca_generation_crl(State(state): State<Shared>, Path(n): Path<u16>) -> Response {
+/// `GET /crl/{n}/ca.crl`: the CRL of generation `n` of the issuing CA; `GET
+/// /crl/{n}/ca-COUNT-INDEX.crl`: one of its shards.
+pub async fn ca_generation_crl(State(state): State<Shared>, Path((n, file)): Path<(u16, String)>) -> Response {
     if n < 2 {
-        return (StatusCode::NOT_FOUND, "generation 1's CRL is /crl/ca.crl\n").into_response();
+        return (StatusCode::NOT_FOUND, "generation 1's CRLs are /crl/ca.crl and /crl/ca-COUNT-INDEX.crl\n")
+            .into_response();
     }
-    crl_file(&state, &pki::published::ca_crl(n), 0).await
+    if file == pki::published::CA_CRL {
+        return crl_file(&state, &pki::published::ca_crl(n), 0).await;
+    }
+    match pki::published::parse_ca_crl_shard(&format!("ca-{n}-{}", file.strip_prefix("ca-").unwrap_or("!"))) {
+        Some((generation, shard)) if generation == n => {
+            crl_file(&state, &pki::published::ca_crl_shard(n, shard), 0).await
+        }
+        _ => not_a_crl(),
+    }
+}
+
+/// `GET /crl/ca-COUNT-INDEX.crl`: a shard of the first generation's CRL (`crl_shards`).
+pub async fn ca_crl_shard(State(state): State<Shared>, Path(file): Path<String>) -> Response {
+    match pki::published::parse_ca_crl_shard(&file) {
+        Some((1, shard)) => crl_file(&state, &pki::published::ca_crl_shard(1, shard), 0).await,
+        _ => not_a_crl(),
+    }
+}
+
+fn not_a_crl() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "no such CRL: /crl/ca.crl, /crl/root.crl, /crl/ca-COUNT-INDEX.crl (a shard), /crl/N/ca.crl and /crl/N/ca-COUNT-INDEX.crl (generation N)\n",
+    )
+        .into_response()
 }
 
 /// `GET /root.crt`: the root certificate (DER).

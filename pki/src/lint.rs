@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use x509_parser::certificate::TbsCertificate;
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
-use x509_parser::revocation_list::TbsCertList;
+use x509_parser::revocation_list::{RevokedCertificate, TbsCertList};
 use x509_parser::x509::{X509Name, X509Version};
 
 use crate::key::SignatureAlgorithm;
@@ -23,6 +23,7 @@ const OID_BC: &str = "2.5.29.19";
 const OID_CRL_NUMBER: &str = "2.5.29.20";
 const OID_REASON: &str = "2.5.29.21";
 const OID_CRLDP: &str = "2.5.29.31";
+const OID_IDP: &str = "2.5.29.28";
 const OID_AKI: &str = "2.5.29.35";
 const OID_EKU: &str = "2.5.29.37";
 const OID_AIA: &str = "1.3.6.1.5.5.7.1.1";
@@ -162,11 +163,10 @@ pub(crate) fn end_entity(tbs_der: &[u8], want: &EndEntity<'_>) -> Result<(), Err
                         _ => vec![],
                     })
                     .collect();
-                ensure(
-                    points.len() == 1 && uris == [want.settings.crl_url.as_deref().unwrap_or_default()],
-                    "crl-distribution-points",
-                    || format!("{uris:?}"),
-                )?;
+                let wanted = want.settings.crl_url_for(want.serial).unwrap_or_default();
+                ensure(points.len() == 1 && uris == [wanted.as_str()], "crl-distribution-points", || {
+                    format!("{uris:?}")
+                })?;
             }
             ParsedExtension::AuthorityInfoAccess(aia) => {
                 let found: Vec<(String, Vec<&str>)> = aia
@@ -264,11 +264,40 @@ pub(crate) struct Crl<'a> {
     pub next_update: i64,
     pub number: u64,
     pub entries: usize,
+    /// A shard's URL: the issuingDistributionPoint it must carry.
+    pub distribution_point: Option<&'a str>,
 }
 
+/// Checks a TBS CRL with x509-parser without collecting its entries: the TBS is split into its
+/// elements; everything but the revoked list is parsed as a CRL of its own (a copy of a few
+/// hundred bytes), and the list is read one entry at a time.
 pub(crate) fn crl(tbs_der: &[u8], want: &Crl<'_>) -> Result<(), Error> {
-    let (rest, tbs) = TbsCertList::from_der(tbs_der).map_err(|e| fail("parse", e.to_string()))?;
+    crate::encoding::check_der_lengths(tbs_der, "CRL").map_err(|e| fail("der", e.to_string()))?;
+    let (tag, body, rest) = tlv(tbs_der).ok_or_else(|| fail("parse", "not a DER value"))?;
+    ensure(tag == 0x30 && rest.is_empty(), "parse", || "not one SEQUENCE".into())?;
+    // version, signature, issuer, thisUpdate, nextUpdate, then the revoked list (a SEQUENCE)
+    // if any, then the extensions ([0]).
+    let mut elements = Vec::new();
+    let mut input = body;
+    while !input.is_empty() {
+        let (tag, _, rest) = tlv(input).ok_or_else(|| fail("parse", "a truncated element"))?;
+        elements.push((tag, &input[..input.len() - rest.len()]));
+        input = rest;
+    }
+    let list = match elements.get(5) {
+        Some((0x30, list)) => Some(*list),
+        _ => None,
+    };
+    let header: Vec<&[u8]> =
+        elements.iter().enumerate().filter(|(i, _)| list.is_none() || *i != 5).map(|(_, (_, e))| *e).collect();
+    let header_len: usize = header.iter().map(|e| e.len()).sum();
+    let mut skeleton = Vec::with_capacity(header_len + 6);
+    crate::crl::der::header(&mut skeleton, 0x30, header_len);
+    header.iter().for_each(|e| skeleton.extend_from_slice(e));
+
+    let (rest, tbs) = TbsCertList::from_der(&skeleton).map_err(|e| fail("parse", e.to_string()))?;
     ensure(rest.is_empty(), "parse", || "trailing bytes after the TBS CRL".into())?;
+    ensure(tbs.revoked_certificates.is_empty(), "parse", || "the revoked list is not where it belongs".into())?;
     ensure(tbs.version == Some(X509Version::V2), "version", || format!("{:?}", tbs.version))?;
     ensure(algorithm_matches(&tbs.signature, want.algorithm), "signature-algorithm", || {
         tbs.signature.algorithm.to_id_string()
@@ -278,18 +307,27 @@ pub(crate) fn crl(tbs_der: &[u8], want: &Crl<'_>) -> Result<(), Error> {
     ensure(tbs.next_update.map(|t| t.timestamp()) == Some(want.next_update), "next-update", || {
         format!("{:?}", tbs.next_update)
     })?;
-    ensure(tbs.revoked_certificates.len() == want.entries, "entries", || {
-        format!("{} entries, {} wanted", tbs.revoked_certificates.len(), want.entries)
-    })?;
-    for entry in &tbs.revoked_certificates {
-        for ext in entry.extensions() {
-            ensure(ext.oid.to_id_string() == OID_REASON && !ext.critical, "entry-extensions", || {
-                format!("unexpected entry extension {}", ext.oid)
-            })?;
+
+    let mut count = 0usize;
+    if let Some(list) = list {
+        let (_, mut entries, _) = tlv(list).ok_or_else(|| fail("entries", "a truncated list"))?;
+        ensure(!entries.is_empty(), "entries", || "an empty revoked list must be left out".into())?;
+        while !entries.is_empty() {
+            let (rest, entry) = RevokedCertificate::from_der(entries).map_err(|e| fail("entries", e.to_string()))?;
+            for ext in entry.extensions() {
+                ensure(ext.oid.to_id_string() == OID_REASON && !ext.critical, "entry-extensions", || {
+                    format!("unexpected entry extension {}", ext.oid)
+                })?;
+            }
+            count += 1;
+            entries = rest;
         }
     }
+    ensure(count == want.entries, "entries", || format!("{count} entries, {} wanted", want.entries))?;
+
     let mut aki = false;
     let mut number = false;
+    let mut idp = false;
     for ext in tbs.extensions() {
         match (ext.oid.to_id_string().as_str(), ext.parsed_extension()) {
             (OID_AKI, ParsedExtension::AuthorityKeyIdentifier(a)) if !aki => {
@@ -298,11 +336,43 @@ pub(crate) fn crl(tbs_der: &[u8], want: &Crl<'_>) -> Result<(), Error> {
             (OID_CRL_NUMBER, ParsedExtension::CRLNumber(n)) if !number => {
                 number = *n == want.number.into() && !ext.critical;
             }
+            (OID_IDP, ParsedExtension::IssuingDistributionPoint(p)) if !idp && want.distribution_point.is_some() => {
+                let names = match &p.distribution_point {
+                    Some(DistributionPointName::FullName(names)) => uris(names),
+                    _ => vec![],
+                };
+                idp = ext.critical
+                    && names == [want.distribution_point.unwrap_or_default()]
+                    && p.only_contains_user_certs
+                    && !p.only_contains_ca_certs
+                    && !p.indirect_crl
+                    && !p.only_contains_attribute_certs
+                    && p.only_some_reasons.is_none();
+            }
             (oid, _) => {
                 return Err(fail("crl-extensions", format!("unexpected or repeated extension {oid}")));
             }
         }
     }
     ensure(aki, "authority-key-identifier", || "missing or wrong".into())?;
+    ensure(idp == want.distribution_point.is_some(), "issuing-distribution-point", || "missing or wrong".into())?;
     ensure(number, "crl-number", || "missing or wrong".into())
+}
+
+/// The tag, the content and what follows of the DER value at the start of `input` (lengths
+/// were checked to be DER already).
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        (bytes.iter().fold(0usize, |acc, b| acc << 8 | usize::from(*b)), rest)
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }

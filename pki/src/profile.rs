@@ -97,6 +97,18 @@ pub struct ProfileSettings {
     pub default_days: u32,
     /// The longest validity that may be requested, in days.
     pub max_days: u32,
+    /// How many CRLs the revoked certificates are spread over (`crl_shards`); 1 is one CRL.
+    /// With more, each certificate's CRL distribution point names its shard's CRL.
+    pub crl_shards: u16,
+}
+
+impl ProfileSettings {
+    /// The CRL distribution point written into the certificate with `serial`: the CRL URL, or
+    /// its shard's (see [`crate::crl::Shard`]) when the CRL is partitioned.
+    pub fn crl_url_for(&self, serial: &crate::Serial) -> Option<String> {
+        let url = self.crl_url.as_deref()?;
+        Some(if self.crl_shards > 1 { crate::crl::Shard::of(serial, self.crl_shards).url(url) } else { url.to_owned() })
+    }
 }
 
 /// A subject alternative name for the server profile.
@@ -270,8 +282,8 @@ pub(crate) fn end_entity_params(
             return Ok(params);
         }
     }
-    if let Some(url) = &settings.crl_url {
-        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.clone()] }];
+    if let Some(url) = settings.crl_url_for(serial) {
+        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url] }];
     }
     if let Some(aia) = authority_info_access(settings.ocsp_url.as_deref(), settings.ca_issuers_url.as_deref()) {
         params.custom_extensions.push(aia);

@@ -126,6 +126,7 @@ pub fn settings() -> ProfileSettings {
         ocsp_url: None,
         default_days: 365,
         max_days: 825,
+        crl_shards: 1,
     }
 }
 
@@ -179,7 +180,7 @@ impl TestCa {
     /// Signs a CRL of the registry's revoked certificates.
     pub fn crl(&self, now: time::OffsetDateTime, validity: time::Duration) -> Vec<u8> {
         let entries = ca::Registry::revoked_unexpired(self.registry.as_ref(), now).unwrap();
-        self.ca.sign_crl_for(&entries, now, validity).unwrap()
+        self.ca.sign_crl_for(&entries, now, validity, None).unwrap()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -245,6 +246,7 @@ pub fn issue_many(
         ocsp_url: None,
         default_days: 365,
         max_days: 825,
+        crl_shards: 1,
     };
     let authority = CertificateAuthority::new(&der, signer, store, settings).unwrap();
     let started = std::time::Instant::now();

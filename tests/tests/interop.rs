@@ -206,7 +206,7 @@ fn revoked_certificates_fail_openssl_crl_checks_and_both_crls_lint_clean() {
     let entries = ca::Registry::revoked_unexpired(registry.as_ref(), now).unwrap();
     let listed: Vec<String> = entries.iter().map(|e| e.serial.to_string()).collect();
     assert_eq!(listed, [revoked.record.serial.to_string()], "the revocation survives reopening");
-    std::fs::write(&second, reopened.sign_crl_for(&entries, now, Duration::days(7)).unwrap()).unwrap();
+    std::fs::write(&second, reopened.sign_crl_for(&entries, now, Duration::days(7), None).unwrap()).unwrap();
     openssl_ok(&["crl", "-inform", "DER", "-in", s(&second), "-noout", "-CAfile", s(&ca_pem), "-verify"]);
     let numbers: Vec<String> = [&crl, &second]
         .iter()
@@ -225,4 +225,44 @@ fn certs_only_pkcs7_is_read_by_openssl() {
     std::fs::write(&p7, pki::encoding::pkcs7_certs_only([ca.ca.issuer().certificate_der(), root.as_slice()])).unwrap();
     let out = openssl_ok(&["pkcs7", "-inform", "DER", "-in", s(&p7), "-print_certs", "-noout"]);
     assert!(out.contains("CN = inkan test Issuing CA") && out.contains("CN = inkan test Root CA"), "{out}");
+}
+
+/// The signer's side of CRL shards: a shard lists only its own part; an entry of another
+/// part, a shard that does not exist, or a CA without a CRL URL is refused with a reason, and
+/// nothing is signed (the CRL number does not move).
+#[test]
+fn a_crl_shard_refuses_what_is_not_its_part() {
+    let ca = TestCa::new(CaKeyType::EcdsaP256);
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let entries: Vec<pki::RevokedEntry> = (1u8..=40)
+        .map(|i| pki::RevokedEntry {
+            serial: pki::Serial::from_random([i; 16]).unwrap(),
+            revoked_at: now,
+            reason: pki::RevocationReason::KeyCompromise,
+        })
+        .collect();
+    let shard = |index| pki::crl::Shard { count: 4, index };
+    let part: Vec<_> = entries.iter().filter(|e| pki::crl::Shard::of(&e.serial, 4) == shard(2)).cloned().collect();
+    assert!(!part.is_empty() && part.len() < entries.len());
+    let crl = ca.path("part.crl");
+    std::fs::write(&crl, ca.ca.sign_crl_for(&part, now, Duration::days(1), Some(shard(2))).unwrap()).unwrap();
+    let text = openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-text"]);
+    assert!(text.contains("URI:http://127.0.0.1:8080/crl/ca-4-2.crl"), "{text}");
+    assert_eq!(text.matches("Serial Number:").count(), part.len());
+    let number = openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-crlnumber"]);
+
+    let refused = |entries: &[pki::RevokedEntry], which| {
+        let error = ca.ca.sign_crl_for(entries, now, Duration::days(1), Some(which)).expect_err("refused").to_string();
+        assert!(error.starts_with("CRL shard refused"), "{error}");
+        error
+    };
+    assert!(refused(&entries, shard(2)).contains("belongs to shard"));
+    assert!(refused(&part, shard(4)).contains("does not exist"));
+    assert!(refused(&part, pki::crl::Shard { count: 1, index: 0 }).contains("does not exist"));
+    assert!(refused(&part, pki::crl::Shard { count: 2000, index: 0 }).contains("does not exist"));
+    // Nothing was signed: the next CRL has the next number.
+    std::fs::write(&crl, ca.ca.sign_crl_for(&[], now, Duration::days(1), None).unwrap()).unwrap();
+    let next = openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-crlnumber"]);
+    let parse = |line: &str| u64::from_str_radix(line.trim().trim_start_matches("crlNumber=0x"), 16).unwrap();
+    assert_eq!(parse(&next), parse(&number) + 1);
 }

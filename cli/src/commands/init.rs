@@ -82,7 +82,8 @@ pub fn create(
     let authority =
         ca::service::local_authority(dir, config.profile_settings(), ca_pass, ca::sled_store::Durability::Flush)?;
     let link = ca::service::SignerLink::Local(Box::new(authority));
-    let ca_service = ca::service::CaService::new(link, registry, dir, config.crl_validity(), audit)?;
+    let ca_service = ca::service::CaService::new(link, registry, dir, config.crl_validity(), audit)?
+        .with_crl_shards(config.ca.crl_shards);
     ca_service.server_credential(&config.server.names)?;
     // What relying parties check the chain with from the start: the root's CRL and its OCSP
     // answer about the issuing CA.

@@ -198,7 +198,10 @@ fn locally(
         let authority = local_authority(dir, config.profile_settings(), &passphrase, ca::sled_store::Durability::Flush)
             .map_err(|e| in_use(e.to_string(), &dir.ledger()))?;
         let link = SignerLink::Local(Box::new(authority));
-        Some(CaService::new(link, registry.clone(), dir, config.crl_validity(), audit.clone())?)
+        Some(
+            CaService::new(link, registry.clone(), dir, config.crl_validity(), audit.clone())?
+                .with_crl_shards(config.ca.crl_shards),
+        )
     } else {
         None
     };

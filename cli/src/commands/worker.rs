@@ -93,13 +93,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("no signer: give --signer-socket, or --signer-address with the instance's certificate"),
     };
     wait_for_signer(&client)?;
-    let ca_service = Arc::new(CaService::new(
-        SignerLink::Remote(client),
-        registry.clone(),
-        &dir,
-        config.crl_validity(),
-        audit.clone(),
-    )?);
+    let ca_service = Arc::new(
+        CaService::new(SignerLink::Remote(client), registry.clone(), &dir, config.crl_validity(), audit.clone())?
+            .with_crl_shards(config.ca.crl_shards),
+    );
     // What the last worker recorded without waiting for the disk and lost in a crash, from the
     // signer's ledger, before anything is served.
     match ca_service.catch_up(None) {

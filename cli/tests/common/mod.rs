@@ -613,6 +613,7 @@ impl TestCa {
             ocsp_url: Some("http://127.0.0.1:8080/ocsp".into()),
             default_days: 365,
             max_days: 825,
+            crl_shards: 1,
         };
         let authority = ca::CertificateAuthority::new(&der, signer, ledger, settings).expect("the CA library");
         let csr = std::fs::read(csr).expect("reading the CSR");

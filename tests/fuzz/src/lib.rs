@@ -30,6 +30,7 @@ pub fn signer() -> &'static ca::remote::SignerService {
                 ocsp_url: None,
                 default_days: 365,
                 max_days: 825,
+                crl_shards: 1,
             };
             let authorities =
                 ca::service::local_authority(&dir, settings, &pass, ca::sled_store::Durability::Unsafe).expect("CA");
