@@ -7,7 +7,8 @@
 //! the issuing CA certificate the benchmark made, and the CRL lists every entry; otherwise the
 //! benchmark says why and exits non-zero. Needs openssl.
 //!
-//! `cargo bench -p ca --bench crl [-- ENTRIES...]` (default 100000 1000000)
+//! `cargo bench -p ca --bench crl [-- ENTRIES...]` (default 100000 1000000), each as one CRL and
+//! as 16 shards (`crl_shards = 16`: one signer request per shard, as the service makes them).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use std::time::Instant;
 use ca::ceremony::{self, InitOptions};
 use ca::layout::DataDir;
 use ca::remote::{SignerClient, SignerService};
-use ca::{CaKeyType, CertificateAuthority, Passphrase, SledStore};
+use ca::{CaKeyType, CertificateAuthority, Passphrase};
+use pki::crl::Shard;
 use pki::{ProfileSettings, RevocationReason, RevokedEntry, Serial};
 
 /// The file system type of `dir` as `stat -f -c %T` names it, with the mount's own name when
@@ -61,7 +63,7 @@ fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
-fn child(entries: usize) -> Result<(), String> {
+fn child(entries: usize, shards: u16) -> Result<(), String> {
     let root = bench_root();
     std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     let dir = tempfile::Builder::new()
@@ -90,10 +92,11 @@ fn child(entries: usize) -> Result<(), String> {
     )
     .expect("init");
     let (signer, der) = ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &ca_pass).expect("load");
-    let ledger = Arc::new(SledStore::open(&dir.path().join("ledger")).expect("ledger"));
+    // The signer's own ledger, as `inkan signer` opens it.
+    let ledger = Arc::new(ca::ledger::LogLedger::open(&dir.path().join("ledger").join("ledger.log")).expect("ledger"));
     let settings = ProfileSettings {
         organization: "bench".into(),
-        crl_url: None,
+        crl_url: Some("http://bench.example/crl/ca.crl".into()),
         ca_issuers_url: None,
         ocsp_url: None,
         default_days: 365,
@@ -130,24 +133,41 @@ fn child(entries: usize) -> Result<(), String> {
     let before = peak_rss_mib();
     let client = SignerClient::new(&socket);
     let started = Instant::now();
-    let crl = client.sign_crl(1, &revoked, time::Duration::days(7), None).expect("sign");
+    // As the service does it: the whole CRL in one request, or one request per shard.
+    let crls: Vec<Vec<u8>> = if shards <= 1 {
+        vec![client.sign_crl(1, &revoked, time::Duration::days(7), None).expect("sign")]
+    } else {
+        let mut parts: Vec<Vec<RevokedEntry>> = vec![Vec::new(); usize::from(shards)];
+        for entry in &revoked {
+            parts[usize::from(Shard::of(&entry.serial, shards).index)].push(entry.clone());
+        }
+        Shard::all(shards)
+            .zip(&parts)
+            .map(|(shard, part)| client.sign_crl(1, part, time::Duration::days(7), Some(shard)).expect("sign"))
+            .collect()
+    };
     let elapsed = started.elapsed();
     let peak = peak_rss_mib();
-    let out = dir.path().join("ca.crl");
-    std::fs::write(&out, &crl).expect("write");
-    let verdict = verify(&out, &data.ca_cert())?;
-    let listed = count_entries(&out)?;
-    if listed != entries {
-        return Err(format!("the CRL of {entries} entries lists {listed} (openssl crl -text)"));
+    let mut listed = 0;
+    let mut verdict = String::new();
+    for (i, crl) in crls.iter().enumerate() {
+        let out = dir.path().join(format!("ca-{i}.crl"));
+        std::fs::write(&out, crl).expect("write");
+        verdict = verify(&out, &data.ca_cert())?;
+        listed += count_entries(&out)?;
     }
+    if listed != entries {
+        return Err(format!("the CRL(s) of {entries} entries list {listed} (openssl crl -text)"));
+    }
+    let bytes: usize = crls.iter().map(Vec::len).sum();
     println!(
-        "{entries:>9} entries  {:>8.2} s  CRL {:>6.1} MiB  peak memory {:>7.0} MiB (entries alone: {:.0} MiB)",
+        "{entries:>9} entries in {shards:>3} CRL(s)  {:>8.2} s  CRLs {:>6.1} MiB  peak memory {:>7.0} MiB (entries alone: {:.0} MiB)",
         elapsed.as_secs_f64(),
-        crl.len() as f64 / (1 << 20) as f64,
+        bytes as f64 / (1 << 20) as f64,
         peak,
         before
     );
-    println!("           openssl crl -verify: {verdict}");
+    println!("           openssl crl -verify of each: {verdict}");
     Ok(())
 }
 
@@ -194,9 +214,10 @@ fn count_entries(crl: &Path) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(n) = args.iter().position(|a| a == "--child").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok())
-    {
-        return match child(n) {
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    if let Some(n) = value("--child").and_then(|n| n.parse().ok()) {
+        let shards = value("--shards").and_then(|n| n.parse().ok()).unwrap_or(1);
+        return match child(n, shards) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{n} entries: {e}");
@@ -213,18 +234,22 @@ fn main() -> ExitCode {
         eprintln!("creating {}: {e}", root.display());
         return ExitCode::FAILURE;
     }
-    println!("CRL generation through the signer protocol (ECDSA P-256 issuing CA)");
+    println!("CRL generation through the signer protocol (ECDSA P-256 issuing CA), whole and in 16 shards");
     println!("files in {} on {}", root.display(), fs_type(&root).1);
     for entries in sizes {
-        let status = Command::new(&args[0]).args(["--child", &entries.to_string()]).status();
-        let failed = match status {
-            Ok(status) if status.success() => None,
-            Ok(status) => Some(status.to_string()),
-            Err(e) => Some(format!("starting it: {e}")),
-        };
-        if let Some(why) = failed {
-            eprintln!("{entries} entries: failed ({why}); no figure, and none for the sizes after it");
-            return ExitCode::FAILURE;
+        for shards in [1u16, 16] {
+            let status = Command::new(&args[0])
+                .args(["--child", &entries.to_string(), "--shards", &shards.to_string()])
+                .status();
+            let failed = match status {
+                Ok(status) if status.success() => None,
+                Ok(status) => Some(status.to_string()),
+                Err(e) => Some(format!("starting it: {e}")),
+            };
+            if let Some(why) = failed {
+                eprintln!("{entries} entries: failed ({why}); no figure, and none for the sizes after it");
+                return ExitCode::FAILURE;
+            }
         }
     }
     ExitCode::SUCCESS

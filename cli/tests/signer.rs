@@ -150,9 +150,12 @@ fn issue_request(request_id: &[u8], csr: &[u8], account: &str, profile: &str, sa
     })
 }
 
+/// A CRL request as the wire carries it: each entry packed as serial (16 bytes), revocation
+/// time (8, big-endian Unix seconds), reason code (1), all in hex.
 fn sign_crl_request(entries: &[(&str, i64, u8)], validity_secs: i64) -> Value {
-    let entries: Vec<Value> = entries.iter().map(|(serial, at, code)| json!([serial, at, code])).collect();
-    json!({ "v": 1, "op": "sign-crl", "entries": entries, "validity_secs": validity_secs })
+    let packed: String =
+        entries.iter().map(|(serial, at, code)| format!("{serial}{:016X}{code:02X}", *at as u64)).collect();
+    json!({ "v": 1, "op": "sign-crl", "revoked": packed, "validity_secs": validity_secs })
 }
 
 #[track_caller]
@@ -350,6 +353,18 @@ fn signer_protocol_spoken_directly() {
         ("reason code 7 (unused)", sign_crl_request(&[(&serial, now - 60, 7)], 86_400)),
         ("reason code 200", sign_crl_request(&[(&serial, now - 60, 200)], 86_400)),
         ("validity 10 s", sign_crl_request(&[(&serial, now - 60, 1)], 10)),
+        (
+            "not a serial of inkan's (top bit set)",
+            sign_crl_request(&[("FF000000000000000000000000000001", now - 60, 1)], 86_400),
+        ),
+        (
+            "24 bytes: not whole entries",
+            json!({ "v": 1, "op": "sign-crl", "revoked": "00".repeat(24), "validity_secs": 86_400 }),
+        ),
+        (
+            "a shard of one",
+            json!({ "v": 1, "op": "sign-crl", "revoked": "", "validity_secs": 86_400, "shard": { "count": 1, "index": 0 } }),
+        ),
     ] {
         expect_error(&wire.call(&request), "rejected", what);
     }
