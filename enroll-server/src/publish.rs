@@ -433,8 +433,17 @@ pub async fn crl_publisher(state: Shared, mut stop: watch::Receiver<bool>) {
 async fn share_crls(state: &Shared) {
     let s = state.clone();
     let shared = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        for (n, _) in s.issuer.ca_generations() {
-            let name = pki::published::ca_crl(n);
+        let mut names: Vec<String> =
+            s.issuer.ca_generations().iter().map(|(n, _)| pki::published::ca_crl(*n)).collect();
+        // And the shards (`crl_shards`), of every count published.
+        names.extend(
+            std::fs::read_dir(&s.settings.crl_dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .filter(|name| pki::published::parse_ca_crl_shard(name).is_some()),
+        );
+        for name in names {
             let Ok(der) = std::fs::read(s.settings.crl_dir.join(&name)) else { continue };
             s.duty.store().publish(&name, &der).map_err(|e| e.to_string())?;
         }
@@ -484,6 +493,7 @@ fn is_ca_crl_name(name: &str) -> bool {
     let generation =
         name.strip_prefix("ca-").and_then(|rest| rest.strip_suffix(".crl")).map_or(Some(1), |n| n.parse().ok());
     generation.is_some_and(|n: u16| pki::published::ca_crl(n) == name)
+        || pki::published::parse_ca_crl_shard(name).is_some()
 }
 
 /// Replaces `dir/name` with `contents` atomically (a temporary file renamed over it).
@@ -598,6 +608,21 @@ pub async fn ocsp_refresher(state: Shared, mut stop: watch::Receiver<bool>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "OCSP task"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_ca_crl_name;
+
+    #[test]
+    fn shared_crl_names_are_the_cas_crls_and_shards_only() {
+        for name in ["ca.crl", "ca-2.crl", "ca-16-3.crl", "ca-2-16-3.crl"] {
+            assert!(is_ca_crl_name(name), "{name}");
+        }
+        for name in ["root.crl", "ca-1.crl", "ca-16-16.crl", "../ca.crl", "ca-ocsp.der", "audit-checkpoint.json"] {
+            assert!(!is_ca_crl_name(name), "{name}");
         }
     }
 }
