@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use axum::http::HeaderValue;
+
 use pki::ocsp::{self, CertIdHash, CertStatus, ErrorStatus};
 use pki::registry::{Registry, RegistryError, State};
 use pki::request::{IssueError, Issuer, OcspOrder, SignedOcsp};
@@ -22,22 +24,38 @@ const MAX_CACHED: usize = 200_000;
 /// At most this many answers are asked of the signer at once.
 const BATCH: usize = 1_000;
 
-/// An answer and when it stops being valid.
+/// An answer and when it stops being valid. Cheap to clone (a cache hit hands out a copy):
+/// the DER is shared, the HTTP dates are formatted once.
 #[derive(Clone, Debug)]
 pub struct Answer {
     /// The DER `OCSPResponse`.
-    pub der: Vec<u8>,
+    pub der: bytes::Bytes,
     /// thisUpdate, for Last-Modified (successful responses only).
     pub this_update: Option<OffsetDateTime>,
     /// nextUpdate, for caching headers.
     pub next_update: Option<OffsetDateTime>,
     /// Which status it carries, for metrics: good, revoked, unknown, or an error name.
     pub label: &'static str,
+    /// thisUpdate and nextUpdate as HTTP dates (Last-Modified, Expires).
+    pub http_dates: Option<(HeaderValue, HeaderValue)>,
 }
 
 impl Answer {
+    fn new(
+        der: Vec<u8>,
+        this_update: Option<OffsetDateTime>,
+        next_update: Option<OffsetDateTime>,
+        label: &'static str,
+    ) -> Self {
+        let http_dates = match (this_update, next_update) {
+            (Some(this), Some(next)) => http_date(this).zip(http_date(next)),
+            _ => None,
+        };
+        Self { der: der.into(), this_update, next_update, label, http_dates }
+    }
+
     fn error(status: ErrorStatus, label: &'static str) -> Self {
-        Self { der: ocsp::error_response(status), this_update: None, next_update: None, label }
+        Self::new(ocsp::error_response(status), None, None, label)
     }
 
     fn signed(signed: SignedOcsp, status: CertStatus) -> Self {
@@ -46,8 +64,14 @@ impl Answer {
             CertStatus::Revoked { .. } => "revoked",
             CertStatus::Unknown => "unknown",
         };
-        Self { der: signed.der, this_update: Some(signed.this_update), next_update: Some(signed.next_update), label }
+        Self::new(signed.der, Some(signed.this_update), Some(signed.next_update), label)
     }
+}
+
+/// An HTTP date: "Sat, 21 Nov 2026 05:01:46 GMT".
+pub fn http_date(t: OffsetDateTime) -> Option<HeaderValue> {
+    let text = t.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc2822).ok()?;
+    HeaderValue::from_str(&text.replace("+0000", "GMT")).ok()
 }
 
 /// (issuing-CA generation, SHA-1 CertID, serial as sent): serials of inkan's form and others
@@ -147,7 +171,7 @@ impl RootAnswer {
                 return None;
             }
         };
-        let answer = Answer { der, this_update: Some(this), next_update: next, label: "good" };
+        let answer = Answer::new(der, Some(this), next, "good");
         *loaded = Some((modified, answer.clone()));
         Some(answer)
     }

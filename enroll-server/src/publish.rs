@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pki::registry::Status;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc2822;
 use tokio::sync::watch;
 
 use crate::metrics::{Census, OCSP_LABELS};
@@ -31,12 +30,6 @@ async fn crl_file(state: &Shared, name: &str, counter: usize) -> Response {
         Ok(der) => der_response("application/pkix-crl", der),
         Err(_) => (StatusCode::NOT_FOUND, "no CRL published yet\n").into_response(),
     }
-}
-
-fn http_date(t: OffsetDateTime) -> Option<HeaderValue> {
-    // HTTP dates: "Sat, 21 Nov 2026 05:01:46 GMT".
-    let text = t.format(&Rfc2822).ok()?.replace("+0000", "GMT");
-    HeaderValue::from_str(&text).ok()
 }
 
 async fn ocsp_answer(state: Shared, request: Vec<u8>) -> Response {
@@ -63,17 +56,13 @@ async fn ocsp_answer(state: Shared, request: Vec<u8>) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/ocsp-response"));
     // RFC 5019 §6: caches may keep a response until its nextUpdate.
-    if let (Some(this), Some(next)) = (answer.this_update, answer.next_update) {
+    if let (Some(next), Some((last_modified, expires))) = (answer.next_update, answer.http_dates) {
         let max_age = (next - OffsetDateTime::now_utc()).whole_seconds().max(0);
         if let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}, public, no-transform, must-revalidate")) {
             headers.insert(header::CACHE_CONTROL, v);
         }
-        if let Some(v) = http_date(this) {
-            headers.insert(header::LAST_MODIFIED, v);
-        }
-        if let Some(v) = http_date(next) {
-            headers.insert(header::EXPIRES, v);
-        }
+        headers.insert(header::LAST_MODIFIED, last_modified);
+        headers.insert(header::EXPIRES, expires);
     } else {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
