@@ -56,11 +56,20 @@ fn timed(dir: &Path, args: &[&str]) -> Result<(Duration, Vec<serde_json::Value>)
 }
 
 fn generate(work: &Path, dir: &Path, total: usize) {
-    let took = inkan_tests::issue_many(work, dir, CA_PASS, total, ACCOUNTS, THREADS);
+    let took = inkan_tests::issue_many_through_ledger(work, dir, CA_PASS, total, ACCOUNTS, THREADS);
     println!(
-        "generated {total} certificates through the record path in {took:.1?} ({:.0}/s, {THREADS} threads)",
+        "generated {total} certificates through the signer's ledger and the registry in {took:.1?} ({:.0}/s, {THREADS} threads)",
         total as f64 / took.as_secs_f64()
     );
+}
+
+fn rss(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).map_or("?".into(), |v| v.trim().to_owned())
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
 }
 
 fn dir_bytes(path: &Path) -> u64 {
@@ -104,6 +113,8 @@ fn bench() -> Result<(), String> {
     generate(work, &dir, total);
     let data = DataDir::new(&dir);
     println!("sled registry on disk: {:.0} bytes per certificate", dir_bytes(&data.db()) as f64 / total as f64);
+    let ledger_bytes = std::fs::metadata(data.ledger()).map(|m| m.len()).unwrap_or(0);
+    println!("signer's ledger on disk: {:.0} bytes per certificate", ledger_bytes as f64 / total as f64);
 
     // 30 of every 400 validities end within 30 days, plus whatever `init` made that does.
     let expiring_at_least = total / 400 * 30;
@@ -152,14 +163,41 @@ fn bench() -> Result<(), String> {
     // instead of opening sled itself.
     let pass_file = work.join("ca.pass");
     std::fs::write(&pass_file, format!("{CA_PASS}\n")).map_err(|e| e.to_string())?;
+    // The signer alone: from its start to its first answer, and its memory then (it reads
+    // its whole ledger as it starts).
+    let socket = work.join("bench-signer.sock");
+    let started = Instant::now();
+    let mut signer = Command::new(env!("CARGO_BIN_EXE_inkan"))
+        .args(["signer", "--passphrase-stdin", "--data-dir", s(&dir), "--socket", s(&socket)])
+        .env("INKAN_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting inkan signer: {e}"))?;
+    let mut stdin = signer.stdin.take().ok_or("the signer's stdin")?;
+    std::io::Write::write_all(&mut stdin, format!("{CA_PASS}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let client = ca::remote::SignerClient::new(&socket);
+    while client.ca_info().is_err() {
+        if started.elapsed() > Duration::from_secs(600) {
+            let _ = signer.kill();
+            return Err("inkan signer did not answer within 10 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let answering = started.elapsed();
+    println!(
+        "inkan signer on a ledger of {total} certificates: answering after {:.0} ms, resident memory {}",
+        answering.as_secs_f64() * 1e3,
+        rss(signer.id())
+    );
+    drop(stdin);
+    let _ = signer.wait();
+
     let started = Instant::now();
     let service = support::start_inkan(Command::new(env!("CARGO_BIN_EXE_inkan")), &dir, &pass_file, true);
     println!("inkan serve on {total} certificates: ready in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
     let through_service = run_all("sled+serve")?;
-    let rss = |pid: u32| -> String {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).map_or("?".into(), |v| v.trim().to_owned())
-    };
     println!("resident memory after the questions: web worker {}, signer {}", rss(service.worker), rss(service.signer));
     drop(service);
 

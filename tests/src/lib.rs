@@ -278,6 +278,74 @@ pub fn issue_many(
     started.elapsed()
 }
 
+/// Issues `total` client certificates as `inkan serve` does, without its HTTPS front: the CA
+/// over the signer's own ledger (DATA/signer/ledger.log; written without fsync, to be quick),
+/// each certificate then recorded in the registry the way the web worker records it, and the
+/// registry's ledger cursor moved to the ledger's end at the close, as the worker's follower
+/// leaves it. So a service started afterwards finds the ledger and the registry in step, and
+/// its signer's start reads a ledger of `total` certificates. No service may be running.
+pub fn issue_many_through_ledger(
+    work: &Path,
+    dir: &Path,
+    ca_pass: &str,
+    total: usize,
+    accounts: usize,
+    threads: usize,
+) -> std::time::Duration {
+    use pki::registry::Registry;
+    let key = work.join("k.pem");
+    let csr = work.join("r.csr");
+    openssl_ok(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
+    openssl_ok(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=x", "-out", csr.to_str().unwrap()]);
+    let csr = std::fs::read(&csr).unwrap();
+    let data = DataDir::new(dir);
+    let (signer, der) =
+        ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(ca_pass.into())).unwrap();
+    let ledger = Arc::new(ca::ledger::LogLedger::open_with(&data.ledger(), false).unwrap());
+    let registry = SledStore::open(&data.db()).unwrap();
+    let settings = ProfileSettings {
+        organization: "inkan".into(),
+        crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
+        ca_issuers_url: Some("http://127.0.0.1:8080/ca.crt".into()),
+        ocsp_url: Some("http://127.0.0.1:8080/ocsp".into()),
+        default_days: 365,
+        max_days: 825,
+        crl_shards: 1,
+    };
+    let authority = CertificateAuthority::new(&der, signer, ledger, settings).unwrap();
+    let started = std::time::Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (authority, registry, csr, done) = (&authority, &registry, &csr, &done);
+            s.spawn(move || {
+                for i in (t..total).step_by(threads) {
+                    let account = format!("user-{}", i % accounts);
+                    let request = IssueRequest {
+                        csr,
+                        account: &account,
+                        profile: Profile::Client,
+                        sans: &[],
+                        days: Some(1 + (i % 400) as u32),
+                        request_id: None,
+                        supersede: false,
+                    };
+                    let issued = authority.issue(&request).unwrap();
+                    registry.record_certificate_deferred(&issued.record, &issued.der, false).unwrap();
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n % 1_000_000 == 0 {
+                        eprintln!("  {n} issued ({:.0?})", started.elapsed());
+                    }
+                }
+            });
+        }
+    });
+    drop(authority);
+    // Moving the cursor also makes everything recorded before it durable.
+    registry.set_ledger_cursor(ca::ledger::whole_records(&data.ledger()).unwrap()).unwrap();
+    started.elapsed()
+}
+
 pub mod postgres {
     use std::path::{Path, PathBuf};
     use std::process::Command;
