@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::certificate::IssuerInfo;
 use crate::key::SignatureAlgorithm;
-use crate::{Error, Serial, lint};
+use crate::{Error, Serial, der, lint};
 
 /// The reasons accepted by `inkan revoke`, as named in errors.
 pub const ACCEPTED_REASONS: &str = "unspecified, keyCompromise, cACompromise, affiliationChanged, \
@@ -116,42 +116,7 @@ pub struct RevokedEntry {
     pub reason: RevocationReason,
 }
 
-/// The largest `crl_shards`: more partitions than this would be more files than anyone fetches.
-pub const MAX_SHARDS: u16 = 1024;
-
-/// One partition of a CA's CRL (`crl_shards = N` in the configuration): serials are spread
-/// over `count` CRLs by their last eight bytes, each certificate's CRL distribution point
-/// names its own shard, and each shard's CRL names itself in its issuingDistributionPoint
-/// (RFC 5280 §5.2.5), so a relying party can tell it is the partition to ask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Shard {
-    /// How many partitions (2..=[`MAX_SHARDS`]).
-    pub count: u16,
-    /// Which one (0..count).
-    pub index: u16,
-}
-
-impl Shard {
-    /// The shard of `count` that lists `serial` when it is revoked.
-    pub fn of(serial: &Serial, count: u16) -> Self {
-        let bytes = serial.as_bytes();
-        let mut low = [0u8; 8];
-        low.copy_from_slice(&bytes[8..]);
-        let index = u64::from_be_bytes(low) % u64::from(count.max(1));
-        Self { count, index: index as u16 }
-    }
-
-    /// Every shard of `count`, in order.
-    pub fn all(count: u16) -> impl Iterator<Item = Self> {
-        (0..count).map(move |index| Self { count, index })
-    }
-
-    /// The shard's URL, from the whole CRL's: `…/ca.crl` becomes `…/ca-COUNT-INDEX.crl`.
-    pub fn url(&self, crl_url: &str) -> String {
-        let stem = crl_url.strip_suffix(".crl").unwrap_or(crl_url);
-        format!("{stem}-{}-{}.crl", self.count, self.index)
-    }
-}
+pub use crate::shard::{MAX_SHARDS, Shard};
 
 /// What a CRL says, decided by the CA.
 #[derive(Clone, Debug)]
@@ -368,69 +333,6 @@ fn crl_extensions(key_id: &[u8], number: u64, distribution_point: Option<&str>) 
     der::header(&mut out, 0x30, list.len());
     out.extend_from_slice(&list);
     out
-}
-
-/// The few DER pieces a CRL is written with.
-pub(crate) mod der {
-    use time::OffsetDateTime;
-
-    /// Bytes of a tag and a definite length for `len` content bytes.
-    pub(super) fn header_len(len: usize) -> usize {
-        match len {
-            0..=0x7f => 2,
-            0x80..=0xff => 3,
-            0x100..=0xffff => 4,
-            0x1_0000..=0xff_ffff => 5,
-            _ => 6,
-        }
-    }
-
-    pub(crate) fn header(out: &mut Vec<u8>, tag: u8, len: usize) {
-        out.push(tag);
-        if len < 0x80 {
-            out.push(len as u8);
-            return;
-        }
-        let bytes = (len as u64).to_be_bytes();
-        let skip = bytes.iter().position(|b| *b != 0).unwrap_or(7);
-        out.push(0x80 | (8 - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-
-    /// Content bytes of `t` as RFC 5280 §5.1.2.4 wants it: UTCTime through 2049,
-    /// GeneralizedTime from 2050; `None` before 1950 or after 9999.
-    pub(super) fn time_len(t: OffsetDateTime) -> Option<usize> {
-        match t.year() {
-            1950..=2049 => Some(13),
-            2050..=9999 => Some(15),
-            _ => None,
-        }
-    }
-
-    /// `t` (UTC, whole seconds, in range: see [`time_len`]).
-    pub(super) fn time(out: &mut Vec<u8>, t: OffsetDateTime) {
-        let t = t.to_offset(time::UtcOffset::UTC);
-        let two = |out: &mut Vec<u8>, n: u8| out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
-        let year = t.year();
-        if year < 2050 {
-            der_header_utc(out);
-            two(out, (year % 100) as u8);
-        } else {
-            out.extend_from_slice(&[0x18, 15]);
-            two(out, (year / 100) as u8);
-            two(out, (year % 100) as u8);
-        }
-        two(out, u8::from(t.month()));
-        two(out, t.day());
-        two(out, t.hour());
-        two(out, t.minute());
-        two(out, t.second());
-        out.push(b'Z');
-    }
-
-    fn der_header_utc(out: &mut Vec<u8>) {
-        out.extend_from_slice(&[0x17, 13]);
-    }
 }
 
 /// Big-endian bytes without leading zeros (one zero byte for 0).

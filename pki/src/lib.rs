@@ -21,6 +21,7 @@
 pub mod certificate;
 pub mod crl;
 pub mod csr;
+mod der;
 pub mod encoding;
 mod error;
 pub mod key;
@@ -33,6 +34,7 @@ pub mod published;
 pub mod registry;
 pub mod request;
 pub mod serial;
+pub mod shard;
 mod tbs;
 
 pub use certificate::{CertificateOrder, IssuerInfo, PreparedCertificate};

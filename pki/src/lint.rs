@@ -292,7 +292,7 @@ pub(crate) fn crl(tbs_der: &[u8], want: &Crl<'_>) -> Result<(), Error> {
         elements.iter().enumerate().filter(|(i, _)| list.is_none() || *i != 5).map(|(_, (_, e))| *e).collect();
     let header_len: usize = header.iter().map(|e| e.len()).sum();
     let mut skeleton = Vec::with_capacity(header_len + 6);
-    crate::crl::der::header(&mut skeleton, 0x30, header_len);
+    crate::der::header(&mut skeleton, 0x30, header_len);
     header.iter().for_each(|e| skeleton.extend_from_slice(e));
 
     let (rest, tbs) = TbsCertList::from_der(&skeleton).map_err(|e| fail("parse", e.to_string()))?;

@@ -104,10 +104,14 @@ pub struct ProfileSettings {
 
 impl ProfileSettings {
     /// The CRL distribution point written into the certificate with `serial`: the CRL URL, or
-    /// its shard's (see [`crate::crl::Shard`]) when the CRL is partitioned.
+    /// its shard's (see [`crate::shard::Shard`]) when the CRL is partitioned.
     pub fn crl_url_for(&self, serial: &crate::Serial) -> Option<String> {
         let url = self.crl_url.as_deref()?;
-        Some(if self.crl_shards > 1 { crate::crl::Shard::of(serial, self.crl_shards).url(url) } else { url.to_owned() })
+        Some(if self.crl_shards > 1 {
+            crate::shard::Shard::of(serial, self.crl_shards).url(url)
+        } else {
+            url.to_owned()
+        })
     }
 }
 

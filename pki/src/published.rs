@@ -1,7 +1,7 @@
 //! The names of the files the CA signs into its CRL directory and the service serves from it:
 //! one contract for the signer, the ceremony and the web worker.
 
-use crate::crl::Shard;
+use crate::shard::Shard;
 
 /// The root's CRL (signed at the ceremony: `inkan root sign-crl`).
 pub const ROOT_CRL: &str = "root.crl";
@@ -42,7 +42,7 @@ pub fn parse_ca_crl_shard(name: &str) -> Option<(u16, Shard)> {
         [n, count, index] if n >= 2 => (n, count, index),
         _ => return None,
     };
-    ((2..=crate::crl::MAX_SHARDS).contains(&count) && index < count).then_some((n, Shard { count, index }))
+    ((2..=crate::shard::MAX_SHARDS).contains(&count) && index < count).then_some((n, Shard { count, index }))
 }
 
 /// The file the root's pre-signed OCSP answer about generation `n` of the issuing CA is in.
