@@ -214,9 +214,6 @@ mod tests {
     }
 }
 
-/// PostgreSQL for the store tests: a throwaway cluster of Debian's PostgreSQL 15 in a temporary
-/// directory, on 127.0.0.1 and a port of its own, stopped (immediately) and removed when
-/// dropped. Tests never assume a server is running.
 /// Issues `total` certificates (one P-256 key made by openssl in `work`) through the library's
 /// real record path into the sled registry of the data directory `dir` (made by `inkan init`,
 /// its issuing key under `ca_pass`), from `threads` threads: to accounts user-0 ..
@@ -230,52 +227,9 @@ pub fn issue_many(
     accounts: usize,
     threads: usize,
 ) -> std::time::Duration {
-    let key = work.join("k.pem");
-    let csr = work.join("r.csr");
-    openssl_ok(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
-    openssl_ok(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", "/CN=x", "-out", csr.to_str().unwrap()]);
-    let csr = std::fs::read(&csr).unwrap();
-    let data = DataDir::new(dir);
-    let (signer, der) =
-        ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(ca_pass.into())).unwrap();
-    let store = Arc::new(SledStore::open(&data.db()).unwrap());
-    let settings = ProfileSettings {
-        organization: "inkan".into(),
-        crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
-        ca_issuers_url: Some("http://127.0.0.1:8080/ca.crt".into()),
-        ocsp_url: None,
-        default_days: 365,
-        max_days: 825,
-        crl_shards: 1,
-    };
-    let authority = CertificateAuthority::new(&der, signer, store, settings).unwrap();
-    let started = std::time::Instant::now();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (authority, csr, done) = (&authority, &csr, &done);
-            s.spawn(move || {
-                for i in (t..total).step_by(threads) {
-                    let account = format!("user-{}", i % accounts);
-                    let request = IssueRequest {
-                        csr,
-                        account: &account,
-                        profile: Profile::Client,
-                        sans: &[],
-                        days: Some(1 + (i % 400) as u32),
-                        request_id: None,
-                        supersede: false,
-                    };
-                    authority.issue(&request).unwrap();
-                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if n % 100_000 == 0 {
-                        eprintln!("  {n} issued ({:.0?})", started.elapsed());
-                    }
-                }
-            });
-        }
-    });
-    started.elapsed()
+    let store = Arc::new(SledStore::open(&DataDir::new(dir).db()).unwrap());
+    let spread = Spread { total, accounts, threads, progress_every: 100_000 };
+    issue_spread(work, dir, ca_pass, store, None, &spread, |_| ())
 }
 
 /// Issues `total` client certificates as `inkan serve` does, without its HTTPS front: the CA
@@ -293,6 +247,38 @@ pub fn issue_many_through_ledger(
     threads: usize,
 ) -> std::time::Duration {
     use pki::registry::Registry;
+    let data = DataDir::new(dir);
+    let ledger = Arc::new(ca::ledger::LogLedger::open_with(&data.ledger(), false).unwrap());
+    let registry = SledStore::open(&data.db()).unwrap();
+    let spread = Spread { total, accounts, threads, progress_every: 1_000_000 };
+    let took = issue_spread(work, dir, ca_pass, ledger, Some("http://127.0.0.1:8080/ocsp"), &spread, |issued| {
+        registry.record_certificate_deferred(&issued.record, &issued.der, false).unwrap();
+    });
+    // Moving the cursor also makes everything recorded before it durable.
+    registry.set_ledger_cursor(ca::ledger::whole_records(&data.ledger()).unwrap()).unwrap();
+    took
+}
+
+/// How [`issue_spread`] spreads its certificates.
+#[derive(Clone, Copy)]
+struct Spread {
+    total: usize,
+    accounts: usize,
+    threads: usize,
+    progress_every: usize,
+}
+
+/// The issuing both generators share: the CA of `dir` over `store`, `spread.total` client
+/// certificates from one openssl-made P-256 key, each handed to `then`; the time it took.
+fn issue_spread(
+    work: &Path,
+    dir: &Path,
+    ca_pass: &str,
+    store: Arc<dyn ca::ledger::Ledger>,
+    ocsp_url: Option<&str>,
+    spread: &Spread,
+    then: impl Fn(&Issued) + Sync,
+) -> std::time::Duration {
     let key = work.join("k.pem");
     let csr = work.join("r.csr");
     openssl_ok(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
@@ -301,23 +287,22 @@ pub fn issue_many_through_ledger(
     let data = DataDir::new(dir);
     let (signer, der) =
         ceremony::load_signer(&data.ca_key(), &data.ca_cert(), &Passphrase::new(ca_pass.into())).unwrap();
-    let ledger = Arc::new(ca::ledger::LogLedger::open_with(&data.ledger(), false).unwrap());
-    let registry = SledStore::open(&data.db()).unwrap();
     let settings = ProfileSettings {
         organization: "inkan".into(),
         crl_url: Some("http://127.0.0.1:8080/crl/ca.crl".into()),
         ca_issuers_url: Some("http://127.0.0.1:8080/ca.crt".into()),
-        ocsp_url: Some("http://127.0.0.1:8080/ocsp".into()),
+        ocsp_url: ocsp_url.map(str::to_owned),
         default_days: 365,
         max_days: 825,
         crl_shards: 1,
     };
-    let authority = CertificateAuthority::new(&der, signer, ledger, settings).unwrap();
+    let authority = CertificateAuthority::new(&der, signer, store, settings).unwrap();
+    let Spread { total, accounts, threads, progress_every } = *spread;
     let started = std::time::Instant::now();
     let done = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (authority, registry, csr, done) = (&authority, &registry, &csr, &done);
+            let (authority, csr, done, then) = (&authority, &csr, &done, &then);
             s.spawn(move || {
                 for i in (t..total).step_by(threads) {
                     let account = format!("user-{}", i % accounts);
@@ -330,22 +315,21 @@ pub fn issue_many_through_ledger(
                         request_id: None,
                         supersede: false,
                     };
-                    let issued = authority.issue(&request).unwrap();
-                    registry.record_certificate_deferred(&issued.record, &issued.der, false).unwrap();
+                    then(&authority.issue(&request).unwrap());
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if n % 1_000_000 == 0 {
+                    if n % progress_every == 0 {
                         eprintln!("  {n} issued ({:.0?})", started.elapsed());
                     }
                 }
             });
         }
     });
-    drop(authority);
-    // Moving the cursor also makes everything recorded before it durable.
-    registry.set_ledger_cursor(ca::ledger::whole_records(&data.ledger()).unwrap()).unwrap();
     started.elapsed()
 }
 
+/// PostgreSQL for the store tests: a throwaway cluster of Debian's PostgreSQL 15 in a temporary
+/// directory, on 127.0.0.1 and a port of its own, stopped (immediately) and removed when
+/// dropped. Tests never assume a server is running.
 pub mod postgres {
     use std::path::{Path, PathBuf};
     use std::process::Command;
