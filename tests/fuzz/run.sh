@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes what inkan parses from outside with AFL++ (cargo-afl on the stable toolchain):
+# Fuzzes what inkan parses from outside with AFL++ (cargo-afl on the stable toolchain). The
+# test command runs it when INKAN_FUZZ_SECS is set; every test run replays the corpora and
+# mutations of them through the same functions (tests/tests/fuzz_corpus.rs).
 #
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]      default: INKAN_FUZZ_SECS or 10 s, every target
 #

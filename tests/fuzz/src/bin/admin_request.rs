@@ -1,6 +1,4 @@
-//! One line on the admin socket: the operator's request as the service decodes it.
+//! AFL++ target: [`inkan_fuzz::admin_request`] (what it parses is documented there).
 fn main() {
-    afl::fuzz!(|data: &[u8]| {
-        let _ = serde_json::from_slice::<enroll_server::admin::AdminRequest>(data);
-    });
+    afl::fuzz!(|data: &[u8]| inkan_fuzz::admin_request(data));
 }

@@ -1,7 +1,4 @@
-//! A CSR as PEM or DER: strict parsing, key policy, proof of possession.
+//! AFL++ target: [`inkan_fuzz::csr`] (what it parses is documented there).
 fn main() {
-    afl::fuzz!(|data: &[u8]| {
-        let _ = pki::csr::validate(data);
-        let _ = pki::csr::public_key_sha256(data);
-    });
+    afl::fuzz!(|data: &[u8]| inkan_fuzz::csr(data));
 }

@@ -1,12 +1,4 @@
-//! What the CLI reads from files: PEM or DER certificates (CA certificates, a chain) and CRLs.
+//! AFL++ target: [`inkan_fuzz::pem_input`] (what it parses is documented there).
 fn main() {
-    afl::fuzz!(|data: &[u8]| {
-        if let Ok(der) = pki::encoding::decode_one(data, "certificate", &["CERTIFICATE"]) {
-            let _ = pki::certificate::Summary::from_der(&der);
-            let _ = pki::IssuerInfo::from_der(&der);
-        }
-        let _ = pki::certificate::Summary::from_der(data);
-        let _ = pki::crl::validity(data);
-        let _ = pki::encoding::check_der_lengths(data, "input");
-    });
+    afl::fuzz!(|data: &[u8]| inkan_fuzz::pem_input(data));
 }
