@@ -15,7 +15,7 @@
 //! once the signer's ledger holds the certificate, before the registry's own flush: the window
 //! of one durable write per issuance).
 //!
-//! `INKAN_CRASH_TRIALS` sets the number of trials (default 6; the full test run uses 50);
+//! `INKAN_CRASH_TRIALS` sets the number of trials (default 6; the test command uses 18);
 //! `INKAN_CRASH_SEED` repeats a run.
 
 #![allow(clippy::unwrap_used)]

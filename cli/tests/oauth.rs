@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 const ORG: &str = "OAuth Test Bank";
 /// The user: a master, whose contract holds the resource.
 const USER: &str = "taro";
+/// A second user (a master of another contract), whose account the script locks.
+const SECOND_USER: &str = "hanako";
 /// The PKCS#12 password of the user's certificate for Chromium's NSS database.
 const P12_PASS: &str = "p12 pass 4711";
 /// The resource's 照会用暗証番号, and a wrong one (8 digits: not found in a log by chance).
@@ -101,9 +103,80 @@ fn secret_of(uri: &str) -> String {
         .to_owned()
 }
 
-/// The current 30-second TOTP step.
-fn current_step() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 30
+/// The TOTP step to activate a token with: the previous 30-second one, which the service still
+/// takes, unless the current one is near its end (then the current one). The script goes on
+/// from the step after it, so it has two codes before it waits for the next step.
+fn activation_step() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    if now % 30 < 20 { now / 30 - 1 } else { now / 30 }
+}
+
+/// A user as the browser script plays them.
+struct BrowserUser {
+    enrolled: common::Enrolled,
+    /// A HOME whose NSS database trusts the root and holds the user's key and certificate.
+    home: PathBuf,
+    password: String,
+    /// A logged-in certificate session.
+    session: Client,
+    otp_secret: String,
+    /// The step the token was activated with.
+    step: u64,
+}
+
+/// `login_id` (added as a master) with a certificate obtained through the enrollment API, as a
+/// PKCS#12 in the NSS database Chromium reads (at `work/home_name`), an active OTP token
+/// (issued and verified in a certificate session) and the secret question for 追加認証.
+fn browser_user(ca: &TestCa, server: &Service, login_id: &str, home_name: &str) -> BrowserUser {
+    ca.add_user(login_id, "master", None);
+    let password = user_password(login_id);
+    let enrolled = server.acquire(login_id, login_id);
+    let p12 = ca.work().join(format!("{login_id}.p12"));
+    let pass = format!("pass:{P12_PASS}");
+    openssl([
+        "pkcs12",
+        "-export",
+        "-inkey",
+        s(&enrolled.key),
+        "-in",
+        s(&enrolled.cert),
+        "-certfile",
+        s(&enrolled.chain),
+        "-name",
+        login_id,
+        "-out",
+        s(&p12),
+        "-passout",
+        &pass,
+    ])
+    .ok();
+    let home = ca.work().join(home_name);
+    let db = nss_db(&home, &ca.root_crt());
+    let import = run("pk12util", ["-i", s(&p12), "-d", &db, "-W", P12_PASS, "-K", ""], &[], None).ok();
+    assert!(import.text().contains("PKCS12 IMPORT SUCCESSFUL"), "{}", import.text());
+    assert!(run("certutil", ["-L", "-d", &db], &[], None).ok().stdout.contains("u,u,u"), "the key is in NSS");
+
+    let session = enrolled.client();
+    server.login_api(&session, &password).expect(200);
+    let issued = server.login_post(
+        &session,
+        "/api/v1/otp/tokens",
+        &json!({ "mail": format!("{login_id}@example.jp"), "activation_password": "4321" }),
+    );
+    issued.expect(201);
+    let otp_secret = secret_of(issued.json()["otpauth_uri"].as_str().expect("otpauth_uri"));
+    server.secret(&otp_secret);
+    let step = activation_step();
+    server
+        .login_post(&session, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool_at(&otp_secret, step) }))
+        .expect(200);
+    assert_eq!(server.me(&session).json()["otp"]["state"], "active");
+
+    let question = json!({ "question": QUESTION, "answer": ANSWER });
+    let registered = server.login_post(&session, "/api/v1/secret-question", &question);
+    registered.expect(200);
+    assert_eq!(registered.json()["registered"], true, "{}", registered.text());
+    BrowserUser { enrolled, home, password, session, otp_secret, step }
 }
 
 /// `oathtool --totp -b SECRET` for the time step `step` (as an authenticator app computes it).
@@ -205,8 +278,6 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
         // An authorization code lives 2 s: the script waits 3 s to see one expire.
         ("code_secs = 60", "code_secs = 2"),
     ]);
-    ca.add_user(USER, "master", None);
-    let password = user_password(USER);
     let work = ca.work().to_owned();
     // The apps are accounts like any other: inkan issues their certificates (with the chain,
     // as a client sends it), subject O=ORG, CN=account.
@@ -219,63 +290,20 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
         server.secret(secret);
     }
 
-    // The user's certificate, obtained through the enrollment API, as a PKCS#12 in the NSS
-    // database Chromium reads; a second database trusts the root and holds no key.
-    let taro = server.acquire(USER, USER);
-    let p12 = work.join("taro.p12");
-    let pass = format!("pass:{P12_PASS}");
-    openssl([
-        "pkcs12",
-        "-export",
-        "-inkey",
-        s(&taro.key),
-        "-in",
-        s(&taro.cert),
-        "-certfile",
-        s(&taro.chain),
-        "-name",
-        USER,
-        "-out",
-        s(&p12),
-        "-passout",
-        &pass,
-    ])
-    .ok();
-    let home = work.join("home");
-    let db = nss_db(&home, &ca.root_crt());
-    let import = run("pk12util", ["-i", s(&p12), "-d", &db, "-W", P12_PASS, "-K", ""], &[], None).ok();
-    assert!(import.text().contains("PKCS12 IMPORT SUCCESSFUL"), "{}", import.text());
-    assert!(run("certutil", ["-L", "-d", &db], &[], None).ok().stdout.contains("u,u,u"), "the key is in NSS");
+    // The users' certificates in NSS databases, active tokens and secret questions; a database
+    // that trusts the root and holds no key.
+    let taro = browser_user(&ca, &server, USER, "home");
+    let hanako = browser_user(&ca, &server, SECOND_USER, "second-home");
+    let password = taro.password.clone();
+    let session = &taro.session;
     let bare_home = work.join("bare-home");
     let bare_db = nss_db(&bare_home, &ca.root_crt());
     assert!(!run("certutil", ["-L", "-d", &bare_db], &[], None).ok().stdout.contains("u,u,u"), "no key in BARE_HOME");
-
-    // An active OTP token: issued and verified in a certificate session, with a code for the
-    // current step (the script goes on from the step after it).
-    let session = taro.client();
-    server.login_api(&session, &password).expect(200);
-    let issued = server.login_post(
-        &session,
-        "/api/v1/otp/tokens",
-        &json!({ "mail": "taro@example.jp", "activation_password": "4321" }),
-    );
-    issued.expect(201);
-    let otp_secret = secret_of(issued.json()["otpauth_uri"].as_str().expect("otpauth_uri"));
-    server.secret(&otp_secret);
-    let step = current_step();
-    server
-        .login_post(&session, "/api/v1/otp/tokens/verify", &json!({ "code": oathtool_at(&otp_secret, step) }))
-        .expect(200);
-    assert_eq!(server.me(&session).json()["otp"]["state"], "active");
-
-    // The secret question for 追加認証: only in a logged-in session.
+    // The secret question only in a logged-in session.
     let question = json!({ "question": QUESTION, "answer": ANSWER });
-    let stranger = Client::pem(&taro.cert, &taro.key, &work.join("no-session.jar"));
+    let stranger = Client::pem(&taro.enrolled.cert, &taro.enrolled.key, &work.join("no-session.jar"));
     let refused = server.login_post(&stranger, "/api/v1/secret-question", &question);
     assert_eq!(refused.status, 401, "a question without a session: {}", refused.text());
-    let registered = server.login_post(&session, "/api/v1/secret-question", &question);
-    registered.expect(200);
-    assert_eq!(registered.json()["registered"], true, "{}", registered.text());
 
     // ---- the operator registers the apps and the resource (serve runs) ---------------------
     let kakeibo_subject = format!("O={ORG}, CN=kakeibo-app");
@@ -343,11 +371,11 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
     let mut node = Command::new("node");
     node.arg(&script)
         .env_remove("NODE_EXTRA_CA_CERTS")
-        .env("HOME", &home)
+        .env("HOME", &taro.home)
         .env("BARE_HOME", &bare_home)
         .env("LOGIN_URL", &login_url)
         .env("ROOT_CA", ca.root_crt())
-        .env("USER_CERT", &taro.cert)
+        .env("USER_CERT", &taro.enrolled.cert)
         .env("KAKEIBO_CLIENT_ID", &kakeibo_id)
         .env("KAKEIBO_CERT", &kakeibo_crt)
         .env("KAKEIBO_KEY", &kakeibo_key)
@@ -358,8 +386,14 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
         .env("OTHER_REDIRECT_URI", OTHER_REDIRECT)
         .env("LOGIN_ID", USER)
         .env("PASSWORD", &password)
-        .env("OTP_SECRET", &otp_secret)
-        .env("OTP_LAST_STEP", step.to_string())
+        .env("OTP_SECRET", &taro.otp_secret)
+        .env("OTP_LAST_STEP", taro.step.to_string())
+        .env("SECOND_LOGIN_ID", SECOND_USER)
+        .env("SECOND_PASSWORD", &hanako.password)
+        .env("SECOND_OTP_SECRET", &hanako.otp_secret)
+        .env("SECOND_OTP_LAST_STEP", hanako.step.to_string())
+        .env("SECOND_CERT", &hanako.enrolled.cert)
+        .env("SECOND_HOME", &hanako.home)
         .env("RESOURCE_ID", &resource_id)
         .env("RESOURCE_PIN", RESOURCE_PIN)
         .env("WRONG_PIN", WRONG_PIN)
@@ -576,13 +610,15 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
     assert_eq!(r("/flowC/accessActiveAfterEnd"), false);
     assert_eq!(r("/flowC/meAfterEnd/status"), 401);
 
-    // Codes that do not work: expired (2 s), or with another PKCE verifier.
-    assert_eq!(r("/expiredCode/questionAsked"), false);
+    // Codes that do not work: expired (2 s), or with another PKCE verifier (the second user, on
+    // a new device: the question the first time only).
+    assert_eq!(r("/expiredCode/questionAsked"), true);
+    assert_eq!(r("/wrongVerifier/questionAsked"), false);
     assert_eq!(r("/expiredCode/error"), "invalid_grant", "{shown}");
     assert_eq!(r("/wrongVerifier/error"), "invalid_grant", "{shown}");
 
-    // Flow F: no certificate: login ID and password for the app that allows it; a new
-    // device, so the question; the other app's certificate binds the token.
+    // Flow F (the second user): no certificate: login ID and password for the app that allows
+    // it; a new device, so the question; the other app's certificate binds the token.
     assert_eq!(r("/passwordLogin/login/loginIdField"), true, "{shown}");
     assert_eq!(r("/passwordLogin/login/certificateLogin"), Value::Null);
     assert_eq!(r("/passwordLogin/login/clientName"), OTHER_NAME);
@@ -601,11 +637,11 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
     assert_eq!(r("/passwordLogin/token/authorizationDetails"), Value::Null, "no resource, no details");
     assert_eq!(r("/passwordLogin/introspect/active"), true, "{shown}");
     assert_eq!(r("/passwordLogin/introspect/client_id"), other_id.as_str());
-    assert_eq!(r("/passwordLogin/introspect/username"), USER);
+    assert_eq!(r("/passwordLogin/introspect/username"), SECOND_USER);
     assert_eq!(r("/passwordLogin/introspect/cnf/x5t#S256"), other_x5t.as_str());
     assert_eq!(r("/passwordLogin/introspectByKakeibo"), json!({ "active": false }));
     assert_eq!(r("/passwordLogin/me/status"), 200);
-    assert_eq!(r("/passwordLogin/me/loginId"), USER);
+    assert_eq!(r("/passwordLogin/me/loginId"), SECOND_USER);
     assert_eq!(r("/passwordLogin/meKakeiboCertificate/status"), 401);
     // The kakeibo app does not allow password login: the browser without a certificate gets
     // the certificate_required page (400 in spec.md, 401 as the existing error code maps it).
@@ -614,7 +650,8 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
     assert!(text("/certificateRequired/error").contains("電子証明書"), "{required}");
     assert_eq!(required["loginForm"], false, "{required}");
 
-    // Last: wrong answers on a new device lock the account at the configured count.
+    // Last: wrong answers on a new device lock the (second user's) account at the configured
+    // count.
     assert_eq!(r("/lock/login/questionAsked"), true, "{shown}");
     assert_eq!(r("/lock/wrongAnswers"), LOCKOUT, "{shown}");
     let wrong = r("/lock/wrongErrors");
@@ -639,8 +676,10 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{name} is not a screenshot");
     }
 
-    // The account is locked for the certificate login too (the same counter).
-    server.login_api(&session, &password).expect_error(403, "account_locked");
+    // The account is locked for the certificate login too (the same counter); the first user's
+    // is not.
+    server.login_api(&hanako.session, &hanako.password).expect_error(403, "account_locked");
+    server.login_api(session, &password).expect(200);
 
     // ---- the operator: list, remove ----------------------------------------------------------
     let (ids, list) = client_ids(&ca);
@@ -725,7 +764,19 @@ fn api_renkei_with_openid_client_and_chromium_allowed_denied_ended_locked_and_ho
     expect_count("oauth.client_removed", 1, 1);
     expect_count("resource.added", 1, 1);
     let mut never = secrets.clone();
-    never.extend([RESOURCE_PIN, WRONG_PIN, ANSWER, WRONG_ANSWER, &password, &otp_secret].map(String::from));
+    never.extend(
+        [
+            RESOURCE_PIN,
+            WRONG_PIN,
+            ANSWER,
+            WRONG_ANSWER,
+            &password,
+            &taro.otp_secret,
+            &hanako.password,
+            &hanako.otp_secret,
+        ]
+        .map(String::from),
+    );
     for secret in &never {
         assert!(
             !audit.contains(secret.as_str()),

@@ -25,6 +25,9 @@
 // page); an expired code and a wrong PKCE verifier (two more allowed flows); flow F (a browser
 // without a certificate: login ID + password for the other app, and the kakeibo app's
 // certificate_required page); last, wrong answers on a new device until the account locks.
+// Flows A, B and C are the first user's; the expired code, the wrong verifier, F and the lock
+// are a second user's (each token takes one code per 30-second step: two users wait half as
+// long).
 //
 // Environment:
 //   LOGIN_URL            the certificate-login listener, https://localhost:PORT (= the issuer)
@@ -39,6 +42,9 @@
 //   LOGIN_ID, PASSWORD   the user (a master whose contract has the resource)
 //   OTP_SECRET           the user's active TOTP token (base32, as in its otpauth URI)
 //   OTP_LAST_STEP        the last 30-second step the test used a code of (each step works once)
+//   SECOND_LOGIN_ID, SECOND_PASSWORD, SECOND_OTP_SECRET, SECOND_OTP_LAST_STEP, SECOND_CERT,
+//   SECOND_HOME          the same for the second user (another master, the same question and
+//                        answer), whose NSS database is at SECOND_HOME
 //   RESOURCE_ID, RESOURCE_PIN, WRONG_PIN   the resource of the user's contract and its PIN
 //   SECRET_ANSWER, WRONG_ANSWER            the answer to the user's secret question, and not
 //   OUT_DIR              where the screenshots go (oauth-NN-*.png)
@@ -92,7 +98,6 @@ const env = (name) => {
 const loginUrl = env('LOGIN_URL');
 const loginOrigin = new URL(loginUrl).origin;
 const rootPem = fs.readFileSync(env('ROOT_CA'));
-const userCert = fs.readFileSync(env('USER_CERT'));
 const kakeibo = {
   id: env('KAKEIBO_CLIENT_ID'),
   cert: fs.readFileSync(env('KAKEIBO_CERT')),
@@ -105,17 +110,21 @@ const other = {
   key: fs.readFileSync(env('OTHER_KEY')),
   redirectUri: env('OTHER_REDIRECT_URI'),
 };
-const loginId = env('LOGIN_ID');
-const password = env('PASSWORD');
-const otpSecret = env('OTP_SECRET');
-let lastStep = Number(env('OTP_LAST_STEP'));
+// The two users: login ID, password, TOTP secret, the last step used, NSS home, certificate.
+const first = {
+  loginId: env('LOGIN_ID'), password: env('PASSWORD'), otpSecret: env('OTP_SECRET'),
+  lastStep: Number(env('OTP_LAST_STEP')), home: env('HOME'), cert: fs.readFileSync(env('USER_CERT')),
+};
+const second = {
+  loginId: env('SECOND_LOGIN_ID'), password: env('SECOND_PASSWORD'), otpSecret: env('SECOND_OTP_SECRET'),
+  lastStep: Number(env('SECOND_OTP_LAST_STEP')), home: env('SECOND_HOME'), cert: fs.readFileSync(env('SECOND_CERT')),
+};
 const resourceId = env('RESOURCE_ID');
 const resourcePin = env('RESOURCE_PIN');
 const wrongPin = env('WRONG_PIN');
 const secretAnswer = env('SECRET_ANSWER');
 const wrongAnswer = env('WRONG_ANSWER');
 const out = env('OUT_DIR');
-const home = env('HOME');
 const bareHome = env('BARE_HOME');
 const timeout = 30_000;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -146,20 +155,20 @@ const mustRun = (cmd, argv) => {
   return r.stdout;
 };
 
-// A one-time password as an authenticator app computes it (oathtool), for a 30-second step the
-// service has not seen yet and still takes when the form arrives. It takes the previous,
+// A one-time password of `user`'s token as an authenticator app computes it (oathtool), for a
+// 30-second step the service has not seen yet and still takes when the form arrives. It takes the previous,
 // current and next steps, each once, in increasing order: so the next unused of those, the
 // previous only while half of the current step is left; else wait for the next step.
 const stepSecs = 30;
-async function nextCode() {
+async function nextCode(user) {
   for (;;) {
     const now = Date.now() / 1000;
     const current = Math.floor(now / stepSecs);
     const earliest = now % stepSecs < stepSecs / 2 ? current - 1 : current;
-    const step = Math.max(lastStep + 1, earliest);
+    const step = Math.max(user.lastStep + 1, earliest);
     if (step <= current + 1) {
-      lastStep = step;
-      const code = mustRun('oathtool', ['--totp', '-b', otpSecret, '-N', `@${step * stepSecs}`]).trim();
+      user.lastStep = step;
+      const code = mustRun('oathtool', ['--totp', '-b', user.otpSecret, '-N', `@${step * stepSecs}`]).trim();
       assert.match(code, /^\d{6}$/);
       return code;
     }
@@ -308,15 +317,16 @@ const callbackParams = (url, expectedState) => {
 
 const isCallback = (href) => [kakeibo.redirectUri, other.redirectUri].some((r) => href.startsWith(`${r}?`));
 
-// A Chromium on a persistent profile of its own: with the user's certificate (HOME's NSS
-// database, picked for the login origin without asking) or without any (BARE_HOME's).
-async function openBrowser(profileName, { certificate }) {
-  const base = certificate ? home : bareHome;
+// A Chromium on a persistent profile of its own: with `user`'s certificate (the NSS database
+// in the user's home, picked for the login origin without asking) or, for no user, without any
+// (BARE_HOME's).
+async function openBrowser(profileName, { user }) {
+  const base = user ? user.home : bareHome;
   const profile = join(base, profileName);
   fs.mkdirSync(join(profile, 'Default'), { recursive: true });
-  if (certificate) {
+  if (user) {
     // The per-profile form of AutoSelectCertificateForUrls, as in acquire.mjs.
-    const issuerCn = new X509Certificate(userCert).issuer
+    const issuerCn = new X509Certificate(user.cert).issuer
       .split('\n').find((rdn) => rdn.startsWith('CN='))?.slice('CN='.length);
     assert.ok(issuerCn, 'the user certificate has an issuer CN');
     fs.writeFileSync(join(profile, 'Default', 'Preferences'), JSON.stringify({
@@ -369,7 +379,7 @@ async function submit(page, selector) {
 // API連携認証（利用登録） → ワンタイムパスワード認証 → 追加認証 when it is asked (answered with
 // `answer`, unless it is null: then the page is left as it is). With `typeLoginId`, the login
 // ID is typed (no certificate). `shots` names screenshots of the pages on the way.
-async function signIn(page, url, { typeLoginId = false, answer = secretAnswer, shots = {} } = {}) {
+async function signIn(page, url, { user = first, typeLoginId = false, answer = secretAnswer, shots = {} } = {}) {
   const seen = {};
   const response = await page.goto(url.href);
   seen.status = response?.status() ?? null;
@@ -380,12 +390,12 @@ async function signIn(page, url, { typeLoginId = false, answer = secretAnswer, s
   seen.certificateLogin = await textOf(page, '[data-testid=login-certificate]');
   seen.loginIdField = (await page.locator('[data-testid=login-form] input[name=login_id]').count()) > 0;
   if (shots.login) await shot(page, shots.login);
-  if (typeLoginId) await page.fill('[data-testid=login-form] input[name=login_id]', loginId);
-  await page.fill('[data-testid=login-form] input[name=password]', password);
+  if (typeLoginId) await page.fill('[data-testid=login-form] input[name=login_id]', user.loginId);
+  await page.fill('[data-testid=login-form] input[name=password]', user.password);
   await submit(page, '[data-testid=submit-login]');
   await expectTitle(page, 'ワンタイムパスワード認証', 'after the password');
   if (shots.otp) await shot(page, shots.otp);
-  await page.fill('input[name=code]', await nextCode());
+  await page.fill('input[name=code]', await nextCode(user));
   await submit(page, '[data-testid=submit-otp]');
   seen.questionAsked = (await title(page)) === '追加認証';
   seen.question = seen.questionAsked ? await textOf(page, '[data-testid=question]') : null;
@@ -458,10 +468,11 @@ async function allow(page) {
   return toApp(page, 'button[name=decision][value=allow]', '許可');
 }
 
-// A whole allowed flow for the kakeibo app with one scope (no choice page, no PIN page).
-async function allowedFlow(page, config, scope = 'certificates:read') {
-  const pushed = await pushRequest(config, kakeibo, scope);
-  const login = await signIn(page, pushed.url);
+// A whole allowed flow of `user` for the kakeibo app with one scope (no choice page, no PIN
+// page).
+async function allowedFlow(page, config, user) {
+  const pushed = await pushRequest(config, kakeibo, 'certificates:read');
+  const login = await signIn(page, pushed.url, { user });
   await readConsent(page);
   const callback = await allow(page);
   return { pushed, login, callback };
@@ -562,7 +573,7 @@ try {
   results.unsupportedGrant = refusal(await attempt(client.genericGrantRequest(config, 'urn:example:no-such-grant', {})));
 
   // ---- flow A: certificate login, every page, allowed; then the tokens ---------------------
-  const main = await openBrowser('profile-main', { certificate: true });
+  const main = await openBrowser('profile-main', { user: first });
   browsers.push(main.context);
   const page = main.page;
   const a = {};
@@ -743,10 +754,10 @@ try {
   c.homeNeededLogin = (await page.locator('[data-testid=home-login-id]').count()) === 0;
   if (c.homeNeededLogin) {
     await expectTitle(page, '電子証明書ログイン', 'the home login');
-    await page.fill('input[name=password]', password);
+    await page.fill('input[name=password]', first.password);
     await submit(page, '[data-testid=submit-login]');
     if (await page.locator('[data-testid=otp-form]').count()) {
-      await page.fill('[data-testid=otp-code]', await nextCode());
+      await page.fill('[data-testid=otp-code]', await nextCode(first));
       await submit(page, '[data-testid=submit-otp]');
     }
     await page.waitForSelector('[data-testid=home-login-id]');
@@ -766,8 +777,13 @@ try {
   c.accessActiveAfterEnd = await active(config, tokensC.access_token);
   c.meAfterEnd = await me(config, tokensC.access_token);
 
+  await main.context.close();
+
   // ---- codes that do not work: an expired one, a wrong PKCE verifier ------------------------
-  const expired = await allowedFlow(page, config);
+  // The second user, on a device of hers: the question the first time, not the second.
+  const secondBrowser = await openBrowser('profile-second', { user: second });
+  browsers.push(secondBrowser.context);
+  const expired = await allowedFlow(secondBrowser.page, config, second);
   allowedFlows += 1;
   keep(new URL(expired.callback).searchParams.get('code'));
   await sleep(3_000);
@@ -777,21 +793,26 @@ try {
       pkceCodeVerifier: expired.pushed.verifier, expectedState: expired.pushed.state,
     }))),
   };
-  const wrongVerifier = await allowedFlow(page, config);
+  const wrongVerifier = await allowedFlow(secondBrowser.page, config, second);
   allowedFlows += 1;
   keep(new URL(wrongVerifier.callback).searchParams.get('code'));
-  results.wrongVerifier = refusal(await attempt(client.authorizationCodeGrant(config, new URL(wrongVerifier.callback), {
-    pkceCodeVerifier: client.randomPKCECodeVerifier(), expectedState: wrongVerifier.pushed.state,
-  })));
-  await main.context.close();
+  results.wrongVerifier = {
+    questionAsked: wrongVerifier.login.questionAsked,
+    ...refusal(await attempt(client.authorizationCodeGrant(config, new URL(wrongVerifier.callback), {
+      pkceCodeVerifier: client.randomPKCECodeVerifier(), expectedState: wrongVerifier.pushed.state,
+    }))),
+  };
+  await secondBrowser.context.close();
 
   // ---- flow F: no certificate; login ID + password for the app that allows it -------------
-  const bareBrowser = await openBrowser('profile-bare', { certificate: false });
+  const bareBrowser = await openBrowser('profile-bare', { user: null });
   browsers.push(bareBrowser.context);
   const f = {};
   results.passwordLogin = f;
   const reqF = await pushRequest(otherConfig, other, 'certificates:read');
-  f.login = await signIn(bareBrowser.page, reqF.url, { typeLoginId: true, shots: { login: 'oauth-15-password-login.png' } });
+  f.login = await signIn(bareBrowser.page, reqF.url, {
+    user: second, typeLoginId: true, shots: { login: 'oauth-15-password-login.png' },
+  });
   f.consent = await readConsent(bareBrowser.page);
   await shot(bareBrowser.page, 'oauth-16-password-consent.png');
   const callbackF = await allow(bareBrowser.page);
@@ -819,13 +840,13 @@ try {
   await bareBrowser.context.close();
 
   // ---- last: wrong answers on a new device until the account locks ---------------------------
-  const lockBrowser = await openBrowser('profile-lock', { certificate: true });
+  const lockBrowser = await openBrowser('profile-lock', { user: second });
   browsers.push(lockBrowser.context);
   const lp = lockBrowser.page;
   const lock = { wrongErrors: [], wrongAnswers: 0 };
   results.lock = lock;
   const reqE = await pushRequest(config, kakeibo, 'certificates:read');
-  lock.login = await signIn(lp, reqE.url, { answer: null });
+  lock.login = await signIn(lp, reqE.url, { user: second, answer: null });
   assert.ok(lock.login.questionAsked, 'a new device is asked the secret question');
   // The flow ends on the service's error page (a redirect to the app would fail to load: the
   // request to the app is what shows it).
