@@ -286,7 +286,7 @@ fn bench() -> Result<(), String> {
             );
         }
     }
-    let records = log.records();
+    let records = log.records().map_err(|e| e.to_string())?;
     let issued = records.iter().filter(|r| r.state == ca::State::Issued).count();
     if records.len() as u64 != through_ledger || issued != records.len() {
         return Err(format!(

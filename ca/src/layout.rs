@@ -18,7 +18,7 @@ use crate::Error;
 /// DIR/web/              the enrollment service's accounts (sled)
 /// DIR/server/           the enrollment service's TLS certificate and key
 /// DIR/ocsp/             the OCSP responder's certificate and key (the signer's)
-/// DIR/signer/ledger.log the signer's issuance ledger
+/// DIR/signer/ledger.log the signer's issuance ledger (ledger.idx: its index, rebuilt from it)
 /// DIR/audit/audit.log   the hash-chained audit trail
 /// DIR/crl/              the last CRLs signed (ca.crl, root.crl), DER, and the root's OCSP
 ///                       answer about the issuing CA (ca-ocsp.der)

@@ -4,8 +4,11 @@
 //! and tests use the sled registry directly); the signer process uses [`LogLedger`], an
 //! append-only file built for this one job: each issuance appends two small records (pending,
 //! then the certificate) and syncs once, after the certificate (concurrent issuances share one
-//! `fdatasync`); an in-memory index answers request-id lookups. A torn tail left by a crash is
-//! cut off when the file is opened.
+//! `fdatasync`). Lookups by serial and by request id go through an index: the records since the
+//! last index checkpoint in memory, the rest in an index file beside the ledger
+//! ([`crate::ledger_index`]), rewritten in the background every so many issuances, so a start
+//! replays only the ledger's tail and memory does not grow with the ledger. A torn tail left by a
+//! crash is cut off when the file is opened.
 //!
 //! The pending record is not synced on its own: a crash before the certificate's sync loses
 //! both, and the signature made meanwhile never left the process (nothing is released before
@@ -27,13 +30,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pki::Serial;
 use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
 
 use crate::durable::GroupCommit;
+use crate::ledger_index::{Base, Covered, Slot};
 use crate::sled_store::{decode_record, encode_record};
 
 /// What the CA needs from where it records issuances.
@@ -97,13 +102,11 @@ const AUDIT_CHECKPOINT: u8 = 4;
 /// Frames larger than this are not ours (a corrupt length): the tail is cut there.
 const MAX_FRAME: u32 = 1 << 20;
 
-struct Entry {
-    record: CertRecord,
-    /// Where the certificate's DER is in the file, once issued.
-    der: Option<(u64, u32)>,
-    /// Whether it supersedes the account's other certificates.
-    supersede: bool,
-}
+/// Records in memory before an index checkpoint: at least this many, and at most the larger
+/// of this and 1/32 of the index's entries (up to [`MAX_TAIL`]): a start replays at most that
+/// many, and the index file is rewritten once per that many issuances.
+const MIN_TAIL: usize = 1 << 16;
+const MAX_TAIL: usize = 1 << 18;
 
 /// What [`LogLedger::issued_since`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,21 +132,81 @@ pub struct LedgerEntry {
     pub supersede: bool,
 }
 
+/// Records being written into a new index file: found here until it replaces the old one.
+struct Frozen {
+    slots: Vec<(Serial, Slot)>,
+    requests: Vec<([u8; 16], Serial)>,
+}
+
 struct Index {
     file: File,
     /// The end of the last whole record.
     end: u64,
-    entries: HashMap<Serial, Entry>,
-    requests: HashMap<[u8; 16], Serial>,
+    /// The last whole record: its offset and checksum (what an index checkpoint names).
+    last_frame: (u64, [u8; 8]),
+    /// The records since the index file's checkpoint (and any being checkpointed now).
+    tail: HashMap<Serial, Slot>,
+    tail_requests: HashMap<[u8; 16], Serial>,
+    frozen: Option<Arc<Frozen>>,
+    base: Option<Arc<Base>>,
     crl_number: u64,
-    /// The latest signed audit checkpoint (JSON).
-    checkpoint: Option<Vec<u8>>,
+    /// The latest signed audit checkpoint (JSON) and where its payload is.
+    checkpoint: Option<(Vec<u8>, (u64, u32))>,
+}
+
+impl Index {
+    /// Where `serial`'s records are: the newest of the tail, the frozen part and the file.
+    fn slot(&self, serial: &Serial) -> Result<Option<Slot>, RegistryError> {
+        if let Some(slot) = self.tail.get(serial) {
+            return Ok(Some(*slot));
+        }
+        if let Some(frozen) = &self.frozen
+            && let Ok(i) = frozen.slots.binary_search_by(|(s, _)| s.cmp(serial))
+        {
+            return Ok(Some(frozen.slots[i].1));
+        }
+        match &self.base {
+            Some(base) => base.slot(serial).map_err(backend),
+            None => Ok(None),
+        }
+    }
+
+    /// The serial `request` took most recently.
+    fn request(&self, request: &[u8; 16]) -> Result<Option<Serial>, RegistryError> {
+        if let Some(serial) = self.tail_requests.get(request) {
+            return Ok(Some(*serial));
+        }
+        if let Some(frozen) = &self.frozen
+            && let Ok(i) = frozen.requests.binary_search_by(|(r, _)| r.cmp(request))
+        {
+            return Ok(Some(frozen.requests[i].1));
+        }
+        match &self.base {
+            Some(base) => base.request(request).map_err(backend),
+            None => Ok(None),
+        }
+    }
+
+    /// Records `serial`'s certificate at `der`.
+    fn set_issued(&mut self, serial: &Serial, der: (u64, u32)) -> Result<bool, RegistryError> {
+        let Some(mut slot) = self.slot(serial)? else { return Ok(false) };
+        slot.der = Some(der);
+        self.tail.insert(*serial, slot);
+        Ok(true)
+    }
 }
 
 /// The append-only ledger file.
 pub struct LogLedger {
     path: PathBuf,
+    /// The index file beside it.
+    index_path: PathBuf,
     index: Mutex<Index>,
+    /// A new index file written in the background, once it is ready (or why it is not).
+    merged: Arc<Mutex<Option<Result<Base, String>>>>,
+    merging: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Records in memory before a checkpoint (0: the default rule, [`MIN_TAIL`]..[`MAX_TAIL`]).
+    tail_limit: AtomicUsize,
     reader: File,
     /// The appending file, shared for syncing without taking the index lock.
     syncer: File,
@@ -251,19 +314,92 @@ impl LogLedger {
             .map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
         file.try_lock()
             .map_err(|_| backend(format!("{} is in use by another inkan process (lock)", path.display())))?;
-        let mut index =
-            Index { file, end: 0, entries: HashMap::new(), requests: HashMap::new(), crl_number: 0, checkpoint: None };
-        Self::replay(path, &mut index)?;
+        let index_path = path.with_extension("idx");
+        let mut index = Index {
+            file,
+            end: 0,
+            last_frame: (0, [0; 8]),
+            tail: HashMap::new(),
+            tail_requests: HashMap::new(),
+            frozen: None,
+            base: None,
+            crl_number: 0,
+            checkpoint: None,
+        };
+        let indexed = Self::replay(path, &index_path, &mut index)?;
         let reader = File::open(path).map_err(backend)?;
         let syncer = index.file.try_clone().map_err(backend)?;
         let group = GroupCommit::default();
         let synced_end = AtomicU64::new(index.end);
-        Ok(Self { path: path.to_owned(), index: Mutex::new(index), reader, syncer, group, synced, synced_end })
+        let ledger = Self {
+            path: path.to_owned(),
+            index_path,
+            index: Mutex::new(index),
+            merged: Arc::default(),
+            merging: Mutex::new(None),
+            tail_limit: AtomicUsize::new(0),
+            reader,
+            syncer,
+            group,
+            synced,
+            synced_end,
+        };
+        // A ledger replayed from its start (no index yet, or one that was not this ledger's)
+        // is checkpointed now, so the next start is quick.
+        ledger.maybe_checkpoint(&mut ledger.lock_index(), !indexed);
+        Ok(ledger)
     }
 
-    fn replay(path: &Path, index: &mut Index) -> Result<(), RegistryError> {
-        let mut reader = BufReader::new(File::open(path).map_err(backend)?);
+    /// The index file at `index_path` if it belongs to this ledger (the frame it names ends
+    /// where it says, with the checksum it has); else `None`, with the reason on stderr.
+    fn base_of(path: &Path, index_path: &Path, file: &File, len: u64) -> Option<Base> {
+        let base = match Base::open(index_path) {
+            Ok(Some(base)) => base,
+            Ok(None) => return None,
+            Err(e) => {
+                eprintln!(
+                    "ledger {}: index {} unreadable ({e}); replaying the whole ledger",
+                    path.display(),
+                    index_path.display()
+                );
+                return None;
+            }
+        };
+        let Covered { end, last_frame: (at, sum), .. } = base.covered;
+        let mut head = [0u8; 12];
+        let ours = end == 0
+            || (end <= len
+                && file.read_exact_at(&mut head, at).is_ok()
+                && head[4..12] == sum
+                && at + 12 + u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]])) == end);
+        if !ours {
+            eprintln!(
+                "ledger {}: index {} is not this ledger's (it covers {end} bytes); replaying the whole ledger",
+                path.display(),
+                index_path.display()
+            );
+        }
+        ours.then_some(base)
+    }
+
+    /// Replays the ledger beyond what its index file covers (all of it without a good index);
+    /// returns whether an index file was used.
+    fn replay(path: &Path, index_path: &Path, index: &mut Index) -> Result<bool, RegistryError> {
+        let len = index.file.metadata().map_err(backend)?.len();
         let mut offset = 0u64;
+        if let Some(base) = Self::base_of(path, index_path, &index.file, len) {
+            offset = base.covered.end;
+            index.last_frame = base.covered.last_frame;
+            index.crl_number = base.covered.crl_number;
+            if let Some((at, n)) = base.covered.checkpoint {
+                let mut doc = vec![0u8; n as usize];
+                index.file.read_exact_at(&mut doc, at).map_err(backend)?;
+                index.checkpoint = Some((doc, (at, n)));
+            }
+            index.base = Some(Arc::new(base));
+        }
+        let source = index.file.try_clone().map_err(backend)?;
+        let mut reader = BufReader::with_capacity(1 << 20, ReadAt::new(&source, offset, len));
         while let Some((body, taken)) = next_frame(&mut reader) {
             let (kind, payload) = (body[0], &body[1..]);
             let payload_at = offset + 13;
@@ -271,27 +407,26 @@ impl LogLedger {
                 PENDING => {
                     let (id, record) =
                         payload.split_first_chunk::<17>().ok_or_else(|| backend("short pending record"))?;
-                    let record = decode_record(b"ledger", record)?;
+                    let serial =
+                        record.get(1..17).and_then(Serial::from_bytes).ok_or_else(|| backend("bad pending record"))?;
                     if id[0] & HAS_REQUEST_ID != 0 {
                         let mut request = [0u8; 16];
                         request.copy_from_slice(&id[1..]);
-                        index.requests.insert(request, record.serial);
+                        index.tail_requests.insert(request, serial);
                     }
                     let supersede = id[0] & SUPERSEDES != 0;
-                    index.entries.insert(record.serial, Entry { record, der: None, supersede });
+                    let slot = Slot { record: (payload_at + 17, record.len() as u32), der: None, supersede };
+                    index.tail.insert(serial, slot);
                 }
                 ISSUED => {
                     let serial = payload.get(..16).and_then(Serial::from_bytes).ok_or_else(|| backend("bad serial"))?;
-                    if let Some(entry) = index.entries.get_mut(&serial) {
-                        entry.record.state = State::Issued;
-                        entry.der = Some((payload_at + 16, (payload.len() - 16) as u32));
-                    }
+                    index.set_issued(&serial, (payload_at + 16, (payload.len() - 16) as u32))?;
                 }
                 CRL_NUMBER => {
                     let n = payload.try_into().map(u64::from_be_bytes).map_err(|_| backend("bad CRL number"))?;
                     index.crl_number = index.crl_number.max(n);
                 }
-                AUDIT_CHECKPOINT => index.checkpoint = Some(payload.to_vec()),
+                AUDIT_CHECKPOINT => index.checkpoint = Some((payload.to_vec(), (payload_at, payload.len() as u32))),
                 // A whole, checked record of a kind this inkan does not know was written by a
                 // newer one: cutting it off like a torn tail would lose it.
                 other => {
@@ -302,21 +437,121 @@ impl LogLedger {
                     )));
                 }
             }
+            let mut sum = [0u8; 8];
+            sum.copy_from_slice(&checksum(kind, payload));
+            index.last_frame = (offset, sum);
             offset += taken;
         }
-        let actual = index.file.metadata().map_err(backend)?.len();
-        if actual != offset {
+        if len != offset {
             // A record cut off by a crash was never acknowledged: drop it.
-            tracing_free_warning(path, actual - offset);
+            tracing_free_warning(path, len - offset);
             index.file.set_len(offset).map_err(backend)?;
             index.file.sync_all().map_err(backend)?;
         }
         index.end = offset;
-        Ok(())
+        Ok(index.base.is_some())
     }
 
+    /// The index, with a new index file put in place if one was finished meanwhile.
     fn lock(&self) -> MutexGuard<'_, Index> {
+        let mut index = self.lock_index();
+        let finished = self.merged.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match finished {
+            None => {}
+            Some(Ok(base)) => {
+                index.base = Some(Arc::new(base));
+                index.frozen = None;
+            }
+            Some(Err(e)) => {
+                // The records stay in memory (tail entries are newer where both have one); the
+                // next checkpoint tries again.
+                eprintln!("ledger {}: writing the index failed: {e}", self.path.display());
+                if let Some(frozen) = index.frozen.take() {
+                    for (serial, slot) in &frozen.slots {
+                        index.tail.entry(*serial).or_insert(*slot);
+                    }
+                    for (request, serial) in &frozen.requests {
+                        index.tail_requests.entry(*request).or_insert(*serial);
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records kept in memory before the next index checkpoint.
+    fn tail_limit(&self, index: &Index) -> usize {
+        match self.tail_limit.load(Ordering::Relaxed) {
+            0 => {
+                let base = index.base.as_ref().map_or(0, |b| b.entries());
+                usize::try_from(base / 32).unwrap_or(MAX_TAIL).clamp(MIN_TAIL, MAX_TAIL)
+            }
+            n => n,
+        }
+    }
+
+    /// For tests and benchmarks: checkpoint the index every `n` records instead.
+    pub fn set_checkpoint_every(&self, n: usize) {
+        self.tail_limit.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Waits for an index checkpoint being written (tests and benchmarks).
+    pub fn wait_checkpoint(&self) {
+        let running = self.merging.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = running {
+            let _ = handle.join();
+        }
+        drop(self.lock());
+    }
+
+    /// Starts writing a new index file in the background when the tail is long enough (or `now`,
+    /// with any tail) and no checkpoint is running: the tail moves to the frozen part, the thread merges it with the
+    /// old file (once the ledger is on disk up to the covered offset), and [`Self::lock`] puts
+    /// the new file in place.
+    fn maybe_checkpoint(&self, index: &mut Index, now: bool) {
+        let due = index.tail.len() >= self.tail_limit(index) || (now && !index.tail.is_empty());
+        if index.frozen.is_some() || !due {
+            return;
+        }
+        let mut slots: Vec<(Serial, Slot)> = index.tail.drain().collect();
+        slots.sort_unstable_by_key(|s| s.0);
+        let mut requests: Vec<([u8; 16], Serial)> = index.tail_requests.drain().collect();
+        requests.sort_unstable_by_key(|r| r.0);
+        let frozen = Arc::new(Frozen { slots, requests });
+        index.frozen = Some(frozen.clone());
+        let covered = Covered {
+            end: index.end,
+            last_frame: index.last_frame,
+            crl_number: index.crl_number,
+            checkpoint: index.checkpoint.as_ref().map(|(_, at)| *at),
+        };
+        let (base, merged, index_path) = (index.base.clone(), self.merged.clone(), self.index_path.clone());
+        let ledger = self.syncer.try_clone();
+        let synced = self.synced;
+        let handle = std::thread::Builder::new().name("ledger-index".into()).spawn(move || {
+            let written = ledger
+                .and_then(|ledger| if synced { ledger.sync_data() } else { Ok(()) })
+                .and_then(|()| {
+                    crate::ledger_index::write(&index_path, base.as_deref(), &frozen.slots, &frozen.requests, covered)
+                })
+                .and_then(|()| {
+                    Base::open(&index_path)?.ok_or_else(|| std::io::Error::other("the new index reads back wrong"))
+                });
+            *merged.lock().unwrap_or_else(PoisonError::into_inner) = Some(written.map_err(|e| e.to_string()));
+        });
+        match handle {
+            Ok(handle) => {
+                let previous = self.merging.lock().unwrap_or_else(PoisonError::into_inner).replace(handle);
+                if let Some(previous) = previous {
+                    let _ = previous.join();
+                }
+            }
+            Err(e) => *self.merged.lock().unwrap_or_else(PoisonError::into_inner) = Some(Err(e.to_string())),
+        }
     }
 
     /// Appends a frame under the lock; returns the offset of its payload.
@@ -324,6 +559,9 @@ impl LogLedger {
         let bytes = frame(kind, payload);
         index.file.write_all(&bytes).map_err(backend)?;
         let payload_at = index.end + 13;
+        let mut sum = [0u8; 8];
+        sum.copy_from_slice(&bytes[4..12]);
+        index.last_frame = (index.end, sum);
         index.end += bytes.len() as u64;
         Ok(payload_at)
     }
@@ -341,10 +579,23 @@ impl LogLedger {
         })
     }
 
-    fn read_der(&self, at: (u64, u32)) -> Result<Vec<u8>, RegistryError> {
+    fn read_at(&self, at: (u64, u32)) -> Result<Vec<u8>, RegistryError> {
         let mut buf = vec![0u8; at.1 as usize];
         self.reader.read_exact_at(&mut buf, at.0).map_err(backend)?;
         Ok(buf)
+    }
+
+    /// The issuance record `slot` points at, with its state.
+    fn record_at(&self, slot: &Slot) -> Result<CertRecord, RegistryError> {
+        let mut record = decode_record(b"ledger", &self.read_at(slot.record)?)?;
+        record.state = if slot.der.is_some() { State::Issued } else { State::Pending };
+        Ok(record)
+    }
+
+    /// Records held in memory: those since the last index checkpoint (benchmarks and tests).
+    pub fn in_memory(&self) -> usize {
+        let index = self.lock();
+        index.tail.len() + index.frozen.as_ref().map_or(0, |f| f.slots.len())
     }
 
     /// How many syncs were made (benchmarks report it).
@@ -363,7 +614,7 @@ impl LogLedger {
         if after > durable {
             return Err(not_ours());
         }
-        let mut reader = BufReader::with_capacity(64 << 10, ReadAt { file: &self.reader, at: after, end });
+        let mut reader = BufReader::with_capacity(64 << 10, ReadAt::new(&self.reader, after, end));
         let (mut serials, mut next) = (Vec::new(), after);
         while next < end && serials.len() < limit {
             let (body, taken) = next_frame(&mut reader).ok_or_else(not_ours)?;
@@ -377,29 +628,65 @@ impl LogLedger {
 
     /// The certificate issued under `serial`, its record and whether it supersedes others.
     pub fn entry(&self, serial: &Serial) -> Result<Option<LedgerEntry>, RegistryError> {
-        let found = self.lock().entries.get(serial).and_then(|e| Some((e.record.clone(), e.der?, e.supersede)));
-        found
-            .map(|(record, at, supersede)| Ok(LedgerEntry { at: at.0, record, der: self.read_der(at)?, supersede }))
-            .transpose()
+        let slot = self.lock().slot(serial)?;
+        let Some(slot) = slot else { return Ok(None) };
+        let Some(der) = slot.der else { return Ok(None) };
+        Ok(Some(LedgerEntry {
+            at: der.0,
+            record: self.record_at(&slot)?,
+            der: self.read_at(der)?,
+            supersede: slot.supersede,
+        }))
     }
 
-    /// Every issuance recorded, in no particular order (for checks and tests).
-    pub fn records(&self) -> Vec<CertRecord> {
-        self.lock().entries.values().map(|e| e.record.clone()).collect()
+    /// Every issuance recorded, in no particular order (for checks and tests: it reads them
+    /// all).
+    pub fn records(&self) -> Result<Vec<CertRecord>, RegistryError> {
+        let (tail, frozen, base) = {
+            let index = self.lock();
+            (index.tail.clone(), index.frozen.clone(), index.base.clone())
+        };
+        let mut all: HashMap<Serial, Slot> = HashMap::new();
+        if let Some(base) = &base {
+            for entry in base.slots() {
+                let (serial, slot) = entry.map_err(backend)?;
+                all.insert(serial, slot);
+            }
+        }
+        all.extend(frozen.iter().flat_map(|f| f.slots.iter().copied()));
+        all.extend(tail);
+        all.values().map(|slot| self.record_at(slot)).collect()
     }
 
     /// The certificate recorded for `serial`, once issued.
     pub fn certificate_der(&self, serial: &Serial) -> Result<Option<Vec<u8>>, RegistryError> {
-        let at = self.lock().entries.get(serial).and_then(|e| e.der);
-        at.map(|at| self.read_der(at)).transpose()
+        let slot = self.lock().slot(serial)?;
+        slot.and_then(|s| s.der).map(|at| self.read_at(at)).transpose()
+    }
+}
+
+impl Drop for LogLedger {
+    fn drop(&mut self) {
+        // An index being written holds the ledger's lock (a clone of its file): finished
+        // before the ledger is let go, so it can be opened again at once.
+        let running = self.merging.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = running {
+            let _ = handle.join();
+        }
     }
 }
 
 /// Reads a file from `at` up to `end` without moving a shared file position.
-struct ReadAt<'a> {
+pub(crate) struct ReadAt<'a> {
     file: &'a File,
     at: u64,
     end: u64,
+}
+
+impl<'a> ReadAt<'a> {
+    pub(crate) fn new(file: &'a File, at: u64, end: u64) -> Self {
+        Self { file, at, end }
+    }
 }
 
 impl Read for ReadAt<'_> {
@@ -420,14 +707,14 @@ impl Ledger for LogLedger {
     fn record_checkpoint(&self, doc: &[u8]) -> Result<(), RegistryError> {
         {
             let mut index = self.lock();
-            Self::append(&mut index, AUDIT_CHECKPOINT, doc)?;
-            index.checkpoint = Some(doc.to_vec());
+            let at = Self::append(&mut index, AUDIT_CHECKPOINT, doc)?;
+            index.checkpoint = Some((doc.to_vec(), (at, doc.len() as u32)));
         }
         self.durable()
     }
 
     fn latest_checkpoint(&self) -> Option<Vec<u8>> {
-        self.lock().checkpoint.clone()
+        self.lock().checkpoint.as_ref().map(|(doc, _)| doc.clone())
     }
 
     fn record_pending(
@@ -448,16 +735,18 @@ impl Ledger for LogLedger {
                 payload.extend_from_slice(&[0; 16]);
             }
         }
-        payload.extend_from_slice(&encode_record(record)?);
+        let encoded = encode_record(record)?;
+        payload.extend_from_slice(&encoded);
         {
             let mut index = self.lock();
-            if index.entries.contains_key(&record.serial) {
+            if index.slot(&record.serial)?.is_some() {
                 return Err(RegistryError::SerialTaken(record.serial));
             }
-            Self::append(&mut index, PENDING, &payload)?;
-            index.entries.insert(record.serial, Entry { record: record.clone(), der: None, supersede });
+            let at = Self::append(&mut index, PENDING, &payload)?;
+            let slot = Slot { record: (at + 17, encoded.len() as u32), der: None, supersede };
+            index.tail.insert(record.serial, slot);
             if let Some(id) = request_id {
-                index.requests.insert(*id, record.serial);
+                index.tail_requests.insert(*id, record.serial);
             }
         }
         // Synced with the certificate's record (see the module's documentation).
@@ -470,34 +759,31 @@ impl Ledger for LogLedger {
         payload.extend_from_slice(der);
         {
             let mut index = self.lock();
-            match index.entries.get(serial) {
+            match index.slot(serial)? {
                 None => return Err(RegistryError::NotFound(*serial)),
-                Some(entry) if entry.record.state != State::Pending => {
+                Some(slot) if slot.der.is_some() => {
                     return Err(RegistryError::WrongState { serial: *serial, status: "issued" });
                 }
                 Some(_) => {}
             }
             let at = Self::append(&mut index, ISSUED, &payload)?;
-            if let Some(entry) = index.entries.get_mut(serial) {
-                entry.record.state = State::Issued;
-                entry.der = Some((at + 16, der.len() as u32));
-            }
+            index.set_issued(serial, (at + 16, der.len() as u32))?;
+            self.maybe_checkpoint(&mut index, false);
         }
         self.durable()
     }
 
     fn find_request(&self, request_id: &[u8; 16]) -> Result<Option<RequestAnswer>, RegistryError> {
-        let found = {
+        let slot = {
             let index = self.lock();
-            index
-                .requests
-                .get(request_id)
-                .and_then(|serial| index.entries.get(serial))
-                .map(|e| (e.record.clone(), e.der))
+            match index.request(request_id)? {
+                Some(serial) => index.slot(&serial)?,
+                None => None,
+            }
         };
-        match found {
+        match slot {
             None => Ok(None),
-            Some((record, der)) => Ok(Some((record, der.map(|at| self.read_der(at)).transpose()?))),
+            Some(slot) => Ok(Some((self.record_at(&slot)?, slot.der.map(|at| self.read_at(at)).transpose()?))),
         }
     }
 
@@ -514,7 +800,8 @@ impl Ledger for LogLedger {
     }
 
     fn lookup(&self, serial: &Serial) -> Result<Option<CertRecord>, RegistryError> {
-        Ok(self.lock().entries.get(serial).map(|e| e.record.clone()))
+        let slot = self.lock().slot(serial)?;
+        slot.map(|slot| self.record_at(&slot)).transpose()
     }
 }
 
@@ -568,7 +855,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), whole, "the torn tail is cut off");
         let (found, der) = ledger.find_request(&[9; 16]).expect("find").expect("recorded");
         assert_eq!((found.state, der.as_deref()), (State::Issued, Some(&b"certificate a"[..])));
-        assert_eq!(ledger.records().len(), 2);
+        assert_eq!(ledger.records().expect("records").len(), 2);
         assert_eq!(ledger.next_crl_number().expect("3"), 3, "CRL numbers survive reopening");
         // A flipped byte inside the last record: the checksum cuts it too.
         drop(ledger);
@@ -633,16 +920,130 @@ mod tests {
         assert_eq!(ledger.find_request(&[2; 16]).expect("find").map(|(r, _)| r.serial), Some(b.serial));
     }
 
+    fn numbered(n: u32) -> CertRecord {
+        let mut r = record(1);
+        let mut bytes = [0x11u8; 16];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        bytes[0] = 0x40 | (bytes[0] & 0x3f);
+        r.serial = Serial::from_random(bytes).expect("serial");
+        r.account = format!("user{n}");
+        r
+    }
+
+    fn request(n: u32) -> [u8; 16] {
+        let mut id = [7u8; 16];
+        id[12..].copy_from_slice(&n.to_be_bytes());
+        id
+    }
+
+    /// Every lookup `ledger` answers for issuances 0..n: even ones issued (certificate "cert N"),
+    /// odd ones pending; every third has a request id; those of 3 supersede.
+    fn check_all(ledger: &LogLedger, n: u32) {
+        for i in 0..n {
+            let r = numbered(i);
+            let found = ledger.lookup(&r.serial).expect("lookup").unwrap_or_else(|| panic!("{i} is recorded"));
+            assert_eq!((found.serial, found.account.as_str()), (r.serial, r.account.as_str()), "{i}");
+            let der = ledger.certificate_der(&r.serial).expect("der");
+            if i % 2 == 0 {
+                assert_eq!(found.state, State::Issued, "{i}");
+                assert_eq!(der, Some(format!("cert {i}").into_bytes()), "{i}");
+                let entry = ledger.entry(&r.serial).expect("entry").expect("issued");
+                assert_eq!(entry.supersede, i % 3 == 0, "{i}");
+            } else {
+                assert_eq!((found.state, der), (State::Pending, None), "{i}");
+            }
+            if i % 3 == 0 {
+                let (by_request, _) = ledger.find_request(&request(i)).expect("find").expect("by its request id");
+                assert_eq!(by_request.serial, r.serial, "{i}");
+            }
+            assert!(matches!(ledger.record_pending(&r, None, false), Err(RegistryError::SerialTaken(_))), "{i}");
+        }
+        assert!(ledger.lookup(&numbered(n + 1).serial).expect("lookup").is_none());
+        assert!(ledger.find_request(&request(n + 1)).expect("find").is_none());
+    }
+
+    fn issue(ledger: &LogLedger, from: u32, to: u32) {
+        for i in from..to {
+            let id = request(i);
+            ledger.record_pending(&numbered(i), (i % 3 == 0).then_some(&id), i % 3 == 0).expect("pending");
+            if i % 2 == 0 {
+                ledger.record_issued(&numbered(i).serial, format!("cert {i}").as_bytes()).expect("issued");
+            }
+        }
+    }
+
+    #[test]
+    fn the_index_file_answers_what_memory_did_and_a_start_replays_only_the_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.log");
+        let index_file = dir.path().join("ledger.idx");
+        {
+            let ledger = LogLedger::open_with(&path, false).expect("open");
+            ledger.set_checkpoint_every(100);
+            issue(&ledger, 0, 1000);
+            // A pending issuance whose certificate comes after a checkpoint has frozen it.
+            ledger.record_pending(&numbered(5000), None, false).expect("pending before");
+            issue(&ledger, 1000, 1300);
+            ledger.record_issued(&numbered(5000).serial, b"late").expect("issued after the checkpoint");
+            ledger.next_crl_number().expect("crl");
+            ledger.record_checkpoint(b"{\"audit\":1}").expect("audit");
+            ledger.wait_checkpoint();
+            assert!(ledger.in_memory() < 200, "checkpointed: {} in memory", ledger.in_memory());
+            check_all(&ledger, 1300);
+        }
+        assert!(index_file.exists());
+        let ledger = LogLedger::open_with(&path, false).expect("reopen");
+        assert!(ledger.in_memory() < 200, "a start replays the tail only: {}", ledger.in_memory());
+        check_all(&ledger, 1300);
+        assert_eq!(ledger.certificate_der(&numbered(5000).serial).expect("der").as_deref(), Some(&b"late"[..]));
+        assert_eq!(ledger.next_crl_number().expect("crl"), 2, "the CRL number came back");
+        assert_eq!(ledger.latest_checkpoint().as_deref(), Some(&b"{\"audit\":1}"[..]));
+        assert_eq!(ledger.records().expect("records").len(), 1301);
+        let since = ledger.issued_since(0, None, 10_000).expect("since");
+        assert_eq!(since.serials.len(), 651, "650 even of 1300, and the late one");
+        drop(ledger);
+
+        // An index that is not this ledger's (another ledger's, a damaged one, or one ahead of
+        // a ledger restored from an older copy) is set aside: the whole ledger is replayed.
+        let good_index = std::fs::read(&index_file).expect("index");
+        let other = dir.path().join("other.log");
+        {
+            let ledger = LogLedger::open_with(&other, false).expect("other");
+            ledger.set_checkpoint_every(10);
+            issue(&ledger, 2000, 2050);
+            ledger.wait_checkpoint();
+        }
+        std::fs::copy(dir.path().join("other.idx"), &index_file).expect("swap in another index");
+        let ledger = LogLedger::open_with(&path, false).expect("with another ledger's index");
+        check_all(&ledger, 1300);
+        drop(ledger);
+        // ... and replaced by this ledger's own at that start.
+        assert!(LogLedger::open_with(&path, false).expect("reopen").in_memory() < 200);
+        let mut damaged = good_index.clone();
+        damaged[20] ^= 1;
+        std::fs::write(&index_file, &damaged).expect("damage");
+        check_all(&LogLedger::open_with(&path, false).expect("with a damaged index"), 1300);
+        std::fs::write(&index_file, &good_index[..good_index.len() - 3]).expect("short");
+        check_all(&LogLedger::open_with(&path, false).expect("with a short index"), 1300);
+        let ledger_bytes = std::fs::read(&path).expect("ledger");
+        std::fs::write(&index_file, &good_index).expect("put back");
+        let cut = good_index[12..20].try_into().map(u64::from_be_bytes).expect("covered") as usize - 40;
+        std::fs::write(&path, &ledger_bytes[..cut]).expect("an older ledger");
+        let older = LogLedger::open_with(&path, false).expect("an index ahead of the ledger");
+        assert!(older.records().expect("records").len() < 1301);
+        assert!(older.lookup(&numbered(0).serial).expect("lookup").is_some());
+    }
+
     #[test]
     fn a_record_of_an_unknown_kind_is_refused_not_cut_off() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ledger.log");
-        LogLedger::open(&path).expect("open").record_pending(&record(1), None, false).expect("pending");
+        LogLedger::open_with(&path, false).expect("open").record_pending(&record(1), None, false).expect("pending");
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
         file.write_all(&frame(99, b"from a newer inkan")).expect("write");
         drop(file);
         let before = std::fs::read(&path).expect("read");
-        let refused = LogLedger::open(&path).expect_err("refused");
+        let refused = LogLedger::open_with(&path, false).expect_err("refused");
         assert!(refused.to_string().contains("kind 99") && refused.to_string().contains("newer inkan"), "{refused}");
         assert_eq!(std::fs::read(&path).expect("read"), before, "nothing was cut");
     }

@@ -39,6 +39,7 @@ pub mod generations;
 mod key_file;
 pub mod layout;
 pub mod ledger;
+mod ledger_index;
 pub mod migrate;
 pub mod pg_registry;
 pub mod pkcs11;

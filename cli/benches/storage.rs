@@ -115,6 +115,8 @@ fn bench() -> Result<(), String> {
     println!("sled registry on disk: {:.0} bytes per certificate", dir_bytes(&data.db()) as f64 / total as f64);
     let ledger_bytes = std::fs::metadata(data.ledger()).map(|m| m.len()).unwrap_or(0);
     println!("signer's ledger on disk: {:.0} bytes per certificate", ledger_bytes as f64 / total as f64);
+    let index_bytes = std::fs::metadata(data.ledger().with_extension("idx")).map(|m| m.len()).unwrap_or(0);
+    println!("signer's ledger index on disk: {:.0} bytes per certificate", index_bytes as f64 / total as f64);
 
     // 30 of every 400 validities end within 30 days, plus whatever `init` made that does.
     let expiring_at_least = total / 400 * 30;
@@ -163,8 +165,8 @@ fn bench() -> Result<(), String> {
     // instead of opening sled itself.
     let pass_file = work.join("ca.pass");
     std::fs::write(&pass_file, format!("{CA_PASS}\n")).map_err(|e| e.to_string())?;
-    // The signer alone: from its start to its first answer, and its memory then (it reads
-    // its whole ledger as it starts).
+    // The signer alone: from its start to its first answer, and its memory then (it reads its
+    // ledger index and replays the ledger beyond it).
     let socket = work.join("bench-signer.sock");
     let started = Instant::now();
     let mut signer = Command::new(env!("CARGO_BIN_EXE_inkan"))

@@ -319,6 +319,7 @@ fn check(ca: &TestCa, dir: &Path, received: &Received, trial: usize) -> (usize, 
     drop(registry);
     let unanswered = ledger
         .records()
+        .expect("the ledger's records")
         .iter()
         .filter(|r| r.account.starts_with("user") && !serials.contains(r.serial.to_string().as_str()))
         .count();

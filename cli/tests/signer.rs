@@ -181,7 +181,7 @@ fn crl_number(crl: &Path) -> u64 {
 fn ledger(data: &Path) -> Vec<ca::CertRecord> {
     let ledger =
         ca::ledger::LogLedger::open(&data.join("signer").join("ledger.log")).expect("opening the signer's ledger");
-    ledger.records()
+    ledger.records().expect("the ledger's records")
 }
 
 /// A web data directory for a service with a separate signer: a copy of DATA/inkan.toml and
