@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use pki::Serial;
@@ -253,7 +253,7 @@ pub(crate) fn write(
     covered: Covered,
 ) -> std::io::Result<()> {
     let tmp = path.with_extension("idx.new");
-    let file = File::create(&tmp)?;
+    let file = std::fs::OpenOptions::new().write(true).read(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
     out.write_all(&[0u8; HEADER_LEN as usize])?;
     // Every BLOCKth key of each table, kept as the tables are written.

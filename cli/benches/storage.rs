@@ -64,8 +64,14 @@ fn generate(work: &Path, dir: &Path, total: usize) {
 }
 
 fn rss(pid: u32) -> String {
+    status_field(pid, "VmRSS")
+}
+
+/// A field of /proc/PID/status (VmRSS: resident now, VmHWM: its peak).
+fn status_field(pid: u32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).map_or("?".into(), |v| v.trim().to_owned())
+    let prefix = format!("{field}:");
+    status.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or("?".into(), |v| v.trim().to_owned())
 }
 
 fn s(path: &Path) -> &str {
@@ -199,8 +205,15 @@ fn bench() -> Result<(), String> {
     let started = Instant::now();
     let service = support::start_inkan(Command::new(env!("CARGO_BIN_EXE_inkan")), &dir, &pass_file, true);
     println!("inkan serve on {total} certificates: ready in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    println!("resident memory when ready: web worker {}, signer {}", rss(service.worker), rss(service.signer));
     let through_service = run_all("sled+serve")?;
-    println!("resident memory after the questions: web worker {}, signer {}", rss(service.worker), rss(service.signer));
+    println!(
+        "resident memory after the questions: web worker {} (peak {}), signer {} (peak {})",
+        rss(service.worker),
+        status_field(service.worker, "VmHWM"),
+        rss(service.signer),
+        status_field(service.signer, "VmHWM")
+    );
     drop(service);
 
     let cluster = inkan_tests::postgres::Cluster::start();
