@@ -508,10 +508,10 @@ impl LogLedger {
         drop(self.lock());
     }
 
-    /// Starts writing a new index file in the background when the tail is long enough (or `now`,
-    /// with any tail) and no checkpoint is running: the tail moves to the frozen part, the thread merges it with the
-    /// old file (once the ledger is on disk up to the covered offset), and [`Self::lock`] puts
-    /// the new file in place.
+    /// Starts writing a new index file in the background when the tail is long enough (or
+    /// `now`, with any tail) and no checkpoint is running: the tail moves to the frozen part,
+    /// the thread merges it with the old file (once the ledger is on disk up to the covered
+    /// offset), and [`Self::lock`] puts the new file in place.
     fn maybe_checkpoint(&self, index: &mut Index, now: bool) {
         let due = index.tail.len() >= self.tail_limit(index) || (now && !index.tail.is_empty());
         if index.frozen.is_some() || !due {
