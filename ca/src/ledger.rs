@@ -38,7 +38,7 @@ use pki::Serial;
 use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
 
 use crate::durable::GroupCommit;
-use crate::ledger_index::{Base, Covered, Slot};
+use crate::ledger_index::{Base, Covered, ReadAt, Slot};
 use crate::sled_store::{decode_record, encode_record};
 
 /// What the CA needs from where it records issuances.
@@ -673,28 +673,6 @@ impl Drop for LogLedger {
         if let Some(handle) = running {
             let _ = handle.join();
         }
-    }
-}
-
-/// Reads a file from `at` up to `end` without moving a shared file position.
-pub(crate) struct ReadAt<'a> {
-    file: &'a File,
-    at: u64,
-    end: u64,
-}
-
-impl<'a> ReadAt<'a> {
-    pub(crate) fn new(file: &'a File, at: u64, end: u64) -> Self {
-        Self { file, at, end }
-    }
-}
-
-impl Read for ReadAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let room = usize::try_from(self.end - self.at).unwrap_or(usize::MAX).min(buf.len());
-        let n = self.file.read_at(&mut buf[..room], self.at)?;
-        self.at += n as u64;
-        Ok(n)
     }
 }
 

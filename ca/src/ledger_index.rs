@@ -203,7 +203,7 @@ fn corrupt(what: &str) -> std::io::Error {
 
 /// The `count` entries of `len` bytes from `at`, read in large sequential chunks.
 fn table(file: &File, at: u64, count: u64, len: usize) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + '_ {
-    let mut reader = BufReader::with_capacity(1 << 20, crate::ledger::ReadAt::new(file, at, at + count * len as u64));
+    let mut reader = BufReader::with_capacity(1 << 20, ReadAt::new(file, at, at + count * len as u64));
     (0..count).map(move |_| {
         let mut entry = vec![0u8; len];
         reader.read_exact(&mut entry).map(|()| entry)
@@ -305,4 +305,26 @@ pub(crate) fn write(
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Reads a file from `at` up to `end` without moving a shared file position.
+pub(crate) struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+}
+
+impl<'a> ReadAt<'a> {
+    pub(crate) fn new(file: &'a File, at: u64, end: u64) -> Self {
+        Self { file, at, end }
+    }
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let room = usize::try_from(self.end - self.at).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.file.read_at(&mut buf[..room], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
