@@ -358,7 +358,7 @@ impl LogLedger {
             Ok(None) => return None,
             Err(e) => {
                 eprintln!(
-                    "ledger {}: index {} unreadable ({e}); replaying the whole ledger",
+                    "ledger {}: index {} set aside ({e}); replaying the whole ledger",
                     path.display(),
                     index_path.display()
                 );

@@ -100,9 +100,9 @@ fn header_checksum(header: &[u8]) -> [u8; 8] {
 }
 
 impl Base {
-    /// The index at `path`, if there is one, whole and of this version; `None` otherwise (the
-    /// caller replays the ledger from its start). Whether it belongs to the ledger is the
-    /// caller's check ([`Covered::last_frame`]).
+    /// The index at `path`; `None` if there is none, an error if it is not a whole index of
+    /// this version (the caller then replays the ledger from its start). Whether it belongs to
+    /// the ledger is the caller's check ([`Covered::last_frame`]).
     pub fn open(path: &Path) -> std::io::Result<Option<Base>> {
         let file = match File::open(path) {
             Ok(file) => file,
@@ -111,12 +111,12 @@ impl Base {
         };
         let mut header = [0u8; HEADER_LEN as usize];
         if file.read_exact_at(&mut header, 0).is_err() {
-            return Ok(None);
+            return Err(invalid("shorter than its header"));
         }
         let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap_or_default());
         let u32_at = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap_or_default());
         if &header[..8] != MAGIC || u32_at(8) != VERSION || header_checksum(&header[..88]) != header[88..96] {
-            return Ok(None);
+            return Err(invalid("its header is not that of an index of this version, or is damaged"));
         }
         let mut frame_sum = [0u8; 8];
         frame_sum.copy_from_slice(&header[28..36]);
@@ -131,7 +131,7 @@ impl Base {
         let tables = entries * SLOT_LEN as u64 + requests * REQUEST_LEN as u64;
         let fences = (fence_count(entries) + fence_count(requests)) * 16;
         if file.metadata()?.len() != HEADER_LEN + tables + fences {
-            return Ok(None);
+            return Err(invalid("its length is not what its header says (cut short or grown)"));
         }
         let mut raw = vec![0u8; fences as usize];
         file.read_exact_at(&mut raw, HEADER_LEN + tables)?;
@@ -195,6 +195,10 @@ impl Base {
             })
         })
     }
+}
+
+fn invalid(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a whole index: {why}"))
 }
 
 fn corrupt(what: &str) -> std::io::Error {
