@@ -158,8 +158,17 @@ impl Base {
         let n = (count - first).min(BLOCK as u64) as usize;
         let mut buf = vec![0u8; n * len];
         self.file.read_exact_at(&mut buf, table_at + first * len as u64)?;
-        let entries: Vec<&[u8]> = buf.chunks_exact(len).collect();
-        Ok(entries.binary_search_by(|e| e[..16].cmp(key)).ok().map(|i| entries[i].to_vec()))
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let entry = &buf[mid * len..(mid + 1) * len];
+            match entry[..16].cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(Some(entry.to_vec())),
+            }
+        }
+        Ok(None)
     }
 
     /// Where `serial`'s records are, if the index has it.
@@ -170,9 +179,13 @@ impl Base {
 
     /// The serial `request` took, if the index has it.
     pub fn request(&self, request: &[u8; 16]) -> std::io::Result<Option<Serial>> {
-        let table_at = HEADER_LEN + self.entries * SLOT_LEN as u64;
-        let found = self.find(request, &self.request_fences, table_at, self.requests, REQUEST_LEN)?;
+        let found = self.find(request, &self.request_fences, self.requests_at(), self.requests, REQUEST_LEN)?;
         Ok(found.and_then(|bytes| Serial::from_bytes(&bytes[16..])))
+    }
+
+    /// Where the request table starts (after the serial table).
+    fn requests_at(&self) -> u64 {
+        HEADER_LEN + self.entries * SLOT_LEN as u64
     }
 
     /// How many serials the index has.
@@ -187,8 +200,7 @@ impl Base {
     }
 
     fn request_entries(&self) -> impl Iterator<Item = std::io::Result<([u8; 16], Serial)>> + '_ {
-        let table_at = HEADER_LEN + self.entries * SLOT_LEN as u64;
-        table(&self.file, table_at, self.requests, REQUEST_LEN).map(|bytes| {
+        table(&self.file, self.requests_at(), self.requests, REQUEST_LEN).map(|bytes| {
             bytes.and_then(|b| {
                 let id: [u8; 16] = b[..16].try_into().unwrap_or_default();
                 Serial::from_bytes(&b[16..]).map(|s| (id, s)).ok_or_else(|| corrupt("a request-table entry"))
