@@ -12,14 +12,20 @@
 //! | `r` serial                           | notAfter, time, reason (CRL)   |
 //! | `q` request id                       | serial (idempotent requests)   |
 //! | `v` account `0x00` serial            | empty (issued, not revoked)    |
+//! | `n` state notAfter hour (u64 BE)     | how many records (u64 BE)      |
 //! | `m:v-index`                          | present once `v` is complete   |
+//! | `m:n-index`                          | present once `n` is complete   |
 //! | `m:crl-number`                       | u64 BE                         |
 //! | `m:ledger-cursor`                    | u64 BE (signer's ledger offset)|
+//!
+//! The `n` counters make a count by status quick at any size: only certificates whose
+//! notAfter falls in the current hour are read to split issued ones into valid and expired.
 //!
 //! Read-modify-write changes hold a writer lock only while they check and apply their batch
 //! in memory (sled's own transactions cost several times more); they are acknowledged after
 //! a flush, shared among concurrent writers ([`GroupCommit`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use pki::{RevocationReason, RevokedEntry, Serial};
@@ -27,11 +33,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use time::OffsetDateTime;
 
 use crate::durable::GroupCommit;
-use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State};
+use pki::registry::{CertRecord, Registry, RegistryError, RequestAnswer, State, StatusCounts};
 
 const CRL_NUMBER: &[u8] = b"m:crl-number";
 const V_INDEX_BUILT: &[u8] = b"m:v-index";
 const H_INDEX_BUILT: &[u8] = b"m:h-index";
+const N_INDEX_BUILT: &[u8] = b"m:n-index";
 const LEDGER_CURSOR: &[u8] = b"m:ledger-cursor";
 
 /// The key of a certificate in the index of issued, unrevoked certificates of its account.
@@ -85,6 +92,66 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 fn seconds(t: OffsetDateTime) -> [u8; 8] {
     // Certificates are never dated before 1970; clamp rather than wrap if one were.
     u64::try_from(t.unix_timestamp()).unwrap_or(0).to_be_bytes()
+}
+
+/// The status counters' state codes, the byte after `n`.
+const COUNT_PENDING: u8 = 0;
+const COUNT_ISSUED: u8 = 1;
+const COUNT_REVOKED: u8 = 2;
+const COUNT_SUPERSEDED: u8 = 3;
+
+/// The hour (since 1970) a time falls in.
+fn hour(t: OffsetDateTime) -> u64 {
+    u64::from_be_bytes(seconds(t)) / 3600
+}
+
+/// The counter a record counts in: `n`, its state's code, the hour of its notAfter.
+fn count_key(record: &CertRecord) -> [u8; 10] {
+    let state = match record.state {
+        State::Pending => COUNT_PENDING,
+        State::Issued => COUNT_ISSUED,
+        State::Revoked { reason: RevocationReason::Superseded, .. } => COUNT_SUPERSEDED,
+        State::Revoked { .. } => COUNT_REVOKED,
+    };
+    let mut k = [0; 10];
+    k[0] = b'n';
+    k[1] = state;
+    k[2..].copy_from_slice(&hour(record.not_after).to_be_bytes());
+    k
+}
+
+fn count_value(k: &[u8], v: &[u8]) -> Result<u64, RegistryError> {
+    let bytes = <[u8; 8]>::try_from(v)
+        .map_err(|_| RegistryError::Corrupt { key: format!("{k:02x?}"), detail: "a counter is not 8 bytes".into() })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// What one batch changes in the status counters: records counted in (+1) and out (-1).
+#[derive(Default)]
+struct Tally(BTreeMap<[u8; 10], i64>);
+
+impl Tally {
+    fn add(&mut self, record: &CertRecord, by: i64) {
+        *self.0.entry(count_key(record)).or_default() += by;
+    }
+
+    /// Puts the counters' new values in `batch`. Called under the writer lock, which every
+    /// change of a counter holds from this read to the batch's apply.
+    fn write(self, db: &sled::Db, batch: &mut sled::Batch) -> Result<(), RegistryError> {
+        for (k, by) in self.0 {
+            if by == 0 {
+                continue;
+            }
+            let old = db.get(k).map_err(backend)?.map(|v| count_value(&k, &v)).transpose()?.unwrap_or(0);
+            // Counts never go below zero; a counter that would is a registry built by a bug,
+            // and an issuance is not refused for it.
+            match old.saturating_add_signed(by) {
+                0 => batch.remove(&k),
+                new => batch.insert(&k, &new.to_be_bytes()),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Records are stored in a fixed binary layout (version 1), a quarter of their JSON size:
@@ -199,6 +266,7 @@ impl SledStore {
         let store = Self { db, group: GroupCommit::default(), durability, writer: Mutex::new(()) };
         store.build_valid_index()?;
         store.build_holder_index()?;
+        store.build_counters()?;
         Ok(store)
     }
 
@@ -264,6 +332,48 @@ impl SledStore {
         self.db.apply_batch(batch).map_err(backend)?;
         self.db.flush().map_err(backend)?;
         Ok(())
+    }
+
+    /// Registries made before the status counters existed get them counted once, from the
+    /// records.
+    fn build_counters(&self) -> Result<(), RegistryError> {
+        if self.db.contains_key(N_INDEX_BUILT).map_err(backend)? {
+            return Ok(());
+        }
+        let mut tally = Tally::default();
+        for record in self.all()? {
+            tally.add(&record, 1);
+        }
+        let mut batch = sled::Batch::default();
+        let _writer = self.lock();
+        tally.write(&self.db, &mut batch)?;
+        batch.insert(N_INDEX_BUILT, &[]);
+        self.db.apply_batch(batch).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    /// How many issued (unrevoked) certificates have a notAfter before `t`: the counters of
+    /// the hours before `t`'s, and the records of its hour read one by one.
+    fn issued_before(&self, t: OffsetDateTime) -> Result<u64, RegistryError> {
+        let hour_of_t = hour(t);
+        let mut n = 0u64;
+        for item in self
+            .db
+            .range([b'n', COUNT_ISSUED].as_slice()..key(b'n', &[&[COUNT_ISSUED], &hour_of_t.to_be_bytes()]).as_slice())
+        {
+            let (k, v) = item.map_err(backend)?;
+            n += count_value(&k, &v)?;
+        }
+        let hour_start =
+            OffsetDateTime::from_unix_timestamp(i64::try_from(hour_of_t * 3600).map_err(backend)?).map_err(backend)?;
+        for record in self.expiring(hour_start, t) {
+            let record = record?;
+            if record.state == State::Issued && record.not_after < t {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn durable(&self) -> Result<(), RegistryError> {
@@ -392,6 +502,8 @@ impl SledStore {
             batch.insert(valid_key(record), &[]);
         }
         let mut superseded = Vec::new();
+        let mut tally = Tally::default();
+        tally.add(record, 1);
         {
             let _writer = self.lock();
             if let Some(existing) = self.db.get(&dk).map_err(backend)? {
@@ -414,7 +526,9 @@ impl SledStore {
                         continue;
                     }
                     batch.remove(valid_key(&old));
+                    tally.add(&old, -1);
                     old.state = State::Revoked { at, reason: RevocationReason::Superseded };
+                    tally.add(&old, 1);
                     batch.insert(key(b'c', &[old.serial.as_bytes()]), encode_record(&old)?);
                     batch.insert(
                         key(b'r', &[old.serial.as_bytes()]),
@@ -423,6 +537,7 @@ impl SledStore {
                     superseded.push(old.serial);
                 }
             }
+            tally.write(&self.db, &mut batch)?;
             self.db.apply_batch(batch).map_err(backend)?;
         }
         Ok(superseded)
@@ -447,6 +562,9 @@ impl Registry for SledStore {
             if self.db.contains_key(&ck).map_err(backend)? {
                 return Err(RegistryError::SerialTaken(record.serial));
             }
+            let mut tally = Tally::default();
+            tally.add(record, 1);
+            tally.write(&self.db, &mut batch)?;
             self.db.apply_batch(batch).map_err(backend)?;
         }
         self.durable()
@@ -460,11 +578,15 @@ impl Registry for SledStore {
                 let status = record.status(OffsetDateTime::now_utc()).name();
                 return Err(RegistryError::WrongState { serial: *serial, status });
             }
+            let mut tally = Tally::default();
+            tally.add(&record, -1);
             record.state = State::Issued;
+            tally.add(&record, 1);
             let mut batch = sled::Batch::default();
             batch.insert(key(b'c', &[serial.as_bytes()]), encode_record(&record)?);
             batch.insert(key(b'd', &[serial.as_bytes()]), der);
             batch.insert(valid_key(&record), &[]);
+            tally.write(&self.db, &mut batch)?;
             self.db.apply_batch(batch).map_err(backend)?;
         }
         self.durable()
@@ -590,6 +712,34 @@ impl Registry for SledStore {
         self.expiring(from, to).filter(|r| r.as_ref().map_or(true, keep)).take(limit).collect()
     }
 
+    fn count_by_status(&self, now: OffsetDateTime) -> Result<StatusCounts, RegistryError> {
+        let mut counts = StatusCounts::default();
+        let mut issued = 0;
+        for item in self.db.scan_prefix([b'n']) {
+            let (k, v) = item.map_err(backend)?;
+            let n = count_value(&k, &v)?;
+            match k.get(1) {
+                Some(&COUNT_PENDING) => counts.pending += n,
+                Some(&COUNT_ISSUED) => issued += n,
+                Some(&COUNT_REVOKED) => counts.revoked += n,
+                Some(&COUNT_SUPERSEDED) => counts.superseded += n,
+                _ => return Err(RegistryError::Corrupt { key: format!("{k:02x?}"), detail: "unknown counter".into() }),
+            }
+        }
+        counts.expired = self.issued_before(now)?.min(issued);
+        counts.valid = issued - counts.expired;
+        Ok(counts)
+    }
+
+    fn count_valid_expiring(&self, now: OffsetDateTime, until: OffsetDateTime) -> Result<u64, RegistryError> {
+        if until < now {
+            return Ok(0);
+        }
+        // notAfter is whole seconds: before `until` plus a nanosecond is at or before `until`.
+        let by_until = self.issued_before(until + time::Duration::nanoseconds(1))?;
+        Ok(by_until.saturating_sub(self.issued_before(now)?))
+    }
+
     fn revoke(
         &self,
         serial: &Serial,
@@ -603,11 +753,15 @@ impl Registry for SledStore {
                 let status = record.status(at).name();
                 return Err(RegistryError::WrongState { serial: *serial, status });
             }
+            let mut tally = Tally::default();
+            tally.add(&record, -1);
             record.state = State::Revoked { at, reason };
+            tally.add(&record, 1);
             let mut batch = sled::Batch::default();
             batch.insert(key(b'c', &[serial.as_bytes()]), encode_record(&record)?);
             batch.insert(key(b'r', &[serial.as_bytes()]), revocation_entry(&record, at, reason));
             batch.remove(valid_key(&record));
+            tally.write(&self.db, &mut batch)?;
             self.db.apply_batch(batch).map_err(backend)?;
             record
         };
@@ -677,5 +831,64 @@ mod tests {
             Box::new(SledStore::open(dir.path()).expect("open after 5 s"))
         };
         pki::registry::conformance::registry(&open, OffsetDateTime::now_utc());
+    }
+
+    #[test]
+    fn a_registry_without_counters_gets_them_counted_at_its_next_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
+        let store = SledStore::open(dir.path()).expect("open");
+        for n in 1..=40u8 {
+            let record = CertRecord {
+                serial: Serial::from_random([n; 16]).expect("serial"),
+                account: format!("user{}", n % 7),
+                profile: pki::Profile::Client,
+                key_sha256: [n; 32],
+                not_before: now - time::Duration::days(400),
+                // Some expired, some in this hour on either side of now, some later.
+                not_after: now + time::Duration::minutes(i64::from(n) * 97 - 2000),
+                recorded_at: now,
+                state: if n % 5 == 0 { State::Pending } else { State::Issued },
+                issuer: 1,
+            };
+            store.record_certificate(&record, &[n], n % 3 == 0).expect("recorded");
+        }
+        let all = store.all().expect("all");
+        let valid = all.iter().find(|r| r.status(now) == pki::registry::Status::Valid).expect("a valid one");
+        store.revoke(&valid.serial, now, RevocationReason::KeyCompromise).expect("revoke");
+        let counted = store.count_by_status(now).expect("count");
+        let mut tallied = StatusCounts::default();
+        for record in store.all().expect("all") {
+            tallied.add(record.status(now));
+        }
+        assert_eq!(counted, tallied);
+        assert!(
+            counted.valid > 0 && counted.expired > 0 && counted.superseded > 0 && counted.pending > 0,
+            "{counted:?}"
+        );
+        assert_eq!(counted.revoked, 1);
+        // As an older inkan left it: no counters, no mark.
+        let old: Vec<_> = store.db.scan_prefix([b'n']).keys().collect::<Result<_, _>>().expect("keys");
+        assert!(!old.is_empty());
+        for k in old {
+            store.db.remove(k).expect("remove");
+        }
+        store.db.remove(N_INDEX_BUILT).expect("remove mark");
+        assert_eq!(store.count_by_status(now).expect("count"), StatusCounts::default(), "nothing counted");
+        drop(store);
+        let store = (0..100)
+            .find_map(|_| {
+                SledStore::open(dir.path()).map_err(|_| std::thread::sleep(std::time::Duration::from_millis(50))).ok()
+            })
+            .expect("reopen");
+        assert_eq!(store.count_by_status(now).expect("count"), tallied, "counted again from the records");
+        let hour_later = now + time::Duration::hours(1);
+        let valid_then = store
+            .all()
+            .expect("all")
+            .iter()
+            .filter(|r| r.status(now) == pki::registry::Status::Valid && r.not_after <= hour_later)
+            .count();
+        assert_eq!(store.count_valid_expiring(now, hour_later).expect("expiring"), valid_then as u64);
     }
 }

@@ -56,6 +56,11 @@ pub enum Command {
     List(ListArgs),
     /// Show one certificate.
     Show(ShowArgs),
+    /// Count certificates by status (valid, expired, revoked, superseded, pending).
+    ///
+    /// Read from counters the registry keeps, not by reading every certificate: quick at
+    /// millions (on PostgreSQL, one grouped pass over the table).
+    Count(CountArgs),
     /// Sign the issuing CA's CRL (DER, to DATA_DIR/crl/ca.crl and --out).
     Crl(CrlArgs),
     /// Ceremonies with the offline root key.
@@ -794,6 +799,20 @@ pub struct ListArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
     /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `inkan count`.
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Also count the valid certificates that expire within this period: 30d, 12h, 2w or a
+    /// number of days.
+    #[arg(long, value_name = "PERIOD")]
+    pub expiring: Option<String>,
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -132,6 +132,18 @@ fn serials_stay_unique_and_expiry_listing_scans_a_range_over_100k_certificates()
     let table = inkan(&dir, &["list", "--expiring", "30d", "--limit", "100"]);
     assert!(String::from_utf8_lossy(&table.stderr).contains("100 certificate(s) shown; more match"));
 
+    // The counts by status, from the registry's counters, are what the listing says.
+    let started = Instant::now();
+    let counted = inkan(&dir, &["count", "--expiring", "30d", "--json"]);
+    eprintln!("inkan count --expiring 30d over {TOTAL} certificates: {:.1?}", started.elapsed());
+    let counted: serde_json::Value = serde_json::from_slice(&counted.stdout).unwrap();
+    assert_eq!(counted["valid"], TOTAL + 1, "{counted}");
+    assert_eq!(counted["total"], TOTAL + 1, "{counted}");
+    assert_eq!(counted["valid_expiring"], expiring.len(), "{counted}");
+    for status in ["expired", "revoked", "superseded", "pending"] {
+        assert_eq!(counted[status], 0, "{counted}");
+    }
+
     let started = Instant::now();
     let one_account = inkan(&dir, &["list", "--account", "user-7", "--json"]);
     eprintln!("inkan list --account over {TOTAL} certificates: {:.1?}", started.elapsed());
@@ -212,6 +224,19 @@ fn storage_migrate_moves_100k_certificates_and_300_accounts_with_the_same_answer
     let samples: Vec<String> =
         before[0].iter().step_by(9_973).map(|c| c["serial"].as_str().unwrap().to_owned()).collect();
     let shown_before: Vec<_> = samples.iter().map(|s| inkan(&dir, &["show", s, "--pem"]).stdout).collect();
+    let count = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&inkan(dir, &["count", "--expiring", "30d", "--json"]).stdout).unwrap()
+    };
+    let counted_before = count(&dir);
+    let mut by_status = std::collections::BTreeMap::<String, u64>::new();
+    for c in &before[0] {
+        *by_status.entry(c["status"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    for (status, n) in &by_status {
+        assert_eq!(counted_before[status], *n, "{status}: {counted_before}");
+    }
+    assert_eq!((&counted_before["revoked"], &counted_before["superseded"]), (&666.into(), &334.into()));
+    assert_eq!(counted_before["valid_expiring"], before[1].len(), "{counted_before}");
 
     let cluster = inkan_tests::postgres::Cluster::start();
     let url = cluster.database("moved");
@@ -234,6 +259,7 @@ fn storage_migrate_moves_100k_certificates_and_300_accounts_with_the_same_answer
         assert!(!now.is_empty());
         assert_eq!(&now, was, "inkan {question:?} answers the same from both");
     }
+    assert_eq!(count(&dir), counted_before, "inkan count answers the same from both");
     for (serial, was) in samples.iter().zip(&shown_before) {
         assert_eq!(&inkan(&dir, &["show", serial, "--pem"]).stdout, was, "show {serial}");
     }

@@ -66,6 +66,12 @@ pub enum AdminRequest {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// How many certificates there are of each status.
+    Count {
+        /// Also how many valid ones expire within this many seconds.
+        #[serde(default)]
+        expiring_secs: Option<i64>,
+    },
     /// One certificate.
     Show {
         /// Its serial.
@@ -364,6 +370,13 @@ pub enum AdminReply {
         /// Them.
         certificates: Vec<CertRecord>,
     },
+    /// Certificates by status.
+    Counts {
+        /// By status, now.
+        counts: pki::registry::StatusCounts,
+        /// Valid ones that expire within the period asked for, if one was.
+        expiring: Option<u64>,
+    },
     /// What a revocation did.
     Revoked {
         /// It.
@@ -596,6 +609,15 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
             }
             records.truncate(limit);
             AdminReply::Certificates { certificates: records }
+        }
+        AdminRequest::Count { expiring_secs } => {
+            let registry = need(ctx.registry, "registry")?;
+            let until = expiring_secs
+                .map(|secs| now.checked_add(time::Duration::seconds(secs)).ok_or("the period is too long"))
+                .transpose()?;
+            let counts = registry.count_by_status(now).map_err(|e| text(&e))?;
+            let expiring = until.map(|u| registry.count_valid_expiring(now, u)).transpose().map_err(|e| text(&e))?;
+            AdminReply::Counts { counts, expiring }
         }
         AdminRequest::Show { serial } => {
             let registry = need(ctx.registry, "registry")?;

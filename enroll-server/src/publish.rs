@@ -246,7 +246,8 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
 }
 
 /// Counts by status (valid, pending, revoked, superseded, expired) and valid certificates
-/// expiring within 30 and 7 days; recomputed at most every 15 s (it reads the registry).
+/// expiring within 30 and 7 days; recomputed at most every 15 s (from the registry's counts,
+/// not its records).
 fn census(state: &Shared) -> Option<Census> {
     let mut cached = state.metrics.census.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((at, census)) = *cached
@@ -255,24 +256,10 @@ fn census(state: &Shared) -> Option<Census> {
         return Some(census);
     }
     let now = OffsetDateTime::now_utc();
-    let mut counts = [0u64; 5];
-    for record in state.registry.all().ok()? {
-        let index = match record.status(now) {
-            Status::Valid => 0,
-            Status::Pending => 1,
-            Status::Revoked => 2,
-            Status::Superseded => 3,
-            Status::Expired => 4,
-        };
-        counts[index] += 1;
-    }
-    let expiring = |days| {
-        state
-            .registry
-            .expiring_between(now, now + time::Duration::days(days))
-            .ok()
-            .map(|records| records.iter().filter(|r| r.status(now) == Status::Valid).count() as u64)
-    };
+    let by = state.registry.count_by_status(now).ok()?;
+    let counts =
+        [Status::Valid, Status::Pending, Status::Revoked, Status::Superseded, Status::Expired].map(|s| by.get(s));
+    let expiring = |days| state.registry.count_valid_expiring(now, now + time::Duration::days(days)).ok();
     let (d30, d7) = (expiring(30)?, expiring(7)?);
     *cached = Some((Instant::now(), (counts, d30, d7)));
     Some((counts, d30, d7))

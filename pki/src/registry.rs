@@ -101,6 +101,59 @@ impl CertRecord {
     }
 }
 
+/// How many certificates the registry holds in each [`Status`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    /// Issued, not revoked, not expired.
+    pub valid: u64,
+    /// Issued, past notAfter, never revoked.
+    pub expired: u64,
+    /// Revoked for a reason other than reissue.
+    pub revoked: u64,
+    /// Replaced by a reissued certificate.
+    pub superseded: u64,
+    /// Issuance recorded, never completed.
+    pub pending: u64,
+}
+
+impl StatusCounts {
+    /// Counts one certificate of `status`.
+    pub fn add(&mut self, status: Status) {
+        *self.slot(status) += 1;
+    }
+
+    /// The count of one status.
+    pub fn get(&self, status: Status) -> u64 {
+        match status {
+            Status::Valid => self.valid,
+            Status::Expired => self.expired,
+            Status::Revoked => self.revoked,
+            Status::Superseded => self.superseded,
+            Status::Pending => self.pending,
+        }
+    }
+
+    fn slot(&mut self, status: Status) -> &mut u64 {
+        match status {
+            Status::Valid => &mut self.valid,
+            Status::Expired => &mut self.expired,
+            Status::Revoked => &mut self.revoked,
+            Status::Superseded => &mut self.superseded,
+            Status::Pending => &mut self.pending,
+        }
+    }
+
+    /// Every certificate, whatever its status.
+    pub fn total(&self) -> u64 {
+        self.valid + self.expired + self.revoked + self.superseded + self.pending
+    }
+}
+
+impl Status {
+    /// Every status, in the order listings show them.
+    pub const ALL: [Status; 5] = [Status::Valid, Status::Expired, Status::Revoked, Status::Superseded, Status::Pending];
+}
+
 /// What a request id was answered with: the issuance record, and the certificate (DER) once
 /// signed.
 pub type RequestAnswer = (CertRecord, Option<Vec<u8>>);
@@ -204,6 +257,23 @@ pub trait Registry: Send + Sync {
         records.sort_by_key(|r| (r.not_after, r.serial));
         records.truncate(limit);
         Ok(records)
+    }
+
+    /// How many certificates there are of each status at `now`. By default every record is
+    /// read; a registry that keeps counts answers without reading them.
+    fn count_by_status(&self, now: OffsetDateTime) -> Result<StatusCounts, RegistryError> {
+        let mut counts = StatusCounts::default();
+        for record in self.all()? {
+            counts.add(record.status(now));
+        }
+        Ok(counts)
+    }
+
+    /// How many certificates are valid at `now` and expire by `until` (notAfter in
+    /// `[now, until]`). By default read from [`Registry::expiring_between`].
+    fn count_valid_expiring(&self, now: OffsetDateTime, until: OffsetDateTime) -> Result<u64, RegistryError> {
+        let records = self.expiring_between(now, until)?;
+        Ok(records.iter().filter(|r| r.status(now) == Status::Valid).count() as u64)
     }
 
     /// Marks an issued certificate revoked and returns the updated record.

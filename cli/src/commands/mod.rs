@@ -47,6 +47,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Revoke(args) => registry::revoke(&args),
         Command::List(args) => registry::list(&args),
         Command::Show(args) => registry::show(&args),
+        Command::Count(args) => registry::count(&args),
         Command::Crl(args) => crl::ca_crl(&args),
         Command::Root(RootCommand::SignCrl(args)) => crl::root_crl(&args),
         Command::Root(RootCommand::CrossSign(args)) => crl::cross_sign(&args),

@@ -1,4 +1,4 @@
-//! `inkan revoke`, `inkan list`, `inkan show`: the registry, without the CA key.
+//! `inkan revoke`, `inkan list`, `inkan show`, `inkan count`: the registry, without the CA key.
 
 use anyhow::{Context, bail};
 use ca::layout::DataDir;
@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 use pki::encoding::rfc3339;
 
 use super::{Needs, admin, unexpected};
-use crate::args::{ListArgs, RevokeArgs, ShowArgs};
+use crate::args::{CountArgs, ListArgs, RevokeArgs, ShowArgs};
 
 pub fn revoke(args: &RevokeArgs) -> anyhow::Result<()> {
     let serial: Serial = args.serial.parse()?;
@@ -140,6 +140,55 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         eprintln!("{} certificate(s) shown; more match (raise --limit to see them)", listed.len());
     } else {
         eprintln!("{} certificate(s)", listed.len());
+    }
+    Ok(())
+}
+
+/// `inkan count --json`.
+#[derive(Serialize)]
+struct Counted {
+    valid: u64,
+    expired: u64,
+    revoked: u64,
+    superseded: u64,
+    pending: u64,
+    total: u64,
+    /// With --expiring: the period as given, and the valid certificates expiring within it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiring_within: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_expiring: Option<u64>,
+}
+
+pub fn count(args: &CountArgs) -> anyhow::Result<()> {
+    let expiring = args.expiring.as_deref().map(parse_period).transpose()?;
+    let request = AdminRequest::Count { expiring_secs: expiring.map(|p| p.whole_seconds()) };
+    let needs = Needs::default();
+    let (counts, valid_expiring) = match admin(&DataDir::new(&args.data_dir.data_dir), request, needs, None)? {
+        AdminReply::Counts { counts, expiring } => (counts, expiring),
+        other => return Err(unexpected(other)),
+    };
+    if args.json {
+        let counted = Counted {
+            valid: counts.valid,
+            expired: counts.expired,
+            revoked: counts.revoked,
+            superseded: counts.superseded,
+            pending: counts.pending,
+            total: counts.total(),
+            expiring_within: args.expiring.clone(),
+            valid_expiring,
+        };
+        println!("{}", serde_json::to_string_pretty(&counted)?);
+        return Ok(());
+    }
+    println!("{:<12}  {:>12}", "STATUS", "CERTIFICATES");
+    for status in pki::registry::Status::ALL {
+        println!("{:<12}  {:>12}", status.name(), counts.get(status));
+    }
+    println!("{:<12}  {:>12}", "total", counts.total());
+    if let (Some(period), Some(n)) = (&args.expiring, valid_expiring) {
+        println!("{n} valid certificate(s) expire within {period}.");
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::{CertRecord, Registry, RegistryError, State, Status};
+use super::{CertRecord, Registry, RegistryError, State, Status, StatusCounts};
 use crate::{RevocationReason, RevokedEntry, Serial};
 
 fn record(n: u8, account: &str, not_after: OffsetDateTime) -> CertRecord {
@@ -87,6 +87,7 @@ pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
             "recording twice is a no-op"
         );
         assert!(reopened.record_certificate(&d, b"other", true).is_err(), "another certificate under the serial");
+        counts_agree(reopened.as_ref(), now);
         concurrent_reissues(reopened.as_ref(), now);
         let key = [0x77; 32];
         assert_eq!(reopened.blocked_key(&key).expect("blocked"), None);
@@ -107,6 +108,33 @@ pub fn registry(open: &dyn Fn() -> Box<dyn Registry>, now: OffsetDateTime) {
     assert_eq!(reopened.blocked_key(&[0x78; 32]).expect("blocked"), None);
     key_holders(reopened.as_ref(), now);
     expiring_pages(reopened.as_ref(), now);
+    counts_agree(reopened.as_ref(), now);
+}
+
+/// The counts by status, and of valid certificates expiring by a time, are what the records
+/// say, at moments around every notAfter (a second before, at it, a millisecond and a
+/// second after: inside the hour it falls in), long before and long after.
+fn counts_agree(store: &dyn Registry, now: OffsetDateTime) {
+    let all = store.all().expect("all");
+    let mut moments = vec![now, now - Duration::days(400), now + Duration::days(4000)];
+    for r in &all {
+        let t = r.not_after;
+        moments.extend([t - Duration::seconds(1), t, t + Duration::milliseconds(1), t + Duration::seconds(1)]);
+    }
+    for at in moments {
+        let mut expected = StatusCounts::default();
+        for r in &all {
+            expected.add(r.status(at));
+        }
+        assert_eq!(store.count_by_status(at).expect("count"), expected, "counts by status at {at}");
+        assert_eq!(expected.total(), all.len() as u64);
+        for until in [at - Duration::seconds(1), at, at + Duration::minutes(30), at + Duration::days(45)] {
+            let valid_by = |r: &&CertRecord| r.status(at) == Status::Valid && r.not_after <= until;
+            let want = all.iter().filter(valid_by).count() as u64;
+            let got = store.count_valid_expiring(at, until).expect("count expiring");
+            assert_eq!(got, want, "valid at {at} and expiring by {until}");
+        }
+    }
 }
 
 /// Pages of the expiry index: the first ones in notAfter order among those kept, and no more.
