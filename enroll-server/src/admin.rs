@@ -710,6 +710,8 @@ fn run(ctx: &AdminContext<'_>, request: AdminRequest) -> Result<AdminReply, Stri
 
 /// The largest request line accepted on the socket.
 const MAX_REQUEST: usize = 1 << 20;
+/// The largest answer the CLI reads: a listing of about three million certificates.
+const MAX_REPLY: u64 = 1 << 30;
 
 /// Binds the admin socket at `path` (mode 0600), replacing one left by a crash. The service
 /// binds it before it gives up its privileges, then serves it with [`serve_socket`].
@@ -779,6 +781,15 @@ async fn answer(stream: UnixStream, state: Shared) -> std::io::Result<()> {
     };
     let mut out =
         serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"result\":\"error\",\"message\":\"encoding\"}".to_vec());
+    if out.len() as u64 >= MAX_REPLY {
+        let message = format!(
+            "the answer is {} MiB, more than the {} MiB the CLI reads; ask for less (for `inkan list`: --limit, \
+             --account or --expiring)",
+            out.len() >> 20,
+            MAX_REPLY >> 20
+        );
+        out = serde_json::to_vec(&AdminReply::Error { message }).unwrap_or_default();
+    }
     out.push(b'\n');
     write.write_all(&out).await?;
     write.shutdown().await
@@ -799,6 +810,42 @@ pub fn call(path: &Path, request: &AdminRequest) -> std::io::Result<Option<Admin
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut reply = Vec::new();
-    std::io::BufReader::new(stream).take((MAX_REQUEST * 64) as u64).read_until(b'\n', &mut reply)?;
+    std::io::BufReader::new(stream).take(MAX_REPLY).read_until(b'\n', &mut reply)?;
+    if reply.last() != Some(&b'\n') {
+        let why = if reply.len() as u64 >= MAX_REPLY {
+            format!(
+                "the service's answer is larger than {} MiB; ask for less (for `inkan list`: --limit, --account or \
+                 --expiring)",
+                MAX_REPLY >> 20
+            )
+        } else {
+            format!("the service's answer was cut off after {} bytes (did it stop?)", reply.len())
+        };
+        return Err(std::io::Error::other(why));
+    }
     serde_json::from_slice(&reply).map(Some).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that stops in the middle of its answer: the CLI says the answer was cut off,
+    /// not that JSON ended early.
+    #[test]
+    fn an_answer_cut_off_is_named() {
+        use std::io::{BufRead, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut request = String::new();
+            std::io::BufReader::new(&stream).read_line(&mut request).expect("request");
+            (&stream).write_all(br#"{"result":"certificates","certificates":[{"serial":"#).expect("write");
+        });
+        let error = call(&path, &AdminRequest::Crl).expect_err("cut off");
+        server.join().expect("server");
+        assert!(error.to_string().contains("cut off after 51 bytes"), "{error}");
+    }
 }
