@@ -12,7 +12,7 @@
 //! most of an hour). The data goes under `INKAN_BENCH_DIR` or the target directory. Each run's
 //! figures are kept in `bench/results/storage.json` (one entry per N, replaced by a new run
 //! of the same N), from which it writes `storage.md` (the table the README shows) and
-//! `storage.svg` (times against N).
+//! `storage.svg` (times against N); `-- --report` writes those two again without running.
 
 #![allow(clippy::unwrap_used)]
 
@@ -125,6 +125,10 @@ fn megabytes(field: &str) -> f64 {
 }
 
 fn bench() -> Result<(), String> {
+    if std::env::args().any(|a| a == "--report") {
+        // Only the table and the plot again, from the figures kept.
+        return report(None);
+    }
     let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
     if total < 400 {
         return Err("N must be at least 400 (one certificate per validity from 1 to 400 days)".into());
@@ -303,13 +307,13 @@ fn bench() -> Result<(), String> {
     } else {
         println!("INKAN_BENCH_POSTGRES=0: PostgreSQL left out");
     }
-    report(total, figures)
+    report(Some((total, figures)))
 }
 
 /// Keeps this run's figures in bench/results/storage.json (replacing an earlier run of the
 /// same N) and writes storage.md (a column per N) and storage.svg (the query times with the
 /// service running, against N).
-fn report(total: usize, figures: Figures) -> Result<(), String> {
+fn report(run: Option<(usize, Figures)>) -> Result<(), String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let kept = dir.join("storage.json");
@@ -317,10 +321,12 @@ fn report(total: usize, figures: Figures) -> Result<(), String> {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", kept.display()))?,
         Err(_) => Vec::new(),
     };
-    runs.retain(|run| run["certificates"].as_u64() != Some(total as u64));
-    let date = time::OffsetDateTime::now_utc().date().to_string();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    runs.push(serde_json::json!({ "certificates": total, "date": date, "cores": cores, "figures": figures }));
+    if let Some((total, figures)) = run {
+        runs.retain(|run| run["certificates"].as_u64() != Some(total as u64));
+        let date = time::OffsetDateTime::now_utc().date().to_string();
+        runs.push(serde_json::json!({ "certificates": total, "date": date, "cores": cores, "figures": figures }));
+    }
     runs.sort_by_key(|run| run["certificates"].as_u64());
     let parsed: Vec<(u64, String, Figures)> = runs
         .iter()
@@ -367,7 +373,7 @@ fn report(total: usize, figures: Figures) -> Result<(), String> {
     let series: Vec<plot::Series<'_>> = plotted
         .iter()
         .map(|name| plot::Series {
-            name: name.trim_start_matches("sled+serve: ").trim_end_matches(" (ms)"),
+            name: name.trim_start_matches("sled+serve: `inkan ").trim_end_matches("` (ms)"),
             points: parsed
                 .iter()
                 .filter_map(|(n, _, figures)| figures.iter().find(|(w, _)| w == name).map(|(_, v)| (*n as f64, *v)))
