@@ -105,6 +105,12 @@ fn hour(t: OffsetDateTime) -> u64 {
     u64::from_be_bytes(seconds(t)) / 3600
 }
 
+/// The start of hour `h` (since 1970).
+fn hour_start(h: u64) -> Result<OffsetDateTime, RegistryError> {
+    let at = h.checked_mul(3600).and_then(|s| i64::try_from(s).ok()).ok_or_else(|| backend("hour out of range"))?;
+    OffsetDateTime::from_unix_timestamp(at).map_err(backend)
+}
+
 /// The counter a record counts in: `n`, its state's code, the hour of its notAfter.
 fn count_key(record: &CertRecord) -> [u8; 10] {
     let state = match record.state {
@@ -362,23 +368,34 @@ impl SledStore {
         Ok(())
     }
 
-    /// How many issued (unrevoked) certificates have a notAfter before `t`: the counters of
-    /// the hours before `t`'s, and the records of its hour read one by one.
-    fn issued_before(&self, t: OffsetDateTime) -> Result<u64, RegistryError> {
-        let hour_of_t = hour(t);
-        let mut n = 0u64;
-        for item in self
-            .db
-            .range([b'n', COUNT_ISSUED].as_slice()..key(b'n', &[&[COUNT_ISSUED], &hour_of_t.to_be_bytes()]).as_slice())
-        {
+    /// How many issued (unrevoked) certificates have a notAfter in `[from, to)`: the
+    /// counters of the whole hours between, and the records of the hours `from` and `to`
+    /// fall in, read one by one.
+    fn issued_in(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<u64, RegistryError> {
+        if to <= from {
+            return Ok(0);
+        }
+        let (first, last) = (hour(from), hour(to));
+        if first == last {
+            return self.issued_records(from, to);
+        }
+        let mut n = self.issued_records(from, hour_start(first + 1)?)?;
+        let counters = key(b'n', &[&[COUNT_ISSUED], &(first + 1).to_be_bytes()])
+            ..key(b'n', &[&[COUNT_ISSUED], &last.to_be_bytes()]);
+        for item in self.db.range(counters) {
             let (k, v) = item.map_err(backend)?;
             n += count_value(&k, &v)?;
         }
-        let hour_start =
-            OffsetDateTime::from_unix_timestamp(i64::try_from(hour_of_t * 3600).map_err(backend)?).map_err(backend)?;
-        for record in self.expiring(hour_start, t) {
+        Ok(n + self.issued_records(hour_start(last)?, to)?)
+    }
+
+    /// How many issued (unrevoked) records have a notAfter in `[from, to)`, read from the
+    /// expiry index: for a stretch within one hour.
+    fn issued_records(&self, from: OffsetDateTime, to: OffsetDateTime) -> Result<u64, RegistryError> {
+        let mut n = 0;
+        for record in self.expiring(from, to) {
             let record = record?;
-            if record.state == State::Issued && record.not_after < t {
+            if record.state == State::Issued && from <= record.not_after && record.not_after < to {
                 n += 1;
             }
         }
@@ -723,19 +740,28 @@ impl Registry for SledStore {
 
     fn count_by_status(&self, now: OffsetDateTime) -> Result<StatusCounts, RegistryError> {
         let mut counts = StatusCounts::default();
-        let mut issued = 0;
+        let (mut issued, mut expired) = (0, 0);
+        let this_hour = hour(now);
         for item in self.db.scan_prefix([b'n']) {
             let (k, v) = item.map_err(backend)?;
             let n = count_value(&k, &v)?;
             match k.get(1) {
                 Some(&COUNT_PENDING) => counts.pending += n,
-                Some(&COUNT_ISSUED) => issued += n,
+                Some(&COUNT_ISSUED) => {
+                    issued += n;
+                    // Issued certificates of the hours before now's have expired.
+                    if k.get(2..10).is_some_and(|h| h < this_hour.to_be_bytes().as_slice()) {
+                        expired += n;
+                    }
+                }
                 Some(&COUNT_REVOKED) => counts.revoked += n,
                 Some(&COUNT_SUPERSEDED) => counts.superseded += n,
                 _ => return Err(RegistryError::Corrupt { key: format!("{k:02x?}"), detail: "unknown counter".into() }),
             }
         }
-        counts.expired = self.issued_before(now)?.min(issued);
+        // And those of now's hour whose notAfter has passed.
+        expired += self.issued_records(hour_start(this_hour)?, now)?;
+        counts.expired = expired.min(issued);
         counts.valid = issued - counts.expired;
         Ok(counts)
     }
@@ -745,8 +771,7 @@ impl Registry for SledStore {
             return Ok(0);
         }
         // notAfter is whole seconds: before `until` plus a nanosecond is at or before `until`.
-        let by_until = self.issued_before(until + time::Duration::nanoseconds(1))?;
-        Ok(by_until.saturating_sub(self.issued_before(now)?))
+        self.issued_in(now, until + time::Duration::nanoseconds(1))
     }
 
     fn revoke(
