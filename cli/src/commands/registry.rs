@@ -147,11 +147,8 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
 /// `inkan count --json`.
 #[derive(Serialize)]
 struct Counted {
-    valid: u64,
-    expired: u64,
-    revoked: u64,
-    superseded: u64,
-    pending: u64,
+    #[serde(flatten)]
+    counts: pki::registry::StatusCounts,
     total: u64,
     /// With --expiring: the period as given, and the valid certificates expiring within it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,16 +166,7 @@ pub fn count(args: &CountArgs) -> anyhow::Result<()> {
         other => return Err(unexpected(other)),
     };
     if args.json {
-        let counted = Counted {
-            valid: counts.valid,
-            expired: counts.expired,
-            revoked: counts.revoked,
-            superseded: counts.superseded,
-            pending: counts.pending,
-            total: counts.total(),
-            expiring_within: args.expiring.clone(),
-            valid_expiring,
-        };
+        let counted = Counted { counts, total: counts.total(), expiring_within: args.expiring.clone(), valid_expiring };
         println!("{}", serde_json::to_string_pretty(&counted)?);
         return Ok(());
     }
