@@ -286,19 +286,26 @@ fn two_instances_one_database_one_signer() {
 /// `GET /api/v1/me` with `who`'s certificate and session cookie from a curl process, every
 /// 20 ms to each port `ports` holds (changed when an instance restarts), until `stop`:
 /// (instance, status, when) for every answer; status 0 when curl got none within 10 s.
+///
+/// The cookie is read from a copy of `who`'s jar that only this loop reads: curl 7.88 opens
+/// the jar it will save to (`-c`) with truncation while it runs and renames the new one into
+/// place at its end, so a second curl reading the same jar meanwhile finds it empty and sends
+/// no cookie (a 401 that is the test's, not the service's).
 fn load(
     who: &Enrolled,
     root: &Path,
     ports: &std::sync::Mutex<[u16; 2]>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Vec<(usize, u16, Instant)> {
+    let jar = who.cert.with_extension("load.jar");
+    std::fs::copy(who.cert.with_extension("jar"), &jar).unwrap();
     let mut seen = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let now = *ports.lock().unwrap();
         for (instance, port) in now.into_iter().enumerate() {
             let out = std::process::Command::new("curl")
                 .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", s(root)])
-                .args(who.client_args())
+                .args(["--cert", s(&who.cert), "--key", s(&who.key), "-b", s(&jar)])
                 .arg(format!("https://localhost:{port}/api/v1/me"))
                 .output()
                 .unwrap();
@@ -388,7 +395,25 @@ fn an_instance_killed_and_the_database_stopped_under_load() {
     }
     assert_eq!(refused_enrollment, 503, "enrollment while the database is down");
     let total = seen.len();
-    let unexpected: Vec<_> = seen.iter().filter(|(_, st, _)| ![0, 200, 503].contains(st)).collect();
+    // Each unexpected answer with the instance and when it came, after which step.
+    let steps = [
+        ("start", seen[0].2),
+        ("A killed", killed),
+        ("A restarting", restarted),
+        ("A rejoined", rejoined),
+        ("database stopping", stopping),
+        ("database down", down),
+        ("database starting", up),
+        ("both answer again", after),
+    ];
+    let unexpected: Vec<String> = seen
+        .iter()
+        .filter(|(_, st, _)| ![0, 200, 503].contains(st))
+        .map(|(instance, st, at)| {
+            let (step, since) = steps.iter().rev().find(|(_, t)| t <= at).unwrap_or(&steps[0]);
+            format!("{st} from instance {instance}, {:?} after '{step}'", at.saturating_duration_since(*since))
+        })
+        .collect();
     assert!(unexpected.is_empty(), "only 200, 503 or no answer (dead instance) in {total}: {unexpected:?}");
     eprintln!("{total} requests under load; statuses as expected in every phase");
 
