@@ -6,6 +6,9 @@
 //! against the CA the benchmark made, must say the certificate is good (before and after the
 //! runs), and wrk must report no non-2xx answers and no socket errors. Otherwise it says why
 //! and exits non-zero. Needs wrk, curl and openssl (Debian packages of the same names).
+//!
+//! After the runs it prints the CPU each answer cost the service (all its processes) and wrk,
+//! and the rate wrk alone would allow on these cores: the ceiling of this measurement.
 
 mod support;
 use support::Server;
@@ -105,8 +108,47 @@ impl Probe {
     }
 }
 
+/// CPU time (user + system, in clock ticks) of `root` and every process below it, from
+/// /proc/PID/stat. A process that ended meanwhile is not counted: the service's processes run
+/// throughout.
+fn tree_cpu_ticks(root: u32) -> u64 {
+    let mut parents = std::collections::HashMap::new();
+    let mut ticks = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // After the command's name (in parentheses, which may hold spaces): state, ppid, ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, rest)| rest) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(ppid), Some(utime), Some(stime)) = (fields.get(1), fields.get(11), fields.get(12)) else { continue };
+        let (Ok(ppid), Ok(utime), Ok(stime)) = (ppid.parse::<u32>(), utime.parse::<u64>(), stime.parse::<u64>()) else {
+            continue;
+        };
+        parents.insert(pid, ppid);
+        ticks.insert(pid, utime + stime);
+    }
+    let below = |mut pid: u32| {
+        while pid > 1 {
+            if pid == root {
+                return true;
+            }
+            pid = parents.get(&pid).copied().unwrap_or(0);
+        }
+        false
+    };
+    ticks.iter().filter(|(pid, _)| below(**pid)).map(|(_, t)| t).sum()
+}
+
+/// The CPU time of the children this process has waited for, in seconds (getrusage).
+fn children_cpu_secs() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(usage.user_time()) + secs(usage.system_time())
+}
+
 /// What wrk reported, once checked.
 struct WrkRun {
+    requests: u64,
     rate: String,
     p50: String,
     p99: String,
@@ -140,7 +182,7 @@ fn parse_wrk(out: &str) -> Result<WrkRun, String> {
         }
     }
     let rate = line("Requests/sec").ok_or_else(|| format!("no Requests/sec in wrk's report:\n{out}"))?;
-    Ok(WrkRun { rate, p50: line("50%").unwrap_or_default(), p99: line("99%").unwrap_or_default() })
+    Ok(WrkRun { requests, rate, p50: line("50%").unwrap_or_default(), p99: line("99%").unwrap_or_default() })
 }
 
 fn main() -> ExitCode {
@@ -184,6 +226,7 @@ fn bench() -> Result<(), String> {
         .spawn()
         .expect("serve");
     let stdout = serve.stdout.take().expect("stdout");
+    let serve_pid = serve.id();
     let _serve = Server(serve);
     let mut http = None;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -233,8 +276,12 @@ fn bench() -> Result<(), String> {
     };
     println!("OCSP on the cached path: GET /ocsp/{{request}} for one certificate ({status}), {seconds} s per run");
     println!("data directory {} on {}", dir.display(), fs_type(&dir).1);
+    let ticks_per_sec: f64 = run(Command::new("getconf").arg("CLK_TCK")).trim().parse().unwrap_or(100.0);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut splits = Vec::new();
     for connections in [1, 16, 64] {
         let threads = connections.min(2);
+        let (service_before, wrk_before) = (tree_cpu_ticks(serve_pid), children_cpu_secs());
         let wrk = Command::new("wrk")
             .args(["-t", &threads.to_string(), "-c", &connections.to_string(), "-d", &format!("{seconds}s")])
             .args(["--latency", &probe.url])
@@ -245,9 +292,27 @@ fn bench() -> Result<(), String> {
             let said = String::from_utf8_lossy(&wrk.stderr);
             return Err(format!("{connections} connections: wrk failed ({}): {out}{said}", wrk.status));
         }
+        let service_secs = (tree_cpu_ticks(serve_pid) - service_before) as f64 / ticks_per_sec;
+        let wrk_secs = children_cpu_secs() - wrk_before;
         let figures = parse_wrk(&out).map_err(|e| format!("{connections} connections: {e}"))?;
         let (rate, p50, p99) = (figures.rate, figures.p50, figures.p99);
         println!("{connections:>3} connections: {rate:<24} latency p50 {p50:<12} p99 {p99:<12} no errors");
+        splits.push((connections, service_secs, wrk_secs, figures.requests));
+    }
+    // Where the CPU went: what the service and wrk each spent per answer. With wrk on the same
+    // cores, the rate can never pass cores / (wrk's CPU per answer), however little the service
+    // spends; the kernel's work for a socket counts to the process it ran in.
+    println!(
+        "CPU per answer (user + system; the service's processes from /proc, wrk's from getrusage), {cores} cores:"
+    );
+    for (connections, service_secs, wrk_secs, requests) in splits {
+        let per = |secs: f64| secs * 1e6 / requests.max(1) as f64;
+        let (service_us, wrk_us) = (per(service_secs), per(wrk_secs));
+        println!(
+            "{connections:>3} connections: service {service_us:>5.1} us, wrk {wrk_us:>5.1} us; \
+             ceiling with wrk on these cores and a service using no CPU: {:>7.0}/s",
+            cores as f64 * 1e6 / wrk_us.max(0.001)
+        );
     }
     // Still the same answer after the load.
     probe.check_good().map_err(|e| format!("after the runs: {e}"))?;
