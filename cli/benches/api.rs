@@ -21,6 +21,9 @@
 //! The same service then runs with its stores moved into PostgreSQL (`inkan storage migrate`,
 //! a throwaway PostgreSQL 15 cluster), durable, at the same numbers of clients.
 //!
+//! After inkan's durable runs it prints the floor of a 1-client issuance here: the p50 of an
+//! HTTPS round trip refused before any work, and of one fdatasync of an append.
+//!
 //! At the end it writes `bench/results/issuance.md` (the table) and `issuance.svg` (issued/s
 //! against clients, one line per server) for the README.
 //!
@@ -362,6 +365,51 @@ async fn traced_load(
     Ok(((syncs.fsync + syncs.fdatasync) as f64 / n, syncs.sync_file_range as f64 / n))
 }
 
+/// What no issuance at 1 client can go below on this machine, measured beside it: an HTTPS
+/// round trip the service refuses before any work (an empty CSR, sent to
+/// `ticket`'s issuance route), and one fdatasync of an append in the data's file
+/// system (the signer's ledger syncs once per issuance).
+/// Returns the two p50s: the round trip and the fdatasync.
+async fn floor(
+    port: u16,
+    tls: &Arc<rustls::ClientConfig>,
+    work: &Path,
+    n: usize,
+    ticket: String,
+) -> Result<(Duration, Duration), String> {
+    // An empty CSR is refused before its ticket is claimed: the ticket stays open throughout.
+    let refused = (0..n).map(|_| (ticket.clone(), r#"{"csr_pem":""}"#.to_owned())).collect();
+    let round_trip = load(port, Some(tls.clone()), 1, refused, 422).await.map_err(|e| format!("floor: {e}"))?;
+    let probe = work.join("fdatasync-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&probe)
+        .map_err(|e| format!("{}: {e}", probe.display()))?;
+    let mut syncs: Vec<Duration> = (0..n)
+        .map(|_| {
+            use std::io::Write;
+            file.write_all(&[b'x'; 1024]).expect("write");
+            let t = Instant::now();
+            file.sync_data().expect("fdatasync");
+            t.elapsed()
+        })
+        .collect();
+    drop(file);
+    let _ = std::fs::remove_file(&probe);
+    syncs.sort();
+    let sync = syncs[syncs.len() / 2];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "floor at 1 client: an HTTPS round trip refused before any work p50 {:.2} ms, + fdatasync of a 1 KiB \
+         append here p50 {:.2} ms = {:.2} ms before any issuing work",
+        ms(round_trip.p50),
+        ms(sync),
+        ms(round_trip.p50 + sync)
+    );
+    Ok((round_trip.p50, sync))
+}
+
 fn csr_pem(dir: &Path, name: &str) -> String {
     let key = dir.join(format!("{name}.key"));
     let csr = dir.join(format!("{name}.csr"));
@@ -538,6 +586,7 @@ async fn bench() -> Result<(), String> {
     };
 
     let mut results = Vec::new();
+    let mut floors = None;
     for durable in [true, false] {
         let label = if durable { "inkan (durable)" } else { "inkan (durability off)" };
         let server = start_inkan(inkan(), &dir, &pass_file, durable);
@@ -562,6 +611,10 @@ async fn bench() -> Result<(), String> {
             }
             print(label, clients, &figures, syncs);
             results.push((label.to_owned(), clients, figures));
+        }
+        if durable {
+            let ticket = inkan_jobs(server.port, &tls, &accounts, &csrs, 1, 1).await?.remove(0).0;
+            floors = Some(floor(server.port, &tls, work, requests, ticket).await?);
         }
         drop(server);
     }
@@ -694,12 +747,17 @@ async fn bench() -> Result<(), String> {
             println!("{clients:>3} clients: inkan on PostgreSQL / inkan on sled = {:.2}", pg / sled);
         }
     }
-    report(&results, cores, &cfssl_version)
+    report(&results, floors, cores, &cfssl_version)
 }
 
 /// Writes bench/results/issuance.md (the table) and issuance.svg (issued/s against clients),
 /// which the README shows.
-fn report(results: &[(String, usize, Figures)], cores: usize, cfssl_version: &str) -> Result<(), String> {
+fn report(
+    results: &[(String, usize, Figures)],
+    floors: Option<(Duration, Duration)>,
+    cores: usize,
+    cfssl_version: &str,
+) -> Result<(), String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut labels: Vec<&str> = Vec::new();
@@ -729,6 +787,17 @@ fn report(results: &[(String, usize, Figures)], cores: usize, cfssl_version: &st
             f.rate,
             f.p50.as_secs_f64() * 1e3,
             f.p99.as_secs_f64() * 1e3
+        ));
+    }
+    if let Some((round_trip, sync)) = floors {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        table.push_str(&format!(
+            "\nThe floor of one issuance at 1 client here, measured in the same run: an HTTPS round trip the \
+             service refuses before any work (an empty CSR) takes {:.2} ms (p50), one fdatasync of a 1 KiB append \
+             in the data's file system {:.2} ms (p50): {:.2} ms before any checking, signing or recording.\n",
+            ms(round_trip),
+            ms(sync),
+            ms(round_trip + sync)
         ));
     }
     table.push_str("\n![issued per second against clients](issuance.svg)\n");
