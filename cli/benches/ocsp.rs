@@ -292,7 +292,8 @@ fn bench() -> Result<(), String> {
             let said = String::from_utf8_lossy(&wrk.stderr);
             return Err(format!("{connections} connections: wrk failed ({}): {out}{said}", wrk.status));
         }
-        let service_secs = (tree_cpu_ticks(serve_pid) - service_before) as f64 / ticks_per_sec;
+        // A process of the service that ended meanwhile takes its ticks with it: never below 0.
+        let service_secs = tree_cpu_ticks(serve_pid).saturating_sub(service_before) as f64 / ticks_per_sec;
         let wrk_secs = children_cpu_secs() - wrk_before;
         let figures = parse_wrk(&out).map_err(|e| format!("{connections} connections: {e}"))?;
         let (rate, p50, p99) = (figures.rate, figures.p50, figures.p99);
