@@ -41,6 +41,7 @@ pub mod layout;
 pub mod ledger;
 mod ledger_index;
 pub mod migrate;
+pub mod pg_client;
 pub mod pg_registry;
 pub mod pkcs11;
 pub mod remote;

@@ -12,6 +12,8 @@ use pki::registry::{BlockedKey, CertRecord, Registry, RegistryError, RequestAnsw
 use pki::{RevocationReason, RevokedEntry, Serial};
 use time::OffsetDateTime;
 
+use crate::pg_client::{PgClient, PgTransaction};
+
 /// The schema version of the registry's tables.
 pub const REGISTRY_SCHEMA: i32 = 2;
 
@@ -69,23 +71,23 @@ fn backend(e: impl std::fmt::Display) -> RegistryError {
 /// opened when first needed and again after it broke).
 pub struct PgRegistry {
     /// Each connection, with when it was last used.
-    clients: Vec<Mutex<Option<(postgres::Client, std::time::Instant)>>>,
+    clients: Vec<Mutex<Option<(PgClient, std::time::Instant)>>>,
     next: std::sync::atomic::AtomicUsize,
     config: postgres::Config,
 }
 
 /// One of the registry's connections, held until dropped.
-struct Conn<'a>(std::sync::MutexGuard<'a, Option<(postgres::Client, std::time::Instant)>>);
+struct Conn<'a>(std::sync::MutexGuard<'a, Option<(PgClient, std::time::Instant)>>);
 
 impl std::ops::Deref for Conn<'_> {
-    type Target = postgres::Client;
-    fn deref(&self) -> &postgres::Client {
+    type Target = PgClient;
+    fn deref(&self) -> &PgClient {
         &self.0.as_ref().unwrap_or_else(|| unreachable!("connected before it is handed out")).0
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut postgres::Client {
+    fn deref_mut(&mut self) -> &mut PgClient {
         &mut self.0.as_mut().unwrap_or_else(|| unreachable!("connected before it is handed out")).0
     }
 }
@@ -128,8 +130,8 @@ const UPSERT: &str =
 
 /// Inserts or replaces the row of `record` (the DER only when given).
 fn write(
-    tx: &mut impl postgres::GenericClient,
-    query: &(impl postgres::ToStatement + ?Sized),
+    tx: &mut PgTransaction<'_>,
+    query: &str,
     record: &CertRecord,
     der: Option<&[u8]>,
     request_id: Option<&[u8; 16]>,
@@ -173,7 +175,7 @@ impl PgRegistry {
             config.password(password);
         }
         config.connect_timeout(Duration::from_secs(5));
-        let mut client = config.connect(postgres::NoTls).map_err(backend)?;
+        let mut client = PgClient::new(config.connect(postgres::NoTls).map_err(backend)?);
         let mut tx = client.transaction().map_err(backend)?;
         tx.execute("SELECT pg_advisory_xact_lock(7312002)", &[]).map_err(backend)?;
         // "already exists, skipping" notices are not news.
@@ -217,10 +219,9 @@ impl PgRegistry {
     pub fn import(&self, entries: &[crate::migrate::Entry]) -> Result<(), RegistryError> {
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(backend)?;
-        // Prepared once: each row is then one round trip.
-        let statement = tx.prepare(UPSERT).map_err(backend)?;
+        // Prepared at the first row: each row is then one round trip.
         for entry in entries {
-            write(&mut tx, &statement, &entry.record, entry.der.as_deref(), entry.request_id.as_ref())?;
+            write(&mut tx, UPSERT, &entry.record, entry.der.as_deref(), entry.request_id.as_ref())?;
         }
         tx.commit().map_err(backend)
     }
@@ -294,7 +295,10 @@ impl PgRegistry {
             _ => false,
         };
         if !usable {
-            *guard = Some((self.config.connect(postgres::NoTls).map_err(backend)?, std::time::Instant::now()));
+            *guard = Some((
+                PgClient::new(self.config.connect(postgres::NoTls).map_err(backend)?),
+                std::time::Instant::now(),
+            ));
         }
         Ok(Conn(guard))
     }
@@ -308,7 +312,7 @@ impl PgRegistry {
     }
 
     /// Reads `serial` under its row lock in `tx`.
-    fn locked(tx: &mut postgres::Transaction<'_>, serial: &Serial) -> Result<CertRecord, RegistryError> {
+    fn locked(tx: &mut PgTransaction<'_>, serial: &Serial) -> Result<CertRecord, RegistryError> {
         let row = tx
             .query_opt("SELECT doc FROM certificates WHERE serial = $1 FOR UPDATE", &[&serial.as_bytes().to_vec()])
             .map_err(backend)?
