@@ -64,9 +64,12 @@ impl<C: GenericClient, K: BorrowMut<Kept>> Prepared<C, K> {
         };
         let result = run(&mut self.inner, &statement);
         // A statement whose table changed under it ("cached plan must not change result
-        // type") is prepared again at its next run.
+        // type"), or that the server no longer holds (a pooler that does not carry prepared
+        // statements between its connections), is prepared again at its next run.
         if let Err(e) = &result
-            && e.code() == Some(&postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+            && [postgres::error::SqlState::FEATURE_NOT_SUPPORTED, postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME]
+                .iter()
+                .any(|code| e.code() == Some(code))
         {
             kept.0.remove(sql);
         }

@@ -67,7 +67,7 @@ fn prepared(client: &mut ca::pg_client::PgClient, sql: &str) -> i64 {
 }
 
 #[test]
-fn a_connection_prepares_each_statement_once_and_again_when_its_table_changed() {
+fn a_connection_prepares_each_statement_once_and_again_when_the_server_lost_it() {
     let cluster = Cluster::start();
     let url = cluster.database("prepared");
     let mut client = ca::pg_client::PgClient::new(postgres::Client::connect(&url, postgres::NoTls).unwrap());
@@ -99,4 +99,11 @@ fn a_connection_prepares_each_statement_once_and_again_when_its_table_changed() 
     let rows = client.query(all, &[]).unwrap();
     assert_eq!((rows[0].len(), rows[0].get::<_, i32>(1)), (2, 2), "prepared again with the new column");
     assert_eq!(prepared(&mut client, all), 1, "the old statement was let go");
+
+    // A statement the server no longer holds (as behind a pooler that does not carry them):
+    // refused once, then prepared again.
+    client.batch_execute("DEALLOCATE ALL").unwrap();
+    let gone = client.query_one(add, &[&1]).unwrap_err();
+    assert_eq!(gone.code(), Some(&postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME), "{gone}");
+    assert_eq!(client.query_one(add, &[&1]).unwrap().get::<_, i32>(0), 2);
 }
